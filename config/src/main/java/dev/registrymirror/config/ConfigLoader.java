@@ -1,0 +1,320 @@
+package dev.registrymirror.config;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
+import java.io.IOException;
+import java.net.URI;
+import java.net.URISyntaxException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * Builds a {@link MirrorConfig} from defaults, an optional YAML file, environment variables and
+ * command-line flags, in rising order of precedence. Every value is checked here; an error names
+ * the key and the value.
+ *
+ * <p>String values in the file may be written {@code ${NAME}} to take them from the environment, so
+ * that passwords need not sit in the file.
+ */
+public final class ConfigLoader {
+    /** Environment variable overriding {@code server.port}. */
+    public static final String ENV_PORT = "REGISTRY_MIRROR_PORT";
+    /** Environment variable overriding {@code storage.path}. */
+    public static final String ENV_STORAGE = "REGISTRY_MIRROR_STORAGE";
+    /** Environment variable overriding the default upstream's {@code url}. */
+    public static final String ENV_UPSTREAM = "REGISTRY_MIRROR_UPSTREAM";
+
+    public static final int DEFAULT_PORT = 5000;
+    public static final String DEFAULT_STORAGE = "./data";
+    public static final String DEFAULT_UPSTREAM_NAME = "docker.io";
+    public static final String DEFAULT_UPSTREAM_URL = "https://registry-1.docker.io";
+    public static final Duration DEFAULT_MANIFEST_TTL = Duration.ofMinutes(5);
+    public static final Duration DEFAULT_CONNECT_TIMEOUT = Duration.ofSeconds(5);
+    public static final Duration DEFAULT_IDLE_TIMEOUT = Duration.ofSeconds(30);
+
+    private static final Pattern ENV_REF = Pattern.compile("\\$\\{([A-Za-z_][A-Za-z0-9_]*)}");
+    private static final Pattern HOST_NAME =
+            Pattern.compile("[a-z0-9]([a-z0-9-]*[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?");
+    private static final ObjectMapper YAML = new ObjectMapper(new YAMLFactory());
+
+    /** Values given on the command line; {@code null} means not given. */
+    public record Overrides(Integer port, String storage, String upstreamUrl) {
+        public static Overrides none() {
+            return new Overrides(null, null, null);
+        }
+    }
+
+    private final Map<String, String> env;
+
+    private ConfigLoader(Map<String, String> env) {
+        this.env = env;
+    }
+
+    /**
+     * Loads the configuration.
+     *
+     * @param file      the YAML file, or {@code null} for defaults only
+     * @param env       the process environment
+     * @param overrides command-line flags
+     * @throws ConfigException on any bad value, naming the key
+     */
+    public static MirrorConfig load(Path file, Map<String, String> env, Overrides overrides) {
+        ConfigLoader loader = new ConfigLoader(env);
+        JsonNode root = file == null ? YAML.createObjectNode() : loader.read(file);
+        return loader.build(root, overrides);
+    }
+
+    /** Parses YAML text (for tests and tools); same rules as {@link #load}. */
+    public static MirrorConfig parse(String yaml, Map<String, String> env, Overrides overrides) {
+        ConfigLoader loader = new ConfigLoader(env);
+        try {
+            JsonNode root = YAML.readTree(yaml);
+            return loader.build(root == null || root.isMissingNode() ? YAML.createObjectNode() : root, overrides);
+        } catch (JsonProcessingException e) {
+            throw new ConfigException("config is not valid YAML: " + e.getOriginalMessage());
+        }
+    }
+
+    private JsonNode read(Path file) {
+        if (!Files.isRegularFile(file)) {
+            throw new ConfigException("config file " + file + " does not exist or is not a file");
+        }
+        try {
+            JsonNode root = YAML.readTree(file.toFile());
+            return root == null || root.isMissingNode() ? YAML.createObjectNode() : root;
+        } catch (JsonProcessingException e) {
+            throw new ConfigException("config file " + file + " is not valid YAML: " + e.getOriginalMessage());
+        } catch (IOException e) {
+            throw new ConfigException("config file " + file + " cannot be read: " + e.getMessage(), e);
+        }
+    }
+
+    private MirrorConfig build(JsonNode root, Overrides cli) {
+        ObjectNode top = object(root, "(top level)");
+        onlyKeys(top, "", Set.of("server", "storage", "upstreams"));
+
+        ObjectNode server = objectOrEmpty(top, "server");
+        onlyKeys(server, "server.", Set.of("host", "port"));
+        String host = string(server, "server.host", "host", "0.0.0.0");
+        int port = integer(server, "server.port", "port", DEFAULT_PORT);
+        if (env.get(ENV_PORT) != null) {
+            port = parsePort(ENV_PORT, env.get(ENV_PORT));
+        }
+        if (cli.port() != null) {
+            port = checkPort("--port", String.valueOf(cli.port()), cli.port());
+        }
+        checkPort("server.port", String.valueOf(port), port);
+
+        ObjectNode storage = objectOrEmpty(top, "storage");
+        onlyKeys(storage, "storage.", Set.of("path"));
+        String storagePath = string(storage, "storage.path", "path", DEFAULT_STORAGE);
+        if (env.get(ENV_STORAGE) != null) {
+            storagePath = env.get(ENV_STORAGE);
+        }
+        if (cli.storage() != null) {
+            storagePath = cli.storage();
+        }
+        if (storagePath.isBlank()) {
+            throw new ConfigException("storage.path: must not be empty");
+        }
+
+        List<MirrorConfig.Upstream> upstreams = new ArrayList<>();
+        JsonNode list = top.get("upstreams");
+        if (list == null || list.isNull()) {
+            upstreams.add(defaultUpstream());
+        } else if (!list.isArray()) {
+            throw new ConfigException("upstreams: must be a list");
+        } else {
+            for (int i = 0; i < list.size(); i++) {
+                upstreams.add(upstream(list.get(i), "upstreams[" + i + "]."));
+            }
+            if (upstreams.isEmpty()) {
+                throw new ConfigException("upstreams: at least one upstream is required");
+            }
+        }
+        String overrideUrl = cli.upstreamUrl() != null ? cli.upstreamUrl() : env.get(ENV_UPSTREAM);
+        if (overrideUrl != null) {
+            String key = cli.upstreamUrl() != null ? "--upstream" : ENV_UPSTREAM;
+            MirrorConfig.Upstream first = upstreams.get(0);
+            upstreams.set(0, new MirrorConfig.Upstream(first.name(), url(key, overrideUrl), first.username(),
+                    first.password(), first.caFile(), first.manifestTtl(), first.connectTimeout(),
+                    first.idleTimeout()));
+        }
+        Set<String> names = new HashSet<>();
+        for (int i = 0; i < upstreams.size(); i++) {
+            if (!names.add(upstreams.get(i).name())) {
+                throw new ConfigException("upstreams[" + i + "].name: \"" + upstreams.get(i).name()
+                        + "\" is used by an earlier upstream");
+            }
+        }
+        return new MirrorConfig(new MirrorConfig.Server(host, port),
+                new MirrorConfig.Storage(Path.of(storagePath)), upstreams);
+    }
+
+    private static MirrorConfig.Upstream defaultUpstream() {
+        return new MirrorConfig.Upstream(DEFAULT_UPSTREAM_NAME, URI.create(DEFAULT_UPSTREAM_URL), null, null, null,
+                DEFAULT_MANIFEST_TTL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT);
+    }
+
+    private MirrorConfig.Upstream upstream(JsonNode node, String prefix) {
+        ObjectNode o = object(node, prefix.substring(0, prefix.length() - 1));
+        onlyKeys(o, prefix, Set.of("name", "url", "username", "password", "caFile", "manifestTtl",
+                "connectTimeout", "idleTimeout"));
+        String name = string(o, prefix + "name", "name", null);
+        if (name == null) {
+            throw new ConfigException(prefix + "name: is required (the registry host, e.g. docker.io)");
+        }
+        if (!HOST_NAME.matcher(name).matches()) {
+            throw new ConfigException(prefix + "name: \"" + name
+                    + "\" is not a registry host name (lower-case host, optional :port, e.g. ghcr.io)");
+        }
+        String urlText = string(o, prefix + "url", "url", null);
+        if (urlText == null) {
+            throw new ConfigException(prefix + "url: is required (e.g. https://registry-1.docker.io)");
+        }
+        String username = string(o, prefix + "username", "username", null);
+        String password = string(o, prefix + "password", "password", null);
+        if ((username == null) != (password == null)) {
+            throw new ConfigException(prefix + (username == null ? "username" : "password")
+                    + ": is required when " + (username == null ? "password" : "username") + " is set");
+        }
+        String ca = string(o, prefix + "caFile", "caFile", null);
+        Path caFile = null;
+        if (ca != null) {
+            caFile = Path.of(ca);
+            if (!Files.isReadable(caFile)) {
+                throw new ConfigException(prefix + "caFile: \"" + ca + "\" is not a readable file");
+            }
+        }
+        return new MirrorConfig.Upstream(name, url(prefix + "url", urlText), username, password, caFile,
+                duration(o, prefix + "manifestTtl", "manifestTtl", DEFAULT_MANIFEST_TTL, false),
+                duration(o, prefix + "connectTimeout", "connectTimeout", DEFAULT_CONNECT_TIMEOUT, true),
+                duration(o, prefix + "idleTimeout", "idleTimeout", DEFAULT_IDLE_TIMEOUT, true));
+    }
+
+    private static URI url(String key, String text) {
+        URI uri;
+        try {
+            uri = new URI(text.endsWith("/") ? text.substring(0, text.length() - 1) : text);
+        } catch (URISyntaxException e) {
+            throw new ConfigException(key + ": \"" + text + "\" is not a URL");
+        }
+        String scheme = uri.getScheme();
+        if (scheme == null || !(scheme.equals("http") || scheme.equals("https")) || uri.getHost() == null) {
+            throw new ConfigException(key + ": \"" + text + "\" must be an http:// or https:// URL with a host");
+        }
+        if (uri.getUserInfo() != null) {
+            throw new ConfigException(key + ": credentials do not belong in the URL; use username and password");
+        }
+        if (uri.getRawQuery() != null || uri.getRawFragment() != null) {
+            throw new ConfigException(key + ": \"" + text + "\" must not have a query or fragment");
+        }
+        return uri;
+    }
+
+    private static int parsePort(String key, String text) {
+        try {
+            return checkPort(key, text, Integer.parseInt(text.trim()));
+        } catch (NumberFormatException e) {
+            throw new ConfigException(key + ": \"" + text + "\" is not a port number");
+        }
+    }
+
+    private static int checkPort(String key, String text, int port) {
+        if (port < 1 || port > 65535) {
+            throw new ConfigException(key + ": \"" + text + "\" is not a port number (1-65535)");
+        }
+        return port;
+    }
+
+    private static ObjectNode object(JsonNode node, String key) {
+        if (!(node instanceof ObjectNode o)) {
+            throw new ConfigException(key + ": must be a mapping of keys to values");
+        }
+        return o;
+    }
+
+    private static ObjectNode objectOrEmpty(ObjectNode parent, String key) {
+        JsonNode n = parent.get(key);
+        if (n == null || n.isNull()) {
+            return YAML.createObjectNode();
+        }
+        return object(n, key);
+    }
+
+    private static void onlyKeys(ObjectNode node, String prefix, Set<String> allowed) {
+        for (Iterator<String> it = node.fieldNames(); it.hasNext(); ) {
+            String k = it.next();
+            if (!allowed.contains(k)) {
+                throw new ConfigException(prefix + k + ": unknown key (known here: " + String.join(", ",
+                        allowed.stream().sorted().toList()) + ")");
+            }
+        }
+    }
+
+    private String string(ObjectNode node, String key, String field, String fallback) {
+        JsonNode n = node.get(field);
+        if (n == null || n.isNull()) {
+            return fallback;
+        }
+        if (!n.isValueNode()) {
+            throw new ConfigException(key + ": must be a single value, not a list or mapping");
+        }
+        return expand(key, n.asText());
+    }
+
+    private String expand(String key, String text) {
+        Matcher m = ENV_REF.matcher(text);
+        StringBuilder out = new StringBuilder();
+        while (m.find()) {
+            String value = env.get(m.group(1));
+            if (value == null) {
+                throw new ConfigException(key + ": refers to environment variable " + m.group(1) + ", which is not set");
+            }
+            m.appendReplacement(out, Matcher.quoteReplacement(value));
+        }
+        m.appendTail(out);
+        return out.toString();
+    }
+
+    private int integer(ObjectNode node, String key, String field, int fallback) {
+        String text = string(node, key, field, null);
+        if (text == null) {
+            return fallback;
+        }
+        try {
+            return Integer.parseInt(text.trim());
+        } catch (NumberFormatException e) {
+            throw new ConfigException(key + ": \"" + text + "\" is not a whole number");
+        }
+    }
+
+    private Duration duration(ObjectNode node, String key, String field, Duration fallback, boolean positive) {
+        String text = string(node, key, field, null);
+        if (text == null) {
+            return fallback;
+        }
+        Duration d;
+        try {
+            d = Values.duration(text);
+        } catch (IllegalArgumentException e) {
+            throw new ConfigException(key + ": \"" + text + "\" is not a duration (use e.g. 30s, 5m, 1h30m)");
+        }
+        if (positive && d.isZero()) {
+            throw new ConfigException(key + ": \"" + text + "\" must be more than zero");
+        }
+        return d;
+    }
+}

@@ -1,0 +1,82 @@
+package dev.registrymirror.config;
+
+import java.net.URI;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+import java.util.Optional;
+
+/**
+ * The whole configuration of one mirror instance, validated. Built by {@link ConfigLoader}.
+ *
+ * @param server    the listening side
+ * @param storage   where blobs, manifests and tags are kept
+ * @param upstreams the registries this mirror pulls from; the first one is the default
+ */
+public record MirrorConfig(Server server, Storage storage, List<Upstream> upstreams) {
+
+    public MirrorConfig {
+        upstreams = List.copyOf(upstreams);
+        if (upstreams.isEmpty()) {
+            throw new ConfigException("upstreams: at least one upstream is required");
+        }
+    }
+
+    /** The upstream used when a request names none. */
+    public Upstream defaultUpstream() {
+        return upstreams.get(0);
+    }
+
+    /** The upstream whose {@code name} is {@code name}, ignoring case. */
+    public Optional<Upstream> upstream(String name) {
+        return upstreams.stream().filter(u -> u.name().equalsIgnoreCase(name)).findFirst();
+    }
+
+    /**
+     * @param host address to bind, {@code 0.0.0.0} for all interfaces
+     * @param port TCP port for the registry API and {@code /metrics}
+     */
+    public record Server(String host, int port) {
+    }
+
+    /**
+     * @param path root folder of the cache; created when missing
+     */
+    public record Storage(Path path) {
+    }
+
+    /**
+     * One upstream registry.
+     *
+     * @param name           the registry host as clients name it ({@code docker.io}, {@code ghcr.io});
+     *                       matched against containerd's {@code ?ns=} and a first path component
+     * @param url            the registry API's base URL ({@code https://registry-1.docker.io})
+     * @param username       optional user for token or Basic auth
+     * @param password       optional password or access token; never logged
+     * @param caFile         optional PEM file of extra CAs to trust, besides the system's
+     * @param manifestTtl    how long a tag's answer is served without asking the upstream
+     * @param connectTimeout how long to wait for a TCP/TLS connection
+     * @param idleTimeout    how long an upstream response may stay silent before it is abandoned
+     */
+    public record Upstream(String name, URI url, String username, String password, Path caFile,
+                           Duration manifestTtl, Duration connectTimeout, Duration idleTimeout) {
+
+        /** Whether credentials are configured. */
+        public boolean hasCredentials() {
+            return username != null && password != null;
+        }
+
+        /** Docker Hub keeps official images under {@code library/}. */
+        public boolean isDockerHub() {
+            return name.equals("docker.io");
+        }
+
+        @Override
+        public String toString() {
+            return "Upstream[name=" + name + ", url=" + url + ", username=" + username
+                    + ", password=" + (password == null ? "none" : "***") + ", caFile=" + caFile
+                    + ", manifestTtl=" + manifestTtl + ", connectTimeout=" + connectTimeout
+                    + ", idleTimeout=" + idleTimeout + "]";
+        }
+    }
+}

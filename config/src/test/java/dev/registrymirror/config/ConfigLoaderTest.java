@@ -1,0 +1,133 @@
+package dev.registrymirror.config;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import java.net.URI;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class ConfigLoaderTest {
+    private static final ConfigLoader.Overrides NONE = ConfigLoader.Overrides.none();
+
+    @Test
+    void noFileMeansDefaults() {
+        MirrorConfig c = ConfigLoader.load(null, Map.of(), NONE);
+        assertThat(c.server().port()).isEqualTo(5000);
+        assertThat(c.storage().path()).isEqualTo(Path.of("./data"));
+        assertThat(c.upstreams()).hasSize(1);
+        assertThat(c.defaultUpstream().name()).isEqualTo("docker.io");
+        assertThat(c.defaultUpstream().url()).isEqualTo(URI.create("https://registry-1.docker.io"));
+        assertThat(c.defaultUpstream().manifestTtl()).isEqualTo(Duration.ofMinutes(5));
+    }
+
+    @Test
+    void fullFileIsRead(@TempDir Path dir) throws Exception {
+        Path ca = Files.writeString(dir.resolve("ca.pem"), "x");
+        Path file = Files.writeString(dir.resolve("c.yaml"), """
+                server:
+                  port: 5050
+                storage:
+                  path: /var/cache/mirror
+                upstreams:
+                  - name: docker.io
+                    url: https://registry-1.docker.io/
+                    username: alice
+                    password: ${HUB_TOKEN}
+                    manifestTtl: 1h30m
+                  - name: lab.local:5000
+                    url: http://10.0.0.5:5000
+                    caFile: %s
+                    connectTimeout: 2s
+                    idleTimeout: 250ms
+                """.formatted(ca));
+        MirrorConfig c = ConfigLoader.load(file, Map.of("HUB_TOKEN", "s3cret"), NONE);
+        assertThat(c.server().port()).isEqualTo(5050);
+        assertThat(c.storage().path()).isEqualTo(Path.of("/var/cache/mirror"));
+        MirrorConfig.Upstream hub = c.defaultUpstream();
+        assertThat(hub.url()).isEqualTo(URI.create("https://registry-1.docker.io"));
+        assertThat(hub.password()).isEqualTo("s3cret");
+        assertThat(hub.manifestTtl()).isEqualTo(Duration.ofMinutes(90));
+        assertThat(hub.toString()).doesNotContain("s3cret");
+        MirrorConfig.Upstream lab = c.upstream("lab.local:5000").orElseThrow();
+        assertThat(lab.caFile()).isEqualTo(ca);
+        assertThat(lab.connectTimeout()).isEqualTo(Duration.ofSeconds(2));
+        assertThat(lab.idleTimeout()).isEqualTo(Duration.ofMillis(250));
+        assertThat(lab.manifestTtl()).isEqualTo(Duration.ofMinutes(5));
+    }
+
+    @Test
+    void cliBeatsEnvBeatsFile() {
+        String yaml = "server: {port: 6000}\nstorage: {path: /a}\n";
+        MirrorConfig fileOnly = ConfigLoader.parse(yaml, Map.of(), NONE);
+        assertThat(fileOnly.server().port()).isEqualTo(6000);
+
+        Map<String, String> env = Map.of("REGISTRY_MIRROR_PORT", "7000", "REGISTRY_MIRROR_STORAGE", "/b",
+                "REGISTRY_MIRROR_UPSTREAM", "http://127.0.0.1:9000");
+        MirrorConfig withEnv = ConfigLoader.parse(yaml, env, NONE);
+        assertThat(withEnv.server().port()).isEqualTo(7000);
+        assertThat(withEnv.storage().path()).isEqualTo(Path.of("/b"));
+        assertThat(withEnv.defaultUpstream().url()).isEqualTo(URI.create("http://127.0.0.1:9000"));
+
+        MirrorConfig withCli = ConfigLoader.parse(yaml, env,
+                new ConfigLoader.Overrides(8000, "/c", "https://mirror.example:8443"));
+        assertThat(withCli.server().port()).isEqualTo(8000);
+        assertThat(withCli.storage().path()).isEqualTo(Path.of("/c"));
+        assertThat(withCli.defaultUpstream().url()).isEqualTo(URI.create("https://mirror.example:8443"));
+        assertThat(withCli.defaultUpstream().name()).isEqualTo("docker.io");
+    }
+
+    @Test
+    void badValuesNameKeyAndValue() {
+        assertError("server: {port: 70000}", "server.port: \"70000\" is not a port number (1-65535)");
+        assertError("server: {port: abc}", "server.port: \"abc\" is not a whole number");
+        assertError("upstreams: [{name: x.io, url: ftp://x}]",
+                "upstreams[0].url: \"ftp://x\" must be an http:// or https:// URL with a host");
+        assertError("upstreams: [{name: x.io, url: 'http://u:p@x'}]", "upstreams[0].url: credentials do not belong");
+        assertError("upstreams: [{name: x.io, url: 'http://x', manifestTtl: 5 minutes}]",
+                "upstreams[0].manifestTtl: \"5 minutes\" is not a duration");
+        assertError("upstreams: [{name: x.io, url: 'http://x', idleTimeout: 0s}]",
+                "upstreams[0].idleTimeout: \"0s\" must be more than zero");
+        assertError("upstreams: [{url: 'http://x'}]", "upstreams[0].name: is required");
+        assertError("upstreams: [{name: 'Bad Name', url: 'http://x'}]", "upstreams[0].name: \"Bad Name\" is not");
+        assertError("upstreams: [{name: a.io, url: 'http://x', username: bob}]", "upstreams[0].password: is required");
+        assertError("upstreams: [{name: a.io, url: 'http://x'}, {name: a.io, url: 'http://y'}]",
+                "upstreams[1].name: \"a.io\" is used by an earlier upstream");
+        assertError("upstreams: []", "upstreams: at least one upstream is required");
+        assertError("storage: {paht: /x}", "storage.paht: unknown key");
+        assertError("upstreams: [{name: a.io, url: 'http://x', password: '${NOPE}', username: u}]",
+                "upstreams[0].password: refers to environment variable NOPE, which is not set");
+        assertError("upstreams: [{name: a.io, url: 'http://x', caFile: /no/such.pem}]",
+                "upstreams[0].caFile: \"/no/such.pem\" is not a readable file");
+        assertError("server: [1, 2]", "server: must be a mapping");
+        assertError("server: {port: [1]}", "server.port: must be a single value");
+        assertError("server: {port: 1", "config is not valid YAML");
+    }
+
+    @Test
+    void badEnvAndCliValuesNameTheirSource() {
+        assertThatThrownBy(() -> ConfigLoader.parse("", Map.of("REGISTRY_MIRROR_PORT", "x"), NONE))
+                .hasMessage("REGISTRY_MIRROR_PORT: \"x\" is not a port number");
+        assertThatThrownBy(() -> ConfigLoader.parse("", Map.of(), new ConfigLoader.Overrides(null, null, "nope")))
+                .hasMessageStartingWith("--upstream: \"nope\" must be an http:// or https:// URL");
+        assertThatThrownBy(() -> ConfigLoader.parse("", Map.of(), new ConfigLoader.Overrides(0, null, null)))
+                .hasMessageStartingWith("--port: \"0\" is not a port number");
+    }
+
+    @Test
+    void missingFileIsAClearError(@TempDir Path dir) {
+        assertThatThrownBy(() -> ConfigLoader.load(dir.resolve("nope.yaml"), Map.of(), NONE))
+                .isInstanceOf(ConfigException.class)
+                .hasMessageContaining("nope.yaml does not exist");
+    }
+
+    private static void assertError(String yaml, String messageStart) {
+        assertThatThrownBy(() -> ConfigLoader.parse(yaml, Map.of(), NONE))
+                .isInstanceOf(ConfigException.class)
+                .hasMessageStartingWith(messageStart);
+    }
+}
