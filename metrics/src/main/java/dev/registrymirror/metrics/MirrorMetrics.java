@@ -1,0 +1,184 @@
+package dev.registrymirror.metrics;
+
+import io.micrometer.core.instrument.Counter;
+import io.micrometer.core.instrument.Gauge;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.micrometer.core.instrument.Timer;
+import io.micrometer.core.instrument.binder.jvm.ClassLoaderMetrics;
+import io.micrometer.core.instrument.binder.jvm.JvmGcMetrics;
+import io.micrometer.core.instrument.binder.jvm.JvmMemoryMetrics;
+import io.micrometer.core.instrument.binder.jvm.JvmThreadMetrics;
+import io.micrometer.core.instrument.binder.system.FileDescriptorMetrics;
+import io.micrometer.core.instrument.binder.system.ProcessorMetrics;
+import io.micrometer.core.instrument.binder.system.UptimeMetrics;
+import io.micrometer.prometheusmetrics.PrometheusConfig;
+import io.micrometer.prometheusmetrics.PrometheusMeterRegistry;
+import java.time.Duration;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ConcurrentMap;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Function;
+import java.util.function.LongSupplier;
+
+/**
+ * The mirror's metrics, one method per thing that happens. Meter names follow Prometheus
+ * conventions once exported: base units, {@code _total} counters, few label values.
+ *
+ * <p>Implementation note: meters are looked up once per label combination and kept in maps, so the
+ * hot path is a map lookup and an atomic add.
+ */
+public final class MirrorMetrics {
+    /** The content type of {@link #scrape()}. */
+    public static final String CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+    private static final String PREFIX = "registrymirror.";
+
+    private final PrometheusMeterRegistry registry;
+    private final ConcurrentMap<String, Timer> requestTimers = new ConcurrentHashMap<>();
+    private final ConcurrentMap<String, Timer> upstreamTimers = new ConcurrentHashMap<>();
+    private final ConcurrentMap<String, Counter> counters = new ConcurrentHashMap<>();
+    private final ConcurrentMap<String, AtomicLong> rateLimits = new ConcurrentHashMap<>();
+    private final Counter servedFromCache;
+    private final Counter servedFromUpstream;
+
+    private MirrorMetrics(PrometheusMeterRegistry registry) {
+        this.registry = registry;
+        this.servedFromCache = Counter.builder(PREFIX + "served").baseUnit("bytes").tag("source", "cache")
+                .description("Bytes of blobs and manifests sent to clients, by where they came from")
+                .register(registry);
+        this.servedFromUpstream = Counter.builder(PREFIX + "served").baseUnit("bytes").tag("source", "upstream")
+                .description("Bytes of blobs and manifests sent to clients, by where they came from")
+                .register(registry);
+    }
+
+    /** A fresh registry with JVM and process metrics bound. */
+    public static MirrorMetrics create() {
+        PrometheusMeterRegistry registry = new PrometheusMeterRegistry(PrometheusConfig.DEFAULT);
+        new ClassLoaderMetrics().bindTo(registry);
+        new JvmMemoryMetrics().bindTo(registry);
+        new JvmGcMetrics().bindTo(registry);
+        new JvmThreadMetrics().bindTo(registry);
+        new ProcessorMetrics().bindTo(registry);
+        new UptimeMetrics().bindTo(registry);
+        new FileDescriptorMetrics().bindTo(registry);
+        return new MirrorMetrics(registry);
+    }
+
+    /** The Prometheus text exposition of every meter. */
+    public String scrape() {
+        return registry.scrape();
+    }
+
+    /** The underlying registry, for binding further meters. */
+    public MeterRegistry registry() {
+        return registry;
+    }
+
+    /** A client request was answered. {@code route} is one of a few fixed names (blob, manifest, …). */
+    public void requestServed(String route, String method, int status, long nanos) {
+        String key = route + '|' + method + '|' + status;
+        requestTimers.computeIfAbsent(key, k -> Timer.builder(PREFIX + "requests")
+                .description("Client requests answered, by route, method and status")
+                .tags("route", route, "method", method, "status", Integer.toString(status))
+                .register(registry)).record(nanos, TimeUnit.NANOSECONDS);
+    }
+
+    /** A request was answered from the cache. {@code kind}: blob, manifest or tag. */
+    public void cacheHit(String kind) {
+        counter("cache.hits", "Requests answered from the cache, by kind of content", "kind", kind).increment();
+    }
+
+    /** A request needed the upstream. {@code kind}: blob, manifest or tag. */
+    public void cacheMiss(String kind) {
+        counter("cache.misses", "Requests that needed the upstream, by kind of content", "kind", kind).increment();
+    }
+
+    /** A cached tag was served because the upstream could not be asked. {@code reason}: unreachable, error, rate_limited. */
+    public void staleServed(String upstream, String reason) {
+        counter("stale.served", "Expired tags served from cache because the upstream failed", "upstream", upstream,
+                "reason", reason).increment();
+    }
+
+    /** Bytes sent to a client from the cache. */
+    public void bytesFromCache(long bytes) {
+        servedFromCache.increment(bytes);
+    }
+
+    /** Bytes sent to a client as they arrived from the upstream. */
+    public void bytesFromUpstream(long bytes) {
+        servedFromUpstream.increment(bytes);
+    }
+
+    /**
+     * One upstream request finished. {@code kind}: token, manifest, blob, tags, referrers;
+     * {@code status}: the HTTP status, or 0 when none was received.
+     */
+    public void upstreamRequest(String upstream, String kind, int status, long nanos) {
+        String key = upstream + '|' + kind + '|' + status;
+        upstreamTimers.computeIfAbsent(key, k -> Timer.builder(PREFIX + "upstream.requests")
+                .description("Requests sent to upstream registries, by upstream, kind and status (0: no answer)")
+                .tags("upstream", upstream, "kind", kind, "status", Integer.toString(status))
+                .register(registry)).record(nanos, TimeUnit.NANOSECONDS);
+    }
+
+    /**
+     * An upstream exchange failed. {@code reason}: connect, timeout, reset, status_5xx, rate_limited,
+     * auth, digest_mismatch, protocol.
+     */
+    public void upstreamError(String upstream, String reason) {
+        counter("upstream.errors", "Failed exchanges with upstream registries, by upstream and reason",
+                "upstream", upstream, "reason", reason).increment();
+    }
+
+    /** Body bytes received from an upstream. */
+    public void upstreamBytes(String upstream, long bytes) {
+        counters.computeIfAbsent("upstream.bytes|" + upstream, k -> Counter.builder(PREFIX + "upstream.received")
+                .baseUnit("bytes").description("Body bytes received from upstream registries")
+                .tag("upstream", upstream).register(registry)).increment(bytes);
+    }
+
+    /** The upstream reported its remaining pull allowance ({@code ratelimit-remaining}). */
+    public void rateLimitRemaining(String upstream, long remaining) {
+        rateLimits.computeIfAbsent(upstream, u -> {
+            AtomicLong value = new AtomicLong();
+            Gauge.builder(PREFIX + "upstream.ratelimit.remaining", value, AtomicLong::doubleValue)
+                    .description("Pulls left in the upstream's rate-limit window, as it last reported")
+                    .tag("upstream", u).register(registry);
+            return value;
+        }).set(remaining);
+    }
+
+    /** Registers the gauge of blob downloads from upstreams under way. */
+    public void downloadsInFlight(LongSupplier count) {
+        Gauge.builder(PREFIX + "downloads.inflight", count, s -> s.getAsLong()).strongReference(true)
+                .description("Blob downloads from upstreams under way").register(registry);
+    }
+
+    /** Registers the gauge of bytes held in storage, by kind (blob, manifest). */
+    public void storedBytes(String kind, LongSupplier bytes) {
+        Gauge.builder(PREFIX + "stored", bytes, s -> s.getAsLong()).strongReference(true).baseUnit("bytes")
+                .tag("kind", kind)
+                .description("Bytes held in the cache's storage").register(registry);
+    }
+
+    /** Time since an arbitrary origin, for measuring. */
+    public static long now() {
+        return System.nanoTime();
+    }
+
+    /** Convenience for tests and logs. */
+    public static Duration since(long startNanos) {
+        return Duration.ofNanos(System.nanoTime() - startNanos);
+    }
+
+    private Counter counter(String name, String description, String... tags) {
+        StringBuilder key = new StringBuilder(name);
+        for (String t : tags) {
+            key.append('|').append(t);
+        }
+        Function<String, Counter> make = k -> Counter.builder(PREFIX + name).description(description).tags(tags)
+                .register(registry);
+        return counters.computeIfAbsent(key.toString(), make);
+    }
+}

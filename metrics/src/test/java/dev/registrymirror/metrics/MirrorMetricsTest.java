@@ -1,0 +1,44 @@
+package dev.registrymirror.metrics;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import java.util.concurrent.atomic.AtomicLong;
+import org.junit.jupiter.api.Test;
+
+class MirrorMetricsTest {
+    @Test
+    void eventsAppearInTheExposition() {
+        MirrorMetrics m = MirrorMetrics.create();
+        AtomicLong inflight = new AtomicLong(3);
+        m.downloadsInFlight(inflight::get);
+        m.storedBytes("blob", () -> 1234);
+        m.requestServed("blob", "GET", 200, 1_000_000);
+        m.requestServed("blob", "GET", 200, 1_000_000);
+        m.cacheHit("blob");
+        m.cacheMiss("manifest");
+        m.staleServed("docker.io", "rate_limited");
+        m.bytesFromCache(100);
+        m.bytesFromUpstream(50);
+        m.upstreamRequest("docker.io", "blob", 307, 2_000_000);
+        m.upstreamError("docker.io", "timeout");
+        m.upstreamBytes("docker.io", 4096);
+        m.rateLimitRemaining("docker.io", 76);
+        m.rateLimitRemaining("docker.io", 75);
+
+        String text = m.scrape();
+        assertThat(text).contains("registrymirror_requests_seconds_count{method=\"GET\",route=\"blob\",status=\"200\"} 2");
+        assertThat(text).contains("registrymirror_cache_hits_total{kind=\"blob\"} 1.0");
+        assertThat(text).contains("registrymirror_cache_misses_total{kind=\"manifest\"} 1.0");
+        assertThat(text).contains("registrymirror_stale_served_total{reason=\"rate_limited\",upstream=\"docker.io\"} 1.0");
+        assertThat(text).contains("registrymirror_served_bytes_total{source=\"cache\"} 100.0");
+        assertThat(text).contains("registrymirror_served_bytes_total{source=\"upstream\"} 50.0");
+        assertThat(text).contains("registrymirror_upstream_requests_seconds_count{kind=\"blob\",status=\"307\",upstream=\"docker.io\"} 1");
+        assertThat(text).contains("registrymirror_upstream_errors_total{reason=\"timeout\",upstream=\"docker.io\"} 1.0");
+        assertThat(text).contains("registrymirror_upstream_received_bytes_total{upstream=\"docker.io\"} 4096.0");
+        assertThat(text).contains("registrymirror_upstream_ratelimit_remaining{upstream=\"docker.io\"} 75.0");
+        assertThat(text).contains("registrymirror_downloads_inflight 3.0");
+        assertThat(text).contains("registrymirror_stored_bytes{kind=\"blob\"} 1234.0");
+        inflight.set(0);
+        assertThat(m.scrape()).contains("registrymirror_downloads_inflight 0.0");
+    }
+}
