@@ -1,0 +1,82 @@
+package dev.registrymirror.cache;
+
+import com.github.benmanes.caffeine.cache.Cache;
+import com.github.benmanes.caffeine.cache.Caffeine;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.time.Instant;
+import java.util.Optional;
+
+/**
+ * {@link TagStore} as one small file per tag: {@code tags/<upstream>/<repository>/_tags/<tag>},
+ * holding {@code digest size checkedAtMillis mediaType} on one line, separated by tabs. Repository components never
+ * start with {@code _}, so the {@code _tags} folder cannot collide with a repository. In front, a
+ * Caffeine cache of recent entries.
+ */
+final class FileTagStore implements TagStore {
+    private final Path root;
+    private final Cache<TagKey, TagEntry> memory;
+
+    private FileTagStore(Path root, int memoryEntries) {
+        this.root = root.resolve("tags");
+        this.memory = Caffeine.newBuilder().maximumSize(memoryEntries).build();
+    }
+
+    static FileTagStore open(Path root, int memoryEntries) throws IOException {
+        FileTagStore store = new FileTagStore(root, memoryEntries);
+        Files.createDirectories(store.root);
+        return store;
+    }
+
+    private Path pathOf(TagKey key) {
+        return root.resolve(key.upstream()).resolve(key.repository()).resolve("_tags").resolve(key.tag());
+    }
+
+    @Override
+    public Optional<TagEntry> cached(TagKey key) {
+        return Optional.ofNullable(memory.getIfPresent(key));
+    }
+
+    @Override
+    public Optional<TagEntry> find(TagKey key) throws IOException {
+        TagEntry e = memory.getIfPresent(key);
+        if (e != null) {
+            return Optional.of(e);
+        }
+        String line;
+        try {
+            line = Files.readString(pathOf(key), StandardCharsets.UTF_8).trim();
+        } catch (NoSuchFileException ex) {
+            return Optional.empty();
+        }
+        String[] parts = line.split("\t", 4);
+        try {
+            e = new TagEntry(Digest.parse(parts[0]), parts[3], Long.parseLong(parts[1]),
+                    Instant.ofEpochMilli(Long.parseLong(parts[2])));
+        } catch (RuntimeException bad) {
+            Files.deleteIfExists(pathOf(key));
+            return Optional.empty();
+        }
+        memory.put(key, e);
+        return Optional.of(e);
+    }
+
+    @Override
+    public void put(TagKey key, TagEntry entry) throws IOException {
+        Path p = pathOf(key);
+        Files.createDirectories(p.getParent());
+        String line = entry.digest() + "\t" + entry.size() + "\t" + entry.checkedAt().toEpochMilli() + "\t"
+                + entry.mediaType() + "\n";
+        AtomicFiles.write(p, line.getBytes(StandardCharsets.UTF_8));
+        memory.put(key, entry);
+    }
+
+    @Override
+    public void remove(TagKey key) throws IOException {
+        memory.invalidate(key);
+        Files.deleteIfExists(pathOf(key));
+    }
+}

@@ -1,0 +1,78 @@
+package dev.registrymirror.cache;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Instant;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class ManifestAndTagStoreTest {
+    private static final String INDEX = "application/vnd.oci.image.index.v1+json";
+
+    @TempDir
+    Path root;
+
+    @Test
+    void manifestsSurviveReopenWithTheirType() throws IOException {
+        byte[] bytes = "{\"schemaVersion\":2}".getBytes(StandardCharsets.UTF_8);
+        Digest d = Digest.of("sha256", bytes);
+        ManifestStore store = ManifestStore.open(root, 1 << 20);
+        store.put(new ManifestStore.Manifest(d, INDEX, bytes));
+        assertThat(store.cached(d)).isPresent();
+
+        ManifestStore reopened = ManifestStore.open(root, 1 << 20);
+        assertThat(reopened.cached(d)).isEmpty();
+        ManifestStore.Manifest m = reopened.find(d).orElseThrow();
+        assertThat(m.bytes()).isEqualTo(bytes);
+        assertThat(m.mediaType()).isEqualTo(INDEX);
+        assertThat(reopened.cached(d)).isPresent();
+        assertThat(reopened.storedBytes()).isGreaterThanOrEqualTo(bytes.length);
+    }
+
+    @Test
+    void aCorruptedManifestFileIsDroppedNotServed() throws IOException {
+        byte[] bytes = "{\"a\":1}".getBytes(StandardCharsets.UTF_8);
+        Digest d = Digest.of("sha256", bytes);
+        ManifestStore.open(root, 1 << 20).put(new ManifestStore.Manifest(d, INDEX, bytes));
+        Path file;
+        try (Stream<Path> s = Files.walk(root.resolve("manifests"))) {
+            file = s.filter(p -> p.getFileName().toString().equals(d.hex())).findFirst().orElseThrow();
+        }
+        Files.writeString(file, "{\"a\":2}");
+        ManifestStore reopened = ManifestStore.open(root, 1 << 20);
+        assertThat(reopened.find(d)).isEmpty();
+        assertThat(Files.exists(file)).isFalse();
+    }
+
+    @Test
+    void manifestBytesMustMatchDigest() {
+        Digest d = Digest.of("sha256", new byte[] {1});
+        assertThatThrownBy(() -> new ManifestStore.Manifest(d, INDEX, new byte[] {2}))
+                .isInstanceOf(IllegalArgumentException.class);
+    }
+
+    @Test
+    void tagsSurviveReopenAndCanBeRemoved() throws IOException {
+        Digest d = Digest.of("sha256", new byte[] {7});
+        TagStore.TagKey key = new TagStore.TagKey("docker.io", "library/alpine", "3.19");
+        TagStore.TagKey nested = new TagStore.TagKey("docker.io", "library/alpine/3.19", "latest");
+        TagStore store = TagStore.open(root, 100);
+        Instant at = Instant.ofEpochMilli(1_700_000_000_123L);
+        store.put(key, new TagStore.TagEntry(d, INDEX, 123, at));
+        store.put(nested, new TagStore.TagEntry(d, "type; with=params", 1, at));
+
+        TagStore reopened = TagStore.open(root, 100);
+        assertThat(reopened.cached(key)).isEmpty();
+        assertThat(reopened.find(key)).contains(new TagStore.TagEntry(d, INDEX, 123, at));
+        assertThat(reopened.find(nested).orElseThrow().mediaType()).isEqualTo("type; with=params");
+        assertThat(reopened.find(new TagStore.TagKey("ghcr.io", "library/alpine", "3.19"))).isEmpty();
+        reopened.remove(key);
+        assertThat(TagStore.open(root, 100).find(key)).isEmpty();
+    }
+}
