@@ -1,0 +1,247 @@
+package dev.registrymirror.proxy;
+
+import dev.registrymirror.cache.BlobStore;
+import dev.registrymirror.cache.Digest;
+import dev.registrymirror.metrics.MirrorMetrics;
+import io.netty.buffer.ByteBuf;
+import io.vertx.core.Future;
+import io.vertx.core.MultiMap;
+import io.vertx.core.Vertx;
+import io.vertx.core.buffer.Buffer;
+import io.vertx.core.file.AsyncFile;
+import io.vertx.core.file.OpenOptions;
+import io.vertx.core.http.HttpClientResponse;
+import io.vertx.core.http.HttpHeaders;
+import io.vertx.core.http.HttpMethod;
+import java.nio.ByteBuffer;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.util.TreeMap;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ConcurrentMap;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The blob downloads under way, at most one per digest: the first request for an uncached blob
+ * starts one, every concurrent request for it joins it. This is what the reference proxy lacks
+ * (its {@code inflight} map has a "TODO … reuse").
+ *
+ * <p>Implementation note: the upstream body is hashed as it arrives and written to a temporary
+ * file through an {@link AsyncFile}, with back-pressure (the upstream is paused while the file's
+ * write queue is full). Writes may complete out of order, so the readable length advances only
+ * over the contiguous prefix of completed writes. At the end, the size and digest are checked; only
+ * then is the file committed to the store and the download marked done. Otherwise it fails, and
+ * readers break their connections.
+ */
+final class InflightDownloads {
+    private static final Logger LOG = LoggerFactory.getLogger(InflightDownloads.class);
+
+    private final Vertx vertx;
+    private final BlobStore store;
+    private final MirrorMetrics metrics;
+    private final ConcurrentMap<Digest, Download> downloads = new ConcurrentHashMap<>();
+
+    InflightDownloads(Vertx vertx, BlobStore store, MirrorMetrics metrics) {
+        this.vertx = vertx;
+        this.store = store;
+        this.metrics = metrics;
+        metrics.downloadsInFlight(downloads::size);
+    }
+
+    /** Downloads under way now. */
+    int size() {
+        return downloads.size();
+    }
+
+    /** The download of {@code digest}, started now from {@code upstream} unless one is under way. */
+    Download join(Digest digest, UpstreamClient upstream, String repository) {
+        boolean[] started = {false};
+        Download d = downloads.computeIfAbsent(digest, k -> {
+            started[0] = true;
+            return new Download(k);
+        });
+        if (started[0]) {
+            start(d, upstream, repository);
+        }
+        return d;
+    }
+
+    private void start(Download d, UpstreamClient upstream, String repository) {
+        LOG.info("upstream {}: fetching blob {} for {}", upstream.name(), d.digest, repository);
+        MultiMap headers = MultiMap.caseInsensitiveMultiMap().add(HttpHeaders.ACCEPT, "*/*");
+        upstream.send(HttpMethod.GET, "/v2/" + repository + "/blobs/" + d.digest, repository, headers, "blob")
+                .onSuccess(resp -> {
+                    if (resp.statusCode() != 200) {
+                        fail(d, upstream, upstream.failure(resp, "BLOB_UNKNOWN", "blob " + d.digest), null);
+                        return;
+                    }
+                    receive(d, upstream, resp);
+                })
+                .onFailure(err -> fail(d, upstream, UpstreamClient.transportError(upstream.name(), "upstream", err),
+                        null));
+    }
+
+    private void receive(Download d, UpstreamClient upstream, HttpClientResponse resp) {
+        long announced = parseLength(resp.getHeader(HttpHeaders.CONTENT_LENGTH));
+        vertx.executeBlocking(store::newTempFile, false)
+                .compose(temp -> vertx.fileSystem()
+                        .open(temp.toString(), new OpenOptions().setWrite(true).setCreate(false).setRead(false))
+                        .map(file -> new Writer(d, upstream, resp, temp, file, announced)))
+                .onSuccess(Writer::begin)
+                .onFailure(err -> {
+                    resp.request().reset();
+                    LOG.error("blob {}: cannot create a temporary file: {}", d.digest, err.toString());
+                    fail(d, upstream, new RegistryError(500, "UNKNOWN", "cannot write to the cache"), null);
+                });
+    }
+
+    /** Streams one upstream body into its temporary file. Runs on the context that started the download. */
+    private final class Writer {
+        private final Download d;
+        private final UpstreamClient upstream;
+        private final HttpClientResponse resp;
+        private final Path temp;
+        private final AsyncFile file;
+        private final long announced;
+        private final MessageDigest hasher;
+        private final TreeMap<Long, Long> completed = new TreeMap<>();
+        private long received;
+        private long written;
+        private boolean over;
+
+        Writer(Download d, UpstreamClient upstream, HttpClientResponse resp, Path temp, AsyncFile file, long announced) {
+            this.d = d;
+            this.upstream = upstream;
+            this.resp = resp;
+            this.temp = temp;
+            this.file = file;
+            this.announced = announced;
+            this.hasher = d.digest.newHasher();
+        }
+
+        void begin() {
+            d.onTempFree(() -> vertx.executeBlocking(() -> {
+                store.discard(temp);
+                return null;
+            }, false));
+            d.streaming(temp, announced);
+            file.exceptionHandler(err -> abort("cannot write the cache file: " + err, null));
+            resp.exceptionHandler(err -> {
+                RegistryError e = UpstreamClient.transportError(upstream.name(), "upstream", err);
+                abort(e.getMessage(), e.upstreamReason);
+            });
+            resp.handler(this::chunk);
+            resp.endHandler(v -> end());
+            resp.resume();
+        }
+
+        private void chunk(Buffer buf) {
+            if (over) {
+                return;
+            }
+            int len = buf.length();
+            long position = received;
+            received += len;
+            metrics.upstreamBytes(upstream.name(), len);
+            if (announced >= 0 && received > announced) {
+                abort("upstream sent more than its Content-Length of " + announced, "protocol");
+                return;
+            }
+            ByteBuf bb = buf.getByteBuf();
+            for (ByteBuffer nio : bb.nioBuffers()) {
+                hasher.update(nio);
+            }
+            file.write(buf, position).onComplete(ar -> {
+                if (ar.succeeded()) {
+                    wrote(position, len);
+                } else {
+                    abort("cannot write the cache file: " + ar.cause(), null);
+                }
+            });
+            if (file.writeQueueFull()) {
+                resp.pause();
+                file.drainHandler(v -> {
+                    if (!over) {
+                        resp.resume();
+                    }
+                });
+            }
+        }
+
+        private void wrote(long position, long len) {
+            completed.put(position, len);
+            Long next;
+            long before = written;
+            while ((next = completed.remove(written)) != null) {
+                written += next;
+            }
+            if (written != before) {
+                d.advanced(written);
+            }
+        }
+
+        private void end() {
+            if (over) {
+                return;
+            }
+            if (announced >= 0 && received != announced) {
+                abort("upstream body ended after " + received + " of " + announced + " bytes", "reset");
+                return;
+            }
+            if (!d.digest.matches(hasher.digest())) {
+                abort("digest mismatch: upstream bytes do not hash to " + d.digest, "digest_mismatch");
+                return;
+            }
+            over = true;
+            long size = received;
+            file.close()
+                    .compose(v -> vertx.executeBlocking(() -> store.commit(temp, d.digest, size), false))
+                    .onSuccess(blob -> {
+                        downloads.remove(d.digest, d);
+                        d.done(size);
+                        LOG.info("upstream {}: stored blob {} ({} bytes)", upstream.name(), d.digest, size);
+                    })
+                    .onFailure(err -> {
+                        LOG.error("blob {}: cannot commit to the cache: {}", d.digest, err.toString());
+                        fail(d, upstream, new RegistryError(500, "UNKNOWN", "cannot write to the cache"), null);
+                    });
+        }
+
+        /** Stops the download; {@code reason} is the upstream-error label, {@code null} for a local (disk) fault. */
+        private void abort(String why, String reason) {
+            if (over) {
+                return;
+            }
+            over = true;
+            resp.handler(null);
+            resp.endHandler(null);
+            LOG.warn("upstream {}: blob {} failed after {} bytes: {}", upstream.name(), d.digest, received, why);
+            resp.request().reset();
+            file.close();
+            RegistryError error = reason == null ? new RegistryError(500, "UNKNOWN", "cannot write to the cache")
+                    : RegistryError.badGateway(upstream.name(), why, reason);
+            fail(d, upstream, error, reason);
+        }
+    }
+
+    private void fail(Download d, UpstreamClient upstream, RegistryError error, String countReason) {
+        downloads.remove(d.digest, d);
+        if (countReason != null) {
+            metrics.upstreamError(upstream.name(), countReason);
+        }
+        d.failed(error);
+    }
+
+    private static long parseLength(String header) {
+        if (header == null) {
+            return -1;
+        }
+        try {
+            long n = Long.parseLong(header.trim());
+            return n >= 0 ? n : -1;
+        } catch (NumberFormatException e) {
+            return -1;
+        }
+    }
+}

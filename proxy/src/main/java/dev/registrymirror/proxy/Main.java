@@ -1,0 +1,83 @@
+package dev.registrymirror.proxy;
+
+import dev.registrymirror.config.ConfigException;
+import dev.registrymirror.config.ConfigLoader;
+import dev.registrymirror.config.MirrorConfig;
+import java.nio.file.Path;
+import java.util.concurrent.Callable;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/** {@code java -jar registry-mirror.jar [--config FILE] [--port N] [--storage DIR] [--upstream URL]}. */
+@Command(name = "registry-mirror", mixinStandardHelpOptions = true, version = "registry-mirror 0.1.0",
+        description = "A pull-through cache for OCI / Docker registries.")
+public final class Main implements Callable<Integer> {
+    @Option(names = "--config", paramLabel = "FILE", description = "YAML config file (default: built-in defaults)")
+    Path config;
+
+    @Option(names = "--port", paramLabel = "N", description = "listening port (server.port)")
+    Integer port;
+
+    @Option(names = "--storage", paramLabel = "DIR", description = "cache folder (storage.path)")
+    String storage;
+
+    @Option(names = "--upstream", paramLabel = "URL", description = "URL of the default (first) upstream")
+    String upstream;
+
+    public static void main(String[] args) {
+        System.setProperty("vertx.logger-delegate-factory-class-name", "io.vertx.core.logging.SLF4JLogDelegateFactory");
+        System.setProperty("vertx.disableDnsResolver", "false");
+        int code = new CommandLine(new Main()).execute(args);
+        if (code != 0) {
+            System.exit(code);
+        }
+    }
+
+    @Override
+    public Integer call() throws InterruptedException {
+        Logger log = LoggerFactory.getLogger(Main.class);
+        MirrorConfig cfg;
+        try {
+            String file = config != null ? config.toString() : System.getenv("REGISTRY_MIRROR_CONFIG");
+            cfg = ConfigLoader.load(file == null ? null : Path.of(file), System.getenv(),
+                    new ConfigLoader.Overrides(port, storage, upstream));
+        } catch (ConfigException e) {
+            System.err.println("registry-mirror: " + e.getMessage());
+            return 2;
+        }
+        CountDownLatch stopped = new CountDownLatch(1);
+        Mirror[] running = new Mirror[1];
+        Throwable[] failure = new Throwable[1];
+        CountDownLatch started = new CountDownLatch(1);
+        Mirror.start(cfg).onComplete(ar -> {
+            if (ar.succeeded()) {
+                running[0] = ar.result();
+            } else {
+                failure[0] = ar.cause();
+            }
+            started.countDown();
+        });
+        started.await();
+        if (failure[0] != null) {
+            String msg = failure[0] instanceof ConfigException ? failure[0].getMessage() : failure[0].toString();
+            System.err.println("registry-mirror: cannot start: " + msg);
+            return 1;
+        }
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            log.info("shutting down");
+            try {
+                running[0].stop().toCompletionStage().toCompletableFuture().get(10, TimeUnit.SECONDS);
+            } catch (Exception e) {
+                log.warn("shutdown did not finish cleanly: {}", e.toString());
+            }
+            stopped.countDown();
+        }, "shutdown"));
+        stopped.await();
+        return 0;
+    }
+}

@@ -1,0 +1,315 @@
+package dev.registrymirror.proxy;
+
+import dev.registrymirror.cache.Digest;
+import dev.registrymirror.cache.ManifestStore;
+import dev.registrymirror.cache.ManifestStore.Manifest;
+import dev.registrymirror.cache.TagStore;
+import dev.registrymirror.cache.TagStore.TagEntry;
+import dev.registrymirror.cache.TagStore.TagKey;
+import dev.registrymirror.metrics.MirrorMetrics;
+import io.vertx.core.Future;
+import io.vertx.core.MultiMap;
+import io.vertx.core.Promise;
+import io.vertx.core.Vertx;
+import io.vertx.core.buffer.Buffer;
+import io.vertx.core.http.HttpClientResponse;
+import io.vertx.core.http.HttpHeaders;
+import io.vertx.core.http.HttpMethod;
+import io.vertx.core.http.HttpServerRequest;
+import io.vertx.core.http.HttpServerResponse;
+import io.vertx.core.json.JsonObject;
+import java.time.Clock;
+import java.time.Instant;
+import java.util.Optional;
+import java.util.Set;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Manifests. By digest: local first, immutable, kept forever. By tag: the cached answer is served
+ * for the upstream's {@code manifestTtl}; after that the upstream is asked with a {@code HEAD}
+ * (which Docker Hub does not count against its rate limit) and the manifest fetched again only when
+ * the digest changed. When the upstream cannot answer (unreachable, 5xx, 429, auth failure) an
+ * expired tag is served anyway, logged and counted; a 404 means the tag is gone.
+ *
+ * <p>Concurrent misses for the same manifest share one upstream request.
+ */
+final class ManifestService {
+    private static final Logger LOG = LoggerFactory.getLogger(ManifestService.class);
+    /** Larger manifests are refused, as the reference registry does. */
+    static final int MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+
+    private final Vertx vertx;
+    private final ManifestStore manifests;
+    private final TagStore tags;
+    private final MirrorMetrics metrics;
+    private final Clock clock;
+    private final SingleFlight<String, Manifest> fetches = new SingleFlight<>();
+    private final SingleFlight<TagKey, Optional<Manifest>> revalidations = new SingleFlight<>();
+
+    ManifestService(Vertx vertx, ManifestStore manifests, TagStore tags, MirrorMetrics metrics, Clock clock) {
+        this.vertx = vertx;
+        this.manifests = manifests;
+        this.tags = tags;
+        this.metrics = metrics;
+        this.clock = clock;
+    }
+
+    Future<Void> serve(Route route, UpstreamClient upstream, HttpServerRequest req) {
+        Set<String> accepted = MediaTypes.accepted(req.headers().getAll(HttpHeaders.ACCEPT));
+        Future<Served> answer = route.digest() != null
+                ? byDigest(route, upstream, route.digest(), accepted)
+                : byTag(route, upstream, accepted);
+        return answer.compose(served -> {
+            if (!MediaTypes.allows(accepted, served.manifest().mediaType())) {
+                return Future.failedFuture(new RegistryError(404, "MANIFEST_UNKNOWN", "manifest "
+                        + route.clientName() + ":" + route.reference() + " is " + served.manifest().mediaType()
+                        + ", which the Accept header does not allow"));
+            }
+            return send(req, served);
+        });
+    }
+
+    /** A manifest and whether it came from the upstream just now. */
+    private record Served(Manifest manifest, boolean fromUpstream) {
+    }
+
+    private Future<Served> byDigest(Route route, UpstreamClient upstream, Digest digest, Set<String> accepted) {
+        return stored(digest).compose(found -> {
+            if (found.isPresent() && MediaTypes.allows(accepted, found.get().mediaType())) {
+                metrics.cacheHit("manifest");
+                return Future.succeededFuture(new Served(found.get(), false));
+            }
+            metrics.cacheMiss("manifest");
+            return fetch(upstream, route.repository(), digest.toString(), accepted, found.isPresent())
+                    .compose(m -> store(m, null).map(new Served(m, true)));
+        });
+    }
+
+    private Future<Served> byTag(Route route, UpstreamClient upstream, Set<String> accepted) {
+        TagKey key = new TagKey(upstream.name(), route.repository(), route.tag());
+        return tagEntry(key).compose(entry -> {
+            if (entry.isEmpty()) {
+                return fetchTag(route, upstream, key, accepted);
+            }
+            return stored(entry.get().digest()).compose(cached -> {
+                if (cached.isEmpty()) {
+                    return fetchTag(route, upstream, key, accepted);
+                }
+                Instant now = clock.instant();
+                boolean fresh = now.isBefore(entry.get().checkedAt().plus(upstream.upstream().manifestTtl()));
+                Future<Optional<Manifest>> current = fresh
+                        ? Future.succeededFuture(cached)
+                        : revalidations.run(key, () -> revalidate(route, upstream, key, entry.get(), cached.get()));
+                return current.compose(m -> {
+                    if (m.isEmpty()) {
+                        return Future.failedFuture(new RegistryError(404, "MANIFEST_UNKNOWN",
+                                "manifest " + route.clientName() + ":" + route.tag() + " not found upstream ("
+                                        + upstream.name() + ")"));
+                    }
+                    if (!MediaTypes.allows(accepted, m.get().mediaType())) {
+                        metrics.cacheMiss("tag");
+                        return fetch(upstream, route.repository(), route.tag(), accepted, true)
+                                .compose(other -> store(other, null).map(new Served(other, true)));
+                    }
+                    if (fresh) {
+                        metrics.cacheHit("tag");
+                    }
+                    return Future.succeededFuture(new Served(m.get(), false));
+                });
+            });
+        });
+    }
+
+    private Future<Served> fetchTag(Route route, UpstreamClient upstream, TagKey key, Set<String> accepted) {
+        metrics.cacheMiss("tag");
+        return fetch(upstream, route.repository(), route.tag(), accepted, false).compose(m -> {
+            TagEntry entry = new TagEntry(m.digest(), m.mediaType(), m.bytes().length, clock.instant());
+            Future<Void> stored = store(m, key, entry);
+            if (MediaTypes.allows(accepted, m.mediaType())) {
+                return stored.map(new Served(m, true));
+            }
+            return stored.compose(v -> fetch(upstream, route.repository(), route.tag(), accepted, true))
+                    .compose(other -> store(other, null).map(new Served(other, true)));
+        });
+    }
+
+    /**
+     * Asks the upstream whether an expired tag still points where it did. Yields the manifest to
+     * serve, or empty when the tag no longer exists upstream.
+     */
+    private Future<Optional<Manifest>> revalidate(Route route, UpstreamClient upstream, TagKey key, TagEntry entry,
+                                                  Manifest cached) {
+        String path = "/v2/" + route.repository() + "/manifests/" + route.tag();
+        MultiMap headers = MultiMap.caseInsensitiveMultiMap()
+                .add(HttpHeaders.ACCEPT, MediaTypes.upstreamAccept(Set.of()));
+        return upstream.send(HttpMethod.HEAD, path, route.repository(), headers, "manifest")
+                .compose(resp -> {
+                    int status = resp.statusCode();
+                    String digestHeader = resp.getHeader("Docker-Content-Digest");
+                    if (status == 200 && entry.digest().toString().equals(digestHeader)) {
+                        UpstreamClient.discard(resp);
+                        metrics.cacheHit("tag");
+                        return vertx.executeBlocking(() -> {
+                            tags.put(key, entry.checked(clock.instant()));
+                            return Optional.of(cached);
+                        }, false);
+                    }
+                    if (status == 200) {
+                        UpstreamClient.discard(resp);
+                        metrics.cacheMiss("tag");
+                        LOG.info("upstream {}: tag {}:{} moved to {}", upstream.name(), route.repository(),
+                                route.tag(), digestHeader);
+                        return fetch(upstream, route.repository(), route.tag(), Set.of(), false).compose(m -> {
+                            TagEntry fresh = new TagEntry(m.digest(), m.mediaType(), m.bytes().length, clock.instant());
+                            return store(m, key, fresh).map(Optional.of(m));
+                        });
+                    }
+                    if (status == 404) {
+                        UpstreamClient.discard(resp);
+                        LOG.info("upstream {}: tag {}:{} no longer exists", upstream.name(), route.repository(),
+                                route.tag());
+                        return vertx.executeBlocking(() -> {
+                            tags.remove(key);
+                            return Optional.<Manifest>empty();
+                        }, false);
+                    }
+                    return Future.failedFuture(upstream.failure(resp, "MANIFEST_UNKNOWN", "tag " + route.tag()));
+                })
+                .recover(err -> {
+                    RegistryError e = UpstreamClient.transportError(upstream.name(), "upstream", err);
+                    if (!e.isUpstreamFailure()) {
+                        return Future.failedFuture(e);
+                    }
+                    String reason = e.status == 429 ? "rate_limited"
+                            : e.upstreamReason.equals("connect") || e.upstreamReason.equals("timeout")
+                            ? "unreachable" : "error";
+                    metrics.staleServed(upstream.name(), reason);
+                    LOG.warn("upstream {}: serving expired tag {}:{} from cache: {}", upstream.name(),
+                            route.repository(), route.tag(), e.getMessage());
+                    return Future.succeededFuture(Optional.of(cached));
+                });
+    }
+
+    /** GETs a manifest upstream (once, however many ask at the same time) and verifies it. */
+    private Future<Manifest> fetch(UpstreamClient upstream, String repository, String reference,
+                                   Set<String> accepted, boolean clientTypesOnly) {
+        String accept = clientTypesOnly && !accepted.isEmpty() ? String.join(", ", accepted)
+                : MediaTypes.upstreamAccept(accepted);
+        String key = upstream.name() + "/" + repository + ":" + reference + "|" + accept;
+        return fetches.run(key, () -> {
+            LOG.info("upstream {}: fetching manifest {}:{}", upstream.name(), repository, reference);
+            MultiMap headers = MultiMap.caseInsensitiveMultiMap().add(HttpHeaders.ACCEPT, accept);
+            return upstream.send(HttpMethod.GET, "/v2/" + repository + "/manifests/" + reference, repository,
+                            headers, "manifest")
+                    .compose(resp -> {
+                        if (resp.statusCode() != 200) {
+                            return Future.failedFuture(upstream.failure(resp, "MANIFEST_UNKNOWN",
+                                    "manifest " + repository + ":" + reference));
+                        }
+                        return readManifest(upstream, resp, reference);
+                    });
+        });
+    }
+
+    private Future<Manifest> readManifest(UpstreamClient upstream, HttpClientResponse resp, String reference) {
+        Promise<Manifest> result = Promise.promise();
+        Buffer body = Buffer.buffer();
+        resp.handler(chunk -> {
+            body.appendBuffer(chunk);
+            metrics.upstreamBytes(upstream.name(), chunk.length());
+            if (body.length() > MAX_MANIFEST_BYTES) {
+                resp.handler(null);
+                resp.request().reset();
+                metrics.upstreamError(upstream.name(), "protocol");
+                result.tryFail(RegistryError.badGateway(upstream.name(),
+                        "manifest larger than " + MAX_MANIFEST_BYTES + " bytes", "protocol"));
+            }
+        });
+        resp.exceptionHandler(err -> {
+            RegistryError e = UpstreamClient.transportError(upstream.name(), "upstream", err);
+            metrics.upstreamError(upstream.name(), e.upstreamReason);
+            result.tryFail(e);
+        });
+        resp.endHandler(v -> {
+            byte[] bytes = body.getBytes();
+            String wanted = reference.indexOf(':') >= 0 ? reference : resp.getHeader("Docker-Content-Digest");
+            Digest expected = wanted != null && Digest.isValid(wanted) ? Digest.parse(wanted) : null;
+            Digest actual = Digest.of(expected != null ? expected.algorithm() : "sha256", bytes);
+            if (expected != null && !expected.equals(actual)) {
+                metrics.upstreamError(upstream.name(), "digest_mismatch");
+                LOG.warn("upstream {}: manifest {} does not hash to {}", upstream.name(), reference, expected);
+                result.tryFail(RegistryError.badGateway(upstream.name(),
+                        "manifest bytes do not match digest " + expected, "digest_mismatch"));
+                return;
+            }
+            result.tryComplete(new Manifest(actual, mediaType(resp.getHeader(HttpHeaders.CONTENT_TYPE), bytes), bytes));
+        });
+        resp.resume();
+        return result.future();
+    }
+
+    private static String mediaType(String contentType, byte[] bytes) {
+        if (contentType != null && !contentType.isBlank() && !contentType.startsWith("application/json")
+                && !contentType.startsWith("text/plain")) {
+            return contentType;
+        }
+        try {
+            String inBody = new JsonObject(Buffer.buffer(bytes)).getString("mediaType");
+            if (inBody != null) {
+                return inBody;
+            }
+        } catch (RuntimeException e) {
+            // not JSON: keep what the upstream said
+        }
+        return contentType != null ? contentType : MediaTypes.OCI_MANIFEST;
+    }
+
+    private Future<Optional<Manifest>> stored(Digest digest) {
+        Optional<Manifest> inMemory = manifests.cached(digest);
+        if (inMemory.isPresent()) {
+            return Future.succeededFuture(inMemory);
+        }
+        return vertx.executeBlocking(() -> manifests.find(digest), false);
+    }
+
+    private Future<Optional<TagEntry>> tagEntry(TagKey key) {
+        Optional<TagEntry> inMemory = tags.cached(key);
+        if (inMemory.isPresent()) {
+            return Future.succeededFuture(inMemory);
+        }
+        return vertx.executeBlocking(() -> tags.find(key), false);
+    }
+
+    private Future<Void> store(Manifest m, TagKey key) {
+        return store(m, key, null);
+    }
+
+    private Future<Void> store(Manifest m, TagKey key, TagEntry entry) {
+        return vertx.executeBlocking(() -> {
+            manifests.put(m);
+            if (key != null && entry != null) {
+                tags.put(key, entry);
+            }
+            return null;
+        }, false);
+    }
+
+    private Future<Void> send(HttpServerRequest req, Served served) {
+        Manifest m = served.manifest();
+        HttpServerResponse resp = req.response()
+                .putHeader(HttpHeaders.CONTENT_TYPE, m.mediaType())
+                .putHeader(HttpHeaders.CONTENT_LENGTH, Integer.toString(m.bytes().length))
+                .putHeader("Docker-Content-Digest", m.digest().toString())
+                .putHeader(HttpHeaders.ETAG, "\"" + m.digest() + "\"");
+        if (req.method() == HttpMethod.HEAD) {
+            return resp.end();
+        }
+        if (served.fromUpstream()) {
+            metrics.bytesFromUpstream(m.bytes().length);
+        } else {
+            metrics.bytesFromCache(m.bytes().length);
+        }
+        return resp.end(Buffer.buffer(m.bytes()));
+    }
+}

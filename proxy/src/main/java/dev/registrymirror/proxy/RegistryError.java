@@ -1,0 +1,66 @@
+package dev.registrymirror.proxy;
+
+/**
+ * A failure that becomes an OCI error response: HTTP status, error code, message. Inner code fails
+ * with one of these; {@link RegistryHandler} writes it, in one place.
+ */
+final class RegistryError extends RuntimeException {
+    private static final long serialVersionUID = 1L;
+
+    final int status;
+    final String code;
+    /** Seconds to send as {@code Retry-After}, or {@code null}. */
+    final String retryAfter;
+    /** Metrics label for an upstream failure (connect, timeout, …), or {@code null} for client errors. */
+    final String upstreamReason;
+
+    RegistryError(int status, String code, String message) {
+        this(status, code, message, null, null);
+    }
+
+    RegistryError(int status, String code, String message, String retryAfter, String upstreamReason) {
+        super(message, null, false, false);
+        this.status = status;
+        this.code = code;
+        this.retryAfter = retryAfter;
+        this.upstreamReason = upstreamReason;
+    }
+
+    static RegistryError nameInvalid(String name) {
+        return new RegistryError(400, "NAME_INVALID", "invalid repository name: " + name);
+    }
+
+    static RegistryError tagInvalid(String tag) {
+        return new RegistryError(400, "TAG_INVALID", "invalid tag: " + tag);
+    }
+
+    static RegistryError digestInvalid(String digest) {
+        return new RegistryError(400, "DIGEST_INVALID", "invalid digest: " + digest);
+    }
+
+    static RegistryError unsupported(String what) {
+        return new RegistryError(405, "UNSUPPORTED", what);
+    }
+
+    static RegistryError unavailable(String upstream, String why, String reason) {
+        return new RegistryError(503, "UNAVAILABLE", "upstream " + upstream + " unavailable: " + why, null, reason);
+    }
+
+    static RegistryError badGateway(String upstream, String why, String reason) {
+        return new RegistryError(502, "UNAVAILABLE", "upstream " + upstream + ": " + why, null, reason);
+    }
+
+    static RegistryError unauthorized(String upstream, String why) {
+        return new RegistryError(401, "UNAUTHORIZED", "upstream " + upstream + " refused access: " + why, null, "auth");
+    }
+
+    static RegistryError tooManyRequests(String upstream, String retryAfter) {
+        return new RegistryError(429, "TOOMANYREQUESTS", "upstream " + upstream + " rate limit reached", retryAfter,
+                "rate_limited");
+    }
+
+    /** Whether the upstream side failed (as opposed to a bad request or a plain "not found"). */
+    boolean isUpstreamFailure() {
+        return upstreamReason != null;
+    }
+}

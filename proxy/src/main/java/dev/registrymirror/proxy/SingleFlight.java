@@ -1,0 +1,54 @@
+package dev.registrymirror.proxy;
+
+import io.vertx.core.Context;
+import io.vertx.core.Future;
+import io.vertx.core.Promise;
+import io.vertx.core.Vertx;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ConcurrentMap;
+import java.util.function.Supplier;
+
+/**
+ * Runs one piece of asynchronous work per key at a time; callers arriving meanwhile share its
+ * result. Each caller's future completes on the caller's own context.
+ */
+final class SingleFlight<K, V> {
+    private final ConcurrentMap<K, Future<V>> running = new ConcurrentHashMap<>();
+
+    Future<V> run(K key, Supplier<Future<V>> work) {
+        Promise<V> mine = Promise.promise();
+        Future<V> existing = running.putIfAbsent(key, mine.future());
+        Future<V> shared;
+        if (existing == null) {
+            shared = mine.future();
+            work.get().onComplete(ar -> {
+                running.remove(key, shared);
+                mine.handle(ar);
+            });
+        } else {
+            shared = existing;
+        }
+        return onCallerContext(shared);
+    }
+
+    /** How many keys have work under way. */
+    int size() {
+        return running.size();
+    }
+
+    static <T> Future<T> onCallerContext(Future<T> future) {
+        Context caller = Vertx.currentContext();
+        if (caller == null) {
+            return future;
+        }
+        Promise<T> p = Promise.promise();
+        future.onComplete(ar -> {
+            if (Vertx.currentContext() == caller) {
+                p.handle(ar);
+            } else {
+                caller.runOnContext(v -> p.handle(ar));
+            }
+        });
+        return p.future();
+    }
+}

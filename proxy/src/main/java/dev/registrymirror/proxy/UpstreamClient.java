@@ -1,0 +1,270 @@
+package dev.registrymirror.proxy;
+
+import dev.registrymirror.config.MirrorConfig;
+import dev.registrymirror.metrics.MirrorMetrics;
+import io.vertx.core.Future;
+import io.vertx.core.MultiMap;
+import io.vertx.core.Vertx;
+import io.vertx.core.http.HttpClient;
+import io.vertx.core.http.HttpClientOptions;
+import io.vertx.core.http.HttpClientResponse;
+import io.vertx.core.http.HttpHeaders;
+import io.vertx.core.http.HttpMethod;
+import io.vertx.core.http.RequestOptions;
+import io.vertx.core.net.TrustOptions;
+import java.io.IOException;
+import java.io.InputStream;
+import java.net.ConnectException;
+import java.net.URI;
+import java.net.UnknownHostException;
+import java.nio.file.Files;
+import java.security.GeneralSecurityException;
+import java.security.KeyStore;
+import java.security.cert.Certificate;
+import java.security.cert.CertificateFactory;
+import java.security.cert.X509Certificate;
+import java.time.Clock;
+import java.util.Objects;
+import java.util.concurrent.TimeoutException;
+import javax.net.ssl.SSLException;
+import javax.net.ssl.TrustManagerFactory;
+import javax.net.ssl.X509TrustManager;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Talks to one upstream registry: authenticates (see {@link UpstreamAuth}), follows redirects
+ * (sending no {@code Authorization} to another host), times out per the upstream's settings,
+ * records metrics, and hands back the final response <em>paused</em>, so the caller decides how to
+ * consume the body.
+ */
+final class UpstreamClient {
+    static final String USER_AGENT = "registry-mirror/0.1";
+    private static final Logger LOG = LoggerFactory.getLogger(UpstreamClient.class);
+    private static final int MAX_REDIRECTS = 5;
+
+    private final MirrorConfig.Upstream upstream;
+    private final HttpClient client;
+    private final UpstreamAuth auth;
+    private final MirrorMetrics metrics;
+
+    UpstreamClient(Vertx vertx, MirrorConfig.Upstream upstream, MirrorMetrics metrics, Clock clock) {
+        this.upstream = upstream;
+        this.metrics = metrics;
+        HttpClientOptions options = new HttpClientOptions()
+                .setKeepAlive(true)
+                .setMaxPoolSize(64)
+                .setConnectTimeout((int) upstream.connectTimeout().toMillis())
+                .setDecompressionSupported(false)
+                .setVerifyHost(true);
+        if (upstream.caFile() != null) {
+            options.setTrustOptions(TrustOptions.wrap(trustWithExtraCas(upstream)));
+        }
+        this.client = vertx.createHttpClient(options);
+        this.auth = new UpstreamAuth(upstream, client, clock,
+                (status, nanos) -> metrics.upstreamRequest(upstream.name(), "token", status, nanos));
+    }
+
+    MirrorConfig.Upstream upstream() {
+        return upstream;
+    }
+
+    String name() {
+        return upstream.name();
+    }
+
+    /**
+     * Sends {@code method path} (path relative to the upstream's base URL, starting {@code /v2/})
+     * with the credentials for {@code repository}, following redirects. Fails only when no HTTP
+     * answer was had; any status is returned, paused.
+     *
+     * @param kind metrics label: manifest, blob, tags, referrers
+     */
+    Future<HttpClientResponse> send(HttpMethod method, String path, String repository, MultiMap headers,
+                                    String kind) {
+        URI uri = URI.create(upstream.url() + path);
+        return auth.authorization(repository)
+                .compose(authz -> attempt(method, uri, repository, headers, kind, authz, false));
+    }
+
+    private Future<HttpClientResponse> attempt(HttpMethod method, URI uri, String repository, MultiMap headers,
+                                               String kind, String authz, boolean retried) {
+        return exchange(method, uri, headers, kind, authz, 0).compose(resp -> {
+            if (resp.statusCode() != 401 || !sameOrigin(URI.create(resp.request().absoluteURI()), uri)) {
+                return Future.succeededFuture(resp);
+            }
+            String challenge = resp.getHeader("WWW-Authenticate");
+            discard(resp);
+            if (retried) {
+                return Future.failedFuture(RegistryError.unauthorized(upstream.name(),
+                        "still 401 with fresh credentials for " + repository));
+            }
+            return auth.challenged(challenge, repository, authz)
+                    .compose(fresh -> attempt(method, uri, repository, headers, kind, fresh, true));
+        });
+    }
+
+    private Future<HttpClientResponse> exchange(HttpMethod method, URI uri, MultiMap headers, String kind,
+                                                String authz, int hops) {
+        RequestOptions options = new RequestOptions()
+                .setMethod(method)
+                .setAbsoluteURI(uri.toString())
+                .setConnectTimeout(upstream.connectTimeout().toMillis())
+                .setIdleTimeout(upstream.idleTimeout().toMillis())
+                .putHeader(HttpHeaders.USER_AGENT, USER_AGENT);
+        if (headers != null) {
+            options.getHeaders().addAll(headers);
+        }
+        if (authz != null) {
+            options.putHeader(HttpHeaders.AUTHORIZATION, authz);
+        }
+        long start = System.nanoTime();
+        return client.request(options).compose(req -> req.send()).compose(resp -> {
+            resp.pause();
+            metrics.upstreamRequest(upstream.name(), kind, resp.statusCode(), System.nanoTime() - start);
+            rateLimit(resp);
+            int status = resp.statusCode();
+            String location = resp.getHeader(HttpHeaders.LOCATION);
+            boolean redirect = status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+            if (!redirect || location == null) {
+                return Future.succeededFuture(resp);
+            }
+            discard(resp);
+            if (hops >= MAX_REDIRECTS) {
+                return Future.failedFuture(RegistryError.badGateway(upstream.name(), "too many redirects", "protocol"));
+            }
+            URI next;
+            try {
+                next = uri.resolve(location);
+            } catch (IllegalArgumentException e) {
+                return Future.failedFuture(RegistryError.badGateway(upstream.name(),
+                        "redirect to an invalid location", "protocol"));
+            }
+            HttpMethod nextMethod = status == 303 && method != HttpMethod.HEAD ? HttpMethod.GET : method;
+            LOG.debug("upstream {}: {} redirected to {}", upstream.name(), uri.getPath(), next.getHost());
+            return exchange(nextMethod, next, headers, kind, sameOrigin(next, uri) ? authz : null, hops + 1);
+        }, err -> {
+            metrics.upstreamRequest(upstream.name(), kind, 0, System.nanoTime() - start);
+            RegistryError e = transportError(upstream.name(), uri.getHost(), err);
+            metrics.upstreamError(upstream.name(), e.upstreamReason);
+            return Future.failedFuture(e);
+        });
+    }
+
+    private void rateLimit(HttpClientResponse resp) {
+        String remaining = resp.getHeader("ratelimit-remaining");
+        if (remaining != null) {
+            int semi = remaining.indexOf(';');
+            try {
+                metrics.rateLimitRemaining(upstream.name(),
+                        Long.parseLong((semi >= 0 ? remaining.substring(0, semi) : remaining).trim()));
+            } catch (NumberFormatException e) {
+                // Not a number: ignore, the header is advisory.
+            }
+        }
+    }
+
+    /**
+     * The error for an upstream answer that is not a success: 404 as {@code notFoundCode}, 429 as
+     * {@code TOOMANYREQUESTS} with its {@code Retry-After}, 401/403 as {@code UNAUTHORIZED}, the rest
+     * as a bad gateway. Discards the body.
+     */
+    RegistryError failure(HttpClientResponse resp, String notFoundCode, String what) {
+        discard(resp);
+        int status = resp.statusCode();
+        RegistryError error;
+        if (status == 404) {
+            error = new RegistryError(404, notFoundCode, what + " not found upstream (" + upstream.name() + ")");
+        } else if (status == 429) {
+            error = RegistryError.tooManyRequests(upstream.name(), resp.getHeader(HttpHeaders.RETRY_AFTER));
+        } else if (status == 401 || status == 403) {
+            error = RegistryError.unauthorized(upstream.name(), "answered " + status + " for " + what);
+        } else if (status >= 500) {
+            error = RegistryError.badGateway(upstream.name(), "answered " + status + " for " + what, "status_5xx");
+        } else {
+            error = RegistryError.badGateway(upstream.name(), "unexpected status " + status + " for " + what,
+                    "protocol");
+        }
+        if (error.isUpstreamFailure()) {
+            metrics.upstreamError(upstream.name(), error.upstreamReason);
+        }
+        return error;
+    }
+
+    /** Reads and drops a response body so the connection can be reused. */
+    static void discard(HttpClientResponse resp) {
+        resp.handler(null);
+        resp.exceptionHandler(err -> { });
+        resp.endHandler(null);
+        resp.resume();
+    }
+
+    /** Maps a transport failure (no HTTP answer) to an error for the client. */
+    static RegistryError transportError(String upstream, String host, Throwable err) {
+        if (err instanceof RegistryError re) {
+            return re;
+        }
+        if (err instanceof ConnectException || err instanceof UnknownHostException
+                || err.getCause() instanceof ConnectException) {
+            return RegistryError.unavailable(upstream, "cannot connect to " + host + ": " + err.getMessage(), "connect");
+        }
+        if (err instanceof TimeoutException || err.getClass().getSimpleName().contains("Timeout")) {
+            return RegistryError.unavailable(upstream, "no answer from " + host + " in time", "timeout");
+        }
+        if (err instanceof SSLException) {
+            return RegistryError.unavailable(upstream, "TLS with " + host + " failed: " + err.getMessage(), "tls");
+        }
+        return RegistryError.unavailable(upstream, "connection to " + host + " failed: " + err, "reset");
+    }
+
+    void close() {
+        client.close();
+    }
+
+    private static boolean sameOrigin(URI a, URI b) {
+        return Objects.equals(a.getScheme(), b.getScheme()) && Objects.equals(a.getHost(), b.getHost())
+                && port(a) == port(b);
+    }
+
+    private static int port(URI uri) {
+        if (uri.getPort() >= 0) {
+            return uri.getPort();
+        }
+        return "https".equals(uri.getScheme()) ? 443 : 80;
+    }
+
+    /** The JDK's default trust plus the PEM certificates in the upstream's {@code caFile}. */
+    private static TrustManagerFactory trustWithExtraCas(MirrorConfig.Upstream upstream) {
+        try {
+            KeyStore store = KeyStore.getInstance(KeyStore.getDefaultType());
+            store.load(null, null);
+            TrustManagerFactory system = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
+            system.init((KeyStore) null);
+            int n = 0;
+            for (var tm : system.getTrustManagers()) {
+                if (tm instanceof X509TrustManager x) {
+                    for (X509Certificate c : x.getAcceptedIssuers()) {
+                        store.setCertificateEntry("system-" + n++, c);
+                    }
+                }
+            }
+            CertificateFactory cf = CertificateFactory.getInstance("X.509");
+            int extra = 0;
+            try (InputStream in = Files.newInputStream(upstream.caFile())) {
+                for (Certificate c : cf.generateCertificates(in)) {
+                    store.setCertificateEntry("extra-" + extra++, c);
+                }
+            }
+            if (extra == 0) {
+                throw new dev.registrymirror.config.ConfigException("upstreams[" + upstream.name() + "].caFile: \""
+                        + upstream.caFile() + "\" holds no PEM certificate");
+            }
+            TrustManagerFactory tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
+            tmf.init(store);
+            return tmf;
+        } catch (IOException | GeneralSecurityException e) {
+            throw new dev.registrymirror.config.ConfigException("upstreams[" + upstream.name() + "].caFile: \""
+                    + upstream.caFile() + "\" cannot be read as PEM certificates: " + e.getMessage(), e);
+        }
+    }
+}
