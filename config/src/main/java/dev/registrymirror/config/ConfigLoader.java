@@ -233,8 +233,8 @@ public final class ConfigLoader {
     }
 
     private static int checkPort(String key, String text, int port) {
-        if (port < 1 || port > 65535) {
-            throw new ConfigException(key + ": \"" + text + "\" is not a port number (1-65535)");
+        if (port < 0 || port > 65535) {
+            throw new ConfigException(key + ": \"" + text + "\" is not a port number (1-65535, or 0 for any free port)");
         }
         return port;
     }

@@ -114,8 +114,8 @@ class ConfigLoaderTest {
                 .hasMessage("REGISTRY_MIRROR_PORT: \"x\" is not a port number");
         assertThatThrownBy(() -> ConfigLoader.parse("", Map.of(), new ConfigLoader.Overrides(null, null, "nope")))
                 .hasMessageStartingWith("--upstream: \"nope\" must be an http:// or https:// URL");
-        assertThatThrownBy(() -> ConfigLoader.parse("", Map.of(), new ConfigLoader.Overrides(0, null, null)))
-                .hasMessageStartingWith("--port: \"0\" is not a port number");
+        assertThatThrownBy(() -> ConfigLoader.parse("", Map.of(), new ConfigLoader.Overrides(-1, null, null)))
+                .hasMessageStartingWith("--port: \"-1\" is not a port number");
     }
 
     @Test

@@ -109,6 +109,9 @@ final class InflightDownloads {
         private long received;
         private long written;
         private boolean over;
+        private boolean pausedForDisk;
+        private long lastChunkNanos = System.nanoTime();
+        private long watchdog = -1;
 
         Writer(Download d, UpstreamClient upstream, HttpClientResponse resp, Path temp, AsyncFile file, long announced) {
             this.d = d;
@@ -128,18 +131,36 @@ final class InflightDownloads {
             d.streaming(temp, announced);
             file.exceptionHandler(err -> abort("cannot write the cache file: " + err, null));
             resp.exceptionHandler(err -> {
+                if (!pausedForDisk && System.nanoTime() - lastChunkNanos >= idleNanos() * 9 / 10) {
+                    // the connection's idle timeout closed it
+                    abort("upstream sent nothing for " + upstream.upstream().idleTimeout().toMillis() + " ms",
+                            "timeout", RegistryError.unavailable(upstream.name(), "no data in time", "timeout"));
+                    return;
+                }
                 RegistryError e = UpstreamClient.transportError(upstream.name(), "upstream", err);
                 abort(e.getMessage(), e.upstreamReason);
             });
             resp.handler(this::chunk);
             resp.endHandler(v -> end());
+            long idle = idleNanos();
+            watchdog = vertx.setPeriodic(Math.max(10, idle / 4_000_000), t -> {
+                if (!pausedForDisk && System.nanoTime() - lastChunkNanos > idle) {
+                    abort("upstream sent nothing for " + upstream.upstream().idleTimeout().toMillis() + " ms",
+                            "timeout", RegistryError.unavailable(upstream.name(), "no data in time", "timeout"));
+                }
+            });
             resp.resume();
+        }
+
+        private long idleNanos() {
+            return upstream.upstream().idleTimeout().toNanos();
         }
 
         private void chunk(Buffer buf) {
             if (over) {
                 return;
             }
+            lastChunkNanos = System.nanoTime();
             int len = buf.length();
             long position = received;
             received += len;
@@ -161,7 +182,10 @@ final class InflightDownloads {
             });
             if (file.writeQueueFull()) {
                 resp.pause();
+                pausedForDisk = true;
                 file.drainHandler(v -> {
+                    pausedForDisk = false;
+                    lastChunkNanos = System.nanoTime();
                     if (!over) {
                         resp.resume();
                     }
@@ -194,6 +218,7 @@ final class InflightDownloads {
                 return;
             }
             over = true;
+            vertx.cancelTimer(watchdog);
             long size = received;
             file.close()
                     .compose(v -> vertx.executeBlocking(() -> store.commit(temp, d.digest, size), false))
@@ -210,17 +235,21 @@ final class InflightDownloads {
 
         /** Stops the download; {@code reason} is the upstream-error label, {@code null} for a local (disk) fault. */
         private void abort(String why, String reason) {
+            abort(why, reason, reason == null ? new RegistryError(500, "UNKNOWN", "cannot write to the cache")
+                    : RegistryError.badGateway(upstream.name(), why, reason));
+        }
+
+        private void abort(String why, String reason, RegistryError error) {
             if (over) {
                 return;
             }
             over = true;
+            vertx.cancelTimer(watchdog);
             resp.handler(null);
             resp.endHandler(null);
             LOG.warn("upstream {}: blob {} failed after {} bytes: {}", upstream.name(), d.digest, received, why);
             resp.request().reset();
             file.close();
-            RegistryError error = reason == null ? new RegistryError(500, "UNKNOWN", "cannot write to the cache")
-                    : RegistryError.badGateway(upstream.name(), why, reason);
             fail(d, upstream, error, reason);
         }
     }

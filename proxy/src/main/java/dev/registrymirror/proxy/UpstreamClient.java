@@ -25,6 +25,7 @@ import java.security.cert.CertificateFactory;
 import java.security.cert.X509Certificate;
 import java.time.Clock;
 import java.util.Objects;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import javax.net.ssl.SSLException;
 import javax.net.ssl.TrustManagerFactory;
@@ -55,6 +56,8 @@ final class UpstreamClient {
                 .setKeepAlive(true)
                 .setMaxPoolSize(64)
                 .setConnectTimeout((int) upstream.connectTimeout().toMillis())
+                .setIdleTimeout((int) upstream.idleTimeout().toMillis())
+                .setIdleTimeoutUnit(TimeUnit.MILLISECONDS)
                 .setDecompressionSupported(false)
                 .setVerifyHost(true);
         if (upstream.caFile() != null) {

@@ -1,0 +1,243 @@
+package dev.registrymirror.proxy;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import dev.registrymirror.cache.Digest;
+import io.vertx.core.Future;
+import io.vertx.core.Promise;
+import io.vertx.core.buffer.Buffer;
+import io.vertx.core.http.HttpClient;
+import io.vertx.core.http.HttpClientOptions;
+import io.vertx.core.http.HttpMethod;
+import io.vertx.core.http.RequestOptions;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.UncheckedIOException;
+import java.net.URI;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
+
+class BlobTest extends MirrorTestBase {
+
+    @Test
+    void missFetchesThroughTheRedirectWithoutAuthorizationThenHitsLocally() {
+        byte[] layer = randomBytes(300_000, 1);
+        Digest d = hub.putBlob(layer);
+        startMirror();
+
+        HttpResponse<byte[]> first = get("/v2/library/alpine/blobs/" + d);
+        assertThat(first.statusCode()).isEqualTo(200);
+        assertThat(first.body()).isEqualTo(layer);
+        assertThat(first.headers().firstValue("Docker-Content-Digest")).contains(d.toString());
+        assertThat(first.headers().firstValue("Content-Length")).contains("300000");
+        assertThat(hub.count("registry", "GET", "/blobs/")).isEqualTo(2); // 401 challenge, then with token
+        assertThat(hub.count("auth")).isEqualTo(1);
+        assertThat(hub.count("cdn", "GET", "/blobs/")).isEqualTo(1);
+        assertThat(hub.seen("cdn").get(0).authorization()).isNull();
+
+        HttpResponse<byte[]> second = get("/v2/library/alpine/blobs/" + d);
+        assertThat(second.statusCode()).isEqualTo(200);
+        assertThat(second.body()).isEqualTo(layer);
+        assertThat(hub.count("cdn", "GET", "/blobs/")).isEqualTo(1);
+        assertThat(hub.count("registry", "GET", "/blobs/")).isEqualTo(2);
+        assertThat(mirror.metrics().scrape()).contains("registrymirror_cache_hits_total{kind=\"blob\"} 1.0")
+                .contains("registrymirror_cache_misses_total{kind=\"blob\"} 1.0");
+    }
+
+    @Test
+    void hitsAnswerRangeAndHeadLocally() {
+        byte[] layer = randomBytes(10_000, 2);
+        Digest d = hub.putBlob(layer);
+        startMirror();
+        assertThat(get("/v2/library/alpine/blobs/" + d).statusCode()).isEqualTo(200);
+        long before = hub.seen.size();
+
+        HttpResponse<byte[]> range = get("/v2/library/alpine/blobs/" + d, "Range", "bytes=100-199");
+        assertThat(range.statusCode()).isEqualTo(206);
+        assertThat(range.headers().firstValue("Content-Range")).contains("bytes 100-199/10000");
+        assertThat(range.body()).isEqualTo(java.util.Arrays.copyOfRange(layer, 100, 200));
+
+        HttpResponse<byte[]> resume = get("/v2/library/alpine/blobs/" + d, "Range", "bytes=9000-");
+        assertThat(resume.statusCode()).isEqualTo(206);
+        assertThat(resume.body()).isEqualTo(java.util.Arrays.copyOfRange(layer, 9000, 10000));
+
+        HttpResponse<byte[]> suffix = get("/v2/library/alpine/blobs/" + d, "Range", "bytes=-10");
+        assertThat(suffix.body()).isEqualTo(java.util.Arrays.copyOfRange(layer, 9990, 10000));
+
+        HttpResponse<byte[]> outside = get("/v2/library/alpine/blobs/" + d, "Range", "bytes=20000-");
+        assertThat(outside.statusCode()).isEqualTo(416);
+
+        HttpResponse<byte[]> headed = head("/v2/library/alpine/blobs/" + d);
+        assertThat(headed.statusCode()).isEqualTo(200);
+        assertThat(headed.headers().firstValue("Content-Length")).contains("10000");
+        assertThat(headed.body()).isEmpty();
+        assertThat(hub.seen.size()).isEqualTo(before);
+    }
+
+    @Test
+    void headOfAnUncachedBlobAsksUpstreamWithoutDownloading() {
+        byte[] layer = randomBytes(5000, 3);
+        Digest d = hub.putBlob(layer);
+        startMirror();
+        HttpResponse<byte[]> r = head("/v2/library/alpine/blobs/" + d);
+        assertThat(r.statusCode()).isEqualTo(200);
+        assertThat(r.headers().firstValue("Content-Length")).contains("5000");
+        assertThat(hub.count("cdn", "GET", "/blobs/")).isZero();
+        assertThat(hub.count("cdn", "HEAD", "/blobs/")).isEqualTo(1);
+    }
+
+    @Test
+    void concurrentClientsShareOneUpstreamFetchAndReceiveBytesAsTheyArrive() throws Exception {
+        int clients = 8;
+        byte[] layer = randomBytes(4 << 20, 4);
+        Digest d = hub.putBlob(layer);
+        Promise<Void> release = Promise.promise();
+        hub.holdSecondHalf = release;
+        startMirror();
+
+        HttpClient client = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(clients));
+        List<Future<Buffer>> bodies = new ArrayList<>();
+        AtomicLong receivedBeforeRelease = new AtomicLong();
+        for (int i = 0; i < clients; i++) {
+            Promise<Buffer> body = Promise.promise();
+            bodies.add(body.future());
+            client.request(new RequestOptions().setMethod(HttpMethod.GET).setHost("127.0.0.1").setPort(mirror.port())
+                            .setURI("/v2/library/alpine/blobs/" + d))
+                    .compose(req -> req.send())
+                    .onSuccess(resp -> {
+                        Buffer all = Buffer.buffer();
+                        resp.handler(chunk -> {
+                            all.appendBuffer(chunk);
+                            if (!release.future().isComplete()) {
+                                receivedBeforeRelease.addAndGet(chunk.length());
+                            }
+                        });
+                        resp.endHandler(v -> body.complete(all));
+                        resp.exceptionHandler(body::tryFail);
+                    })
+                    .onFailure(body::tryFail);
+        }
+        await(hub.firstHalfSent.future());
+        // Every client gets the first half while the upstream is still holding back the second.
+        long halfEach = layer.length / 2 - BlobService.CHUNK;
+        long deadline = System.nanoTime() + 20_000_000_000L;
+        while (receivedBeforeRelease.get() < clients * halfEach && System.nanoTime() < deadline) {
+            Thread.onSpinWait();
+        }
+        assertThat(receivedBeforeRelease.get()).isGreaterThanOrEqualTo(clients * halfEach);
+        release.complete();
+
+        for (Future<Buffer> f : bodies) {
+            assertThat(await(f).getBytes()).isEqualTo(layer);
+        }
+        assertThat(hub.count("cdn", "GET", "/blobs/")).isEqualTo(1);
+        assertThat(hub.count("registry", "GET", "/blobs/")).isLessThanOrEqualTo(2);
+        assertThat(mirror.downloadsInFlight()).isZero();
+        assertThat(tempFiles()).isEmpty();
+        await(client.close());
+    }
+
+    @Test
+    void wrongBytesBreakTheConnectionAndAreNeverCached() throws IOException {
+        byte[] layer = randomBytes(200_000, 5);
+        Digest d = hub.putBlob(layer);
+        hub.fault = FakeHub.Fault.WRONG_BYTES;
+        startMirror();
+
+        assertBrokenOrError("/v2/library/alpine/blobs/" + d);
+        assertThat(storedBlobs()).isEmpty();
+        assertThat(mirror.metrics().scrape())
+                .contains("registrymirror_upstream_errors_total{reason=\"digest_mismatch\",upstream=\"docker.io\"} 1.0");
+
+        hub.fault = FakeHub.Fault.NONE;
+        HttpResponse<byte[]> again = get("/v2/library/alpine/blobs/" + d);
+        assertThat(again.body()).isEqualTo(layer);
+        assertThat(hub.count("cdn", "GET", "/blobs/")).isEqualTo(2);
+        assertThat(storedBlobs()).hasSize(1);
+        assertThat(tempFiles()).isEmpty();
+    }
+
+    @Test
+    void connectionDroppedMidBlobBreaksTheClientAndNothingIsCached() throws IOException {
+        byte[] layer = randomBytes(200_000, 6);
+        Digest d = hub.putBlob(layer);
+        hub.fault = FakeHub.Fault.DROP_MID_BODY;
+        startMirror();
+        assertBrokenOrError("/v2/library/alpine/blobs/" + d);
+        assertThat(storedBlobs()).isEmpty();
+        hub.fault = FakeHub.Fault.NONE;
+        assertThat(get("/v2/library/alpine/blobs/" + d).body()).isEqualTo(layer);
+    }
+
+    @Test
+    void upstreamStallingMidBlobTimesOutAndBreaksTheClient() throws IOException {
+        byte[] layer = randomBytes(200_000, 7);
+        Digest d = hub.putBlob(layer);
+        hub.fault = FakeHub.Fault.STALL_MID_BODY;
+        startMirror(); // idleTimeout: 2s
+        assertBrokenOrError("/v2/library/alpine/blobs/" + d);
+        assertThat(storedBlobs()).isEmpty();
+        assertThat(mirror.metrics().scrape()).contains("reason=\"timeout\",upstream=\"docker.io\"");
+    }
+
+    @Test
+    void unknownBlobIs404AndUpstream500Is502() throws IOException {
+        startMirror();
+        Digest missing = Digest.of("sha256", new byte[] {1, 2, 3});
+        HttpResponse<byte[]> r = get("/v2/library/alpine/blobs/" + missing);
+        assertThat(r.statusCode()).isEqualTo(404);
+        assertThat(body(r)).contains("\"code\":\"BLOB_UNKNOWN\"");
+
+        Digest d = hub.putBlob(randomBytes(100, 8));
+        hub.fault = FakeHub.Fault.STATUS_500;
+        hub.faultWhen = s -> s.server().equals("cdn");
+        HttpResponse<byte[]> bad = get("/v2/library/alpine/blobs/" + d);
+        assertThat(bad.statusCode()).isEqualTo(502);
+        assertThat(body(bad)).contains("\"code\":\"UNAVAILABLE\"").contains("docker.io");
+        assertThat(storedBlobs()).isEmpty();
+    }
+
+    private void assertBrokenOrError(String path) throws IOException {
+        HttpRequest req = HttpRequest.newBuilder(URI.create(url(path))).timeout(java.time.Duration.ofSeconds(15)).GET().build();
+        assertThatThrownBy(() -> {
+            HttpResponse<InputStream> r = http.send(req, HttpResponse.BodyHandlers.ofInputStream());
+            if (r.statusCode() != 200) {
+                throw new IOException("status " + r.statusCode());
+            }
+            long declared = r.headers().firstValueAsLong("Content-Length").orElse(-1);
+            try (InputStream in = r.body()) {
+                long n = in.transferTo(java.io.OutputStream.nullOutputStream());
+                throw new AssertionError("clean end after " + n + " of " + declared + " bytes");
+            }
+        }).isInstanceOf(IOException.class);
+    }
+
+    private List<Path> storedBlobs() throws IOException {
+        Path blobs = storage.resolve("blobs");
+        try (Stream<Path> s = Files.walk(blobs)) {
+            return s.filter(Files::isRegularFile).toList();
+        } catch (UncheckedIOException e) {
+            throw e.getCause();
+        }
+    }
+
+    private List<Path> tempFiles() throws IOException {
+        // Temporary files are removed on a worker thread right after the download ends.
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        List<Path> left;
+        do {
+            try (Stream<Path> s = Files.list(storage.resolve("tmp"))) {
+                left = s.toList();
+            }
+        } while (!left.isEmpty() && System.nanoTime() < deadline);
+        return left;
+    }
+}

@@ -1,0 +1,129 @@
+package dev.registrymirror.proxy;
+
+import dev.registrymirror.config.ConfigLoader;
+import dev.registrymirror.config.MirrorConfig;
+import io.vertx.core.Future;
+import io.vertx.core.Vertx;
+import io.vertx.core.VertxOptions;
+import io.vertx.junit5.VertxExtension;
+import java.io.IOException;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * A mirror on loopback in front of a {@link FakeHub}, with an injected clock, and a plain JDK HTTP
+ * client to talk to it as a registry client would.
+ */
+@ExtendWith(VertxExtension.class)
+abstract class MirrorTestBase {
+    static final String TYPES = String.join(", ", MediaTypes.MANIFESTS);
+
+    Vertx vertx;
+    FakeHub hub;
+    Mirror mirror;
+    final MutableClock clock = new MutableClock();
+    final HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
+
+    @TempDir
+    Path storage;
+
+    @BeforeEach
+    void startHub() {
+        // A blocked-thread warning after 100 ms would show any blocking call on an event loop.
+        vertx = Vertx.vertx(new VertxOptions().setMaxEventLoopExecuteTime(100).setMaxEventLoopExecuteTimeUnit(
+                TimeUnit.MILLISECONDS).setBlockedThreadCheckInterval(50));
+        hub = await(new FakeHub(vertx).start(useTls()));
+    }
+
+    boolean useTls() {
+        return false;
+    }
+
+    @AfterEach
+    void stopAll() {
+        if (mirror != null) {
+            await(mirror.stop());
+        }
+        await(vertx.close());
+    }
+
+    /** The YAML for the upstreams; the default puts the fake hub at docker.io. */
+    String upstreamsYaml() {
+        return """
+                upstreams:
+                  - name: docker.io
+                    url: %s
+                    manifestTtl: 5m
+                    connectTimeout: 2s
+                    idleTimeout: 2s
+                """.formatted(hub.url());
+    }
+
+    Mirror startMirror() {
+        String yaml = "server: {port: 0, host: 127.0.0.1}\nstorage: {path: '" + storage + "'}\n" + upstreamsYaml();
+        MirrorConfig config = ConfigLoader.parse(yaml, Map.of(), ConfigLoader.Overrides.none());
+        mirror = await(Mirror.start(vertx, config, clock));
+        return mirror;
+    }
+
+    Mirror restartMirror() {
+        await(mirror.stop());
+        mirror = null;
+        return startMirror();
+    }
+
+    String url(String path) {
+        return "http://127.0.0.1:" + mirror.port() + path;
+    }
+
+    HttpResponse<byte[]> get(String path, String... headers) {
+        return send(HttpRequest.newBuilder(URI.create(url(path))).GET(), headers);
+    }
+
+    HttpResponse<byte[]> head(String path, String... headers) {
+        return send(HttpRequest.newBuilder(URI.create(url(path))).method("HEAD", HttpRequest.BodyPublishers.noBody()),
+                headers);
+    }
+
+    HttpResponse<byte[]> send(HttpRequest.Builder b, String... headers) {
+        for (int i = 0; i < headers.length; i += 2) {
+            b.header(headers[i], headers[i + 1]);
+        }
+        try {
+            return http.send(b.timeout(Duration.ofSeconds(20)).build(), HttpResponse.BodyHandlers.ofByteArray());
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException(e);
+        }
+    }
+
+    static <T> T await(Future<T> f) {
+        try {
+            return f.toCompletionStage().toCompletableFuture().get(30, TimeUnit.SECONDS);
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    static String body(HttpResponse<byte[]> r) {
+        return new String(r.body(), java.nio.charset.StandardCharsets.UTF_8);
+    }
+
+    static byte[] randomBytes(int n, long seed) {
+        byte[] b = new byte[n];
+        new java.util.Random(seed).nextBytes(b);
+        return b;
+    }
+}
