@@ -132,6 +132,9 @@ final class UpstreamAuth {
                                 + resp.statusCode() + (upstream.hasCredentials()
                                 ? " (check the configured username and password)" : ""));
                     }
+                    if (resp.statusCode() == 429) {
+                        throw RegistryError.tooManyRequests(upstream.name(), resp.getHeader("Retry-After"));
+                    }
                     if (resp.statusCode() != 200) {
                         throw RegistryError.badGateway(upstream.name(),
                                 "token service answered " + resp.statusCode(), "auth");

@@ -140,6 +140,15 @@ final class FakeHub {
         return d;
     }
 
+    void removeTag(String repo, String tag) {
+        tags.remove(repo + ":" + tag);
+    }
+
+    /** Serves {@code bytes} as if they were the manifest {@code claimed}: an upstream sending wrong bytes. */
+    void putManifestUnder(String repo, Digest claimed, String mediaType, byte[] bytes) {
+        manifests.put(repo + "@" + claimed, new Stored(mediaType, bytes));
+    }
+
     /** An image manifest with one layer; returns the manifest's digest. */
     Digest putImage(String repo, String tag, byte[] layer) {
         Digest layerDigest = putBlob(layer);
