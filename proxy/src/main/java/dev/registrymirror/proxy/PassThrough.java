@@ -80,7 +80,9 @@ final class PassThrough {
 
     private Future<Void> relay(UpstreamClient upstream, HttpClientResponse resp, HttpServerRequest req) {
         String type = resp.getHeader(HttpHeaders.CONTENT_TYPE);
-        return resp.body().compose(body -> {
+        Future<Buffer> whole = resp.body();
+        resp.resume();
+        return whole.compose(body -> {
             metrics.upstreamBytes(upstream.name(), body.length());
             if (body.length() > MAX_BODY) {
                 return Future.failedFuture(RegistryError.badGateway(upstream.name(), "answer too large", "protocol"));
@@ -93,9 +95,5 @@ final class PassThrough {
             }
             return req.response().end(body);
         }, err -> Future.failedFuture(UpstreamClient.transportError(upstream.name(), "upstream", err)));
-    }
-
-    static Buffer emptyIndex() {
-        return Buffer.buffer(EMPTY_INDEX);
     }
 }

@@ -1,0 +1,216 @@
+package dev.registrymirror.proxy;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import ch.qos.logback.classic.Logger;
+import ch.qos.logback.classic.spi.ILoggingEvent;
+import ch.qos.logback.core.read.ListAppender;
+import dev.registrymirror.cache.Digest;
+import java.net.URI;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.time.Duration;
+import org.junit.jupiter.api.Test;
+import org.slf4j.LoggerFactory;
+
+/** Auth, error mapping and endpoints against the fake Docker Hub. */
+class UpstreamBehaviourTest extends MirrorTestBase {
+    private String credentials = "";
+
+    @Override
+    String upstreamsYaml() {
+        return """
+                upstreams:
+                  - name: docker.io
+                    url: %s
+                    connectTimeout: 2s
+                    idleTimeout: 2s
+                %s""".formatted(hub.url(), credentials);
+    }
+
+    @Test
+    void baseEndpointIsLocal() {
+        startMirror();
+        HttpResponse<byte[]> r = get("/v2/");
+        assertThat(r.statusCode()).isEqualTo(200);
+        assertThat(body(r)).isEqualTo("{}");
+        assertThat(r.headers().firstValue("Docker-Distribution-API-Version")).contains("registry/2.0");
+        assertThat(hub.seen).isEmpty();
+    }
+
+    @Test
+    void pushesAndDeletesAre405Unsupported() {
+        startMirror();
+        for (String method : new String[] {"PUT", "POST", "PATCH", "DELETE"}) {
+            HttpResponse<byte[]> r = send(HttpRequest.newBuilder(URI.create(url("/v2/library/alpine/manifests/x")))
+                    .method(method, HttpRequest.BodyPublishers.ofString("{}")));
+            assertThat(r.statusCode()).as(method).isEqualTo(405);
+            assertThat(body(r)).contains("\"code\":\"UNSUPPORTED\"");
+        }
+        HttpResponse<byte[]> upload = send(HttpRequest.newBuilder(URI.create(url("/v2/library/alpine/blobs/uploads/")))
+                .POST(HttpRequest.BodyPublishers.noBody()));
+        assertThat(upload.statusCode()).isEqualTo(405);
+        assertThat(hub.seen).isEmpty();
+    }
+
+    @Test
+    void invalidInputIs400WithAnOciErrorBody() {
+        startMirror();
+        HttpResponse<byte[]> r = get("/v2/a/../../etc/manifests/passwd");
+        assertThat(r.statusCode()).isEqualTo(400);
+        assertThat(r.headers().firstValue("Content-Type")).contains("application/json");
+        assertThat(body(r)).startsWith("{\"errors\":[{\"code\":\"NAME_INVALID\"");
+        assertThat(get("/v2/library/alpine/manifests/bad!tag").statusCode()).isEqualTo(400);
+        assertThat(get("/v2/library/alpine/blobs/sha256:123").statusCode()).isEqualTo(400);
+        assertThat(hub.seen).isEmpty();
+    }
+
+    @Test
+    void tokensAreCachedPerScopeUntilShortlyBeforeExpiry() {
+        Digest a = hub.putBlob(randomBytes(100, 1));
+        Digest b = hub.putBlob(randomBytes(100, 2));
+        Digest c = hub.putBlob(randomBytes(100, 3));
+        startMirror();
+        get("/v2/library/alpine/blobs/" + a);
+        get("/v2/library/alpine/blobs/" + b);
+        assertThat(hub.count("auth")).isEqualTo(1);
+        get("/v2/library/busybox/blobs/" + a); // hit: no upstream at all
+        assertThat(hub.count("auth")).isEqualTo(1);
+
+        clock.advance(Duration.ofSeconds(300 - 31)); // still valid
+        get("/v2/library/alpine/blobs/" + c);
+        assertThat(hub.count("auth")).isEqualTo(1);
+        clock.advance(Duration.ofSeconds(2)); // within the 30 s margin: renewed
+        hub.putBlob(randomBytes(100, 4));
+        get("/v2/library/alpine/blobs/" + Digest.of("sha256", randomBytes(100, 4)));
+        assertThat(hub.count("auth")).isEqualTo(2);
+        // after the first challenge the mirror asks for a token before the first request of a new repository
+        long before = hub.count("registry");
+        hub.putImage("library/redis", "7", randomBytes(10, 5));
+        get("/v2/library/redis/manifests/7", "Accept", TYPES);
+        assertThat(hub.count("registry") - before).isEqualTo(1);
+    }
+
+    @Test
+    void configuredCredentialsGoToTheTokenServiceAndWrongOnesAreUnauthorized() {
+        hub.username = "alice";
+        hub.password = "right-password";
+        credentials = "    username: alice\n    password: wrong-password\n";
+        hub.putImage("library/alpine", "3.19", randomBytes(10, 1));
+        Logger root = (Logger) LoggerFactory.getLogger(org.slf4j.Logger.ROOT_LOGGER_NAME);
+        ListAppender<ILoggingEvent> logs = new ListAppender<>();
+        logs.start();
+        root.addAppender(logs);
+        try {
+            startMirror();
+            HttpResponse<byte[]> r = get("/v2/library/alpine/manifests/3.19", "Accept", TYPES);
+            assertThat(r.statusCode()).isEqualTo(401);
+            assertThat(body(r)).contains("\"code\":\"UNAUTHORIZED\"").contains("docker.io")
+                    .doesNotContain("wrong-password").doesNotContain("MANIFEST_UNKNOWN");
+            assertThat(hub.seen("auth").get(0).authorization()).startsWith("Basic ");
+            assertThat(logs.list).extracting(ILoggingEvent::getFormattedMessage)
+                    .noneMatch(m -> m.contains("wrong-password") || m.contains("tok-"));
+        } finally {
+            root.detachAppender(logs);
+        }
+    }
+
+    @Test
+    void rightCredentialsWork() {
+        hub.username = "alice";
+        hub.password = "right-password";
+        credentials = "    username: alice\n    password: right-password\n";
+        hub.putImage("library/alpine", "3.19", randomBytes(10, 1));
+        startMirror();
+        assertThat(get("/v2/library/alpine/manifests/3.19", "Accept", TYPES).statusCode()).isEqualTo(200);
+    }
+
+    @Test
+    void basicAuthUpstreams() {
+        hub.basicAuth = true;
+        hub.username = "bob";
+        hub.password = "pw";
+        credentials = "    username: bob\n    password: pw\n";
+        Digest d = hub.putBlob(randomBytes(1000, 1));
+        hub.redirectBlobs = false;
+        startMirror();
+        assertThat(get("/v2/team/tool/blobs/" + d).statusCode()).isEqualTo(200);
+        assertThat(hub.count("auth")).isZero();
+    }
+
+    @Test
+    void upstream404And429AreMapped() {
+        startMirror();
+        HttpResponse<byte[]> missing = get("/v2/library/nope/manifests/1", "Accept", TYPES);
+        assertThat(missing.statusCode()).isEqualTo(404);
+        assertThat(body(missing)).contains("MANIFEST_UNKNOWN");
+
+        hub.putImage("library/alpine", "3.19", randomBytes(10, 1));
+        hub.rateRemaining.set(0);
+        HttpResponse<byte[]> limited = get("/v2/library/alpine/manifests/3.19", "Accept", TYPES);
+        assertThat(limited.statusCode()).isEqualTo(429);
+        assertThat(body(limited)).contains("TOOMANYREQUESTS").contains("docker.io");
+        assertThat(limited.headers().firstValue("Retry-After")).contains("3600");
+    }
+
+    @Test
+    void withTheUpstreamDownTheMirrorStartsAndFailsUncachedRequestsQuickly() {
+        await(hub.stopRegistry());
+        startMirror();
+        assertThat(get("/v2/").statusCode()).isEqualTo(200);
+        long start = System.nanoTime();
+        HttpResponse<byte[]> r = get("/v2/library/alpine/manifests/3.19", "Accept", TYPES);
+        assertThat(r.statusCode()).isEqualTo(503);
+        assertThat(body(r)).contains("\"code\":\"UNAVAILABLE\"").contains("docker.io");
+        assertThat(Duration.ofNanos(System.nanoTime() - start)).isLessThan(Duration.ofSeconds(10));
+        HttpResponse<byte[]> blob = get("/v2/library/alpine/blobs/sha256:" + "b".repeat(64));
+        assertThat(blob.statusCode()).isEqualTo(503);
+        assertThat(mirror.metrics().scrape()).contains("registrymirror_upstream_errors_total{reason=\"connect\"");
+    }
+
+    @Test
+    void anUpstreamThatNeverAnswersTimesOut() {
+        hub.fault = FakeHub.Fault.STALL_HEADERS;
+        startMirror(); // idleTimeout: 2s
+        HttpResponse<byte[]> r = get("/v2/library/alpine/manifests/3.19", "Accept", TYPES);
+        assertThat(r.statusCode()).isEqualTo(503);
+        assertThat(body(r)).contains("docker.io");
+    }
+
+    @Test
+    void aSlowTokenServiceIsWaitedForWithinTheIdleTimeout() {
+        hub.tokenDelayMillis = 500;
+        hub.putImage("library/alpine", "3.19", randomBytes(10, 1));
+        startMirror();
+        assertThat(get("/v2/library/alpine/manifests/3.19", "Accept", TYPES).statusCode()).isEqualTo(200);
+        hub.tokenDelayMillis = 5000;
+        clock.advance(Duration.ofMinutes(10));
+        hub.putImage("library/other", "1", randomBytes(10, 2));
+        HttpResponse<byte[]> r = get("/v2/library/other/manifests/1", "Accept", TYPES);
+        assertThat(r.statusCode()).isEqualTo(503);
+    }
+
+    @Test
+    void tagsListIsPaginatedWithTheLinkRewrittenToTheClientsName() {
+        for (String t : new String[] {"a", "b", "c"}) {
+            hub.putImage("library/alpine", t, randomBytes(10, t.charAt(0)));
+        }
+        startMirror();
+        HttpResponse<byte[]> page = get("/v2/alpine/tags/list?n=2");
+        assertThat(page.statusCode()).isEqualTo(200);
+        assertThat(body(page)).contains("\"tags\":[\"a\",\"b\"]");
+        assertThat(page.headers().firstValue("Link")).contains("</v2/alpine/tags/list?last=b&n=2>; rel=\"next\"");
+        HttpResponse<byte[]> next = get("/v2/alpine/tags/list?last=b&n=2");
+        assertThat(body(next)).contains("\"tags\":[\"c\"]");
+        assertThat(get("/v2/library/nothing/tags/list").statusCode()).isEqualTo(404);
+    }
+
+    @Test
+    void referrersOfAnUnknownSubjectAreAnEmptyIndex() {
+        startMirror();
+        HttpResponse<byte[]> r = get("/v2/library/alpine/referrers/sha256:" + "c".repeat(64));
+        assertThat(r.statusCode()).isEqualTo(200);
+        assertThat(r.headers().firstValue("Content-Type")).contains(MediaTypes.OCI_INDEX);
+        assertThat(body(r)).contains("\"manifests\":[]");
+    }
+}
