@@ -38,6 +38,8 @@ class MirrorMetricsTest {
         assertThat(text).contains("registrymirror_upstream_ratelimit_remaining{upstream=\"docker.io\"} 75.0");
         assertThat(text).contains("registrymirror_downloads_inflight 3.0");
         assertThat(text).contains("registrymirror_stored_bytes{kind=\"blob\"} 1234.0");
+        assertThat(text).doesNotContain("system_cpu_count").doesNotContain("process_cpu_time_ns")
+                .contains("system_cpu_processors");
         inflight.set(0);
         assertThat(m.scrape()).contains("registrymirror_downloads_inflight 0.0");
     }
