@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test: unit and integration tests (fake upstream) and the end-to-end tests with real
+# parts (CNCF Distribution as upstream, skopeo as client, promtool for the metrics).
+# Installs the Debian packages those need when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v mvn >/dev/null 2>&1 || need+=(maven)
+command -v tar >/dev/null 2>&1 || need+=(tar)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+exec mvn -B -ntp verify "$@"
