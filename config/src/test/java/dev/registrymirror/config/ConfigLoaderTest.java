@@ -83,7 +83,7 @@ class ConfigLoaderTest {
 
     @Test
     void badValuesNameKeyAndValue() {
-        assertError("server: {port: 70000}", "server.port: \"70000\" is not a port number (1-65535)");
+        assertError("server: {port: 70000}", "server.port: \"70000\" is not a port number (1-65535, or 0 for any free port)");
         assertError("server: {port: abc}", "server.port: \"abc\" is not a whole number");
         assertError("upstreams: [{name: x.io, url: ftp://x}]",
                 "upstreams[0].url: \"ftp://x\" must be an http:// or https:// URL with a host");

@@ -83,6 +83,20 @@ class BlobTest extends MirrorTestBase {
     }
 
     @Test
+    void aRangeRequestOnAnUncachedBlobIsServedFromTheDownloadAsItArrives() {
+        byte[] layer = randomBytes(500_000, 9);
+        Digest d = hub.putBlob(layer);
+        startMirror();
+        HttpResponse<byte[]> r = get("/v2/library/alpine/blobs/" + d, "Range", "bytes=400000-");
+        assertThat(r.statusCode()).isEqualTo(206);
+        assertThat(r.headers().firstValue("Content-Range")).contains("bytes 400000-499999/500000");
+        assertThat(r.body()).isEqualTo(java.util.Arrays.copyOfRange(layer, 400_000, 500_000));
+        // the whole blob was fetched and stored, so the next request is a hit
+        assertThat(get("/v2/library/alpine/blobs/" + d).body()).isEqualTo(layer);
+        assertThat(hub.count("cdn", "GET", "/blobs/")).isEqualTo(1);
+    }
+
+    @Test
     void headOfAnUncachedBlobAsksUpstreamWithoutDownloading() {
         byte[] layer = randomBytes(5000, 3);
         Digest d = hub.putBlob(layer);
