@@ -20,7 +20,6 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentMap;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
-import java.util.function.Function;
 import java.util.function.LongSupplier;
 
 /**
@@ -87,11 +86,8 @@ public final class MirrorMetrics {
 
     /** A client request was answered. {@code route} is one of a few fixed names (blob, manifest, …). */
     public void requestServed(String route, String method, int status, long nanos) {
-        String key = route + '|' + method + '|' + status;
-        requestTimers.computeIfAbsent(key, k -> Timer.builder(PREFIX + "requests")
-                .description("Client requests answered, by route, method and status")
-                .tags("route", route, "method", method, "status", Integer.toString(status))
-                .register(registry)).record(nanos, TimeUnit.NANOSECONDS);
+        timer(requestTimers, "requests", "Client requests answered, by route, method and status",
+                "route", route, "method", method, "status", Integer.toString(status)).record(nanos, TimeUnit.NANOSECONDS);
     }
 
     /** A request was answered from the cache. {@code kind}: blob, manifest or tag. */
@@ -125,11 +121,9 @@ public final class MirrorMetrics {
      * {@code status}: the HTTP status, or 0 when none was received.
      */
     public void upstreamRequest(String upstream, String kind, int status, long nanos) {
-        String key = upstream + '|' + kind + '|' + status;
-        upstreamTimers.computeIfAbsent(key, k -> Timer.builder(PREFIX + "upstream.requests")
-                .description("Requests sent to upstream registries, by upstream, kind and status (0: no answer)")
-                .tags("upstream", upstream, "kind", kind, "status", Integer.toString(status))
-                .register(registry)).record(nanos, TimeUnit.NANOSECONDS);
+        timer(upstreamTimers, "upstream.requests",
+                "Requests sent to upstream registries, by upstream, kind and status (0: no answer)",
+                "upstream", upstream, "kind", kind, "status", Integer.toString(status)).record(nanos, TimeUnit.NANOSECONDS);
     }
 
     /**
@@ -183,12 +177,20 @@ public final class MirrorMetrics {
     }
 
     private Counter counter(String name, String description, String... tags) {
+        return counters.computeIfAbsent(key(name, tags), k -> Counter.builder(PREFIX + name).description(description)
+                .tags(tags).register(registry));
+    }
+
+    private Timer timer(ConcurrentMap<String, Timer> timers, String name, String description, String... tags) {
+        return timers.computeIfAbsent(key(name, tags), k -> Timer.builder(PREFIX + name).description(description)
+                .tags(tags).register(registry));
+    }
+
+    private static String key(String name, String... tags) {
         StringBuilder key = new StringBuilder(name);
         for (String t : tags) {
             key.append('|').append(t);
         }
-        Function<String, Counter> make = k -> Counter.builder(PREFIX + name).description(description).tags(tags)
-                .register(registry);
-        return counters.computeIfAbsent(key.toString(), make);
+        return key.toString();
     }
 }

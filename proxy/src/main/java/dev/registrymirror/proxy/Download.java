@@ -53,37 +53,36 @@ final class Download {
 
     /** The upstream answered: bytes will appear in {@code file}; {@code size} is -1 when not announced. */
     void streaming(Path file, long announcedSize) {
-        List<Waiter> wake;
-        synchronized (this) {
+        update(() -> {
             temp = file;
             size = announcedSize;
             state = State.STREAMING;
-            wake = takeWaiters();
-        }
-        wake(wake);
+        });
     }
 
     /** The first {@code bytes} bytes of the file are written. */
     void advanced(long bytes) {
-        List<Waiter> wake;
-        synchronized (this) {
-            available = bytes;
-            wake = takeWaiters();
-        }
-        wake(wake);
+        update(() -> available = bytes);
     }
 
     /** Every byte is written, verified and committed. */
     void done(long finalSize) {
-        List<Waiter> wake;
-        synchronized (this) {
+        update(() -> {
             available = finalSize;
             size = finalSize;
             state = State.DONE;
+        });
+        maybeFreeTemp();
+    }
+
+    /** Applies a change under the lock, then wakes every reader waiting for one. */
+    private void update(Runnable change) {
+        List<Waiter> wake;
+        synchronized (this) {
+            change.run();
             wake = takeWaiters();
         }
         wake(wake);
-        maybeFreeTemp();
     }
 
     /** The download cannot finish. Readers must break their connections (or answer the error, if not yet started). */

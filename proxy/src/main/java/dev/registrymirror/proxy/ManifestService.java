@@ -63,7 +63,7 @@ final class ManifestService {
         return answer.compose(served -> {
             if (!MediaTypes.allows(accepted, served.manifest().mediaType())) {
                 return Future.failedFuture(new RegistryError(404, "MANIFEST_UNKNOWN", "manifest "
-                        + route.clientName() + ":" + route.reference() + " is " + served.manifest().mediaType()
+                        + route.clientName() + (route.tag() != null ? ":" : "@") + route.reference() + " is " + served.manifest().mediaType()
                         + ", which the Accept header does not allow"));
             }
             return send(req, served);
@@ -196,16 +196,17 @@ final class ManifestService {
                                    Set<String> accepted, boolean clientTypesOnly) {
         String accept = clientTypesOnly && !accepted.isEmpty() ? String.join(", ", accepted)
                 : MediaTypes.upstreamAccept(accepted);
-        String key = upstream.name() + "/" + repository + ":" + reference + "|" + accept;
+        String key = upstream.name() + "/" + repository + "|" + reference + "|" + accept;
+        String named = repository + (reference.indexOf(':') >= 0 ? "@" : ":") + reference;
         return fetches.run(key, () -> {
-            LOG.info("upstream {}: fetching manifest {}:{}", upstream.name(), repository, reference);
+            LOG.info("upstream {}: fetching manifest {}", upstream.name(), named);
             MultiMap headers = MultiMap.caseInsensitiveMultiMap().add(HttpHeaders.ACCEPT, accept);
             return upstream.send(HttpMethod.GET, "/v2/" + repository + "/manifests/" + reference, repository,
                             headers, "manifest")
                     .compose(resp -> {
                         if (resp.statusCode() != 200) {
                             return Future.failedFuture(upstream.failure(resp, "MANIFEST_UNKNOWN",
-                                    "manifest " + repository + ":" + reference));
+                                    "manifest " + named));
                         }
                         return readManifest(upstream, resp, reference);
                     });

@@ -33,6 +33,8 @@ public final class Mirror {
     private final MirrorMetrics metrics;
     private final InflightDownloads downloads;
     private final Map<String, UpstreamClient> upstreams;
+    private final RegistryHandler handler;
+    private final MirrorConfig config;
     private String deployment;
     private int port;
 
@@ -56,9 +58,6 @@ public final class Mirror {
                 metrics);
         this.config = config;
     }
-
-    private final RegistryHandler handler;
-    private final MirrorConfig config;
 
     /** Starts a mirror with its own Vert.x instance. */
     public static Future<Mirror> start(MirrorConfig config) {
