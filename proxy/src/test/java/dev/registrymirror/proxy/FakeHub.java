@@ -1,6 +1,7 @@
 package dev.registrymirror.proxy;
 
 import dev.registrymirror.cache.Digest;
+import io.vertx.core.AbstractVerticle;
 import io.vertx.core.Future;
 import io.vertx.core.Promise;
 import io.vertx.core.Vertx;
@@ -32,7 +33,7 @@ import java.util.regex.Pattern;
  * request carrying {@code Authorization}, as object stores do. Every request is recorded, so tests
  * count what reached the upstream. Faults are injected per request.
  */
-final class FakeHub {
+final class FakeHub extends AbstractVerticle {
     /** One request as the fake saw it. */
     record Seen(String server, String method, String path, String query, String authorization) {
     }
@@ -46,7 +47,6 @@ final class FakeHub {
     private static final Pattern ENDPOINT = Pattern.compile("/v2/(.+)/(manifests|blobs)/([^/]+)");
     private static final Pattern TAGS = Pattern.compile("/v2/(.+)/tags/list");
 
-    private final Vertx vertx;
     final List<Seen> seen = new CopyOnWriteArrayList<>();
     private final Map<String, byte[]> blobs = new ConcurrentHashMap<>();
     private final Map<String, Stored> manifests = new ConcurrentHashMap<>();
@@ -57,7 +57,7 @@ final class FakeHub {
     private HttpServer registry;
     private HttpServer auth;
     private HttpServer cdn;
-    private boolean tls;
+    private final boolean tls;
     private SelfSignedCertificate certificate;
 
     // Knobs, set by tests.
@@ -75,16 +75,22 @@ final class FakeHub {
     volatile Promise<Void> holdSecondHalf;
     final Promise<Void> firstHalfSent = Promise.promise();
 
-    FakeHub(Vertx vertx) {
-        this.vertx = vertx;
-    }
-
-    Future<FakeHub> start() {
-        return start(false);
-    }
-
-    Future<FakeHub> start(boolean useTls) {
+    FakeHub(boolean useTls) {
         this.tls = useTls;
+    }
+
+    /** Deploys a fake hub on {@code vertx}; the future completes once its three servers listen. */
+    static Future<FakeHub> deploy(Vertx vertx, boolean useTls) {
+        FakeHub hub = new FakeHub(useTls);
+        return vertx.deployVerticle(hub).map(hub);
+    }
+
+    @Override
+    public void start(Promise<Void> started) {
+        listen(tls).<Void>mapEmpty().onComplete(started);
+    }
+
+    private Future<FakeHub> listen(boolean useTls) {
         HttpServerOptions options = new HttpServerOptions().setHost("0.0.0.0").setPort(0);
         if (useTls) {
             certificate = SelfSignedCertificate.create("localhost");
@@ -103,10 +109,6 @@ final class FakeHub {
                     cdn = s;
                     return this;
                 });
-    }
-
-    Future<Void> stop() {
-        return Future.all(registry.close(), auth.close(), cdn.close()).mapEmpty();
     }
 
     /** Closes only the registry API server: the upstream is down. */

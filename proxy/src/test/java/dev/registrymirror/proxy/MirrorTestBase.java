@@ -42,7 +42,7 @@ abstract class MirrorTestBase {
         // A blocked-thread warning after 100 ms would show any blocking call on an event loop.
         vertx = Vertx.vertx(new VertxOptions().setMaxEventLoopExecuteTime(100).setMaxEventLoopExecuteTimeUnit(
                 TimeUnit.MILLISECONDS).setBlockedThreadCheckInterval(50));
-        hub = await(new FakeHub(vertx).start(useTls()));
+        hub = await(FakeHub.deploy(vertx, useTls()));
     }
 
     boolean useTls() {

@@ -4,7 +4,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import dev.registrymirror.cache.Digest;
 import java.net.http.HttpResponse;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
 /** Several upstreams in one instance, one of them over HTTPS with its own CA. */
@@ -15,7 +14,7 @@ class MultiUpstreamTest extends MirrorTestBase {
     @Override
     String upstreamsYaml() {
         if (ghcr == null) {
-            ghcr = await(new FakeHub(vertx).start(true));
+            ghcr = await(FakeHub.deploy(vertx, true));
         }
         return """
                 upstreams:
@@ -26,13 +25,6 @@ class MultiUpstreamTest extends MirrorTestBase {
                     connectTimeout: 2s
                 %s""".formatted(hub.url(), ghcr.url(),
                 trustGhcr ? "    caFile: " + ghcr.certificatePath() + "\n" : "");
-    }
-
-    @AfterEach
-    void stopGhcr() {
-        if (ghcr != null) {
-            await(ghcr.stop());
-        }
     }
 
     @Test

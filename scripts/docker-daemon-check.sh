@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Pulls official and multi-arch images with a real Docker daemon whose registry-mirrors points at
+# the mirror, and compares digests with the upstream. Everything on loopback: CNCF Distribution
+# (docker-registry) stands in for Docker Hub, seeded with images built here.
+# Needs root (it starts its own dockerd with the vfs driver); installs docker.io, docker-registry
+# and skopeo when missing. Not part of CI. Usage: sudo scripts/docker-daemon-check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "run as root: it starts a Docker daemon" >&2; exit 2; }
+for p in docker-registry skopeo dockerd; do
+  command -v $p >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-registry skopeo >/dev/null; break; }
+done
+[ -f proxy/target/registry-mirror.jar ] || mvn -B -q -DskipTests package
+
+W=$(mktemp -d /tmp/mirror-check.XXXX); REG=127.0.0.1:5101; MIR=127.0.0.1:5102
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 1; rm -rf "$W"; }
+trap cleanup EXIT
+wait_up() { for _ in $(seq 1 100); do curl -sf "http://$1/v2/" >/dev/null && return 0; sleep 0.1; done; echo "$1 not up" >&2; exit 1; }
+
+# An OCI layout with "single" (amd64) and "multi" (amd64 + arm64 index), real gzip'd tar layers.
+L=$W/layout; mkdir -p $L/blobs/sha256; echo '{"imageLayoutVersion":"1.0.0"}' > $L/oci-layout
+put() { local h; h=$(sha256sum "$1" | cut -d' ' -f1); cp "$1" $L/blobs/sha256/$h; echo $h; }
+image() { # arch -> "digest size" of its manifest
+  local d; d=$(mktemp -d -p $W); mkdir -p $d/root/etc
+  echo "hello from $1" > $d/root/etc/hello; head -c 2000000 /dev/urandom > $d/root/etc/data
+  tar --sort=name --mtime=@0 --owner=0 --group=0 -C $d/root -cf $d/layer.tar etc
+  local diff; diff=$(sha256sum $d/layer.tar | cut -d' ' -f1); gzip -n -c $d/layer.tar > $d/layer.tgz
+  local lh ls ch cs; lh=$(put $d/layer.tgz); ls=$(stat -c%s $d/layer.tgz)
+  printf '{"architecture":"%s","os":"linux","config":{"Cmd":["/bin/true"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' $1 $diff > $d/config.json
+  ch=$(put $d/config.json); cs=$(stat -c%s $d/config.json)
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' $ch $cs $lh $ls > $d/manifest.json
+  echo "$(put $d/manifest.json) $(stat -c%s $d/manifest.json)"
+}
+read -r s1 z1 < <(image amd64); read -r a1 y1 < <(image amd64); read -r a2 y2 < <(image arm64)
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"platform":{"architecture":"amd64","os":"linux"}},{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"platform":{"architecture":"arm64","os":"linux"}}]}' $a1 $y1 $a2 $y2 > $W/index.json
+ih=$(put $W/index.json); is=$(stat -c%s $W/index.json)
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"single"}},{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"multi"}}]}' $s1 $z1 $ih $is > $L/index.json
+
+printf 'version: 0.1\nlog: {level: warn}\nstorage: {filesystem: {rootdirectory: %s/reg}}\nhttp: {addr: %s}\n' $W $REG > $W/registry.yml
+docker-registry serve $W/registry.yml > $W/registry.log 2>&1 & pids+=($!)
+wait_up $REG
+skopeo --insecure-policy copy -q --dest-tls-verify=false oci:$L:single docker://$REG/library/alpine:3.19
+skopeo --insecure-policy copy -q --all --dest-tls-verify=false oci:$L:multi docker://$REG/library/busybox:latest
+
+java -jar proxy/target/registry-mirror.jar --port ${MIR#*:} --storage $W/mirror --upstream http://$REG > $W/mirror.log 2>&1 & pids+=($!)
+wait_up $MIR
+
+cat > $W/daemon.json <<JSON
+{"storage-driver": "vfs", "iptables": false, "bridge": "none", "registry-mirrors": ["http://$MIR"],
+ "data-root": "$W/docker", "exec-root": "$W/exec", "hosts": ["unix://$W/docker.sock"], "pidfile": "$W/docker.pid"}
+JSON
+dockerd --config-file $W/daemon.json --containerd-namespace mirrorcheck --containerd-plugins-namespace mirrorcheck-p > $W/dockerd.log 2>&1 & pids+=($!)
+for _ in $(seq 1 100); do docker -H unix://$W/docker.sock info >/dev/null 2>&1 && break; sleep 0.2; done
+
+fail=0
+for ref in alpine:3.19 busybox:latest; do
+  docker -H unix://$W/docker.sock pull -q $ref >/dev/null
+  got=$(docker -H unix://$W/docker.sock image inspect --format '{{index .RepoDigests 0}}' $ref | cut -d@ -f2)
+  want=sha256:$(skopeo --insecure-policy inspect --raw --tls-verify=false docker://$REG/library/$ref | sha256sum | cut -d' ' -f1)
+  if [ "$got" = "$want" ]; then echo "ok   $ref $got"; else echo "FAIL $ref got $got want $want"; fail=1; fi
+done
+grep -q 'fetching manifest library/alpine:3.19' $W/mirror.log || { echo "FAIL the daemon did not go through the mirror"; fail=1; }
+curl -s http://$MIR/metrics | grep -E '^registrymirror_(cache_(hits|misses)|served_bytes)_total'
+exit $fail
