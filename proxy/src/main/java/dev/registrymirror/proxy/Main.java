@@ -5,7 +5,10 @@ import dev.registrymirror.config.ConfigLoader;
 import dev.registrymirror.config.MirrorConfig;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
+import io.vertx.core.Vertx;
+import java.time.Clock;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -51,27 +54,23 @@ public final class Main implements Callable<Integer> {
             return 2;
         }
         CountDownLatch stopped = new CountDownLatch(1);
-        Mirror[] running = new Mirror[1];
-        Throwable[] failure = new Throwable[1];
-        CountDownLatch started = new CountDownLatch(1);
-        Mirror.start(cfg).onComplete(ar -> {
-            if (ar.succeeded()) {
-                running[0] = ar.result();
-            } else {
-                failure[0] = ar.cause();
-            }
-            started.countDown();
-        });
-        started.await();
-        if (failure[0] != null) {
-            String msg = failure[0] instanceof ConfigException ? failure[0].getMessage() : failure[0].toString();
-            System.err.println("registry-mirror: cannot start: " + msg);
+        Vertx vertx = Mirror.newVertx();
+        Mirror mirror;
+        try {
+            mirror = Mirror.start(vertx, cfg, Clock.systemUTC()).toCompletionStage().toCompletableFuture().get();
+        } catch (ExecutionException e) {
+            Throwable cause = e.getCause();
+            System.err.println("registry-mirror: cannot start: "
+                    + (cause instanceof ConfigException ? cause.getMessage() : cause.toString()));
+            vertx.close();
             return 1;
         }
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             log.info("shutting down");
             try {
-                running[0].stop().toCompletionStage().toCompletableFuture().get(10, TimeUnit.SECONDS);
+                mirror.stop().toCompletionStage().toCompletableFuture().get(10, TimeUnit.SECONDS);
+                vertx.close().toCompletionStage().toCompletableFuture().get(10, TimeUnit.SECONDS);
+                log.info("stopped");
             } catch (Exception e) {
                 log.warn("shutdown did not finish cleanly: {}", e.toString());
             }

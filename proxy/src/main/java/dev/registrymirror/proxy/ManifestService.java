@@ -244,10 +244,27 @@ final class ManifestService {
                         "manifest bytes do not match digest " + expected, "digest_mismatch"));
                 return;
             }
+            if (!looksLikeManifest(bytes)) {
+                metrics.upstreamError(upstream.name(), "protocol");
+                LOG.warn("upstream {}: answer for manifest {} is not a manifest ({}, {} bytes)", upstream.name(),
+                        reference, resp.getHeader(HttpHeaders.CONTENT_TYPE), bytes.length);
+                result.tryFail(RegistryError.badGateway(upstream.name(), "answered something that is not a manifest",
+                        "protocol"));
+                return;
+            }
             result.tryComplete(new Manifest(actual, mediaType(resp.getHeader(HttpHeaders.CONTENT_TYPE), bytes), bytes));
         });
         resp.resume();
         return result.future();
+    }
+
+    /** A manifest is a JSON object with a {@code schemaVersion}; anything else (an HTML page, say) is refused. */
+    private static boolean looksLikeManifest(byte[] bytes) {
+        try {
+            return new JsonObject(Buffer.buffer(bytes)).getValue("schemaVersion") instanceof Number;
+        } catch (RuntimeException e) {
+            return false;
+        }
     }
 
     private static String mediaType(String contentType, byte[] bytes) {

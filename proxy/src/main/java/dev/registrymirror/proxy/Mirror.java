@@ -29,7 +29,6 @@ public final class Mirror {
     static final int TAG_MEMORY_ENTRIES = 100_000;
 
     private final Vertx vertx;
-    private final boolean ownsVertx;
     private final MirrorMetrics metrics;
     private final InflightDownloads downloads;
     private final Map<String, UpstreamClient> upstreams;
@@ -38,9 +37,8 @@ public final class Mirror {
     private String deployment;
     private int port;
 
-    private Mirror(Vertx vertx, boolean ownsVertx, MirrorConfig config, Clock clock) throws IOException {
+    private Mirror(Vertx vertx, MirrorConfig config, Clock clock) throws IOException {
         this.vertx = vertx;
-        this.ownsVertx = ownsVertx;
         this.metrics = MirrorMetrics.create();
         BlobStore blobStore = BlobStore.open(config.storage().path());
         ManifestStore manifestStore = ManifestStore.open(config.storage().path(), MANIFEST_MEMORY_BYTES);
@@ -59,25 +57,14 @@ public final class Mirror {
         this.config = config;
     }
 
-    /** Starts a mirror with its own Vert.x instance. */
-    public static Future<Mirror> start(MirrorConfig config) {
-        Vertx vertx = Vertx.vertx(new VertxOptions().setPreferNativeTransport(true));
-        return start(vertx, true, config, Clock.systemUTC());
+    /** A Vert.x instance set up for a mirror (native transport where available). */
+    public static Vertx newVertx() {
+        return Vertx.vertx(new VertxOptions().setPreferNativeTransport(true));
     }
 
-    /** Starts a mirror on an existing Vert.x instance, with the given clock (tests advance it). */
+    /** Starts a mirror on {@code vertx}, with the given clock (tests advance it). */
     public static Future<Mirror> start(Vertx vertx, MirrorConfig config, Clock clock) {
-        return start(vertx, false, config, clock);
-    }
-
-    private static Future<Mirror> start(Vertx vertx, boolean owns, MirrorConfig config, Clock clock) {
-        return vertx.executeBlocking(() -> new Mirror(vertx, owns, config, clock))
-                .compose(Mirror::listen)
-                .onFailure(err -> {
-                    if (owns) {
-                        vertx.close();
-                    }
-                });
+        return vertx.executeBlocking(() -> new Mirror(vertx, config, clock)).compose(Mirror::listen);
     }
 
     private Future<Mirror> listen() {
@@ -125,12 +112,12 @@ public final class Mirror {
         return downloads.size();
     }
 
-    /** Stops listening and releases the upstream clients (and Vert.x, when it owns it). */
+    /** Stops listening and releases the upstream clients. The Vert.x instance is the caller's to close. */
     public Future<Void> stop() {
         Future<Void> undeployed = deployment == null ? Future.succeededFuture() : vertx.undeploy(deployment);
         return undeployed.eventually(() -> {
             upstreams.values().forEach(UpstreamClient::close);
-            return ownsVertx ? vertx.close() : Future.succeededFuture();
+            return Future.succeededFuture();
         });
     }
 }

@@ -146,6 +146,20 @@ class ManifestTest extends MirrorTestBase {
     }
 
     @Test
+    void anAnswerThatIsNotAManifestIsRefusedAndNotCached() {
+        byte[] page = "<html><body>Welcome to the hotel wifi</body></html>".getBytes(StandardCharsets.UTF_8);
+        hub.putManifest("library/alpine", "3.19", "text/html", page);
+        startMirror();
+        HttpResponse<byte[]> r = get(TAG, "Accept", TYPES);
+        assertThat(r.statusCode()).isEqualTo(502);
+        assertThat(body(r)).contains("not a manifest");
+        Digest real = hub.putImage("library/alpine", "3.19", randomBytes(100, 1));
+        HttpResponse<byte[]> fixed = get(TAG, "Accept", TYPES);
+        assertThat(fixed.statusCode()).isEqualTo(200);
+        assertThat(fixed.headers().firstValue("Docker-Content-Digest")).contains(real.toString());
+    }
+
+    @Test
     void headOnAnUncachedTagThenGetByDigestCostsOneUpstreamGet() {
         Digest d = hub.putImage("library/alpine", "3.19", randomBytes(1000, 1));
         startMirror();

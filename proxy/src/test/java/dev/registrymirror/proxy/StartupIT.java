@@ -1,0 +1,52 @@
+package dev.registrymirror.proxy;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The jar's start-up: bad configuration stops it clearly; an unreachable upstream does not. */
+class StartupIT {
+    @TempDir
+    Path dir;
+
+    @Test
+    void aBadValueStopsStartUpNamingTheKeyAndTheValue() throws Exception {
+        Path config = Files.writeString(dir.resolve("bad.yaml"), """
+                upstreams:
+                  - name: docker.io
+                    url: https://registry-1.docker.io
+                    manifestTtl: 5 minutes
+                """);
+        Process p = new ProcessBuilder(java(), "-jar", jar(), "--config", config.toString())
+                .redirectErrorStream(true).start();
+        assertThat(p.waitFor(30, TimeUnit.SECONDS)).isTrue();
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertThat(p.exitValue()).isEqualTo(2);
+        assertThat(out).contains("upstreams[0].manifestTtl: \"5 minutes\" is not a duration");
+    }
+
+    @Test
+    void itStartsAndAnswersWithEveryUpstreamDown() throws Exception {
+        int port = RealParts.freePort();
+        try (RealParts.Child mirror = RealParts.mirror(dir, port, "--storage", dir.resolve("data").toString(),
+                "--upstream", "http://127.0.0.1:1")) {
+            RealParts.awaitUp("http://127.0.0.1:" + port + "/v2/", mirror);
+            String answer = RealParts.get("http://127.0.0.1:" + port + "/v2/library/alpine/manifests/3.19");
+            assertThat(answer).contains("\"code\":\"UNAVAILABLE\"").contains("docker.io");
+            assertThat(mirror.process.isAlive()).isTrue();
+        }
+    }
+
+    private static String java() {
+        return Path.of(System.getProperty("java.home"), "bin", "java").toString();
+    }
+
+    private static String jar() {
+        return System.getProperty("mirror.jar", "target/registry-mirror.jar");
+    }
+}
