@@ -58,7 +58,7 @@ final class FakeHub extends AbstractVerticle {
     private HttpServer auth;
     private HttpServer cdn;
     private final boolean tls;
-    private SelfSignedCertificate certificate;
+    private final SelfSignedCertificate certificate;
 
     // Knobs, set by tests.
     volatile String username;
@@ -77,6 +77,8 @@ final class FakeHub extends AbstractVerticle {
 
     FakeHub(boolean useTls) {
         this.tls = useTls;
+        // Key generation is slow: done here, on the caller's thread, never on an event loop.
+        this.certificate = useTls ? SelfSignedCertificate.create("localhost") : null;
     }
 
     /** Deploys a fake hub on {@code vertx}; the future completes once its three servers listen. */
@@ -93,7 +95,6 @@ final class FakeHub extends AbstractVerticle {
     private Future<FakeHub> listen(boolean useTls) {
         HttpServerOptions options = new HttpServerOptions().setHost("0.0.0.0").setPort(0);
         if (useTls) {
-            certificate = SelfSignedCertificate.create("localhost");
             options.setSsl(true).setKeyCertOptions(certificate.keyCertOptions());
         }
         return vertx.createHttpServer(options).requestHandler(r -> record("registry", r, this::registry)).listen()

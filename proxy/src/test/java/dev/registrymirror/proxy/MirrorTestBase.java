@@ -1,5 +1,10 @@
 package dev.registrymirror.proxy;
 
+import static org.assertj.core.api.Assertions.assertThat;
+
+import ch.qos.logback.classic.Logger;
+import ch.qos.logback.classic.spi.ILoggingEvent;
+import ch.qos.logback.core.read.ListAppender;
 import dev.registrymirror.config.ConfigLoader;
 import dev.registrymirror.config.MirrorConfig;
 import io.vertx.core.Future;
@@ -19,6 +24,7 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
+import org.slf4j.LoggerFactory;
 
 /**
  * A mirror on loopback in front of a {@link FakeHub}, with an injected clock, and a plain JDK HTTP
@@ -37,11 +43,17 @@ abstract class MirrorTestBase {
     @TempDir
     Path storage;
 
+    /** Warnings of Vert.x's blocked-thread checker: any one fails the test. */
+    private final ListAppender<ILoggingEvent> blocked = new ListAppender<>();
+
     @BeforeEach
     void startHub() {
+        blocked.start();
+        ((Logger) LoggerFactory.getLogger("io.vertx.core.impl.BlockedThreadChecker")).addAppender(blocked);
         // A blocked-thread warning after 100 ms would show any blocking call on an event loop.
         vertx = Vertx.vertx(new VertxOptions().setMaxEventLoopExecuteTime(100).setMaxEventLoopExecuteTimeUnit(
-                TimeUnit.MILLISECONDS).setBlockedThreadCheckInterval(50));
+                TimeUnit.MILLISECONDS).setBlockedThreadCheckInterval(50).setWarningExceptionTime(150)
+                .setWarningExceptionTimeUnit(TimeUnit.MILLISECONDS));
         hub = await(FakeHub.deploy(vertx, useTls()));
     }
 
@@ -55,6 +67,9 @@ abstract class MirrorTestBase {
             await(mirror.stop());
         }
         await(vertx.close());
+        ((Logger) LoggerFactory.getLogger("io.vertx.core.impl.BlockedThreadChecker")).detachAppender(blocked);
+        assertThat(blocked.list).extracting(ILoggingEvent::getFormattedMessage)
+                .as("an event loop was blocked").isEmpty();
     }
 
     /** The YAML for the upstreams; the default puts the fake hub at docker.io. */
