@@ -1,7 +1,6 @@
 package dev.registrymirror.cache;
 
 import java.io.IOException;
-import java.io.UncheckedIOException;
 import java.nio.channels.FileChannel;
 import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.FileAlreadyExistsException;
@@ -42,23 +41,8 @@ final class FileBlobStore implements BlobStore {
                 Files.deleteIfExists(p);
             }
         }
-        store.storedBytes.set(sizeOf(store.blobs));
+        store.storedBytes.set(DiskUsage.bytesUnder(store.blobs, p -> true));
         return store;
-    }
-
-    private static long sizeOf(Path dir) throws IOException {
-        try (Stream<Path> files = Files.walk(dir)) {
-            return files.mapToLong(p -> {
-                try {
-                    BasicFileAttributes a = Files.readAttributes(p, BasicFileAttributes.class);
-                    return a.isRegularFile() ? a.size() : 0;
-                } catch (IOException e) {
-                    return 0;
-                }
-            }).sum();
-        } catch (UncheckedIOException e) {
-            throw e.getCause();
-        }
     }
 
     Path pathOf(Digest digest) {

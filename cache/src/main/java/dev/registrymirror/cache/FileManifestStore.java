@@ -9,7 +9,6 @@ import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.Optional;
 import java.util.concurrent.atomic.AtomicLong;
-import java.util.stream.Stream;
 
 /**
  * {@link ManifestStore} as files {@code manifests/<algorithm>/<first two hex>/<hex>} holding the exact
@@ -30,9 +29,11 @@ final class FileManifestStore implements ManifestStore {
     static FileManifestStore open(Path root, long memoryBytes) throws IOException {
         FileManifestStore store = new FileManifestStore(root, memoryBytes);
         Files.createDirectories(store.root);
-        try (Stream<Path> files = Files.walk(store.root)) {
-            store.storedBytes.set(files.filter(Files::isRegularFile).mapToLong(p -> p.toFile().length()).sum());
-        }
+        // Only manifest bytes count, as in put(): not the .type files, nor leftover .part files.
+        store.storedBytes.set(DiskUsage.bytesUnder(store.root, p -> {
+            String name = p.getFileName().toString();
+            return !name.endsWith(".type") && !name.endsWith(".part");
+        }));
         return store;
     }
 

@@ -3,7 +3,6 @@ package dev.registrymirror.metrics;
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.Gauge;
 import io.micrometer.core.instrument.Meter;
-import io.micrometer.core.instrument.MeterRegistry;
 import io.micrometer.core.instrument.Timer;
 import io.micrometer.core.instrument.binder.jvm.ClassLoaderMetrics;
 import io.micrometer.core.instrument.binder.jvm.JvmGcMetrics;
@@ -15,7 +14,6 @@ import io.micrometer.core.instrument.binder.system.UptimeMetrics;
 import io.micrometer.core.instrument.config.MeterFilter;
 import io.micrometer.prometheusmetrics.PrometheusConfig;
 import io.micrometer.prometheusmetrics.PrometheusMeterRegistry;
-import java.time.Duration;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentMap;
 import java.util.concurrent.TimeUnit;
@@ -77,11 +75,6 @@ public final class MirrorMetrics {
     /** The Prometheus text exposition of every meter. */
     public String scrape() {
         return registry.scrape();
-    }
-
-    /** The underlying registry, for binding further meters. */
-    public MeterRegistry registry() {
-        return registry;
     }
 
     /** A client request was answered. {@code route} is one of a few fixed names (blob, manifest, …). */
@@ -164,16 +157,6 @@ public final class MirrorMetrics {
         Gauge.builder(PREFIX + "stored", bytes, s -> s.getAsLong()).strongReference(true).baseUnit("bytes")
                 .tag("kind", kind)
                 .description("Bytes held in the cache's storage").register(registry);
-    }
-
-    /** Time since an arbitrary origin, for measuring. */
-    public static long now() {
-        return System.nanoTime();
-    }
-
-    /** Convenience for tests and logs. */
-    public static Duration since(long startNanos) {
-        return Duration.ofNanos(System.nanoTime() - startNanos);
     }
 
     private Counter counter(String name, String description, String... tags) {

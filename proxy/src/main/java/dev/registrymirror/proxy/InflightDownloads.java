@@ -87,7 +87,8 @@ final class InflightDownloads {
         vertx.executeBlocking(store::newTempFile, false)
                 .compose(temp -> vertx.fileSystem()
                         .open(temp.toString(), new OpenOptions().setWrite(true).setCreate(false).setRead(false))
-                        .map(file -> new Writer(d, upstream, resp, temp, file, announced)))
+                        .map(file -> new Writer(d, upstream, resp, temp, file, announced))
+                        .onFailure(err -> discardLater(temp)))
                 .onSuccess(Writer::begin)
                 .onFailure(err -> {
                     resp.request().reset();
@@ -124,10 +125,7 @@ final class InflightDownloads {
         }
 
         void begin() {
-            d.onTempFree(() -> vertx.executeBlocking(() -> {
-                store.discard(temp);
-                return null;
-            }, false));
+            d.onTempFree(() -> discardLater(temp));
             d.streaming(temp, announced);
             file.exceptionHandler(err -> abort("cannot write the cache file: " + err, null));
             resp.exceptionHandler(err -> {
@@ -260,6 +258,14 @@ final class InflightDownloads {
             metrics.upstreamError(upstream.name(), countReason);
         }
         d.failed(error);
+    }
+
+    /** Deletes a temporary file on a worker thread. */
+    private void discardLater(Path temp) {
+        vertx.executeBlocking(() -> {
+            store.discard(temp);
+            return null;
+        }, false);
     }
 
     private static long parseLength(String header) {

@@ -82,7 +82,7 @@ final class ManifestService {
             }
             metrics.cacheMiss("manifest");
             return fetch(upstream, route.repository(), digest.toString(), accepted, found.isPresent())
-                    .compose(m -> store(m, null).map(new Served(m, true)));
+                    .compose(m -> store(m, null, null).map(new Served(m, true)));
         });
     }
 
@@ -109,8 +109,7 @@ final class ManifestService {
                     }
                     if (!MediaTypes.allows(accepted, m.get().mediaType())) {
                         metrics.cacheMiss("tag");
-                        return fetch(upstream, route.repository(), route.tag(), accepted, true)
-                                .compose(other -> store(other, null).map(new Served(other, true)));
+                        return fetchInClientTypes(route, upstream, accepted);
                     }
                     if (fresh) {
                         metrics.cacheHit("tag");
@@ -124,14 +123,25 @@ final class ManifestService {
     private Future<Served> fetchTag(Route route, UpstreamClient upstream, TagKey key, Set<String> accepted) {
         metrics.cacheMiss("tag");
         return fetch(upstream, route.repository(), route.tag(), accepted, false).compose(m -> {
-            TagEntry entry = new TagEntry(m.digest(), m.mediaType(), m.bytes().length, clock.instant());
-            Future<Void> stored = store(m, key, entry);
+            Future<Void> stored = store(m, key, entryFor(m));
             if (MediaTypes.allows(accepted, m.mediaType())) {
                 return stored.map(new Served(m, true));
             }
-            return stored.compose(v -> fetch(upstream, route.repository(), route.tag(), accepted, true))
-                    .compose(other -> store(other, null).map(new Served(other, true)));
+            return stored.compose(v -> fetchInClientTypes(route, upstream, accepted));
         });
+    }
+
+    /**
+     * The tag's answer is of a type this client does not accept: asks the upstream with the client's
+     * own types only, and keeps what comes by digest (the tag keeps its usual answer).
+     */
+    private Future<Served> fetchInClientTypes(Route route, UpstreamClient upstream, Set<String> accepted) {
+        return fetch(upstream, route.repository(), route.tag(), accepted, true)
+                .compose(other -> store(other, null, null).map(new Served(other, true)));
+    }
+
+    private TagEntry entryFor(Manifest m) {
+        return new TagEntry(m.digest(), m.mediaType(), m.bytes().length, clock.instant());
     }
 
     /**
@@ -160,10 +170,8 @@ final class ManifestService {
                         metrics.cacheMiss("tag");
                         LOG.info("upstream {}: tag {}:{} moved to {}", upstream.name(), route.repository(),
                                 route.tag(), digestHeader);
-                        return fetch(upstream, route.repository(), route.tag(), Set.of(), false).compose(m -> {
-                            TagEntry fresh = new TagEntry(m.digest(), m.mediaType(), m.bytes().length, clock.instant());
-                            return store(m, key, fresh).map(Optional.of(m));
-                        });
+                        return fetch(upstream, route.repository(), route.tag(), Set.of(), false)
+                                .compose(m -> store(m, key, entryFor(m)).map(Optional.of(m)));
                     }
                     if (status == 404) {
                         UpstreamClient.discard(resp);
@@ -299,14 +307,11 @@ final class ManifestService {
         return vertx.executeBlocking(() -> tags.find(key), false);
     }
 
-    private Future<Void> store(Manifest m, TagKey key) {
-        return store(m, key, null);
-    }
-
+    /** Stores a manifest, and when {@code key} is given, what that tag now points at. */
     private Future<Void> store(Manifest m, TagKey key, TagEntry entry) {
         return vertx.executeBlocking(() -> {
             manifests.put(m);
-            if (key != null && entry != null) {
+            if (key != null) {
                 tags.put(key, entry);
             }
             return null;

@@ -31,11 +31,6 @@ final class SingleFlight<K, V> {
         return onCallerContext(shared);
     }
 
-    /** How many keys have work under way. */
-    int size() {
-        return running.size();
-    }
-
     static <T> Future<T> onCallerContext(Future<T> future) {
         Context caller = Vertx.currentContext();
         if (caller == null) {
