@@ -8,17 +8,31 @@ import java.util.Optional;
  * Blobs on local disk, addressed by digest. A blob becomes visible only through {@link #commit},
  * after its bytes were written to a temporary file and verified by the caller.
  *
- * <p>Every method may touch the disk and so blocks: call it from a worker thread, not an event loop.
+ * <p>Every method may touch the disk and so blocks, except {@link #release}: call them from a
+ * worker thread, not an event loop.
  */
 public interface BlobStore {
 
-    /** Opens (creating if needed) a store under {@code root}; leftover temporary files are removed. */
-    static BlobStore open(Path root) throws IOException {
-        return FileBlobStore.open(root);
-    }
-
-    /** The committed blob with this digest, if stored. */
+    /** The committed blob with this digest, if stored; counts as a use. */
     Optional<Blob> find(Digest digest) throws IOException;
+
+    /**
+     * Like {@link #find}, and the blob's file is not evicted until {@link #release}: use it while the
+     * file is being sent.
+     */
+    Optional<Blob> acquire(Digest digest) throws IOException;
+
+    /** Ends an {@link #acquire}. Never blocks. */
+    void release(Blob blob);
+
+    /**
+     * Hashes a blob not {@link Blob#verified() verified} since start. A blob whose bytes do not match
+     * its digest is deleted and forgotten; the answer is then {@code false}.
+     */
+    boolean verify(Blob blob) throws IOException;
+
+    /** Forgets a blob whose file turned out to be missing (deleted by hand, say). */
+    void forget(Blob blob);
 
     /** A new, empty temporary file on the same file system as the store. */
     Path newTempFile() throws IOException;
@@ -37,7 +51,40 @@ public interface BlobStore {
     /** Bytes held by committed blobs. */
     long storedBytes();
 
+    /** Bytes the file system still has free for the store. */
+    long usableSpace() throws IOException;
+
     /** A stored blob. */
-    record Blob(Digest digest, Path path, long size) {
+    final class Blob {
+        private final Digest digest;
+        private final Path path;
+        private final long size;
+        private final boolean verified;
+        final CacheIndex.Entry pinned;
+
+        Blob(Digest digest, Path path, long size, boolean verified, CacheIndex.Entry pinned) {
+            this.digest = digest;
+            this.path = path;
+            this.size = size;
+            this.verified = verified;
+            this.pinned = pinned;
+        }
+
+        public Digest digest() {
+            return digest;
+        }
+
+        public Path path() {
+            return path;
+        }
+
+        public long size() {
+            return size;
+        }
+
+        /** Whether its bytes are known to match its digest: written by this process, or hashed since start. */
+        public boolean verified() {
+            return verified;
+        }
     }
 }

@@ -1,6 +1,10 @@
 package dev.registrymirror.cache;
 
+import dev.registrymirror.cache.CacheIndex.Entry;
+import dev.registrymirror.cache.CacheIndex.Key;
+import dev.registrymirror.cache.CacheIndex.Kind;
 import java.io.IOException;
+import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.FileAlreadyExistsException;
@@ -10,9 +14,12 @@ import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.nio.file.attribute.BasicFileAttributes;
+import java.nio.file.attribute.FileTime;
+import java.security.MessageDigest;
+import java.util.List;
 import java.util.Optional;
-import java.util.concurrent.atomic.AtomicLong;
-import java.util.stream.Stream;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * {@link BlobStore} as files: {@code blobs/<algorithm>/<first two hex>/<hex>} under the root, and
@@ -20,43 +27,140 @@ import java.util.stream.Stream;
  *
  * <p>Implementation note: {@link #commit} hard-links the temporary file to its final name. The link
  * is atomic and fails if the name exists, so a committed file is never replaced, and readers that
- * opened the temporary file by name keep working until it is discarded.
+ * opened the temporary file by name keep working until it is discarded. Files appear and disappear
+ * only while the {@link CacheIndex}'s monitor is held, so the index and the disk agree.
  */
 final class FileBlobStore implements BlobStore {
+    private static final Logger LOG = LoggerFactory.getLogger(FileBlobStore.class);
+
     private final Path blobs;
     private final Path tmp;
-    private final AtomicLong storedBytes = new AtomicLong();
+    private final CacheIndex index;
+    private final StorageEvents events;
+    private final Runnable grew;
 
-    private FileBlobStore(Path root) {
+    FileBlobStore(Path root, CacheIndex index, StorageEvents events, Runnable grew) throws IOException {
         this.blobs = root.resolve("blobs");
         this.tmp = root.resolve("tmp");
-    }
-
-    static FileBlobStore open(Path root) throws IOException {
-        FileBlobStore store = new FileBlobStore(root);
-        Files.createDirectories(store.blobs);
-        Files.createDirectories(store.tmp);
-        try (Stream<Path> leftovers = Files.list(store.tmp)) {
-            for (Path p : (Iterable<Path>) leftovers::iterator) {
-                Files.deleteIfExists(p);
-            }
-        }
-        store.storedBytes.set(DiskUsage.bytesUnder(store.blobs, p -> true));
-        return store;
+        this.index = index;
+        this.events = events;
+        this.grew = grew;
+        Files.createDirectories(blobs);
+        Files.createDirectories(tmp);
+        index.deleter(Kind.BLOB, d -> Files.deleteIfExists(pathOf(d)));
     }
 
     Path pathOf(Digest digest) {
         return blobs.resolve(digest.algorithm()).resolve(digest.hex().substring(0, 2)).resolve(digest.hex());
     }
 
+    /** Adds what is under {@code blobs/} to {@code into}; files not named by a digest are left alone. */
+    void scan(List<CacheIndex.Scanned> into) throws IOException {
+        StorageScan.files(blobs, 3, (p, attrs) -> {
+            Path rel = blobs.relativize(p);
+            String text = rel.getName(0) + ":" + rel.getName(2);
+            if (Digest.isValid(text)) {
+                Digest d = Digest.parse(text);
+                if (pathOf(d).equals(p)) {
+                    into.add(new CacheIndex.Scanned(new Key(Kind.BLOB, d), attrs.size(),
+                            attrs.lastModifiedTime().toMillis()));
+                }
+            }
+        });
+    }
+
     @Override
     public Optional<Blob> find(Digest digest) throws IOException {
+        return find(digest, false);
+    }
+
+    @Override
+    public Optional<Blob> acquire(Digest digest) throws IOException {
+        return find(digest, true);
+    }
+
+    private Optional<Blob> find(Digest digest, boolean pin) throws IOException {
+        Key key = new Key(Kind.BLOB, digest);
         Path p = pathOf(digest);
-        try {
-            BasicFileAttributes a = Files.readAttributes(p, BasicFileAttributes.class);
-            return a.isRegularFile() ? Optional.of(new Blob(digest, p, a.size())) : Optional.empty();
-        } catch (NoSuchFileException e) {
+        Entry e = pin ? index.pin(key) : index.lookup(key);
+        if (e == null && !index.complete()) {
+            // The start-up scan has not reached it yet: the disk decides.
+            synchronized (index) {
+                BasicFileAttributes a;
+                try {
+                    a = Files.readAttributes(p, BasicFileAttributes.class);
+                } catch (NoSuchFileException ex) {
+                    return Optional.empty();
+                }
+                if (!a.isRegularFile()) {
+                    return Optional.empty();
+                }
+                index.add(key, a.size(), index.now(), false);
+                e = pin ? index.pin(key) : index.lookup(key);
+            }
+        }
+        if (e == null) {
             return Optional.empty();
+        }
+        long now = index.now();
+        if (index.shouldPersist(e, now)) {
+            e.persistedAccess = now;
+            try {
+                Files.setLastModifiedTime(p, FileTime.fromMillis(now));
+            } catch (IOException ex) {
+                // the next start sees an older last use; harmless
+            }
+        }
+        return Optional.of(new Blob(digest, p, e.size, e.verified, pin ? e : null));
+    }
+
+    @Override
+    public void release(Blob blob) {
+        if (blob.pinned != null) {
+            index.unpin(blob.pinned);
+        }
+    }
+
+    @Override
+    public boolean verify(Blob blob) throws IOException {
+        MessageDigest hasher = blob.digest().newHasher();
+        long size = 0;
+        try (FileChannel ch = FileChannel.open(blob.path(), StandardOpenOption.READ)) {
+            ByteBuffer buf = ByteBuffer.allocateDirect(1 << 20);
+            int n;
+            while ((n = ch.read(buf)) >= 0) {
+                size += n;
+                buf.flip();
+                hasher.update(buf);
+                buf.clear();
+            }
+        } catch (NoSuchFileException e) {
+            forget(blob);
+            return false;
+        }
+        Key key = new Key(Kind.BLOB, blob.digest());
+        if (size == blob.size() && blob.digest().matches(hasher.digest())) {
+            Entry e = index.lookup(key);
+            if (e != null) {
+                e.verified = true;
+            }
+            return true;
+        }
+        LOG.warn("stored blob {} does not match its digest ({} bytes on disk); dropped", blob.digest(), size);
+        synchronized (index) {
+            Files.deleteIfExists(blob.path());
+            index.remove(key);
+        }
+        events.corruptDropped(Kind.BLOB.label);
+        return false;
+    }
+
+    @Override
+    public void forget(Blob blob) {
+        synchronized (index) {
+            if (!Files.exists(blob.path())) {
+                index.remove(new Key(Kind.BLOB, blob.digest()));
+            }
         }
     }
 
@@ -76,23 +180,34 @@ final class FileBlobStore implements BlobStore {
         }
         Path target = pathOf(digest);
         Files.createDirectories(target.getParent());
-        try {
-            Files.createLink(target, temp);
-            storedBytes.addAndGet(size);
-        } catch (FileAlreadyExistsException e) {
-            // Committed concurrently or earlier: same digest, same bytes.
-        } catch (UnsupportedOperationException e) {
-            Path copy = Files.createTempFile(tmp, "blob-", ".copy");
-            Files.copy(temp, copy, StandardCopyOption.REPLACE_EXISTING);
+        Key key = new Key(Kind.BLOB, digest);
+        synchronized (index) {
             try {
-                Files.move(copy, target, StandardCopyOption.ATOMIC_MOVE);
-                storedBytes.addAndGet(size);
-            } catch (AtomicMoveNotSupportedException ex) {
-                Files.deleteIfExists(copy);
+                Files.createLink(target, temp);
+            } catch (FileAlreadyExistsException e) {
+                // Committed concurrently or earlier: same digest, same bytes.
+            } catch (UnsupportedOperationException e) {
+                copyInto(temp, target);
+            }
+            index.add(key, size, index.now(), true).verified = true;
+        }
+        if (index.overLimit()) {
+            grew.run();
+        }
+        return new Blob(digest, target, size, true, null);
+    }
+
+    private void copyInto(Path temp, Path target) throws IOException {
+        Path copy = Files.createTempFile(tmp, "blob-", ".copy");
+        try {
+            Files.copy(temp, copy, StandardCopyOption.REPLACE_EXISTING);
+            Files.move(copy, target, StandardCopyOption.ATOMIC_MOVE);
+        } catch (AtomicMoveNotSupportedException | FileAlreadyExistsException ex) {
+            Files.deleteIfExists(copy);
+            if (ex instanceof AtomicMoveNotSupportedException) {
                 throw ex;
             }
         }
-        return new Blob(digest, target, size);
     }
 
     @Override
@@ -106,6 +221,11 @@ final class FileBlobStore implements BlobStore {
 
     @Override
     public long storedBytes() {
-        return storedBytes.get();
+        return index.bytes(Kind.BLOB);
+    }
+
+    @Override
+    public long usableSpace() throws IOException {
+        return Files.getFileStore(tmp).getUsableSpace();
     }
 }

@@ -19,16 +19,22 @@ import java.util.Optional;
 final class FileTagStore implements TagStore {
     private final Path root;
     private final Cache<TagKey, TagEntry> memory;
+    private final String run;
 
-    private FileTagStore(Path root, int memoryEntries) {
+    FileTagStore(Path root, int memoryEntries, String run) throws IOException {
         this.root = root.resolve("tags");
         this.memory = Caffeine.newBuilder().maximumSize(memoryEntries).build();
+        this.run = run;
+        Files.createDirectories(this.root);
     }
 
-    static FileTagStore open(Path root, int memoryEntries) throws IOException {
-        FileTagStore store = new FileTagStore(root, memoryEntries);
-        Files.createDirectories(store.root);
-        return store;
+    /** Deletes the temporary files a crash left behind. */
+    void scan() throws IOException {
+        StorageScan.files(root, Integer.MAX_VALUE, (p, attrs) -> {
+            if (AtomicFiles.isLeftover(p.getFileName().toString(), run)) {
+                Files.deleteIfExists(p);
+            }
+        });
     }
 
     private Path pathOf(TagKey key) {
@@ -70,7 +76,7 @@ final class FileTagStore implements TagStore {
         Files.createDirectories(p.getParent());
         String line = entry.digest() + "\t" + entry.size() + "\t" + entry.checkedAt().toEpochMilli() + "\t"
                 + entry.mediaType() + "\n";
-        AtomicFiles.write(p, line.getBytes(StandardCharsets.UTF_8));
+        AtomicFiles.write(p, line.getBytes(StandardCharsets.UTF_8), run);
         memory.put(key, entry);
     }
 

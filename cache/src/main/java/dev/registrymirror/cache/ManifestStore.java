@@ -1,19 +1,13 @@
 package dev.registrymirror.cache;
 
 import java.io.IOException;
-import java.nio.file.Path;
 import java.util.Optional;
 
 /**
- * Manifests by digest: immutable, kept forever. Small, so they are held whole; recently used ones
- * also stay in memory.
+ * Manifests by digest: immutable. Small, so they are held whole; recently used ones also stay in
+ * memory. They leave the disk only when the storage's limits evict them.
  */
 public interface ManifestStore {
-
-    /** Opens (creating if needed) a store under {@code root}. */
-    static ManifestStore open(Path root, long memoryBytes) throws IOException {
-        return FileManifestStore.open(root, memoryBytes);
-    }
 
     /** The manifest if it is in memory; never touches the disk, so it is safe on an event loop. */
     Optional<Manifest> cached(Digest digest);

@@ -1,7 +1,6 @@
 package dev.registrymirror.cache;
 
 import java.io.IOException;
-import java.nio.file.Path;
 import java.time.Instant;
 import java.util.Optional;
 
@@ -10,11 +9,6 @@ import java.util.Optional;
  * answers survive a restart. Freshness is the caller's decision, from {@link TagEntry#checkedAt}.
  */
 public interface TagStore {
-
-    /** Opens (creating if needed) a store under {@code root}. */
-    static TagStore open(Path root, int memoryEntries) throws IOException {
-        return FileTagStore.open(root, memoryEntries);
-    }
 
     /** The entry if it is in memory; never touches the disk. */
     Optional<TagEntry> cached(TagKey key);

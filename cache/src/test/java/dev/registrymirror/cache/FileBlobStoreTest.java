@@ -7,16 +7,34 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 class FileBlobStoreTest {
     @TempDir
     Path root;
+    final TestClock clock = new TestClock();
+    final ManualExecutor upkeep = new ManualExecutor();
+    final RecordingEvents events = new RecordingEvents();
+
+    Storage open() throws IOException {
+        return Storage.open(root, Storage.Limits.NONE, clock, events, upkeep);
+    }
+
+    static BlobStore.Blob put(BlobStore store, byte[] bytes) throws IOException {
+        Path temp = store.newTempFile();
+        Files.write(temp, bytes);
+        BlobStore.Blob blob = store.commit(temp, Digest.of("sha256", bytes), bytes.length);
+        store.discard(temp);
+        return blob;
+    }
 
     @Test
     void commitMakesTheBlobVisibleAndCountsIt() throws IOException {
-        BlobStore store = BlobStore.open(root);
+        Storage storage = open();
+        upkeep.runAll();
+        BlobStore store = storage.blobs();
         byte[] bytes = "layer bytes".getBytes(StandardCharsets.UTF_8);
         Digest d = Digest.of("sha256", bytes);
         assertThat(store.find(d)).isEmpty();
@@ -28,7 +46,9 @@ class FileBlobStoreTest {
         store.discard(temp);
 
         assertThat(Files.exists(temp)).isFalse();
-        assertThat(store.find(d)).contains(blob);
+        BlobStore.Blob found = store.find(d).orElseThrow();
+        assertThat(found.path()).isEqualTo(blob.path());
+        assertThat(found.verified()).isTrue();
         assertThat(Files.readAllBytes(blob.path())).isEqualTo(bytes);
         assertThat(blob.path()).startsWith(root);
         assertThat(store.storedBytes()).isEqualTo(bytes.length);
@@ -36,7 +56,7 @@ class FileBlobStoreTest {
 
     @Test
     void wrongSizeIsNotCommitted() throws IOException {
-        BlobStore store = BlobStore.open(root);
+        BlobStore store = open().blobs();
         Path temp = store.newTempFile();
         Files.write(temp, new byte[10]);
         Digest d = Digest.of("sha256", new byte[10]);
@@ -46,32 +66,77 @@ class FileBlobStoreTest {
 
     @Test
     void secondCommitOfSameDigestKeepsTheFirst() throws IOException {
-        BlobStore store = BlobStore.open(root);
-        byte[] bytes = new byte[] {1, 2, 3};
-        Digest d = Digest.of("sha256", bytes);
+        BlobStore store = open().blobs();
         for (int i = 0; i < 2; i++) {
-            Path temp = store.newTempFile();
-            Files.write(temp, bytes);
-            store.commit(temp, d, 3);
-            store.discard(temp);
+            put(store, new byte[] {1, 2, 3});
         }
         assertThat(store.storedBytes()).isEqualTo(3);
     }
 
     @Test
-    void reopeningRemovesLeftoverTempFilesAndCountsStoredBytes() throws IOException {
-        BlobStore store = BlobStore.open(root);
-        byte[] bytes = new byte[] {9, 9};
-        Digest d = Digest.of("sha256", bytes);
-        Path temp = store.newTempFile();
-        Files.write(temp, bytes);
-        store.commit(temp, d, 2);
-        Path leftover = store.newTempFile();
+    void beforeTheScanFinishesBlobsAreFoundOnDiskAndLeftoversGoOnceItRuns() throws IOException {
+        BlobStore first = open().blobs();
+        upkeep.runAll();
+        BlobStore.Blob blob = put(first, new byte[] {9, 9});
+        BlobStore.Blob other = put(first, new byte[] {8, 8, 8});
+        Path leftover = first.newTempFile();
         Files.write(leftover, new byte[100]);
 
-        BlobStore reopened = BlobStore.open(root);
-        assertThat(Files.exists(leftover)).isFalse();
-        assertThat(reopened.find(d)).isPresent();
-        assertThat(reopened.storedBytes()).isEqualTo(2);
+        Storage reopened = open(); // the scan is queued, not run
+        assertThat(Files.exists(leftover)).isFalse(); // moved aside at once
+        assertThat(reopened.indexed()).isNotDone();
+        BlobStore.Blob found = reopened.blobs().find(blob.digest()).orElseThrow();
+        assertThat(found.size()).isEqualTo(2);
+        assertThat(found.verified()).isFalse(); // not hashed since this start
+        assertThat(reopened.blobs().storedBytes()).isEqualTo(2);
+
+        upkeep.runAll();
+        assertThat(reopened.indexed()).isDone();
+        assertThat(reopened.blobs().storedBytes()).isEqualTo(5); // found once, not twice
+        assertThat(reopened.blobs().find(other.digest())).isPresent();
+        assertThat(events.readyItems).isEqualTo(2);
+        try (Stream<Path> in = Files.list(root)) {
+            assertThat(in.map(p -> p.getFileName().toString())).noneMatch(n -> n.startsWith("tmp-stale"));
+        }
+    }
+
+    @Test
+    void aBlobWhoseBytesChangedOnDiskIsDroppedWhenVerified() throws IOException {
+        BlobStore first = open().blobs();
+        upkeep.runAll();
+        BlobStore.Blob good = put(first, "good bytes".getBytes(StandardCharsets.UTF_8));
+        BlobStore.Blob truncated = put(first, "longer bytes here".getBytes(StandardCharsets.UTF_8));
+        BlobStore.Blob flipped = put(first, "flip me".getBytes(StandardCharsets.UTF_8));
+        Files.write(truncated.path(), "longer".getBytes(StandardCharsets.UTF_8));
+        Files.write(flipped.path(), "flip mE".getBytes(StandardCharsets.UTF_8));
+
+        Storage reopened = open();
+        upkeep.runAll();
+        BlobStore store = reopened.blobs();
+        for (BlobStore.Blob bad : new BlobStore.Blob[] {truncated, flipped}) {
+            BlobStore.Blob found = store.acquire(bad.digest()).orElseThrow();
+            assertThat(found.verified()).isFalse();
+            assertThat(store.verify(found)).isFalse();
+            store.release(found);
+            assertThat(Files.exists(bad.path())).isFalse();
+            assertThat(store.find(bad.digest())).isEmpty();
+        }
+        BlobStore.Blob found = store.find(good.digest()).orElseThrow();
+        assertThat(store.verify(found)).isTrue();
+        assertThat(store.find(good.digest()).orElseThrow().verified()).isTrue();
+        assertThat(events.corrupt).containsExactly("blob", "blob");
+        assertThat(store.storedBytes()).isEqualTo("good bytes".length());
+    }
+
+    @Test
+    void aBlobDeletedByHandIsForgotten() throws IOException {
+        Storage storage = open();
+        upkeep.runAll();
+        BlobStore.Blob blob = put(storage.blobs(), new byte[] {5});
+        Files.delete(blob.path());
+        BlobStore.Blob stale = storage.blobs().find(blob.digest()).orElseThrow(); // the index still has it
+        storage.blobs().forget(stale);
+        assertThat(storage.blobs().find(blob.digest())).isEmpty();
+        assertThat(storage.blobs().storedBytes()).isZero();
     }
 }

@@ -18,15 +18,26 @@ class ManifestAndTagStoreTest {
     @TempDir
     Path root;
 
+    ManifestStore manifests() throws IOException {
+        return storage().manifests();
+    }
+
+    Storage storage() throws IOException {
+        ManualExecutor upkeep = new ManualExecutor();
+        Storage s = Storage.open(root, Storage.Limits.NONE, new TestClock(), StorageEvents.NONE, upkeep);
+        upkeep.runAll();
+        return s;
+    }
+
     @Test
     void manifestsSurviveReopenWithTheirType() throws IOException {
         byte[] bytes = "{\"schemaVersion\":2}".getBytes(StandardCharsets.UTF_8);
         Digest d = Digest.of("sha256", bytes);
-        ManifestStore store = ManifestStore.open(root, 1 << 20);
+        ManifestStore store = manifests();
         store.put(new ManifestStore.Manifest(d, INDEX, bytes));
         assertThat(store.cached(d)).isPresent();
 
-        ManifestStore reopened = ManifestStore.open(root, 1 << 20);
+        ManifestStore reopened = manifests();
         assertThat(reopened.cached(d)).isEmpty();
         ManifestStore.Manifest m = reopened.find(d).orElseThrow();
         assertThat(m.bytes()).isEqualTo(bytes);
@@ -39,13 +50,13 @@ class ManifestAndTagStoreTest {
     void aCorruptedManifestFileIsDroppedNotServed() throws IOException {
         byte[] bytes = "{\"a\":1}".getBytes(StandardCharsets.UTF_8);
         Digest d = Digest.of("sha256", bytes);
-        ManifestStore.open(root, 1 << 20).put(new ManifestStore.Manifest(d, INDEX, bytes));
+        manifests().put(new ManifestStore.Manifest(d, INDEX, bytes));
         Path file;
         try (Stream<Path> s = Files.walk(root.resolve("manifests"))) {
             file = s.filter(p -> p.getFileName().toString().equals(d.hex())).findFirst().orElseThrow();
         }
         Files.writeString(file, "{\"a\":2}");
-        ManifestStore reopened = ManifestStore.open(root, 1 << 20);
+        ManifestStore reopened = manifests();
         assertThat(reopened.find(d)).isEmpty();
         assertThat(Files.exists(file)).isFalse();
     }
@@ -62,17 +73,17 @@ class ManifestAndTagStoreTest {
         Digest d = Digest.of("sha256", new byte[] {7});
         TagStore.TagKey key = new TagStore.TagKey("docker.io", "library/alpine", "3.19");
         TagStore.TagKey nested = new TagStore.TagKey("docker.io", "library/alpine/3.19", "latest");
-        TagStore store = TagStore.open(root, 100);
+        TagStore store = storage().tags();
         Instant at = Instant.ofEpochMilli(1_700_000_000_123L);
         store.put(key, new TagStore.TagEntry(d, INDEX, 123, at));
         store.put(nested, new TagStore.TagEntry(d, "type; with=params", 1, at));
 
-        TagStore reopened = TagStore.open(root, 100);
+        TagStore reopened = storage().tags();
         assertThat(reopened.cached(key)).isEmpty();
         assertThat(reopened.find(key)).contains(new TagStore.TagEntry(d, INDEX, 123, at));
         assertThat(reopened.find(nested).orElseThrow().mediaType()).isEqualTo("type; with=params");
         assertThat(reopened.find(new TagStore.TagKey("ghcr.io", "library/alpine", "3.19"))).isEmpty();
         reopened.remove(key);
-        assertThat(TagStore.open(root, 100).find(key)).isEmpty();
+        assertThat(storage().tags().find(key)).isEmpty();
     }
 }

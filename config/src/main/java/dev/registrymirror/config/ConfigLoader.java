@@ -43,6 +43,11 @@ public final class ConfigLoader {
     public static final Duration DEFAULT_MANIFEST_TTL = Duration.ofMinutes(5);
     public static final Duration DEFAULT_CONNECT_TIMEOUT = Duration.ofSeconds(5);
     public static final Duration DEFAULT_IDLE_TIMEOUT = Duration.ofSeconds(30);
+    public static final int DEFAULT_RETRIES = 2;
+    /** The smallest {@code storage.maxSize} accepted: less could not hold a typical layer. */
+    public static final long MIN_MAX_SIZE = 64L << 20;
+    public static final Duration DEFAULT_RETRY_BACKOFF = Duration.ofMillis(250);
+    public static final Duration DEFAULT_SHUTDOWN_TIMEOUT = Duration.ofSeconds(20);
 
     private static final Pattern ENV_REF = Pattern.compile("\\$\\{([A-Za-z_][A-Za-z0-9_]*)}");
     private static final Pattern HOST_NAME =
@@ -106,8 +111,10 @@ public final class ConfigLoader {
         onlyKeys(top, "", Set.of("server", "storage", "upstreams"));
 
         ObjectNode server = objectOrEmpty(top, "server");
-        onlyKeys(server, "server.", Set.of("host", "port"));
+        onlyKeys(server, "server.", Set.of("host", "port", "shutdownTimeout"));
         String host = string(server, "server.host", "host", "0.0.0.0");
+        Duration shutdownTimeout = duration(server, "server.shutdownTimeout", "shutdownTimeout",
+                DEFAULT_SHUTDOWN_TIMEOUT, false);
         int port = integer(server, "server.port", "port", DEFAULT_PORT);
         if (env.get(ENV_PORT) != null) {
             port = parsePort(ENV_PORT, env.get(ENV_PORT));
@@ -118,7 +125,17 @@ public final class ConfigLoader {
         checkPort("server.port", String.valueOf(port), port);
 
         ObjectNode storage = objectOrEmpty(top, "storage");
-        onlyKeys(storage, "storage.", Set.of("path"));
+        onlyKeys(storage, "storage.", Set.of("path", "maxSize", "maxAge"));
+        long maxSize = size(storage, "storage.maxSize", "maxSize");
+        if (maxSize > 0 && maxSize < MIN_MAX_SIZE) {
+            throw new ConfigException("storage.maxSize: \"" + storage.get("maxSize").asText()
+                    + "\" is too small (at least 64MiB, or 0 for no limit)");
+        }
+        Duration maxAge = duration(storage, "storage.maxAge", "maxAge", null, true);
+        if (maxAge != null && maxAge.compareTo(Duration.ofHours(1)) < 0) {
+            throw new ConfigException("storage.maxAge: \"" + storage.get("maxAge").asText()
+                    + "\" is too short (at least 1h; access times are recorded to the minute)");
+        }
         String storagePath = string(storage, "storage.path", "path", DEFAULT_STORAGE);
         if (env.get(ENV_STORAGE) != null) {
             storagePath = env.get(ENV_STORAGE);
@@ -150,7 +167,7 @@ public final class ConfigLoader {
             MirrorConfig.Upstream first = upstreams.get(0);
             upstreams.set(0, new MirrorConfig.Upstream(first.name(), url(key, overrideUrl), first.username(),
                     first.password(), first.caFile(), first.manifestTtl(), first.connectTimeout(),
-                    first.idleTimeout()));
+                    first.idleTimeout(), first.retries(), first.retryBackoff()));
         }
         Set<String> names = new HashSet<>();
         for (int i = 0; i < upstreams.size(); i++) {
@@ -159,19 +176,20 @@ public final class ConfigLoader {
                         + "\" is used by an earlier upstream");
             }
         }
-        return new MirrorConfig(new MirrorConfig.Server(host, port),
-                new MirrorConfig.Storage(Path.of(storagePath)), upstreams);
+        return new MirrorConfig(new MirrorConfig.Server(host, port, shutdownTimeout),
+                new MirrorConfig.Storage(Path.of(storagePath), maxSize, maxAge), upstreams);
     }
 
     private static MirrorConfig.Upstream defaultUpstream() {
         return new MirrorConfig.Upstream(DEFAULT_UPSTREAM_NAME, URI.create(DEFAULT_UPSTREAM_URL), null, null, null,
-                DEFAULT_MANIFEST_TTL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT);
+                DEFAULT_MANIFEST_TTL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_RETRIES,
+                DEFAULT_RETRY_BACKOFF);
     }
 
     private MirrorConfig.Upstream upstream(JsonNode node, String prefix) {
         ObjectNode o = object(node, prefix.substring(0, prefix.length() - 1));
         onlyKeys(o, prefix, Set.of("name", "url", "username", "password", "caFile", "manifestTtl",
-                "connectTimeout", "idleTimeout"));
+                "connectTimeout", "idleTimeout", "retries", "retryBackoff"));
         String name = string(o, prefix + "name", "name", null);
         if (name == null) {
             throw new ConfigException(prefix + "name: is required (the registry host, e.g. docker.io)");
@@ -201,7 +219,29 @@ public final class ConfigLoader {
         return new MirrorConfig.Upstream(name, url(prefix + "url", urlText), username, password, caFile,
                 duration(o, prefix + "manifestTtl", "manifestTtl", DEFAULT_MANIFEST_TTL, false),
                 duration(o, prefix + "connectTimeout", "connectTimeout", DEFAULT_CONNECT_TIMEOUT, true),
-                duration(o, prefix + "idleTimeout", "idleTimeout", DEFAULT_IDLE_TIMEOUT, true));
+                duration(o, prefix + "idleTimeout", "idleTimeout", DEFAULT_IDLE_TIMEOUT, true),
+                retries(o, prefix + "retries"),
+                duration(o, prefix + "retryBackoff", "retryBackoff", DEFAULT_RETRY_BACKOFF, true));
+    }
+
+    private int retries(ObjectNode o, String key) {
+        int n = integer(o, key, "retries", DEFAULT_RETRIES);
+        if (n < 0 || n > 10) {
+            throw new ConfigException(key + ": \"" + n + "\" must be between 0 and 10");
+        }
+        return n;
+    }
+
+    private long size(ObjectNode node, String key, String field) {
+        String text = string(node, key, field, null);
+        if (text == null) {
+            return 0;
+        }
+        try {
+            return Values.size(text);
+        } catch (IllegalArgumentException e) {
+            throw new ConfigException(key + ": \"" + text + "\" is not a size (use e.g. 50GiB, 512MiB)");
+        }
     }
 
     private static URI url(String key, String text) {

@@ -34,15 +34,23 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
 
     /**
      * @param host address to bind, {@code 0.0.0.0} for all interfaces
-     * @param port TCP port for the registry API and {@code /metrics}
+     * @param port            TCP port for the registry API and {@code /metrics}
+     * @param shutdownTimeout how long a stopping mirror lets responses in progress finish
      */
-    public record Server(String host, int port) {
+    public record Server(String host, int port, Duration shutdownTimeout) {
     }
 
     /**
-     * @param path root folder of the cache; created when missing
+     * @param path    root folder of the cache; created when missing
+     * @param maxSize bytes of blobs and manifests kept at most, 0 for no limit; over it the least recently
+     *                used go first, down to {@link #lowWatermark()}
+     * @param maxAge  content not read for this long is removed; {@code null} for no limit
      */
-    public record Storage(Path path) {
+    public record Storage(Path path, long maxSize, Duration maxAge) {
+        /** What eviction brings the stored bytes down to: 90% of {@code maxSize}. */
+        public long lowWatermark() {
+            return maxSize - maxSize / 10;
+        }
     }
 
     /**
@@ -57,9 +65,13 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
      * @param manifestTtl    how long a tag's answer is served without asking the upstream
      * @param connectTimeout how long to wait for a TCP/TLS connection
      * @param idleTimeout    how long an upstream response may stay silent before it is abandoned
+     * @param retries        how many times a request that failed before any byte reached the client is
+     *                       sent again (connection failures and 5xx answers)
+     * @param retryBackoff   the wait before the first retry; each further retry waits four times longer
      */
     public record Upstream(String name, URI url, String username, String password, Path caFile,
-                           Duration manifestTtl, Duration connectTimeout, Duration idleTimeout) {
+                           Duration manifestTtl, Duration connectTimeout, Duration idleTimeout,
+                           int retries, Duration retryBackoff) {
 
         /** Whether credentials are configured. */
         public boolean hasCredentials() {
@@ -76,7 +88,8 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
             return "Upstream[name=" + name + ", url=" + url + ", username=" + username
                     + ", password=" + (password == null ? "none" : "***") + ", caFile=" + caFile
                     + ", manifestTtl=" + manifestTtl + ", connectTimeout=" + connectTimeout
-                    + ", idleTimeout=" + idleTimeout + "]";
+                    + ", idleTimeout=" + idleTimeout + ", retries=" + retries + ", retryBackoff=" + retryBackoff
+                    + "]";
         }
     }
 }

@@ -128,6 +128,12 @@ public final class MirrorMetrics {
                 "upstream", upstream, "reason", reason).increment();
     }
 
+    /** A request that got no answer or a 5xx was sent to the upstream again. */
+    public void upstreamRetry(String upstream) {
+        counter("upstream.retries", "Upstream requests sent again after a failure, before any byte reached a client",
+                "upstream", upstream).increment();
+    }
+
     /** Body bytes received from an upstream. */
     public void upstreamBytes(String upstream, long bytes) {
         counters.computeIfAbsent("upstream.bytes|" + upstream, k -> Counter.builder(PREFIX + "upstream.received")
@@ -157,6 +163,47 @@ public final class MirrorMetrics {
         Gauge.builder(PREFIX + "stored", bytes, s -> s.getAsLong()).strongReference(true).baseUnit("bytes")
                 .tag("kind", kind)
                 .description("Bytes held in the cache's storage").register(registry);
+    }
+
+    /** Registers the gauge of items held in storage, by kind (blob, manifest). */
+    public void storedItems(String kind, LongSupplier count) {
+        Gauge.builder(PREFIX + "stored.items", count, s -> s.getAsLong()).strongReference(true).tag("kind", kind)
+                .description("Blobs and manifests held in the cache's storage").register(registry);
+    }
+
+    /** Registers the gauge of {@code storage.maxSize} (absent when there is no limit). */
+    public void storageLimit(long bytes) {
+        Gauge.builder(PREFIX + "storage.limit", () -> bytes).strongReference(true).baseUnit("bytes")
+                .description("The configured storage.maxSize").register(registry);
+    }
+
+    /** Content was removed to respect a limit. {@code reason}: size (maxSize) or age (maxAge). */
+    public void evicted(String kind, String reason, long bytes) {
+        counter("evictions", "Blobs and manifests removed from storage to respect maxSize or maxAge",
+                "kind", kind, "reason", reason).increment();
+        counters.computeIfAbsent(key("evicted.bytes", "kind", kind, "reason", reason),
+                k -> Counter.builder(PREFIX + "evicted").baseUnit("bytes").tags("kind", kind, "reason", reason)
+                        .description("Bytes removed from storage to respect maxSize or maxAge").register(registry))
+                .increment(bytes);
+    }
+
+    /** A stored file did not match its digest and was deleted (it is fetched again when asked for). */
+    public void corruptDropped(String kind) {
+        counter("corrupt.dropped", "Stored files that did not match their digest and were deleted", "kind", kind)
+                .increment();
+    }
+
+    /**
+     * The cache could not be written. {@code reason}: disk_full, or io for other errors. The request
+     * is still answered, without storing.
+     */
+    public void storageError(String reason) {
+        counter("storage.errors", "Failed writes to the cache's storage, by reason", "reason", reason).increment();
+    }
+
+    /** A blob miss was streamed to the client from the upstream without being stored (disk full). */
+    public void passThrough() {
+        counter("blob.passthrough", "Blob misses streamed without storing, because the disk was full").increment();
     }
 
     private Counter counter(String name, String description, String... tags) {

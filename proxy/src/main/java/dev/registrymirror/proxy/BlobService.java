@@ -6,6 +6,7 @@ import dev.registrymirror.metrics.MirrorMetrics;
 import io.vertx.core.Context;
 import io.vertx.core.Future;
 import io.vertx.core.MultiMap;
+import io.vertx.core.Promise;
 import io.vertx.core.Vertx;
 import io.vertx.core.buffer.Buffer;
 import io.vertx.core.file.AsyncFile;
@@ -14,6 +15,10 @@ import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpMethod;
 import io.vertx.core.http.HttpServerRequest;
 import io.vertx.core.http.HttpServerResponse;
+import java.nio.ByteBuffer;
+import java.security.MessageDigest;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * Blobs: local first. A hit is sent from its file with {@code sendFile} (zero-copy), {@code Range}
@@ -23,12 +28,14 @@ import io.vertx.core.http.HttpServerResponse;
  * wrong or short content: a failed download breaks the connection.
  */
 final class BlobService {
+    private static final Logger LOG = LoggerFactory.getLogger(BlobService.class);
     static final int CHUNK = 128 * 1024;
 
     private final Vertx vertx;
     private final BlobStore store;
     private final InflightDownloads downloads;
     private final MirrorMetrics metrics;
+    private final SingleFlight<Digest, Boolean> verifications = new SingleFlight<>();
 
     BlobService(Vertx vertx, BlobStore store, InflightDownloads downloads, MirrorMetrics metrics) {
         this.vertx = vertx;
@@ -46,23 +53,65 @@ final class BlobService {
     }
 
     private Future<Void> serve(Route route, UpstreamClient upstream, HttpServerRequest req, int attempt) {
-        return vertx.executeBlocking(() -> store.find(route.digest()), false).compose(found -> {
-            if (found.isPresent()) {
-                metrics.cacheHit("blob");
-                return sendStored(found.get(), req);
+        boolean head = req.method() == HttpMethod.HEAD;
+        return vertx.executeBlocking(() -> head ? store.find(route.digest()) : store.acquire(route.digest()), false)
+                .compose(found -> {
+                    if (found.isPresent()) {
+                        return serveStored(route, upstream, req, attempt, found.get());
+                    }
+                    metrics.cacheMiss("blob");
+                    if (head) {
+                        return headUpstream(route, upstream, req);
+                    }
+                    Download d = downloads.join(route.digest(), upstream, route.repository());
+                    if (!d.reserve()) {
+                        return retry(route, upstream, req, attempt, "blob download is restarting");
+                    }
+                    return new Follower(d, req, upstream, route, vertx.getOrCreateContext()).start();
+                });
+    }
+
+    private Future<Void> retry(Route route, UpstreamClient upstream, HttpServerRequest req, int attempt, String why) {
+        if (attempt >= 2) {
+            return Future.failedFuture(new RegistryError(503, "UNAVAILABLE", why));
+        }
+        return serve(route, upstream, req, attempt + 1);
+    }
+
+    /**
+     * A hit. A blob not hashed since start is hashed first (once, however many ask), and one that
+     * turns out wrong is dropped and fetched again. The file stays pinned until it is sent.
+     */
+    private Future<Void> serveStored(Route route, UpstreamClient upstream, HttpServerRequest req, int attempt,
+                                     BlobStore.Blob blob) {
+        if (req.method() == HttpMethod.HEAD) {
+            metrics.cacheHit("blob");
+            return sendStored(blob, req);
+        }
+        Future<Boolean> good = blob.verified() ? Future.succeededFuture(true)
+                : verifications.run(blob.digest(), () -> vertx.executeBlocking(() -> store.verify(blob), false));
+        return good.compose(ok -> {
+            if (!ok) {
+                store.release(blob);
+                return retry(route, upstream, req, attempt, "stored blob was damaged; fetch restarting");
             }
-            metrics.cacheMiss("blob");
-            if (req.method() == HttpMethod.HEAD) {
-                return headUpstream(route, upstream, req);
-            }
-            Download d = downloads.join(route.digest(), upstream, route.repository());
-            if (!d.reserve()) {
-                if (attempt >= 2) {
-                    return Future.failedFuture(new RegistryError(503, "UNAVAILABLE", "blob download is restarting"));
+            metrics.cacheHit("blob");
+            return sendStored(blob, req).eventually(() -> {
+                store.release(blob);
+                return Future.succeededFuture();
+            }).recover(err -> {
+                if (req.response().headWritten()) {
+                    return Future.failedFuture(err);
                 }
-                return serve(route, upstream, req, attempt + 1);
-            }
-            return new Follower(d, req, vertx.getOrCreateContext()).start();
+                // The file vanished between lookup and open (deleted by hand): fetch it again.
+                return vertx.executeBlocking(() -> {
+                    store.forget(blob);
+                    return null;
+                }, false).compose(v -> retry(route, upstream, req, attempt, "stored blob vanished"));
+            });
+        }, err -> {
+            store.release(blob);
+            return Future.failedFuture(err);
         });
     }
 
@@ -83,6 +132,74 @@ final class BlobService {
         }
         long sent = length;
         return resp.sendFile(blob.path().toString(), offset, length).onSuccess(v -> metrics.bytesFromCache(sent));
+    }
+
+    /**
+     * The cache cannot take this blob (disk full): streams it from the upstream to this one client,
+     * hashing as it goes. The last chunk is held back until the digest is checked, so wrong or short
+     * content ends in a broken connection, never a clean end.
+     */
+    private Future<Void> passThrough(Route route, UpstreamClient upstream, HttpServerRequest req) {
+        metrics.passThrough();
+        Digest digest = route.digest();
+        MultiMap headers = MultiMap.caseInsensitiveMultiMap().add(HttpHeaders.ACCEPT, "*/*");
+        return upstream.send(HttpMethod.GET, "/v2/" + route.repository() + "/blobs/" + digest, route.repository(),
+                headers, "blob").compose(in -> {
+                    if (in.statusCode() != 200) {
+                        return Future.failedFuture(upstream.failure(in, "BLOB_UNKNOWN", "blob " + digest));
+                    }
+                    HttpServerResponse out = req.response();
+                    blobHeaders(out.headers(), digest);
+                    String length = in.getHeader(HttpHeaders.CONTENT_LENGTH);
+                    if (length != null) {
+                        out.putHeader(HttpHeaders.CONTENT_LENGTH, length);
+                    } else {
+                        out.setChunked(true);
+                    }
+                    MessageDigest hasher = digest.newHasher();
+                    Buffer[] held = {null};
+                    long[] received = {0};
+                    Promise<Void> done = Promise.promise();
+                    out.closeHandler(v -> in.request().reset());
+                    in.exceptionHandler(err -> {
+                        out.reset();
+                        done.tryFail(UpstreamClient.transportError(upstream.name(), "upstream", err));
+                    });
+                    in.handler(chunk -> {
+                        received[0] += chunk.length();
+                        metrics.upstreamBytes(upstream.name(), chunk.length());
+                        for (ByteBuffer nio : chunk.getByteBuf().nioBuffers()) {
+                            hasher.update(nio);
+                        }
+                        if (held[0] != null) {
+                            metrics.bytesFromUpstream(held[0].length());
+                            out.write(held[0]);
+                        }
+                        held[0] = chunk;
+                        if (out.writeQueueFull()) {
+                            in.pause();
+                            out.drainHandler(v -> in.resume());
+                        }
+                    });
+                    in.endHandler(v -> {
+                        boolean lengthOk = length == null || Long.toString(received[0]).equals(length.trim());
+                        if (!lengthOk || !digest.matches(hasher.digest())) {
+                            metrics.upstreamError(upstream.name(), lengthOk ? "digest_mismatch" : "reset");
+                            LOG.warn("upstream {}: blob {} streamed without storing was wrong; connection broken",
+                                    upstream.name(), digest);
+                            out.reset();
+                            done.tryFail(RegistryError.badGateway(upstream.name(),
+                                    "upstream bytes do not match " + digest, "digest_mismatch"));
+                            return;
+                        }
+                        if (held[0] != null) {
+                            metrics.bytesFromUpstream(held[0].length());
+                        }
+                        (held[0] != null ? out.end(held[0]) : out.end()).onComplete(done);
+                    });
+                    in.resume();
+                    return done.future();
+                });
     }
 
     private Future<Void> headUpstream(Route route, UpstreamClient upstream, HttpServerRequest req) {
@@ -117,6 +234,10 @@ final class BlobService {
         private final HttpServerRequest req;
         private final HttpServerResponse resp;
         private final Context context;
+        private final UpstreamClient upstream;
+        private final Route route;
+        /** Completes when the first byte goes out; fails while nothing has, so the handler can answer. */
+        private final Promise<Void> started = Promise.promise();
         private AsyncFile file;
         private boolean reserved = true;
         private boolean stopped;
@@ -124,8 +245,10 @@ final class BlobService {
         /** Exclusive end of what this response carries, -1 when unknown (chunked). */
         private long end = -1;
 
-        Follower(Download d, HttpServerRequest req, Context context) {
+        Follower(Download d, HttpServerRequest req, UpstreamClient upstream, Route route, Context context) {
             this.d = d;
+            this.upstream = upstream;
+            this.route = route;
             this.req = req;
             this.resp = req.response();
             this.context = context;
@@ -135,6 +258,9 @@ final class BlobService {
             return headersKnown().compose(snapshot -> {
                 if (snapshot.state() == Download.State.FAILED) {
                     unreserve();
+                    if (snapshot.failure() instanceof StorageUnavailable) {
+                        return passThrough(route, upstream, req);
+                    }
                     return Future.failedFuture(snapshot.failure());
                 }
                 return vertx.fileSystem().open(d.temp().toString(), new OpenOptions().setRead(true).setWrite(false)
@@ -142,7 +268,7 @@ final class BlobService {
                             unreserve();
                             file = f;
                             respond(snapshot.size());
-                            return Future.<Void>succeededFuture();
+                            return started.future();
                         }, err -> {
                             unreserve();
                             return Future.failedFuture(new RegistryError(500, "UNKNOWN", "cannot read the cache"));
@@ -191,6 +317,16 @@ final class BlobService {
             }
             Download.Snapshot s = d.snapshot();
             if (s.state() == Download.State.FAILED) {
+                if (!started.future().isComplete() && !resp.headWritten()) {
+                    // Nothing sent yet: answer with an error, or from the upstream if only the disk failed.
+                    stopped = true;
+                    file.close();
+                    resp.headers().clear();
+                    resp.setStatusCode(200).setChunked(false);
+                    (s.failure() instanceof StorageUnavailable ? passThrough(route, upstream, req)
+                            : Future.<Void>failedFuture(s.failure())).onComplete(started);
+                    return;
+                }
                 stop(true);
                 return;
             }
@@ -212,6 +348,7 @@ final class BlobService {
                     }
                     position = at + ar.result().length();
                     metrics.bytesFromUpstream(ar.result().length());
+                    started.tryComplete();
                     resp.write(ar.result());
                     if (resp.writeQueueFull()) {
                         resp.drainHandler(v -> pump());
@@ -224,6 +361,7 @@ final class BlobService {
             if (done && (end < 0 ? position >= s.available() : position >= end)) {
                 stopped = true;
                 file.close();
+                started.tryComplete();
                 resp.end();
                 return;
             }
@@ -242,6 +380,7 @@ final class BlobService {
                 return;
             }
             stopped = true;
+            started.tryComplete();
             if (file != null) {
                 file.close();
             }

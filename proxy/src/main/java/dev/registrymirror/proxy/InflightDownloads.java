@@ -13,6 +13,7 @@ import io.vertx.core.file.OpenOptions;
 import io.vertx.core.http.HttpClientResponse;
 import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpMethod;
+import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.security.MessageDigest;
@@ -40,6 +41,9 @@ final class InflightDownloads {
     private final Vertx vertx;
     private final BlobStore store;
     private final MirrorMetrics metrics;
+    /** Free space a blob download leaves on the disk at least, beyond the blob itself. */
+    static final long HEADROOM = 64L << 20;
+
     private final ConcurrentMap<Digest, Download> downloads = new ConcurrentHashMap<>();
 
     InflightDownloads(Vertx vertx, BlobStore store, MirrorMetrics metrics) {
@@ -84,17 +88,33 @@ final class InflightDownloads {
 
     private void receive(Download d, UpstreamClient upstream, HttpClientResponse resp) {
         long announced = parseLength(resp.getHeader(HttpHeaders.CONTENT_LENGTH));
-        vertx.executeBlocking(store::newTempFile, false)
+        vertx.executeBlocking(() -> {
+                    long free = store.usableSpace();
+                    if (free < (announced >= 0 ? announced : 0) + HEADROOM) {
+                        throw new IOException("only " + free + " bytes free for a blob of "
+                                + (announced >= 0 ? announced + " bytes" : "unknown size"));
+                    }
+                    return store.newTempFile();
+                }, false)
                 .compose(temp -> vertx.fileSystem()
                         .open(temp.toString(), new OpenOptions().setWrite(true).setCreate(false).setRead(false))
                         .map(file -> new Writer(d, upstream, resp, temp, file, announced))
                         .onFailure(err -> discardLater(temp)))
                 .onSuccess(Writer::begin)
                 .onFailure(err -> {
+                    resp.exceptionHandler(e -> { });
                     resp.request().reset();
-                    LOG.error("blob {}: cannot create a temporary file: {}", d.digest, err.toString());
-                    fail(d, upstream, new RegistryError(500, "UNKNOWN", "cannot write to the cache"), null);
+                    storageFailed(d, upstream, new StorageUnavailable("cannot store blob " + d.digest + ": "
+                            + err.getMessage(), err));
                 });
+    }
+
+    /** The cache cannot take the blob: counted, logged, and the waiting requests go to the upstream directly. */
+    private void storageFailed(Download d, UpstreamClient upstream, StorageUnavailable e) {
+        metrics.storageError(e.reason);
+        LOG.warn("{}; requests that have not started are answered from upstream {} without storing",
+                e.getMessage(), upstream.name());
+        fail(d, upstream, e, null);
     }
 
     /** Streams one upstream body into its temporary file. Runs on the context that started the download. */
@@ -127,7 +147,7 @@ final class InflightDownloads {
         void begin() {
             d.onTempFree(() -> discardLater(temp));
             d.streaming(temp, announced);
-            file.exceptionHandler(err -> abort("cannot write the cache file: " + err, null));
+            file.exceptionHandler(this::diskFailed);
             resp.exceptionHandler(err -> {
                 if (!pausedForDisk && System.nanoTime() - lastChunkNanos >= idleNanos() * 9 / 10) {
                     // the connection's idle timeout closed it
@@ -175,7 +195,7 @@ final class InflightDownloads {
                 if (ar.succeeded()) {
                     wrote(position, len);
                 } else {
-                    abort("cannot write the cache file: " + ar.cause(), null);
+                    diskFailed(ar.cause());
                 }
             });
             if (file.writeQueueFull()) {
@@ -225,34 +245,47 @@ final class InflightDownloads {
                         d.done(size);
                         LOG.info("upstream {}: stored blob {} ({} bytes)", upstream.name(), d.digest, size);
                     })
-                    .onFailure(err -> {
-                        LOG.error("blob {}: cannot commit to the cache: {}", d.digest, err.toString());
-                        fail(d, upstream, new RegistryError(500, "UNKNOWN", "cannot write to the cache"), null);
-                    });
+                    .onFailure(err -> storageFailed(d, upstream, new StorageUnavailable("cannot commit blob "
+                            + d.digest + " to the cache: " + err.getMessage(), err)));
         }
 
-        /** Stops the download; {@code reason} is the upstream-error label, {@code null} for a local (disk) fault. */
+        /** Stops the download for an upstream fault; {@code reason} is the upstream-error label. */
         private void abort(String why, String reason) {
-            abort(why, reason, reason == null ? new RegistryError(500, "UNKNOWN", "cannot write to the cache")
-                    : RegistryError.badGateway(upstream.name(), why, reason));
+            abort(why, reason, RegistryError.badGateway(upstream.name(), why, reason));
         }
 
-        private void abort(String why, String reason, RegistryError error) {
+        /** Stops the download because its temporary file cannot be written. */
+        private void diskFailed(Throwable err) {
             if (over) {
                 return;
             }
             over = true;
+            stopReading();
+            file.close();
+            storageFailed(d, upstream, new StorageUnavailable("cannot write blob " + d.digest + " to the cache after "
+                    + received + " bytes: " + err.getMessage(), err));
+        }
+
+        private void stopReading() {
             vertx.cancelTimer(watchdog);
             resp.handler(null);
             resp.endHandler(null);
-            LOG.warn("upstream {}: blob {} failed after {} bytes: {}", upstream.name(), d.digest, received, why);
             resp.request().reset();
+        }
+
+        private void abort(String why, String reason, Throwable error) {
+            if (over) {
+                return;
+            }
+            over = true;
+            LOG.warn("upstream {}: blob {} failed after {} bytes: {}", upstream.name(), d.digest, received, why);
+            stopReading();
             file.close();
             fail(d, upstream, error, reason);
         }
     }
 
-    private void fail(Download d, UpstreamClient upstream, RegistryError error, String countReason) {
+    private void fail(Download d, UpstreamClient upstream, Throwable error, String countReason) {
         downloads.remove(d.digest, d);
         if (countReason != null) {
             metrics.upstreamError(upstream.name(), countReason);

@@ -153,7 +153,7 @@ final class ManifestService {
         String path = "/v2/" + route.repository() + "/manifests/" + route.tag();
         MultiMap headers = MultiMap.caseInsensitiveMultiMap()
                 .add(HttpHeaders.ACCEPT, MediaTypes.upstreamAccept(Set.of()));
-        return upstream.send(HttpMethod.HEAD, path, route.repository(), headers, "manifest")
+        return upstream.sendOnce(HttpMethod.HEAD, path, route.repository(), headers, "manifest")
                 .compose(resp -> {
                     int status = resp.statusCode();
                     String digestHeader = resp.getHeader("Docker-Content-Digest");
@@ -307,15 +307,23 @@ final class ManifestService {
         return vertx.executeBlocking(() -> tags.find(key), false);
     }
 
-    /** Stores a manifest, and when {@code key} is given, what that tag now points at. */
+    /**
+     * Stores a manifest, and when {@code key} is given, what that tag now points at. When the disk
+     * cannot take it, the answer is still served (from memory), and the failure logged and counted.
+     */
     private Future<Void> store(Manifest m, TagKey key, TagEntry entry) {
-        return vertx.executeBlocking(() -> {
+        return vertx.<Void>executeBlocking(() -> {
             manifests.put(m);
             if (key != null) {
                 tags.put(key, entry);
             }
             return null;
-        }, false);
+        }, false).recover(err -> {
+            String reason = StorageUnavailable.isDiskFull(err) ? "disk_full" : "io";
+            metrics.storageError(reason);
+            LOG.warn("cannot store manifest {}: {}; served without storing", m.digest(), err.toString());
+            return Future.succeededFuture();
+        });
     }
 
     private Future<Void> send(HttpServerRequest req, Served served) {

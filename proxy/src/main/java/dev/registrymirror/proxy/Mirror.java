@@ -2,6 +2,7 @@ package dev.registrymirror.proxy;
 
 import dev.registrymirror.cache.BlobStore;
 import dev.registrymirror.cache.ManifestStore;
+import dev.registrymirror.cache.Storage;
 import dev.registrymirror.cache.TagStore;
 import dev.registrymirror.config.MirrorConfig;
 import dev.registrymirror.metrics.MirrorMetrics;
@@ -16,6 +17,7 @@ import java.io.IOException;
 import java.time.Clock;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import java.util.function.UnaryOperator;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -34,17 +36,27 @@ public final class Mirror {
     private final Map<String, UpstreamClient> upstreams;
     private final RegistryHandler handler;
     private final MirrorConfig config;
+    private final Storage storage;
     private String deployment;
     private int port;
 
-    private Mirror(Vertx vertx, MirrorConfig config, Clock clock) throws IOException {
+    private Mirror(Vertx vertx, MirrorConfig config, Clock clock, UnaryOperator<BlobStore> blobStoreWrapper)
+            throws IOException {
         this.vertx = vertx;
         this.metrics = MirrorMetrics.create();
-        BlobStore blobStore = BlobStore.open(config.storage().path());
-        ManifestStore manifestStore = ManifestStore.open(config.storage().path(), MANIFEST_MEMORY_BYTES);
-        TagStore tagStore = TagStore.open(config.storage().path(), TAG_MEMORY_ENTRIES);
+        MirrorConfig.Storage sc = config.storage();
+        this.storage = Storage.open(sc.path(), new Storage.Limits(sc.maxSize(), sc.lowWatermark(), sc.maxAge()),
+                clock, new StorageMetrics(metrics), MANIFEST_MEMORY_BYTES, TAG_MEMORY_ENTRIES);
+        BlobStore blobStore = blobStoreWrapper.apply(storage.blobs());
+        ManifestStore manifestStore = storage.manifests();
+        TagStore tagStore = storage.tags();
         metrics.storedBytes("blob", blobStore::storedBytes);
         metrics.storedBytes("manifest", manifestStore::storedBytes);
+        metrics.storedItems("blob", () -> storage.storedCount("blob"));
+        metrics.storedItems("manifest", () -> storage.storedCount("manifest"));
+        if (sc.maxSize() > 0) {
+            metrics.storageLimit(sc.maxSize());
+        }
         this.upstreams = new LinkedHashMap<>();
         for (MirrorConfig.Upstream u : config.upstreams()) {
             upstreams.put(u.name(), new UpstreamClient(vertx, u, metrics, clock));
@@ -64,7 +76,14 @@ public final class Mirror {
 
     /** Starts a mirror on {@code vertx}, with the given clock (tests advance it). */
     public static Future<Mirror> start(Vertx vertx, MirrorConfig config, Clock clock) {
-        return vertx.executeBlocking(() -> new Mirror(vertx, config, clock)).compose(Mirror::listen);
+        return start(vertx, config, clock, UnaryOperator.identity());
+    }
+
+    /** Like {@link #start(Vertx, MirrorConfig, Clock)}, with the blob store wrapped (tests inject disk faults). */
+    static Future<Mirror> start(Vertx vertx, MirrorConfig config, Clock clock,
+                                UnaryOperator<BlobStore> blobStoreWrapper) {
+        return vertx.executeBlocking(() -> new Mirror(vertx, config, clock, blobStoreWrapper))
+                .compose(Mirror::listen);
     }
 
     private Future<Mirror> listen() {
@@ -107,6 +126,11 @@ public final class Mirror {
         return metrics;
     }
 
+    /** The cache's storage. */
+    Storage storage() {
+        return storage;
+    }
+
     /** Blob downloads under way. */
     int downloadsInFlight() {
         return downloads.size();
@@ -117,6 +141,7 @@ public final class Mirror {
         Future<Void> undeployed = deployment == null ? Future.succeededFuture() : vertx.undeploy(deployment);
         return undeployed.eventually(() -> {
             upstreams.values().forEach(UpstreamClient::close);
+            storage.close();
             return Future.succeededFuture();
         });
     }

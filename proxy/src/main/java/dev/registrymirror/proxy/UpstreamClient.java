@@ -4,6 +4,7 @@ import dev.registrymirror.config.MirrorConfig;
 import dev.registrymirror.metrics.MirrorMetrics;
 import io.vertx.core.Future;
 import io.vertx.core.MultiMap;
+import io.vertx.core.Promise;
 import io.vertx.core.Vertx;
 import io.vertx.core.http.HttpClient;
 import io.vertx.core.http.HttpClientOptions;
@@ -25,6 +26,8 @@ import java.security.cert.CertificateFactory;
 import java.security.cert.X509Certificate;
 import java.time.Clock;
 import java.util.Objects;
+import java.util.Set;
+import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import javax.net.ssl.SSLException;
@@ -44,12 +47,17 @@ final class UpstreamClient {
     private static final Logger LOG = LoggerFactory.getLogger(UpstreamClient.class);
     private static final int MAX_REDIRECTS = 5;
 
+    /** Failures without an answer that a retry may cure. */
+    private static final Set<String> RETRYABLE = Set.of("connect", "timeout", "reset");
+
     private final MirrorConfig.Upstream upstream;
     private final HttpClient client;
     private final UpstreamAuth auth;
     private final MirrorMetrics metrics;
+    private final Vertx vertx;
 
     UpstreamClient(Vertx vertx, MirrorConfig.Upstream upstream, MirrorMetrics metrics, Clock clock) {
+        this.vertx = vertx;
         this.upstream = upstream;
         this.metrics = metrics;
         HttpClientOptions options = new HttpClientOptions()
@@ -81,13 +89,63 @@ final class UpstreamClient {
      * with the credentials for {@code repository}, following redirects. Fails only when no HTTP
      * answer was had; any status is returned, paused.
      *
+     * <p>Nothing has reached the client yet when this is called, so a request that gets no answer
+     * (refused, reset, timed out) or a 500, 502, 503 or 504 is sent again, up to the upstream's
+     * {@code retries}, after {@code retryBackoff}, four times that, and so on (with jitter). Only
+     * GET and HEAD come here, and both are idempotent.
+     *
      * @param kind metrics label: manifest, blob, tags, referrers
      */
     Future<HttpClientResponse> send(HttpMethod method, String path, String repository, MultiMap headers,
                                     String kind) {
-        URI uri = URI.create(upstream.url() + path);
-        return auth.authorization(repository)
+        return send(method, URI.create(upstream.url() + path), repository, headers, kind, 0);
+    }
+
+    /**
+     * Like {@link #send(HttpMethod, String, String, MultiMap, String)}, without retries: for
+     * questions that have a cached answer to fall back on, which is better served at once.
+     */
+    Future<HttpClientResponse> sendOnce(HttpMethod method, String path, String repository, MultiMap headers,
+                                        String kind) {
+        return send(method, URI.create(upstream.url() + path), repository, headers, kind, Integer.MAX_VALUE);
+    }
+
+    private Future<HttpClientResponse> send(HttpMethod method, URI uri, String repository, MultiMap headers,
+                                            String kind, int tries) {
+        Future<HttpClientResponse> answer = auth.authorization(repository)
                 .compose(authz -> attempt(method, uri, repository, headers, kind, authz, false));
+        if (tries >= upstream.retries()) {
+            return answer;
+        }
+        return answer.transform(ar -> {
+            String why;
+            if (ar.succeeded()) {
+                int status = ar.result().statusCode();
+                if (status < 500 || status > 504 || status == 501) {
+                    return Future.succeededFuture(ar.result());
+                }
+                discard(ar.result());
+                why = "status " + status;
+            } else if (ar.cause() instanceof RegistryError e && e.upstreamReason != null
+                    && RETRYABLE.contains(e.upstreamReason)) {
+                why = e.getMessage();
+            } else {
+                return Future.failedFuture(ar.cause());
+            }
+            long delay = backoffMillis(tries);
+            LOG.info("upstream {}: {} {} failed ({}); retry {} of {} in {} ms", upstream.name(), method,
+                    uri.getPath(), why, tries + 1, upstream.retries(), delay);
+            metrics.upstreamRetry(upstream.name());
+            Promise<HttpClientResponse> retried = Promise.promise();
+            vertx.setTimer(delay, t -> send(method, uri, repository, headers, kind, tries + 1).onComplete(retried));
+            return retried.future();
+        });
+    }
+
+    /** The wait before retry {@code tries + 1}: the backoff times 4^tries, give or take 20%. */
+    long backoffMillis(int tries) {
+        long base = upstream.retryBackoff().toMillis() << (2 * Math.min(tries, 10));
+        return Math.max(1, (long) (base * (0.8 + 0.4 * ThreadLocalRandom.current().nextDouble())));
     }
 
     private Future<HttpClientResponse> attempt(HttpMethod method, URI uri, String repository, MultiMap headers,

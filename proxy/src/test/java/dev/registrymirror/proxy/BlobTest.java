@@ -160,49 +160,6 @@ class BlobTest extends MirrorTestBase {
     }
 
     @Test
-    void wrongBytesBreakTheConnectionAndAreNeverCached() throws IOException {
-        byte[] layer = randomBytes(200_000, 5);
-        Digest d = hub.putBlob(layer);
-        hub.fault = FakeHub.Fault.WRONG_BYTES;
-        startMirror();
-
-        assertBrokenOrError("/v2/library/alpine/blobs/" + d);
-        assertThat(storedBlobs()).isEmpty();
-        assertThat(mirror.metrics().scrape())
-                .contains("registrymirror_upstream_errors_total{reason=\"digest_mismatch\",upstream=\"docker.io\"} 1.0");
-
-        hub.fault = FakeHub.Fault.NONE;
-        HttpResponse<byte[]> again = get("/v2/library/alpine/blobs/" + d);
-        assertThat(again.body()).isEqualTo(layer);
-        assertThat(hub.count("cdn", "GET", "/blobs/")).isEqualTo(2);
-        assertThat(storedBlobs()).hasSize(1);
-        assertThat(tempFiles()).isEmpty();
-    }
-
-    @Test
-    void connectionDroppedMidBlobBreaksTheClientAndNothingIsCached() throws IOException {
-        byte[] layer = randomBytes(200_000, 6);
-        Digest d = hub.putBlob(layer);
-        hub.fault = FakeHub.Fault.DROP_MID_BODY;
-        startMirror();
-        assertBrokenOrError("/v2/library/alpine/blobs/" + d);
-        assertThat(storedBlobs()).isEmpty();
-        hub.fault = FakeHub.Fault.NONE;
-        assertThat(get("/v2/library/alpine/blobs/" + d).body()).isEqualTo(layer);
-    }
-
-    @Test
-    void upstreamStallingMidBlobTimesOutAndBreaksTheClient() throws IOException {
-        byte[] layer = randomBytes(200_000, 7);
-        Digest d = hub.putBlob(layer);
-        hub.fault = FakeHub.Fault.STALL_MID_BODY;
-        startMirror(); // idleTimeout: 2s
-        assertBrokenOrError("/v2/library/alpine/blobs/" + d);
-        assertThat(storedBlobs()).isEmpty();
-        assertThat(mirror.metrics().scrape()).contains("reason=\"timeout\",upstream=\"docker.io\"");
-    }
-
-    @Test
     void unknownBlobIs404AndUpstream500Is502() throws IOException {
         startMirror();
         Digest missing = Digest.of("sha256", new byte[] {1, 2, 3});
@@ -217,41 +174,5 @@ class BlobTest extends MirrorTestBase {
         assertThat(bad.statusCode()).isEqualTo(502);
         assertThat(body(bad)).contains("\"code\":\"UNAVAILABLE\"").contains("docker.io");
         assertThat(storedBlobs()).isEmpty();
-    }
-
-    private void assertBrokenOrError(String path) throws IOException {
-        HttpRequest req = HttpRequest.newBuilder(URI.create(url(path))).timeout(java.time.Duration.ofSeconds(15)).GET().build();
-        assertThatThrownBy(() -> {
-            HttpResponse<InputStream> r = http.send(req, HttpResponse.BodyHandlers.ofInputStream());
-            if (r.statusCode() != 200) {
-                throw new IOException("status " + r.statusCode());
-            }
-            long declared = r.headers().firstValueAsLong("Content-Length").orElse(-1);
-            try (InputStream in = r.body()) {
-                long n = in.transferTo(java.io.OutputStream.nullOutputStream());
-                throw new AssertionError("clean end after " + n + " of " + declared + " bytes");
-            }
-        }).isInstanceOf(IOException.class);
-    }
-
-    private List<Path> storedBlobs() throws IOException {
-        Path blobs = storage.resolve("blobs");
-        try (Stream<Path> s = Files.walk(blobs)) {
-            return s.filter(Files::isRegularFile).toList();
-        } catch (UncheckedIOException e) {
-            throw e.getCause();
-        }
-    }
-
-    private List<Path> tempFiles() throws IOException {
-        // Temporary files are removed on a worker thread right after the download ends.
-        long deadline = System.nanoTime() + 5_000_000_000L;
-        List<Path> left;
-        do {
-            try (Stream<Path> s = Files.list(storage.resolve("tmp"))) {
-                left = s.toList();
-            }
-        } while (!left.isEmpty() && System.nanoTime() < deadline);
-        return left;
     }
 }

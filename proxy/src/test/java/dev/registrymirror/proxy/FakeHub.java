@@ -55,6 +55,7 @@ final class FakeHub extends AbstractVerticle {
     private final AtomicInteger tokenSerial = new AtomicInteger();
 
     private HttpServer registry;
+    private int registryPort;
     private HttpServer auth;
     private HttpServer cdn;
     private final boolean tls;
@@ -112,13 +113,28 @@ final class FakeHub extends AbstractVerticle {
                 });
     }
 
-    /** Closes only the registry API server: the upstream is down. */
+    /** Closes only the registry API server: the upstream is down, connections are refused. */
     Future<Void> stopRegistry() {
+        registryPort = registry.actualPort();
         return registry.close();
     }
 
+    /** Listens again on the registry port that {@link #stopRegistry} closed: the upstream is back. */
+    Future<Void> restartRegistry() {
+        HttpServerOptions options = new HttpServerOptions().setHost("0.0.0.0").setPort(registryPort);
+        if (tls) {
+            options.setSsl(true).setKeyCertOptions(certificate.keyCertOptions());
+        }
+        return vertx.createHttpServer(options).requestHandler(r -> record("registry", r, this::registry)).listen()
+                .map(s -> {
+                    registry = s;
+                    return null;
+                });
+    }
+
     String url() {
-        return (tls ? "https" : "http") + "://" + (tls ? "localhost" : "127.0.0.1") + ":" + registry.actualPort();
+        int port = registryPort != 0 ? registryPort : registry.actualPort();
+        return (tls ? "https" : "http") + "://" + (tls ? "localhost" : "127.0.0.1") + ":" + port;
     }
 
     /** PEM file of the self-signed certificate, when started with TLS. */

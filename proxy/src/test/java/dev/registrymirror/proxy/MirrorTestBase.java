@@ -1,6 +1,7 @@
 package dev.registrymirror.proxy;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import ch.qos.logback.classic.Logger;
 import ch.qos.logback.classic.spi.ILoggingEvent;
@@ -12,6 +13,11 @@ import io.vertx.core.Vertx;
 import io.vertx.core.VertxOptions;
 import io.vertx.junit5.VertxExtension;
 import java.io.IOException;
+import java.io.InputStream;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.util.List;
+import java.util.stream.Stream;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
@@ -82,6 +88,8 @@ abstract class MirrorTestBase {
                     manifestTtl: 5m
                     connectTimeout: 2s
                     idleTimeout: 2s
+                    retries: 1
+                    retryBackoff: 10ms
                 """.formatted(hub.url());
     }
 
@@ -141,5 +149,41 @@ abstract class MirrorTestBase {
         byte[] b = new byte[n];
         new java.util.Random(seed).nextBytes(b);
         return b;
+    }
+
+    void assertBrokenOrError(String path) throws IOException {
+        HttpRequest req = HttpRequest.newBuilder(URI.create(url(path))).timeout(java.time.Duration.ofSeconds(15)).GET().build();
+        assertThatThrownBy(() -> {
+            HttpResponse<InputStream> r = http.send(req, HttpResponse.BodyHandlers.ofInputStream());
+            if (r.statusCode() != 200) {
+                throw new IOException("status " + r.statusCode());
+            }
+            long declared = r.headers().firstValueAsLong("Content-Length").orElse(-1);
+            try (InputStream in = r.body()) {
+                long n = in.transferTo(java.io.OutputStream.nullOutputStream());
+                throw new AssertionError("clean end after " + n + " of " + declared + " bytes");
+            }
+        }).isInstanceOf(IOException.class);
+    }
+
+    List<Path> storedBlobs() throws IOException {
+        Path blobs = storage.resolve("blobs");
+        try (Stream<Path> s = Files.walk(blobs)) {
+            return s.filter(Files::isRegularFile).toList();
+        } catch (UncheckedIOException e) {
+            throw e.getCause();
+        }
+    }
+
+    List<Path> tempFiles() throws IOException {
+        // Temporary files are removed on a worker thread right after the download ends.
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        List<Path> left;
+        do {
+            try (Stream<Path> s = Files.list(storage.resolve("tmp"))) {
+                left = s.toList();
+            }
+        } while (!left.isEmpty() && System.nanoTime() < deadline);
+        return left;
     }
 }

@@ -1,0 +1,154 @@
+package dev.registrymirror.cache;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.attribute.FileTime;
+import java.time.Duration;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class EvictionTest {
+    static final String TYPE = "application/vnd.oci.image.manifest.v1+json";
+
+    @TempDir
+    Path root;
+    final TestClock clock = new TestClock();
+    final ManualExecutor upkeep = new ManualExecutor();
+    final RecordingEvents events = new RecordingEvents();
+
+    Storage open(long max, long low, Duration maxAge) throws IOException {
+        Storage s = Storage.open(root, new Storage.Limits(max, low, maxAge), clock, events, upkeep);
+        upkeep.runAll();
+        return s;
+    }
+
+    static byte[] bytes(int n, int seed) {
+        byte[] b = new byte[n];
+        java.util.Arrays.fill(b, (byte) seed);
+        return b;
+    }
+
+    BlobStore.Blob put(Storage s, int n, int seed) throws IOException {
+        BlobStore.Blob b = FileBlobStoreTest.put(s.blobs(), bytes(n, seed));
+        clock.advance(Duration.ofSeconds(1));
+        return b;
+    }
+
+    @Test
+    void overMaxSizeTheLeastRecentlyUsedGoDownToTheLowWatermark() throws IOException {
+        Storage s = open(100, 60, null);
+        BlobStore.Blob a = put(s, 30, 1);
+        BlobStore.Blob b = put(s, 30, 2);
+        BlobStore.Blob c = put(s, 30, 3);
+        s.blobs().find(a.digest()); // a is now more recent than b and c
+        clock.advance(Duration.ofSeconds(1));
+        upkeep.runAll();
+        assertThat(events.evicted).isEmpty(); // 90 <= 100
+
+        BlobStore.Blob d = put(s, 30, 4); // 120 > 100: evict b, then c (down to 60)
+        upkeep.runAll();
+        assertThat(events.evicted).containsExactly("blob/size/30", "blob/size/30");
+        assertThat(s.blobs().find(b.digest())).isEmpty();
+        assertThat(s.blobs().find(c.digest())).isEmpty();
+        assertThat(Files.exists(b.path())).isFalse();
+        assertThat(s.blobs().find(a.digest())).isPresent();
+        assertThat(s.blobs().find(d.digest())).isPresent();
+        assertThat(s.blobs().storedBytes()).isEqualTo(60);
+    }
+
+    @Test
+    void aBlobBeingSentIsNotEvictedUntilReleased() throws IOException {
+        Storage s = open(100, 80, null);
+        BlobStore.Blob a = put(s, 50, 1);
+        BlobStore.Blob sending = s.blobs().acquire(a.digest()).orElseThrow();
+        // a is now the most recent; make it the eldest again so it would be the first victim
+        BlobStore.Blob b = put(s, 30, 2);
+        s.blobs().find(b.digest());
+        BlobStore.Blob c = put(s, 30, 3);
+        upkeep.runAll();
+        assertThat(Files.exists(a.path())).isTrue();
+        assertThat(s.blobs().find(b.digest())).isEmpty(); // the next one in line went instead
+
+        s.blobs().release(sending);
+        put(s, 30, 4);
+        upkeep.runAll();
+        assertThat(Files.exists(a.path())).isFalse();
+        assertThat(s.blobs().find(c.digest())).isPresent();
+    }
+
+    @Test
+    void manifestsAreEvictedFromDiskAndMemory() throws IOException {
+        Storage s = open(100, 60, null);
+        byte[] mb = ("{\"schemaVersion\":2,\"pad\":\"" + "x".repeat(40) + "\"}").getBytes(StandardCharsets.UTF_8);
+        Digest md = Digest.of("sha256", mb);
+        s.manifests().put(new ManifestStore.Manifest(md, TYPE, mb));
+        clock.advance(Duration.ofSeconds(1));
+        put(s, 60, 1);
+        upkeep.runAll();
+        assertThat(events.evicted).containsExactly("manifest/size/" + mb.length);
+        assertThat(s.manifests().cached(md)).isEmpty();
+        assertThat(s.manifests().find(md)).isEmpty();
+        assertThat(s.manifests().storedBytes()).isZero();
+    }
+
+    @Test
+    void maxAgeRemovesWhatWasNotReadForThatLong() throws IOException {
+        Storage s = open(0, 0, Duration.ofHours(24));
+        BlobStore.Blob old = put(s, 10, 1);
+        BlobStore.Blob read = put(s, 10, 2);
+        byte[] mb = "{\"schemaVersion\":2}".getBytes(StandardCharsets.UTF_8);
+        Digest md = Digest.of("sha256", mb);
+        s.manifests().put(new ManifestStore.Manifest(md, TYPE, mb));
+        clock.advance(Duration.ofHours(20));
+        s.blobs().find(read.digest());
+        s.manifests().cached(md); // a read from memory, on an event loop, counts too
+        clock.advance(Duration.ofHours(5));
+        upkeep.runAll();
+        s.upkeep();
+        assertThat(events.evicted).containsExactly("blob/age/10");
+        assertThat(s.blobs().find(old.digest())).isEmpty();
+        assertThat(s.blobs().find(read.digest())).isPresent();
+        assertThat(s.manifests().cached(md)).isPresent();
+    }
+
+    @Test
+    void afterARestartTheOrderOfLastUseComesFromTheFiles() throws IOException {
+        Storage first = open(0, 0, null);
+        BlobStore.Blob a = put(first, 40, 1);
+        BlobStore.Blob b = put(first, 40, 2);
+        first.close();
+        // a was used after b: its modification time says so
+        Files.setLastModifiedTime(b.path(), FileTime.fromMillis(clock.millis() - 3_600_000));
+        Files.setLastModifiedTime(a.path(), FileTime.fromMillis(clock.millis() - 60_000));
+
+        Storage s = open(100, 80, null);
+        put(s, 40, 3);
+        upkeep.runAll();
+        assertThat(s.blobs().find(b.digest())).isEmpty();
+        assertThat(s.blobs().find(a.digest())).isPresent();
+    }
+
+    @Test
+    void leftoverTemporaryFilesOfManifestsAndTagsAreRemoved() throws IOException {
+        Storage s = open(0, 0, null);
+        byte[] mb = "{\"schemaVersion\":2}".getBytes(StandardCharsets.UTF_8);
+        Digest md = Digest.of("sha256", mb);
+        s.manifests().put(new ManifestStore.Manifest(md, TYPE, mb));
+        TagStore.TagKey key = new TagStore.TagKey("docker.io", "library/alpine", "3");
+        s.tags().put(key, new TagStore.TagEntry(md, TYPE, mb.length, clock.instant()));
+        Path manifestDir = root.resolve("manifests/sha256").resolve(md.hex().substring(0, 2));
+        Path crashed = Files.writeString(manifestDir.resolve(".tmp-0badc0de-123.part"), "half");
+        Path tagCrashed = Files.writeString(root.resolve("tags/docker.io/library/alpine/_tags/.tmp-1-2.part"), "x");
+
+        Storage reopened = open(0, 0, null);
+        assertThat(Files.exists(crashed)).isFalse();
+        assertThat(Files.exists(tagCrashed)).isFalse();
+        assertThat(reopened.manifests().find(md)).isPresent();
+        assertThat(reopened.tags().find(key)).isPresent();
+        assertThat(reopened.manifests().storedBytes()).isEqualTo(mb.length);
+    }
+}

@@ -1,0 +1,26 @@
+package dev.registrymirror.cache;
+
+import java.util.List;
+import java.util.concurrent.CopyOnWriteArrayList;
+
+/** Storage events, written down for assertions. */
+final class RecordingEvents implements StorageEvents {
+    final List<String> evicted = new CopyOnWriteArrayList<>();
+    final List<String> corrupt = new CopyOnWriteArrayList<>();
+    volatile long readyItems = -1;
+
+    @Override
+    public void evicted(String kind, String reason, long bytes) {
+        evicted.add(kind + "/" + reason + "/" + bytes);
+    }
+
+    @Override
+    public void corruptDropped(String kind) {
+        corrupt.add(kind);
+    }
+
+    @Override
+    public void indexReady(long items, long bytes, long millis) {
+        readyItems = items;
+    }
+}
