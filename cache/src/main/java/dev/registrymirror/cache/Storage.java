@@ -220,6 +220,18 @@ public final class Storage implements AutoCloseable {
         }
     }
 
+    /**
+     * Deletes every file in {@code tmp/}. Only for a stopping mirror, once no download is under way:
+     * a clean stop leaves no temporary files. Blocks.
+     */
+    public void removeTemporaryFiles() throws IOException {
+        try (Stream<Path> in = Files.list(root.resolve("tmp"))) {
+            for (Path p : (Iterable<Path>) in::iterator) {
+                Files.deleteIfExists(p);
+            }
+        }
+    }
+
     /** Stops the upkeep thread. */
     @Override
     public void close() {

@@ -37,6 +37,8 @@ final class Download {
     private int reserved;
     private boolean tempGone;
     private Runnable onTempFree;
+    private Context cancelContext;
+    private Runnable onCancel;
     private final List<Waiter> waiters = new ArrayList<>();
 
     Download(Digest digest) {
@@ -141,6 +143,27 @@ final class Download {
             onTempFree = action;
         }
         maybeFreeTemp();
+    }
+
+    /** How to stop the transfer (run on {@code context}) when the download is {@link #cancel cancelled}. */
+    synchronized void onCancel(Context context, Runnable action) {
+        cancelContext = context;
+        onCancel = action;
+    }
+
+    /** Stops the download: the transfer is aborted, or, before it began, the download simply fails. */
+    void cancel() {
+        Context context;
+        Runnable action;
+        synchronized (this) {
+            context = cancelContext;
+            action = onCancel;
+        }
+        if (action != null) {
+            context.runOnContext(v -> action.run());
+        } else {
+            failed(new RegistryError(503, "UNAVAILABLE", "the mirror is shutting down"));
+        }
     }
 
     private void maybeFreeTemp() {

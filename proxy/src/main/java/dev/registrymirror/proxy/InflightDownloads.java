@@ -45,6 +45,7 @@ final class InflightDownloads {
     static final long HEADROOM = 64L << 20;
 
     private final ConcurrentMap<Digest, Download> downloads = new ConcurrentHashMap<>();
+    private volatile boolean stopping;
 
     InflightDownloads(Vertx vertx, BlobStore store, MirrorMetrics metrics) {
         this.vertx = vertx;
@@ -56,6 +57,14 @@ final class InflightDownloads {
     /** Downloads under way now. */
     int size() {
         return downloads.size();
+    }
+
+    /** Stops every download under way (the mirror is stopping); their waiting readers fail. */
+    void abandonAll() {
+        stopping = true;
+        for (Download d : downloads.values()) {
+            d.cancel();
+        }
     }
 
     /** The download of {@code digest}, started now from {@code upstream} unless one is under way. */
@@ -87,6 +96,12 @@ final class InflightDownloads {
     }
 
     private void receive(Download d, UpstreamClient upstream, HttpClientResponse resp) {
+        if (stopping) {
+            resp.exceptionHandler(e -> { });
+            resp.request().reset();
+            fail(d, upstream, new RegistryError(503, "UNAVAILABLE", "the mirror is shutting down"), null);
+            return;
+        }
         long announced = parseLength(resp.getHeader(HttpHeaders.CONTENT_LENGTH));
         vertx.executeBlocking(() -> {
                     long free = store.usableSpace();
@@ -146,6 +161,8 @@ final class InflightDownloads {
 
         void begin() {
             d.onTempFree(() -> discardLater(temp));
+            d.onCancel(vertx.getOrCreateContext(), () -> abort("the mirror is stopping", null,
+                    new RegistryError(503, "UNAVAILABLE", "the mirror is shutting down")));
             d.streaming(temp, announced);
             file.exceptionHandler(this::diskFailed);
             resp.exceptionHandler(err -> {

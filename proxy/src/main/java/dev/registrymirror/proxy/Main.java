@@ -68,7 +68,8 @@ public final class Main implements Callable<Integer> {
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             log.info("shutting down");
             try {
-                mirror.stop().toCompletionStage().toCompletableFuture().get(10, TimeUnit.SECONDS);
+                long bound = cfg.server().shutdownTimeout().toMillis() + 10_000;
+                mirror.stop().toCompletionStage().toCompletableFuture().get(bound, TimeUnit.MILLISECONDS);
                 vertx.close().toCompletionStage().toCompletableFuture().get(10, TimeUnit.SECONDS);
                 log.info("stopped");
             } catch (Exception e) {

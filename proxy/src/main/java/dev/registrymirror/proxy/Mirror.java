@@ -64,7 +64,7 @@ public final class Mirror {
         this.downloads = new InflightDownloads(vertx, blobStore, metrics);
         BlobService blobs = new BlobService(vertx, blobStore, downloads, metrics);
         ManifestService manifests = new ManifestService(vertx, manifestStore, tagStore, metrics, clock);
-        this.handler = new RegistryHandler(config, Map.copyOf(upstreams), blobs, manifests, new PassThrough(metrics),
+        this.handler = new RegistryHandler(vertx, config, Map.copyOf(upstreams), blobs, manifests, new PassThrough(metrics),
                 metrics);
         this.config = config;
     }
@@ -98,7 +98,8 @@ public final class Mirror {
         return vertx.deployVerticle(() -> new AbstractVerticle() {
                     @Override
                     public void start(Promise<Void> started) {
-                        vertx.createHttpServer(options).requestHandler(handler).listen()
+                        vertx.createHttpServer(options).requestHandler(handler)
+                                .invalidRequestHandler(RegistryHandler::invalidRequest).listen()
                                 .onSuccess(server -> {
                                     port = server.actualPort();
                                     started.complete();
@@ -136,13 +137,26 @@ public final class Mirror {
         return downloads.size();
     }
 
-    /** Stops listening and releases the upstream clients. The Vert.x instance is the caller's to close. */
+    /**
+     * Stops gracefully: new requests get a 503 while the responses in progress finish (for at most
+     * {@code server.shutdownTimeout}); then the server closes, downloads still under way are
+     * abandoned, temporary files are deleted and the upstream clients released. The Vert.x
+     * instance is the caller's to close.
+     */
     public Future<Void> stop() {
-        Future<Void> undeployed = deployment == null ? Future.succeededFuture() : vertx.undeploy(deployment);
-        return undeployed.eventually(() -> {
-            upstreams.values().forEach(UpstreamClient::close);
-            storage.close();
-            return Future.succeededFuture();
-        });
+        return handler.drain(config.server().shutdownTimeout())
+                .compose(v -> deployment == null ? Future.<Void>succeededFuture() : vertx.undeploy(deployment))
+                .eventually(() -> {
+                    downloads.abandonAll();
+                    return vertx.executeBlocking(() -> {
+                        storage.removeTemporaryFiles();
+                        return null;
+                    }, false);
+                })
+                .eventually(() -> {
+                    upstreams.values().forEach(UpstreamClient::close);
+                    storage.close();
+                    return Future.succeededFuture();
+                });
     }
 }

@@ -3,14 +3,22 @@ package dev.registrymirror.proxy;
 import dev.registrymirror.config.MirrorConfig;
 import dev.registrymirror.metrics.MirrorMetrics;
 import io.vertx.core.Future;
+import io.netty.handler.codec.http.TooLongHttpHeaderException;
+import io.netty.handler.codec.http.TooLongHttpLineException;
 import io.vertx.core.Handler;
+import io.vertx.core.Promise;
+import io.vertx.core.Vertx;
+import io.vertx.core.buffer.Buffer;
 import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpMethod;
 import io.vertx.core.http.HttpServerRequest;
 import io.vertx.core.http.HttpServerResponse;
 import io.vertx.core.json.JsonArray;
 import io.vertx.core.json.JsonObject;
+import java.time.Duration;
 import java.util.Map;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -28,8 +36,11 @@ final class RegistryHandler implements Handler<HttpServerRequest> {
     private final ManifestService manifests;
     private final PassThrough passThrough;
     private final MirrorMetrics metrics;
+    private final Vertx vertx;
+    private final AtomicInteger active = new AtomicInteger();
+    private volatile boolean draining;
 
-    RegistryHandler(MirrorConfig config, Map<String, UpstreamClient> upstreams, BlobService blobs,
+    RegistryHandler(Vertx vertx, MirrorConfig config, Map<String, UpstreamClient> upstreams, BlobService blobs,
                     ManifestService manifests, PassThrough passThrough, MirrorMetrics metrics) {
         this.parser = new RouteParser(config);
         this.upstreams = upstreams;
@@ -37,6 +48,37 @@ final class RegistryHandler implements Handler<HttpServerRequest> {
         this.manifests = manifests;
         this.passThrough = passThrough;
         this.metrics = metrics;
+        this.vertx = vertx;
+    }
+
+    /** Requests being answered now. */
+    int active() {
+        return active.get();
+    }
+
+    /**
+     * Stops taking requests (new ones get a 503, and their connection is closed) and completes when
+     * the requests in progress have finished, or after {@code timeout}, whichever comes first.
+     */
+    Future<Void> drain(Duration timeout) {
+        draining = true;
+        Promise<Void> drained = Promise.promise();
+        long deadline = System.nanoTime() + timeout.toNanos();
+        if (active.get() == 0) {
+            return Future.succeededFuture();
+        }
+        LOG.info("waiting up to {} ms for {} responses in progress", timeout.toMillis(), active.get());
+        vertx.setPeriodic(20, id -> {
+            if (active.get() == 0 || System.nanoTime() >= deadline) {
+                vertx.cancelTimer(id);
+                if (active.get() > 0) {
+                    LOG.warn("{} responses still in progress after {} ms; closing them", active.get(),
+                            timeout.toMillis());
+                }
+                drained.tryComplete();
+            }
+        });
+        return drained.future();
     }
 
     @Override
@@ -44,6 +86,19 @@ final class RegistryHandler implements Handler<HttpServerRequest> {
         long start = System.nanoTime();
         HttpServerResponse resp = req.response();
         resp.putHeader(API_VERSION_HEADER, "registry/2.0");
+        if (draining) {
+            resp.putHeader(HttpHeaders.CONNECTION, "close");
+            writeError(req, new RegistryError(503, "UNAVAILABLE", "the mirror is shutting down"));
+            return;
+        }
+        active.incrementAndGet();
+        AtomicBoolean finished = new AtomicBoolean();
+        Runnable done = () -> {
+            if (finished.compareAndSet(false, true)) {
+                active.decrementAndGet();
+            }
+        };
+        req.connection().closeHandler(v -> done.run());
         Route route;
         try {
             route = parser.parse(req.path(), req.getParam("ns"));
@@ -52,17 +107,23 @@ final class RegistryHandler implements Handler<HttpServerRequest> {
             }
         } catch (RegistryError e) {
             String label = e.status == 405 ? "unsupported" : "invalid";
-            resp.endHandler(v -> metrics.requestServed(label, req.method().name(), resp.getStatusCode(),
-                    System.nanoTime() - start));
+            resp.endHandler(v -> {
+                done.run();
+                metrics.requestServed(label, req.method().name(), resp.getStatusCode(), System.nanoTime() - start);
+            });
             writeError(req, e);
             return;
         } catch (RuntimeException e) {
             LOG.error("cannot parse request {} {}", req.method(), req.path(), e);
+            resp.endHandler(v -> done.run());
             writeError(req, new RegistryError(400, "UNSUPPORTED", "malformed request"));
             return;
         }
-        resp.endHandler(v -> metrics.requestServed(route.kind().label, req.method().name(), resp.getStatusCode(),
-                System.nanoTime() - start));
+        resp.endHandler(v -> {
+            done.run();
+            metrics.requestServed(route.kind().label, req.method().name(), resp.getStatusCode(),
+                    System.nanoTime() - start);
+        });
         Future<Void> answer;
         try {
             answer = dispatch(route, req);
@@ -103,11 +164,29 @@ final class RegistryHandler implements Handler<HttpServerRequest> {
         return new RegistryError(500, "UNKNOWN", "internal error");
     }
 
+    /**
+     * Answers a request the HTTP decoder could not read (a request line or headers too long, bad
+     * syntax): 414, 431 or 400 with an OCI error body, then the connection closes.
+     */
+    static void invalidRequest(HttpServerRequest req) {
+        Throwable cause = req.decoderResult().cause();
+        RegistryError e;
+        if (cause instanceof TooLongHttpLineException) {
+            e = new RegistryError(414, "UNSUPPORTED", "request line too long");
+        } else if (cause instanceof TooLongHttpHeaderException) {
+            e = new RegistryError(431, "UNSUPPORTED", "request headers too large");
+        } else {
+            e = new RegistryError(400, "UNSUPPORTED", "malformed HTTP request");
+        }
+        req.response().putHeader(HttpHeaders.CONNECTION, "close");
+        writeError(req, e);
+    }
+
     /** Writes the OCI error body (headers only for {@code HEAD}). */
     static void writeError(HttpServerRequest req, RegistryError e) {
         HttpServerResponse resp = req.response();
-        String body = new JsonObject().put("errors", new JsonArray().add(new JsonObject()
-                .put("code", e.code).put("message", e.getMessage()).putNull("detail"))).encode();
+        Buffer body = new JsonObject().put("errors", new JsonArray().add(new JsonObject()
+                .put("code", e.code).put("message", e.getMessage()).putNull("detail"))).toBuffer();
         resp.setStatusCode(e.status).putHeader(HttpHeaders.CONTENT_TYPE, "application/json");
         resp.headers().remove(HttpHeaders.CONTENT_RANGE).remove("Docker-Content-Digest").remove(HttpHeaders.ETAG);
         if (e.retryAfter != null) {

@@ -4,13 +4,10 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import dev.registrymirror.cache.BlobStore;
 import dev.registrymirror.cache.Digest;
-import dev.registrymirror.config.ConfigLoader;
-import dev.registrymirror.config.MirrorConfig;
 import java.io.IOException;
 import java.net.http.HttpResponse;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.Map;
 import java.util.Optional;
 import org.junit.jupiter.api.Test;
 
@@ -25,9 +22,7 @@ class DiskFullTest extends MirrorTestBase {
     volatile boolean reportsNoSpace;
 
     void startMirrorWithFaultyDisk() {
-        String yaml = "server: {port: 0, host: 127.0.0.1}\nstorage: {path: '" + storage + "'}\n" + upstreamsYaml();
-        MirrorConfig config = ConfigLoader.parse(yaml, Map.of(), ConfigLoader.Overrides.none());
-        mirror = await(Mirror.start(vertx, config, clock, FaultyDisk::new));
+        mirror = await(Mirror.start(vertx, config(), clock, FaultyDisk::new));
     }
 
     @Test

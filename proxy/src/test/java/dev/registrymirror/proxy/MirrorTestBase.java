@@ -64,6 +64,11 @@ abstract class MirrorTestBase {
         hub = await(FakeHub.deploy(vertx, useTls()));
     }
 
+    /** How long {@link Mirror#stop} waits for responses in progress. */
+    String shutdownTimeout() {
+        return "2s";
+    }
+
     boolean useTls() {
         return false;
     }
@@ -94,10 +99,20 @@ abstract class MirrorTestBase {
     }
 
     Mirror startMirror() {
-        String yaml = "server: {port: 0, host: 127.0.0.1}\nstorage: {path: '" + storage + "'}\n" + upstreamsYaml();
-        MirrorConfig config = ConfigLoader.parse(yaml, Map.of(), ConfigLoader.Overrides.none());
-        mirror = await(Mirror.start(vertx, config, clock));
+        mirror = await(Mirror.start(vertx, config(), clock));
         return mirror;
+    }
+
+    /** The configuration {@link #startMirror} uses. */
+    MirrorConfig config() {
+        String yaml = "server: {port: 0, host: 127.0.0.1, shutdownTimeout: " + shutdownTimeout() + "}\n"
+                + "storage: {path: '" + storage + "'" + storageYaml() + "}\n" + upstreamsYaml();
+        return ConfigLoader.parse(yaml, Map.of(), ConfigLoader.Overrides.none());
+    }
+
+    /** More keys for {@code storage:}, each starting with a comma. */
+    String storageYaml() {
+        return "";
     }
 
     Mirror restartMirror() {

@@ -25,6 +25,8 @@ class UpstreamBehaviourTest extends MirrorTestBase {
                     url: %s
                     connectTimeout: 2s
                     idleTimeout: 2s
+                    retries: 1
+                    retryBackoff: 10ms
                 %s""".formatted(hub.url(), credentials);
     }
 
