@@ -1,0 +1,185 @@
+package dev.registrymirror.proxy;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import dev.registrymirror.cache.Digest;
+import io.vertx.core.Future;
+import io.vertx.core.Promise;
+import io.vertx.core.Vertx;
+import java.io.IOException;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * The mirror as a real child process, stopped hard (SIGKILL) and softly (SIGTERM) in the middle
+ * of downloads from a fake upstream that holds back the second half of every blob.
+ */
+class CrashIT {
+    @TempDir
+    Path dir;
+    Vertx vertx;
+    FakeHub hub;
+    final HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
+
+    @BeforeEach
+    void startHub() throws Exception {
+        vertx = Vertx.vertx();
+        hub = await(FakeHub.deploy(vertx, false));
+    }
+
+    @AfterEach
+    void stopHub() throws Exception {
+        await(vertx.close());
+    }
+
+    @Test
+    void afterSigkillMidDownloadNoPartialBlobIsServedAndThePullsSucceed() throws Exception {
+        byte[] done = MirrorTestBase.randomBytes(500_000, 1);
+        Digest doneDigest = hub.putBlob(done);
+        hub.putImage("library/app", "1", MirrorTestBase.randomBytes(1000, 2));
+        List<byte[]> layers = new ArrayList<>();
+        List<Digest> digests = new ArrayList<>();
+        for (int i = 0; i < 4; i++) {
+            layers.add(MirrorTestBase.randomBytes(2_000_000 + i, 10 + i));
+            digests.add(hub.putBlob(layers.get(i)));
+        }
+        int port = RealParts.freePort();
+        Path data = dir.resolve("data");
+        try (RealParts.Child mirror = startMirror(port, data)) {
+            assertThat(get(port, "/v2/library/app/blobs/" + doneDigest).body()).isEqualTo(done);
+            assertThat(get(port, "/v2/library/app/manifests/1").statusCode()).isEqualTo(200);
+
+            hub.holdSecondHalf = Promise.promise();
+            List<CompletableFuture<HttpResponse<byte[]>>> pulls = new ArrayList<>();
+            for (Digest d : digests) {
+                pulls.add(http.sendAsync(request(port, "/v2/library/app/blobs/" + d), HttpResponse.BodyHandlers.ofByteArray()));
+            }
+            awaitTrue("four downloads half written", () -> partialBytes(data.resolve("tmp")) >= 4 * 1_000_000L);
+
+            mirror.process.destroyForcibly(); // SIGKILL: no shutdown hook runs
+            assertThat(mirror.process.waitFor(10, TimeUnit.SECONDS)).isTrue();
+            assertThat(mirror.process.exitValue()).isEqualTo(137);
+            for (CompletableFuture<HttpResponse<byte[]>> pull : pulls) {
+                assertThat(pull).failsWithin(Duration.ofSeconds(10)).withThrowableOfType(ExecutionException.class)
+                        .withCauseInstanceOf(IOException.class);
+            }
+            for (Digest d : digests) {
+                assertThat(blobFile(data, d)).doesNotExist();
+            }
+            assertThat(partialBytes(data.resolve("tmp"))).isGreaterThan(0); // the crash left them
+        }
+
+        hub.holdSecondHalf.complete();
+        hub.holdSecondHalf = null;
+        long upstreamBefore = hub.count("cdn", "GET", "/blobs/" + doneDigest);
+        try (RealParts.Child mirror = startMirror(port, data)) {
+            for (int i = 0; i < digests.size(); i++) {
+                HttpResponse<byte[]> r = get(port, "/v2/library/app/blobs/" + digests.get(i));
+                assertThat(r.statusCode()).isEqualTo(200);
+                assertThat(r.body()).isEqualTo(layers.get(i));
+            }
+            HttpResponse<byte[]> kept = get(port, "/v2/library/app/blobs/" + doneDigest);
+            assertThat(kept.body()).isEqualTo(done);
+            assertThat(hub.count("cdn", "GET", "/blobs/" + doneDigest)).isEqualTo(upstreamBefore); // from disk
+            assertThat(get(port, "/v2/library/app/manifests/1").statusCode()).isEqualTo(200);
+            awaitTrue("leftovers removed", () -> staleTempDirs(data) == 0 && partialBytes(data.resolve("tmp")) == 0);
+            assertThat(mirror.log()).contains("cache index ready");
+        }
+    }
+
+    @Test
+    void sigtermLetsADownloadInProgressFinishAndLeavesNoTemporaryFiles() throws Exception {
+        byte[] layer = MirrorTestBase.randomBytes(3_000_000, 20);
+        Digest d = hub.putBlob(layer);
+        int port = RealParts.freePort();
+        Path data = dir.resolve("data");
+        try (RealParts.Child mirror = startMirror(port, data)) {
+            hub.holdSecondHalf = Promise.promise();
+            CompletableFuture<HttpResponse<byte[]>> pull = http.sendAsync(request(port, "/v2/library/app/blobs/" + d),
+                    HttpResponse.BodyHandlers.ofByteArray());
+            awaitTrue("download half written", () -> partialBytes(data.resolve("tmp")) >= 1_000_000L);
+
+            mirror.process.destroy(); // SIGTERM
+            awaitTrue("mirror draining", () -> mirror.log().contains("waiting up to"));
+            hub.holdSecondHalf.complete();
+            HttpResponse<byte[]> r = pull.get(20, TimeUnit.SECONDS);
+            assertThat(r.statusCode()).isEqualTo(200);
+            assertThat(r.body()).isEqualTo(layer);
+            assertThat(mirror.process.waitFor(20, TimeUnit.SECONDS)).isTrue();
+            assertThat(mirror.log()).contains("stopped");
+            assertThat(blobFile(data, d)).exists();
+            assertThat(partialBytes(data.resolve("tmp"))).isZero();
+            try (Stream<Path> tmp = Files.list(data.resolve("tmp"))) {
+                assertThat(tmp).isEmpty();
+            }
+        }
+    }
+
+    private RealParts.Child startMirror(int port, Path data) throws Exception {
+        RealParts.Child child = RealParts.mirror(dir, port, "--storage", data.toString(), "--upstream", hub.url());
+        RealParts.awaitUp("http://127.0.0.1:" + port + "/v2/", child);
+        return child;
+    }
+
+    private static HttpRequest request(int port, String path) {
+        return HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + path)).timeout(Duration.ofSeconds(30))
+                .build();
+    }
+
+    private HttpResponse<byte[]> get(int port, String path) throws IOException, InterruptedException {
+        return http.send(request(port, path), HttpResponse.BodyHandlers.ofByteArray());
+    }
+
+    private static Path blobFile(Path data, Digest d) {
+        return data.resolve("blobs").resolve(d.algorithm()).resolve(d.hex().substring(0, 2)).resolve(d.hex());
+    }
+
+    private static long partialBytes(Path tmp) throws IOException {
+        if (!Files.isDirectory(tmp)) {
+            return 0;
+        }
+        try (Stream<Path> s = Files.list(tmp)) {
+            return s.mapToLong(p -> p.toFile().length()).sum();
+        }
+    }
+
+    private static long staleTempDirs(Path data) throws IOException {
+        try (Stream<Path> s = Files.list(data)) {
+            return s.filter(p -> p.getFileName().toString().startsWith("tmp-stale-")).count();
+        }
+    }
+
+    interface Check {
+        boolean test() throws Exception;
+    }
+
+    /** Polls a condition of another process (its files, its log) until it holds, for at most 20 s. */
+    private static void awaitTrue(String what, Check check) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+        while (!check.test()) {
+            if (System.nanoTime() > deadline) {
+                throw new AssertionError("not reached in 20 s: " + what);
+            }
+            Thread.sleep(20); // polling another process, not waiting for time to pass
+        }
+    }
+
+    private static <T> T await(Future<T> f) throws Exception {
+        return f.toCompletionStage().toCompletableFuture().get(30, TimeUnit.SECONDS);
+    }
+}
