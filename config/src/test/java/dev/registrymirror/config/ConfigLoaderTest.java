@@ -130,4 +130,39 @@ class ConfigLoaderTest {
                 .isInstanceOf(ConfigException.class)
                 .hasMessageStartingWith(messageStart);
     }
+
+    @Test
+    void storageLimitsRetriesAndShutdownAreRead() {
+        MirrorConfig c = ConfigLoader.parse("""
+                server: {shutdownTimeout: 45s}
+                storage: {path: /data, maxSize: 50GiB, maxAge: 30d}
+                upstreams:
+                  - {name: docker.io, url: "https://registry-1.docker.io", retries: 4, retryBackoff: 1s}
+                """, Map.of(), NONE);
+        assertThat(c.server().shutdownTimeout()).isEqualTo(Duration.ofSeconds(45));
+        assertThat(c.storage().maxSize()).isEqualTo(50L << 30);
+        assertThat(c.storage().lowWatermark()).isEqualTo((50L << 30) - (5L << 30));
+        assertThat(c.storage().maxAge()).isEqualTo(Duration.ofDays(30));
+        assertThat(c.defaultUpstream().retries()).isEqualTo(4);
+        assertThat(c.defaultUpstream().retryBackoff()).isEqualTo(Duration.ofSeconds(1));
+
+        MirrorConfig defaults = ConfigLoader.load(null, Map.of(), NONE);
+        assertThat(defaults.storage().maxSize()).isZero();
+        assertThat(defaults.storage().maxAge()).isNull();
+        assertThat(defaults.defaultUpstream().retries()).isEqualTo(2);
+        assertThat(defaults.server().shutdownTimeout()).isEqualTo(Duration.ofSeconds(20));
+    }
+
+    @Test
+    void badStorageAndRetryValuesNameTheKey() {
+        assertThatThrownBy(() -> ConfigLoader.parse("storage: {maxSize: 50GB}", Map.of(), NONE))
+                .hasMessage("storage.maxSize: \"50GB\" is not a size (use e.g. 50GiB, 512MiB)");
+        assertThatThrownBy(() -> ConfigLoader.parse("storage: {maxSize: 1MiB}", Map.of(), NONE))
+                .hasMessageStartingWith("storage.maxSize: \"1MiB\" is too small");
+        assertThatThrownBy(() -> ConfigLoader.parse("storage: {maxAge: 10m}", Map.of(), NONE))
+                .hasMessageStartingWith("storage.maxAge: \"10m\" is too short");
+        assertThatThrownBy(() -> ConfigLoader.parse(
+                "upstreams: [{name: docker.io, url: \"http://h\", retries: 11}]", Map.of(), NONE))
+                .hasMessage("upstreams[0].retries: \"11\" must be between 0 and 10");
+    }
 }

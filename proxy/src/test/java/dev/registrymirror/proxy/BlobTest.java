@@ -175,4 +175,26 @@ class BlobTest extends MirrorTestBase {
         assertThat(body(bad)).contains("\"code\":\"UNAVAILABLE\"").contains("docker.io");
         assertThat(storedBlobs()).isEmpty();
     }
+
+    @Test
+    void aStoredBlobDamagedWhileTheMirrorWasDownIsDroppedAndFetchedAgain() throws IOException {
+        byte[] layer = randomBytes(300_000, 40);
+        Digest d = hub.putBlob(layer);
+        startMirror();
+        assertThat(get("/v2/library/alpine/blobs/" + d).body()).isEqualTo(layer);
+        await(mirror.stop());
+        mirror = null;
+        Path file = storedBlobs().get(0);
+        byte[] damaged = layer.clone();
+        damaged[1234] ^= 1;
+        Files.write(file, damaged);
+
+        startMirror();
+        HttpResponse<byte[]> r = get("/v2/library/alpine/blobs/" + d);
+        assertThat(r.statusCode()).isEqualTo(200);
+        assertThat(r.body()).isEqualTo(layer);
+        assertThat(hub.count("cdn", "GET", "/blobs/" + d)).isEqualTo(2);
+        assertThat(Files.readAllBytes(file)).isEqualTo(layer);
+        assertThat(mirror.metrics().scrape()).contains("registrymirror_corrupt_dropped_total{kind=\"blob\"} 1.0");
+    }
 }
