@@ -3,9 +3,7 @@ package dev.registrymirror.proxy;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import dev.registrymirror.cache.Digest;
-import io.vertx.core.Future;
 import io.vertx.core.Promise;
-import io.vertx.core.Vertx;
 import java.io.IOException;
 import java.net.URI;
 import java.net.http.HttpClient;
@@ -20,8 +18,6 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -29,23 +25,10 @@ import org.junit.jupiter.api.io.TempDir;
  * The mirror as a real child process, stopped hard (SIGKILL) and softly (SIGTERM) in the middle
  * of downloads from a fake upstream that holds back the second half of every blob.
  */
-class CrashIT {
+class CrashIT extends FakeHubIT {
     @TempDir
     Path dir;
-    Vertx vertx;
-    FakeHub hub;
     final HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
-
-    @BeforeEach
-    void startHub() throws Exception {
-        vertx = Vertx.vertx();
-        hub = await(FakeHub.deploy(vertx, false));
-    }
-
-    @AfterEach
-    void stopHub() throws Exception {
-        await(vertx.close());
-    }
 
     @Test
     void afterSigkillMidDownloadNoPartialBlobIsServedAndThePullsSucceed() throws Exception {
@@ -177,9 +160,5 @@ class CrashIT {
             }
             Thread.sleep(20); // polling another process, not waiting for time to pass
         }
-    }
-
-    private static <T> T await(Future<T> f) throws Exception {
-        return f.toCompletionStage().toCompletableFuture().get(30, TimeUnit.SECONDS);
     }
 }

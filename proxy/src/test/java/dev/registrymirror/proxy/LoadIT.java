@@ -5,7 +5,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 import dev.registrymirror.cache.Digest;
 import io.vertx.core.Future;
 import io.vertx.core.Promise;
-import io.vertx.core.Vertx;
 import io.vertx.core.http.HttpClient;
 import io.vertx.core.http.HttpClientOptions;
 import io.vertx.core.http.HttpMethod;
@@ -21,8 +20,6 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.stream.Stream;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -32,7 +29,7 @@ import org.junit.jupiter.api.io.TempDir;
  * clients asking for the same one at once), manifests by tag. Every answer is checked against its
  * digest. Afterwards: no errors, no leaked file descriptors, resident memory flat.
  */
-class LoadIT {
+class LoadIT extends FakeHubIT {
     static final int CONNECTIONS = Integer.getInteger("load.connections", 300);
     static final int SECONDS = Integer.getInteger("load.seconds", 60);
     static final int CACHED = 60;
@@ -40,19 +37,6 @@ class LoadIT {
 
     @TempDir
     Path dir;
-    Vertx vertx;
-    FakeHub hub;
-
-    @BeforeEach
-    void startHub() throws Exception {
-        vertx = Vertx.vertx();
-        hub = await(FakeHub.deploy(vertx, false));
-    }
-
-    @AfterEach
-    void stopHub() throws Exception {
-        await(vertx.close());
-    }
 
     record Blob(Digest digest, int size) {
     }
@@ -265,9 +249,5 @@ class LoadIT {
             // the process is gone: the assertions on it say so
         }
         return 0;
-    }
-
-    private static <T> T await(Future<T> f) throws Exception {
-        return f.toCompletionStage().toCompletableFuture().get(60, TimeUnit.SECONDS);
     }
 }
