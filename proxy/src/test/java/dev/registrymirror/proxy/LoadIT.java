@@ -65,7 +65,8 @@ class LoadIT extends FakeHubIT {
                   - name: docker.io
                     url: %s
                 """.formatted(port, dir.resolve("data"), hub.url()));
-        try (RealParts.Child mirror = RealParts.mirror(dir, port, "--config", config.toString())) {
+        try (RealParts.Child mirror = RealParts.mirror(dir, port, List.of("-Xms256m", "-XX:+AlwaysPreTouch"),
+                "--config", config.toString())) {
             RealParts.awaitUp("http://127.0.0.1:" + port + "/v2/", mirror);
             long pid = mirror.process.pid();
             long connectionsBefore = clientConnections(pid, port); // the JDK client of the readiness check may linger
@@ -91,12 +92,18 @@ class LoadIT extends FakeHubIT {
                 vertx.runOnContext(v -> loop(client, r, end, cached, uncached, nextUncached, manifest, ok, bytes,
                         errors, finished));
             }
+            // Live heap (after a full collection) once warmed up, and at the end, still under load.
+            while (ok.get() < CONNECTIONS * 30L && !users.get(0).isComplete()) {
+                Thread.sleep(20); // polling the answer count
+            }
+            long liveEarly = liveHeap(client, pid);
+            users.get(0).toCompletionStage().toCompletableFuture().get(SECONDS + 60, TimeUnit.SECONDS);
+            long liveLate = liveHeap(client, pid);
             for (Future<Void> user : users) {
                 user.toCompletionStage().toCompletableFuture().get(SECONDS + 60, TimeUnit.SECONDS);
             }
             vertx.cancelTimer(sampler);
-            String metrics = await(client.request(HttpMethod.GET, "/metrics").compose(req -> req.send())
-                    .compose(resp -> resp.body())).toString();
+            String metrics = metrics(client);
             await(client.close());
 
             System.out.printf("load: %d answers, %d MiB, %d errors, evictions: %s%n", ok.get(), bytes.get() >> 20,
@@ -126,13 +133,16 @@ class LoadIT extends FakeHubIT {
                     .isLessThanOrEqualTo(1 + 3 * 64);
             assertThat(files(dir.resolve("data/tmp"))).isZero();
 
-            // Resident memory: after the first third (warm-up: heap and buffer pools filling), flat.
+            // Memory flat: the heap is committed and touched from the start (-Xms256m, AlwaysPreTouch), so the
+            // resident size grows only with what lives outside it (direct buffers, threads, code); and the
+            // heap that survives a full collection does not grow either.
             int third = rss.size() / 3;
             long early = rss.subList(third, 2 * third).stream().mapToLong(Long::longValue).max().orElseThrow();
             long late = rss.subList(2 * third, rss.size()).stream().mapToLong(Long::longValue).max().orElseThrow();
-            System.out.printf("load: resident memory, max of the second third %d MiB, of the last third %d MiB%n",
-                    early >> 20, late >> 20);
+            System.out.printf("load: resident memory, max of the second third %d MiB, of the last third %d MiB;"
+                    + " live heap %d MiB then %d MiB%n", early >> 20, late >> 20, liveEarly >> 20, liveLate >> 20);
             assertThat(late).as("resident bytes late vs early").isLessThanOrEqualTo(early + early / 10 + (16L << 20));
+            assertThat(liveLate).as("live heap late vs early").isLessThanOrEqualTo(liveEarly + (16L << 20));
         }
     }
 
@@ -183,6 +193,24 @@ class LoadIT extends FakeHubIT {
                     }
                     return Future.succeededFuture((long) body.length());
                 }));
+    }
+
+    private static String metrics(HttpClient client) throws Exception {
+        return await(client.request(HttpMethod.GET, "/metrics").compose(req -> req.send())
+                .compose(resp -> resp.body())).toString();
+    }
+
+    /** Heap in use right after a full collection that {@code jcmd} asked for. */
+    private static long liveHeap(HttpClient client, long pid) throws Exception {
+        Path jcmd = Path.of(System.getProperty("java.home"), "bin", "jcmd");
+        RealParts.run(java.time.Duration.ofSeconds(30), jcmd.toString(), Long.toString(pid), "GC.run");
+        long used = 0;
+        for (String line : metrics(client).split("\n")) {
+            if (line.startsWith("jvm_memory_used_bytes{area=\"heap\"")) {
+                used += (long) Double.parseDouble(line.substring(line.lastIndexOf(' ') + 1));
+            }
+        }
+        return used;
     }
 
     private static long fds(long pid) throws Exception {

@@ -130,12 +130,19 @@ final class RealParts {
 
     /** Starts the mirror from its jar. */
     static Child mirror(Path dir, int port, String... args) throws IOException {
+        return mirror(dir, port, List.of(), args);
+    }
+
+    /** Starts the mirror from its jar, with more JVM options than {@code -Xmx256m}. */
+    static Child mirror(Path dir, int port, List<String> jvmOptions, String... args) throws IOException {
         String jar = System.getProperty("mirror.jar", "target/registry-mirror.jar");
         if (!Files.isRegularFile(Path.of(jar))) {
             throw new IllegalStateException("no mirror jar at " + jar + "; run mvn verify (package comes first)");
         }
         List<String> command = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java")
-                .toString(), "-Xmx256m", "-jar", jar, "--port", Integer.toString(port)));
+                .toString(), "-Xmx256m"));
+        command.addAll(jvmOptions);
+        command.addAll(List.of("-jar", jar, "--port", Integer.toString(port)));
         command.addAll(List.of(args));
         Files.createDirectories(dir);
         return new Child(dir.resolve("mirror.log"), command.toArray(String[]::new));
