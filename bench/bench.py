@@ -1,0 +1,518 @@
+#!/usr/bin/env python3
+"""The mirror against the reference pull-through cache and the machine's ceiling, in one run.
+
+Starts on loopback: an upstream (CNCF Distribution, Debian's docker-registry) seeded with a test
+image, the peer (the same program in proxy mode), the ceiling (nginx serving the same blob file
+with sendfile) and the mirror (the jar, -Xmx256m); runs the same workloads against each and prints
+a table of medians with ratios, also written into bench/results.md between its markers.
+
+    bench/run.sh            full run (a few minutes; 256 MiB and 1 GiB layers)
+    bench/run.sh --smoke    seconds, a tiny blob, one round; checks the script works (CI runs it)
+"""
+import argparse
+import concurrent.futures
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JAR = os.path.join(ROOT, "proxy", "target", "registry-mirror.jar")
+REPO = "library/bench"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_up(url, proc, seconds=30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.005)  # polling a child's readiness
+    raise RuntimeError(f"not up after {seconds} s: {url}")
+
+
+class Servers:
+    """Every process this run started, stopped at the end."""
+
+    def __init__(self, work):
+        self.work = work
+        self.procs = []
+
+    def start(self, name, cmd, **kw):
+        log = open(os.path.join(self.work, name + ".log"), "ab")
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM):
+        if p.poll() is None:
+            p.send_signal(sig)
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def stop_all(self):
+        for p in reversed(self.procs):
+            self.stop(p)
+
+
+def registry_config(path, port, storage, proxy_of=None):
+    text = f"""version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {storage}
+http:
+  addr: 127.0.0.1:{port}
+  secret: bench-only
+"""
+    if proxy_of:
+        text += f"proxy:\n  remoteurl: {proxy_of}\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def make_blob(path, size):
+    """A random blob of {size} bytes; returns its digest."""
+    h = hashlib.sha256()
+    left = size
+    with open(path, "wb") as f:
+        while left:
+            chunk = os.urandom(min(left, 4 << 20))
+            h.update(chunk)
+            f.write(chunk)
+            left -= len(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def push_blob(base, path, digest):
+    req = urllib.request.Request(f"{base}/v2/{REPO}/blobs/uploads/", method="POST", data=b"")
+    with urllib.request.urlopen(req) as r:
+        location = r.headers["Location"]
+    if location.startswith("/"):
+        location = base + location
+    sep = "&" if "?" in location else "?"
+    size = os.path.getsize(path)
+    with open(path, "rb") as body:
+        req = urllib.request.Request(f"{location}{sep}digest={digest}", method="PUT", data=body,
+                                     headers={"Content-Length": str(size),
+                                              "Content-Type": "application/octet-stream"})
+        with urllib.request.urlopen(req) as r:
+            assert r.status == 201, r.status
+
+
+def push_image(base, tag, layers):
+    """Pushes an OCI image whose layers are the given (path, digest) files; returns the manifest."""
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [d for _, d in layers]}}).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    req = urllib.request.Request(f"{base}/v2/{REPO}/blobs/uploads/", method="POST", data=b"")
+    with urllib.request.urlopen(req) as r:
+        location = r.headers["Location"]
+    location = base + location if location.startswith("/") else location
+    sep = "&" if "?" in location else "?"
+    urllib.request.urlopen(urllib.request.Request(f"{location}{sep}digest={config_digest}", method="PUT",
+                                                  data=config,
+                                                  headers={"Content-Type": "application/octet-stream"})).close()
+    for path, digest in layers:
+        push_blob(base, path, digest)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
+                   "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d,
+                    "size": os.path.getsize(p)} for p, d in layers]}).encode()
+    urllib.request.urlopen(urllib.request.Request(f"{base}/v2/{REPO}/manifests/{tag}", method="PUT",
+                                                  data=manifest,
+                                                  headers={"Content-Type": OCI_MANIFEST})).close()
+    return manifest
+
+
+def curl(url, out="/dev/null", accept=None):
+    """One GET with curl; returns (bytes, seconds to first byte, total seconds)."""
+    cmd = ["curl", "-s", "-f", "-o", out, "-w", "%{size_download} %{time_starttransfer} %{time_total}", url]
+    if accept:
+        cmd[1:1] = ["-H", "Accept: " + accept]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"curl {url} failed: {r.returncode} {r.stderr}")
+    size, ttfb, total = r.stdout.split()
+    return int(size), float(ttfb), float(total)
+
+
+def curl_sha256(url):
+    """Streams a GET into sha256sum; returns the digest."""
+    p1 = subprocess.Popen(["curl", "-s", "-f", url], stdout=subprocess.PIPE)
+    p2 = subprocess.run(["sha256sum"], stdin=p1.stdout, capture_output=True, text=True)
+    p1.stdout.close()
+    if p1.wait() != 0:
+        raise RuntimeError(f"curl {url} failed")
+    return "sha256:" + p2.stdout.split()[0]
+
+
+def parallel(n, fn):
+    """Runs fn(i) n times at once; returns (results, wall seconds)."""
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        results = list(pool.map(fn, range(n)))
+    return results, time.monotonic() - start
+
+
+def wrk(url, connections, seconds, header=None, threads=2):
+    """Runs wrk; returns (requests per second, bytes per second)."""
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", url]
+    if header:
+        cmd[1:1] = ["-H", header]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    m = re.search(r"Transfer/sec:\s+([\d.]+)([KMG]?B)", out)
+    scale = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}[m.group(2)]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad:
+        raise RuntimeError(f"wrk {url}: {bad.group(1)} non-2xx answers\n{out}")
+    return rps, float(m.group(1)) * scale
+
+
+def vm_hwm(pid):
+    """Peak resident size of a process, in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def upstream_gets(log_path, digest):
+    """GETs of a blob that the upstream answered with 200, from its access log."""
+    with open(log_path, errors="replace") as f:
+        return sum(1 for line in f if f'"GET /v2/{REPO}/blobs/{digest} ' in line and '" 200 ' in line)
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.smoke = args.smoke
+        self.work = tempfile.mkdtemp(prefix="registry-mirror-bench-")
+        self.servers = Servers(self.work)
+        self.rounds = 1 if self.smoke else args.rounds
+        self.rows = []
+        self.notes = []
+
+    # ------------------------------------------------------------------ set-up
+
+    def setup(self):
+        w = self.work
+        size = (1 << 20) if self.smoke else (256 << 20)
+        print(f"work folder {w}; generating layers", flush=True)
+        self.blob = os.path.join(w, "layer.bin")
+        self.digest = make_blob(self.blob, size)
+        self.size = size
+        self.big = None
+        if not self.smoke and not self.args.no_big:
+            self.big = os.path.join(w, "big.bin")
+            self.big_digest = make_blob(self.big, 1 << 30)
+
+        self.up_port = free_port()
+        registry_config(f"{w}/upstream.yml", self.up_port, f"{w}/upstream-storage")
+        self.upstream = self.servers.start("upstream", ["docker-registry", "serve", f"{w}/upstream.yml"])
+        self.up = f"http://127.0.0.1:{self.up_port}"
+        wait_up(self.up + "/v2/", self.upstream)
+        layers = [(self.blob, self.digest)] + ([(self.big, self.big_digest)] if self.big else [])
+        self.manifest = push_image(self.up, "latest", layers)
+        self.manifest_digest = "sha256:" + hashlib.sha256(self.manifest).hexdigest()
+
+        # The ceiling: nginx serving the same bytes as static files, with sendfile.
+        self.nginx_port = free_port()
+        www = os.path.join(w, "www")
+        os.makedirs(www)
+        os.link(self.blob, os.path.join(www, "blob"))
+        if self.big:
+            os.link(self.big, os.path.join(www, "big"))
+        with open(os.path.join(www, "manifest"), "wb") as f:
+            f.write(self.manifest)
+        os.chmod(w, 0o755)
+        for name in os.listdir(www):
+            os.chmod(os.path.join(www, name), 0o644)
+        with open(f"{w}/nginx.conf", "w") as f:
+            f.write(f"""daemon off;
+worker_processes auto;
+pid {w}/nginx.pid;
+error_log {w}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+  sendfile on;
+  tcp_nopush on;
+  access_log off;
+  keepalive_requests 100000;
+  server {{
+    listen 127.0.0.1:{self.nginx_port};
+    root {www};
+    types {{ }}
+    default_type application/octet-stream;
+  }}
+}}
+""")
+        self.nginx = self.servers.start("nginx", ["nginx", "-c", f"{w}/nginx.conf", "-p", w])
+        wait_up(f"http://127.0.0.1:{self.nginx_port}/manifest", self.nginx)
+
+    def upstream_log_settled(self):
+        """Waits until the upstream has logged a request made now, so earlier ones are logged too."""
+        mark = os.urandom(8).hex()
+        curl(f"{self.up}/v2/?mark={mark}")
+        log = f"{self.work}/upstream.log"
+        deadline = time.monotonic() + 10
+        while mark not in open(log, errors="replace").read():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the upstream did not log a request")
+            time.sleep(0.01)  # polling the upstream's log
+
+    def start_peer(self, name):
+        port = free_port()
+        storage = os.path.join(self.work, name + "-storage")
+        shutil.rmtree(storage, ignore_errors=True)
+        registry_config(f"{self.work}/{name}.yml", port, storage, proxy_of=self.up)
+        p = self.servers.start(name, ["docker-registry", "serve", f"{self.work}/{name}.yml"])
+        wait_up(f"http://127.0.0.1:{port}/v2/", p)
+        return p, f"http://127.0.0.1:{port}"
+
+    def start_mirror(self, name):
+        port = free_port()
+        storage = os.path.join(self.work, name + "-storage")
+        shutil.rmtree(storage, ignore_errors=True)
+        start = time.monotonic()
+        p = self.servers.start(name, ["java", "-Xmx256m", "-jar", JAR, "--port", str(port), "--storage", storage,
+                                      "--upstream", self.up])
+        wait_up(f"http://127.0.0.1:{port}/v2/", p)
+        return p, f"http://127.0.0.1:{port}", time.monotonic() - start
+
+    def blob_url(self, base, digest=None):
+        return f"{base}/v2/{REPO}/blobs/{digest or self.digest}"
+
+    # ------------------------------------------------------------------ workloads
+
+    def row(self, name, unit, mirror, peer, ceiling, target, ok):
+        self.rows.append((name, unit, mirror, peer, ceiling, target, ok))
+        print(f"{name}: mirror {fmt(mirror)} {unit}, peer {fmt(peer)}, ceiling {fmt(ceiling)} -> "
+              f"{'OK' if ok else 'MISSED'} ({target})", flush=True)
+
+    def warm_throughput(self, mirror, peer):
+        seconds = 1 if self.smoke else 8
+        curl(self.blob_url(mirror))
+        curl(self.blob_url(peer))
+        results = {}
+        for name, url in (("mirror", self.blob_url(mirror)), ("peer", self.blob_url(peer)),
+                          ("ceiling", f"http://127.0.0.1:{self.nginx_port}/blob")):
+            results[name] = statistics.median(wrk(url, 8, seconds)[1] for _ in range(self.rounds)) / (1 << 20)
+        m, p, c = results["mirror"], results["peer"], results["ceiling"]
+        self.row("1. warm blob, 8 clients", "MiB/s", m, p, c, "≥ 0.9× ceiling and > peer",
+                 m >= 0.9 * c and m > p)
+
+    def tag_hits(self, mirror, peer):
+        seconds = 1 if self.smoke else 5
+        accept = "Accept: " + OCI_MANIFEST
+        curl(f"{mirror}/v2/{REPO}/manifests/latest", accept=OCI_MANIFEST)
+        curl(f"{peer}/v2/{REPO}/manifests/latest", accept=OCI_MANIFEST)
+        results = {}
+        for name, url, header in (("mirror", f"{mirror}/v2/{REPO}/manifests/latest", accept),
+                                  ("peer", f"{peer}/v2/{REPO}/manifests/latest", accept),
+                                  ("ceiling", f"http://127.0.0.1:{self.nginx_port}/manifest", None)):
+            results[name] = statistics.median(wrk(url, 32, seconds, header)[0] for _ in range(self.rounds))
+        m, p, c = results["mirror"], results["peer"], results["ceiling"]
+        self.row("2. tag-manifest hits, wrk 32 conns", "req/s", m, p, c, "≥ 0.5× ceiling", m >= 0.5 * c)
+
+    def cold(self, make, label):
+        """Single cold pull, cold burst of 16, TTFB; a fresh server (empty storage) for each."""
+        singles, bursts, ttfbs, fetches, hwm = [], [], [], [], 0
+        for _ in range(self.rounds):
+            p, base, *_ = make(label)
+            self.warm_up(base)
+            size, ttfb, total = curl(self.blob_url(base))
+            assert size == self.size
+            singles.append(total)
+            ttfbs.append(ttfb)
+            self.servers.stop(p)
+            before = upstream_gets(f"{self.work}/upstream.log", self.digest)
+            p, base, *_ = make(label)
+            self.warm_up(base)
+            digests, wall = parallel(16, lambda i: curl_sha256(self.blob_url(base)))
+            if any(d != self.digest for d in digests):
+                raise RuntimeError(f"{label}: a client of the cold burst got wrong bytes")
+            bursts.append(wall)
+            self.upstream_log_settled()
+            fetches.append(upstream_gets(f"{self.work}/upstream.log", self.digest) - before)
+            if label == "mirror":
+                hwm = max(hwm, vm_hwm(p.pid))
+            self.servers.stop(p)
+        return statistics.median(singles), statistics.median(bursts), statistics.median(ttfbs), max(fetches), hwm
+
+    def warm_up(self, base):
+        """Requests that exercise a freshly started server (a manifest, the small config blob), so that a
+        cold-blob measurement times the blob path, not the first request of a new process."""
+        for _ in range(20):
+            curl(f"{base}/v2/{REPO}/manifests/latest", accept=OCI_MANIFEST)
+        config = json.loads(self.manifest)["config"]["digest"]
+        for _ in range(20):
+            curl(self.blob_url(base, config))
+
+    def cold_runs(self):
+        m_single, m_burst, m_ttfb, m_fetches, m_hwm = self.cold(lambda n: self.start_mirror(n), "mirror")
+        p_single, p_burst, p_ttfb, p_fetches, _ = self.cold(lambda n: self.start_peer(n), "peer")
+        up_ttfb = statistics.median(curl(self.blob_url(self.up))[1] for _ in range(max(3, self.rounds)))
+        self.row("3a. cold burst, 16 clients: upstream fetches", "fetches", m_fetches, p_fetches, None,
+                 "exactly 1", m_fetches == 1)
+        self.row("3b. cold burst wall time / single cold pull", "×", m_burst / m_single, p_burst / p_single, None,
+                 "≤ 1.3×", m_burst <= 1.3 * m_single)
+        self.notes.append(f"Cold pull of the {self.size >> 20} MiB blob: mirror {m_single:.2f} s alone, "
+                          f"{m_burst:.2f} s for 16 at once; peer {p_single:.2f} s and {p_burst:.2f} s.")
+        self.row("4. cold time to first byte", "ms", m_ttfb * 1000, p_ttfb * 1000, up_ttfb * 1000,
+                 "≤ upstream + 5 ms (ceiling column: the upstream itself)", m_ttfb <= up_ttfb + 0.005)
+        self.burst_hwm = m_hwm
+
+    def memory(self):
+        p, base, _ = self.start_mirror("mirror-memory")
+        curl(self.blob_url(base))
+        n = 8 if self.smoke else 64
+        parallel(n, lambda i: curl(self.blob_url(base)))
+        warm = vm_hwm(p.pid)
+        self.servers.stop(p)
+        big_warm = big_cold = None
+        if self.big:
+            p, base, _ = self.start_mirror("mirror-big")
+            parallel(16, lambda i: curl(self.blob_url(base, self.big_digest)))  # cold burst of the 1 GiB blob
+            big_cold = vm_hwm(p.pid)
+            parallel(64, lambda i: curl(self.blob_url(base, self.big_digest)))
+            big_warm = vm_hwm(p.pid)
+            self.servers.stop(p)
+        mib = 1 << 20
+        worst = max(x for x in (warm, self.burst_hwm, big_warm, big_cold) if x)
+        self.row(f"5. peak RSS, {n} warm pulls / cold burst (-Xmx256m)", "MiB", warm / mib,
+                 None, None, "< 400 MB", worst < 400e6)
+        self.notes.append(f"Peak RSS of the mirror: {warm / mib:.0f} MiB during {n} warm pulls and "
+                          f"{self.burst_hwm / mib:.0f} MiB during the cold burst of the {self.size >> 20} MiB blob"
+                          + (f"; with the 1 GiB blob, {big_cold / mib:.0f} MiB during a cold burst of 16 and "
+                             f"{big_warm / mib:.0f} MiB after 64 warm pulls" if self.big else "") + ".")
+
+    def startup(self):
+        times = []
+        for i in range(3 if self.smoke else 7):
+            p, _, took = self.start_mirror(f"mirror-start-{i}")
+            times.append(took)
+            self.servers.stop(p)
+        m = statistics.median(times)
+        self.row("6. start-up to first 200 on /v2/", "s", m, None, None, "< 1.5 s", m < 1.5)
+
+    # ------------------------------------------------------------------ report
+
+    def report(self):
+        lines = ["| workload | unit | mirror | peer | ceiling | mirror/ceiling | mirror/peer | target | met |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+        for name, unit, m, p, c, target, ok in self.rows:
+            lines.append(f"| {name} | {unit} | {fmt(m)} | {fmt(p)} | {fmt(c)} | {ratio(m, c)} | {ratio(m, p)} | "
+                         f"{target} | {'yes' if ok else '**no**'} |")
+        cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+        header = (f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {cpu} cores, "
+                  f"{'smoke mode' if self.smoke else f'medians of {self.rounds} rounds'}; "
+                  f"blob {self.size >> 20} MiB. Peer: Distribution "
+                  f"{version(['docker-registry', '--version'])} in proxy mode; ceiling: nginx "
+                  f"{version(['nginx', '-v'])} with sendfile.")
+        text = "\n".join([header, "", *lines, "", *("- " + n for n in self.notes)]) + "\n"
+        print("\n" + text)
+        target = self.args.output
+        if target:
+            write_between_markers(target, text)
+            print(f"written to {target}")
+        return all(ok for *_, ok in self.rows)
+
+    def run(self):
+        try:
+            self.setup()
+            mirror, mirror_url, _ = self.start_mirror("mirror")
+            peer, peer_url = self.start_peer("peer")
+            self.warm_throughput(mirror_url, peer_url)
+            self.tag_hits(mirror_url, peer_url)
+            self.servers.stop(mirror)
+            self.servers.stop(peer)
+            self.cold_runs()
+            self.memory()
+            self.startup()
+            return self.report()
+        finally:
+            self.servers.stop_all()
+            if not self.args.keep:
+                shutil.rmtree(self.work, ignore_errors=True)
+
+
+def fmt(x):
+    if x is None:
+        return "–"
+    if isinstance(x, int):
+        return str(x)
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.2f}"
+
+
+def ratio(a, b):
+    return "–" if a is None or not b else f"{a / b:.2f}×"
+
+
+def version(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    m = re.search(r"(\d+\.\d+(\.\d+)?)", r.stdout + r.stderr)
+    return m.group(1) if m else "?"
+
+
+def write_between_markers(path, text):
+    begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+    old = open(path).read() if os.path.exists(path) else f"# Benchmark results\n\n{begin}\n{end}\n"
+    if begin not in old:
+        old += f"\n{begin}\n{end}\n"
+    head, rest = old.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, "w") as f:
+        f.write(f"{head}{begin}\n{text}{end}{tail}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="seconds, a tiny blob, one round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per measurement (full run)")
+    ap.add_argument("--no-big", action="store_true", help="skip the 1 GiB blob")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, storage)")
+    ap.add_argument("--output", default=None, help="results file (default: bench/results.md, none in smoke mode)")
+    args = ap.parse_args()
+    if args.output is None and not args.smoke:
+        args.output = os.path.join(ROOT, "bench", "results.md")
+    if not os.path.exists(JAR):
+        sys.exit(f"no jar at {JAR}: build it first (mvn -B -q -DskipTests package)")
+    met = Bench(args).run()
+    if args.smoke:
+        print("smoke run finished (targets are not judged in smoke mode)")
+        return 0
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
