@@ -29,7 +29,7 @@ import org.slf4j.LoggerFactory;
  */
 final class BlobService {
     private static final Logger LOG = LoggerFactory.getLogger(BlobService.class);
-    static final int CHUNK = 128 * 1024;
+    static final int CHUNK = 1024 * 1024;
 
     private final Vertx vertx;
     private final BlobStore store;
@@ -330,7 +330,7 @@ final class BlobService {
                 stop(true);
                 return;
             }
-            boolean done = s.state() == Download.State.DONE;
+            boolean done = s.state() == Download.State.VERIFIED || s.state() == Download.State.DONE;
             long limit = end >= 0 ? Math.min(s.available(), end) : s.available();
             if (!done && end >= 0 && limit == end) {
                 limit = end - 1; // hold the last byte back until the blob is verified

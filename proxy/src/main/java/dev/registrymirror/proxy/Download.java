@@ -19,7 +19,12 @@ import java.util.List;
  * is between {@link #reserve} and {@link #release} (a reader that opened the file keeps its handle).
  */
 final class Download {
-    enum State { CONNECTING, STREAMING, DONE, FAILED }
+    /**
+     * CONNECTING until the upstream answers; STREAMING while bytes arrive; VERIFIED once every byte
+     * is written and matches the digest (readers may finish; it can no longer fail); DONE once
+     * committed to the store (or found not storable); FAILED when it cannot finish.
+     */
+    enum State { CONNECTING, STREAMING, VERIFIED, DONE, FAILED }
 
     /** What a reader sees at one instant. */
     record Snapshot(State state, long available, long size, Throwable failure) {
@@ -67,6 +72,15 @@ final class Download {
         update(() -> available = bytes);
     }
 
+    /** Every byte is written and verified; committing is under way. */
+    void verified(long finalSize) {
+        update(() -> {
+            available = finalSize;
+            size = finalSize;
+            state = State.VERIFIED;
+        });
+    }
+
     /** Every byte is written, verified and committed. */
     void done(long finalSize) {
         update(() -> {
@@ -91,7 +105,7 @@ final class Download {
     void failed(Throwable cause) {
         List<Waiter> wake;
         synchronized (this) {
-            if (state == State.DONE || state == State.FAILED) {
+            if (state == State.VERIFIED || state == State.DONE || state == State.FAILED) {
                 return;
             }
             failure = cause;

@@ -43,6 +43,8 @@ final class InflightDownloads {
     private final MirrorMetrics metrics;
     /** Free space a blob download leaves on the disk at least, beyond the blob itself. */
     static final long HEADROOM = 64L << 20;
+    /** Bytes of a download that may wait to be written to its file before the upstream is paused. */
+    static final int WRITE_QUEUE_BYTES = 8 << 20;
 
     private final ConcurrentMap<Digest, Download> downloads = new ConcurrentHashMap<>();
     private volatile boolean stopping;
@@ -144,6 +146,10 @@ final class InflightDownloads {
         private final TreeMap<Long, Long> completed = new TreeMap<>();
         private long received;
         private long written;
+        /** The verified length once the body has ended well; -1 before. */
+        private long verifiedAt = -1;
+        /** Whether the outcome is decided: verified, or failed for the disk. */
+        private boolean settled;
         private boolean over;
         private boolean pausedForDisk;
         private long lastChunkNanos = System.nanoTime();
@@ -165,6 +171,9 @@ final class InflightDownloads {
                     new RegistryError(503, "UNAVAILABLE", "the mirror is shutting down")));
             d.streaming(temp, announced);
             file.exceptionHandler(this::diskFailed);
+            // Vert.x's default (128 KiB) paused the upstream every few chunks: stop-and-go at a fraction
+            // of the link's speed. Writes to the page cache keep up; this only bounds a slow disk.
+            file.setWriteQueueMaxSize(WRITE_QUEUE_BYTES);
             resp.exceptionHandler(err -> {
                 if (!pausedForDisk && System.nanoTime() - lastChunkNanos >= idleNanos() * 9 / 10) {
                     // the connection's idle timeout closed it
@@ -237,6 +246,9 @@ final class InflightDownloads {
             }
             if (written != before) {
                 d.advanced(written);
+                if (written == verifiedAt) {
+                    verified();
+                }
             }
         }
 
@@ -254,16 +266,37 @@ final class InflightDownloads {
             }
             over = true;
             vertx.cancelTimer(watchdog);
-            long size = received;
+            verifiedAt = received;
+            if (written == received) {
+                verified();
+            } // else wrote() calls it once the last write is done
+        }
+
+        /**
+         * Every byte is verified and written: readers may finish now. Then the file is flushed and
+         * committed, off their path; if that fails the blob was served but is not stored.
+         */
+        private void verified() {
+            if (settled) {
+                return;
+            }
+            settled = true;
+            long size = verifiedAt;
+            d.verified(size);
             file.close()
                     .compose(v -> vertx.executeBlocking(() -> store.commit(temp, d.digest, size), false))
-                    .onSuccess(blob -> {
+                    .onComplete(ar -> {
                         downloads.remove(d.digest, d);
+                        if (ar.succeeded()) {
+                            LOG.info("upstream {}: stored blob {} ({} bytes)", upstream.name(), d.digest, size);
+                        } else {
+                            StorageUnavailable e = new StorageUnavailable("cannot commit blob " + d.digest
+                                    + " to the cache: " + ar.cause().getMessage(), ar.cause());
+                            metrics.storageError(e.reason);
+                            LOG.warn("{}; it was served but is not stored", e.getMessage());
+                        }
                         d.done(size);
-                        LOG.info("upstream {}: stored blob {} ({} bytes)", upstream.name(), d.digest, size);
-                    })
-                    .onFailure(err -> storageFailed(d, upstream, new StorageUnavailable("cannot commit blob "
-                            + d.digest + " to the cache: " + err.getMessage(), err)));
+                    });
         }
 
         /** Stops the download for an upstream fault; {@code reason} is the upstream-error label. */
@@ -273,11 +306,15 @@ final class InflightDownloads {
 
         /** Stops the download because its temporary file cannot be written. */
         private void diskFailed(Throwable err) {
-            if (over) {
+            boolean awaitingWrites = over && verifiedAt >= 0 && !settled;
+            if (over && !awaitingWrites) {
                 return;
             }
             over = true;
-            stopReading();
+            settled = true;
+            if (!awaitingWrites) {
+                stopReading();
+            }
             file.close();
             storageFailed(d, upstream, new StorageUnavailable("cannot write blob " + d.digest + " to the cache after "
                     + received + " bytes: " + err.getMessage(), err));

@@ -47,6 +47,9 @@ final class UpstreamClient {
     private static final Logger LOG = LoggerFactory.getLogger(UpstreamClient.class);
     private static final int MAX_REDIRECTS = 5;
 
+    /** The largest piece of a response body handed over at once. */
+    static final int BODY_CHUNK_BYTES = 256 * 1024;
+
     /** Failures without an answer that a retry may cure. */
     private static final Set<String> RETRYABLE = Set.of("connect", "timeout", "reset");
 
@@ -67,6 +70,9 @@ final class UpstreamClient {
                 .setIdleTimeout((int) upstream.idleTimeout().toMillis())
                 .setIdleTimeoutUnit(TimeUnit.MILLISECONDS)
                 .setDecompressionSupported(false)
+                // Netty's default cuts bodies into 8 KiB chunks: 32,768 per 256 MiB layer, each a file write.
+                .setMaxChunkSize(BODY_CHUNK_BYTES)
+                .setReceiveBufferSize(1 << 20)
                 .setVerifyHost(true);
         if (upstream.caFile() != null) {
             options.setTrustOptions(TrustOptions.wrap(trustWithExtraCas(upstream)));

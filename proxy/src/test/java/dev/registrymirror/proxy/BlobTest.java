@@ -194,6 +194,7 @@ class BlobTest extends MirrorTestBase {
         assertThat(r.statusCode()).isEqualTo(200);
         assertThat(r.body()).isEqualTo(layer);
         assertThat(hub.count("cdn", "GET", "/blobs/" + d)).isEqualTo(2);
+        assertThat(storedBlobs()).containsExactly(file);
         assertThat(Files.readAllBytes(file)).isEqualTo(layer);
         assertThat(mirror.metrics().scrape()).contains("registrymirror_corrupt_dropped_total{kind=\"blob\"} 1.0");
     }

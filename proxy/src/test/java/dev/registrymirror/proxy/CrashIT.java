@@ -46,6 +46,7 @@ class CrashIT extends FakeHubIT {
         try (RealParts.Child mirror = startMirror(port, data)) {
             assertThat(get(port, "/v2/library/app/blobs/" + doneDigest).body()).isEqualTo(done);
             assertThat(get(port, "/v2/library/app/manifests/1").statusCode()).isEqualTo(200);
+            awaitTrue("the first blob committed", () -> Files.exists(blobFile(data, doneDigest)));
 
             hub.holdSecondHalf = Promise.promise();
             List<CompletableFuture<HttpResponse<byte[]>>> pulls = new ArrayList<>();

@@ -182,6 +182,11 @@ abstract class MirrorTestBase {
     }
 
     List<Path> storedBlobs() throws IOException {
+        // A client has its bytes once they are verified; the commit to the store follows.
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        while (mirror != null && mirror.downloadsInFlight() > 0 && System.nanoTime() < deadline) {
+            Thread.onSpinWait();
+        }
         Path blobs = storage.resolve("blobs");
         try (Stream<Path> s = Files.walk(blobs)) {
             return s.filter(Files::isRegularFile).toList();
