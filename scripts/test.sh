@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit and integration tests (fake upstream) and the end-to-end tests with real
-# parts (CNCF Distribution as upstream, skopeo as client, promtool for the metrics).
+# parts (CNCF Distribution as upstream, skopeo as client, promtool for the metrics), then the
+# benchmark in its smoke mode (seconds), so that it keeps working.
 # Installs the Debian packages those need when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,10 @@ command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v tar >/dev/null 2>&1 || need+=(tar)
+command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""
@@ -19,4 +24,5 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-exec mvn -B -ntp verify "$@"
+mvn -B -ntp verify "$@"
+exec bench/run.sh --smoke

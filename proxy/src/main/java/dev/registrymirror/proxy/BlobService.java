@@ -9,13 +9,16 @@ import io.vertx.core.MultiMap;
 import io.vertx.core.Promise;
 import io.vertx.core.Vertx;
 import io.vertx.core.buffer.Buffer;
-import io.vertx.core.file.AsyncFile;
-import io.vertx.core.file.OpenOptions;
 import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpMethod;
 import io.vertx.core.http.HttpServerRequest;
 import io.vertx.core.http.HttpServerResponse;
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.PooledByteBufAllocator;
 import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.security.MessageDigest;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -29,7 +32,7 @@ import org.slf4j.LoggerFactory;
  */
 final class BlobService {
     private static final Logger LOG = LoggerFactory.getLogger(BlobService.class);
-    static final int CHUNK = 1024 * 1024;
+    static final int CHUNK = 256 * 1024;
 
     private final Vertx vertx;
     private final BlobStore store;
@@ -220,6 +223,26 @@ final class BlobService {
                 });
     }
 
+    /**
+     * Reads up to {@code len} bytes at {@code position} into a pooled direct buffer, which the socket
+     * write then takes without another copy. Blocks: call it on a worker thread.
+     */
+    private static ByteBuf read(FileChannel file, long position, int len) throws java.io.IOException {
+        ByteBuf buf = PooledByteBufAllocator.DEFAULT.directBuffer(len, len);
+        try {
+            while (buf.isWritable()) {
+                int n = buf.writeBytes(file, position + buf.writerIndex(), buf.writableBytes());
+                if (n < 0) {
+                    break;
+                }
+            }
+            return buf;
+        } catch (java.io.IOException | RuntimeException e) {
+            buf.release();
+            throw e;
+        }
+    }
+
     static void blobHeaders(MultiMap headers, Digest digest) {
         headers.set(HttpHeaders.CONTENT_TYPE, "application/octet-stream")
                 .set("Docker-Content-Digest", digest.toString())
@@ -238,7 +261,7 @@ final class BlobService {
         private final Route route;
         /** Completes when the first byte goes out; fails while nothing has, so the handler can answer. */
         private final Promise<Void> started = Promise.promise();
-        private AsyncFile file;
+        private FileChannel file;
         private boolean reserved = true;
         private boolean stopped;
         private long position;
@@ -263,8 +286,9 @@ final class BlobService {
                     }
                     return Future.failedFuture(snapshot.failure());
                 }
-                return vertx.fileSystem().open(d.temp().toString(), new OpenOptions().setRead(true).setWrite(false)
-                        .setCreate(false)).compose(f -> {
+                Path temp = d.temp();
+                return vertx.executeBlocking(() -> FileChannel.open(temp, StandardOpenOption.READ), false)
+                        .compose(f -> {
                             unreserve();
                             file = f;
                             respond(snapshot.size());
@@ -320,7 +344,7 @@ final class BlobService {
                 if (!started.future().isComplete() && !resp.headWritten()) {
                     // Nothing sent yet: answer with an error, or from the upstream if only the disk failed.
                     stopped = true;
-                    file.close();
+                    closeFile();
                     resp.headers().clear();
                     resp.setStatusCode(200).setChunked(false);
                     (s.failure() instanceof StorageUnavailable ? passThrough(route, upstream, req)
@@ -338,18 +362,24 @@ final class BlobService {
             if (position < limit) {
                 int len = (int) Math.min(CHUNK, limit - position);
                 long at = position;
-                file.read(Buffer.buffer(len), 0, at, len).onComplete(ar -> {
+                vertx.executeBlocking(() -> read(file, at, len), false).onComplete(ar -> {
                     if (stopped) {
+                        if (ar.succeeded()) {
+                            ar.result().release();
+                        }
                         return;
                     }
                     if (ar.failed()) {
                         stop(true);
                         return;
                     }
-                    position = at + ar.result().length();
-                    metrics.bytesFromUpstream(ar.result().length());
+                    ByteBuf chunk = ar.result();
+                    int n = chunk.readableBytes();
+                    position = at + n;
+                    metrics.bytesFromUpstream(n);
                     started.tryComplete();
-                    resp.write(ar.result());
+                    // Vert.x does not release a buffer it is given: the pooled chunk goes back once written.
+                    resp.write(Buffer.buffer(chunk)).onComplete(w -> chunk.release());
                     if (resp.writeQueueFull()) {
                         resp.drainHandler(v -> pump());
                     } else {
@@ -360,12 +390,20 @@ final class BlobService {
             }
             if (done && (end < 0 ? position >= s.available() : position >= end)) {
                 stopped = true;
-                file.close();
+                closeFile();
                 started.tryComplete();
                 resp.end();
                 return;
             }
             d.await(context, s.state(), s.available()).onComplete(v -> pump());
+        }
+
+        private void closeFile() {
+            FileChannel f = file;
+            vertx.executeBlocking(() -> {
+                f.close();
+                return null;
+            }, false);
         }
 
         private void unreserve() {
@@ -382,7 +420,7 @@ final class BlobService {
             stopped = true;
             started.tryComplete();
             if (file != null) {
-                file.close();
+                closeFile();
             }
             if (breakConnection) {
                 resp.reset();
