@@ -262,6 +262,7 @@ final class BlobService {
         /** Completes when the first byte goes out; fails while nothing has, so the handler can answer. */
         private final Promise<Void> started = Promise.promise();
         private FileChannel file;
+        private boolean reading;
         private boolean reserved = true;
         private boolean stopped;
         private long position;
@@ -336,8 +337,8 @@ final class BlobService {
         }
 
         private void pump() {
-            if (stopped) {
-                return;
+            if (stopped || reading) {
+                return; // one read at a time: a second one would send its bytes twice
             }
             Download.Snapshot s = d.snapshot();
             if (s.state() == Download.State.FAILED) {
@@ -362,7 +363,9 @@ final class BlobService {
             if (position < limit) {
                 int len = (int) Math.min(CHUNK, limit - position);
                 long at = position;
+                reading = true;
                 vertx.executeBlocking(() -> read(file, at, len), false).onComplete(ar -> {
+                    reading = false;
                     if (stopped) {
                         if (ar.succeeded()) {
                             ar.result().release();
@@ -381,7 +384,10 @@ final class BlobService {
                     // Vert.x does not release a buffer it is given: the pooled chunk goes back once written.
                     resp.write(Buffer.buffer(chunk)).onComplete(w -> chunk.release());
                     if (resp.writeQueueFull()) {
-                        resp.drainHandler(v -> pump());
+                        resp.drainHandler(v -> {
+                            resp.drainHandler(null); // Vert.x keeps calling it on every drain otherwise
+                            pump();
+                        });
                     } else {
                         pump();
                     }

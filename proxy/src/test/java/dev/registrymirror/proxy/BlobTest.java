@@ -198,4 +198,54 @@ class BlobTest extends MirrorTestBase {
         assertThat(Files.readAllBytes(file)).isEqualTo(layer);
         assertThat(mirror.metrics().scrape()).contains("registrymirror_corrupt_dropped_total{kind=\"blob\"} 1.0");
     }
+
+    @Test
+    void clientsSlowerThanTheDownloadGetExactlyTheBlob() throws Exception {
+        // Sixteen clients reading a cold 48 MiB blob through small windows: the server's write queue
+        // fills and drains over and over while the download runs, which once made a reader send a
+        // range twice.
+        byte[] layer = randomBytes(48 << 20, 41);
+        Digest d = hub.putBlob(layer);
+        startMirror();
+        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(16);
+        List<java.util.concurrent.Future<Digest>> clients = new ArrayList<>();
+        for (int i = 0; i < 16; i++) {
+            clients.add(pool.submit(() -> {
+                try (java.net.Socket s = new java.net.Socket()) {
+                    s.setReceiveBufferSize(4096);
+                    s.connect(new java.net.InetSocketAddress("127.0.0.1", mirror.port()));
+                    s.getOutputStream().write(("GET /v2/library/alpine/blobs/" + d + " HTTP/1.1\r\nHost: x\r\n\r\n")
+                            .getBytes(java.nio.charset.StandardCharsets.US_ASCII));
+                    InputStream in = new java.io.BufferedInputStream(s.getInputStream(), 4096);
+                    StringBuilder head = new StringBuilder();
+                    while (!head.toString().endsWith("\r\n\r\n")) {
+                        head.append((char) in.read());
+                    }
+                    java.util.regex.Matcher m = java.util.regex.Pattern.compile("(?i)content-length: *(\\d+)")
+                            .matcher(head);
+                    assertThat(m.find()).as(head.toString()).isTrue();
+                    long left = Long.parseLong(m.group(1));
+                    java.security.MessageDigest md = java.security.MessageDigest.getInstance("SHA-256");
+                    byte[] small = new byte[1500];
+                    while (left > 0) {
+                        int n = in.read(small, 0, (int) Math.min(small.length, left));
+                        if (n < 0) {
+                            throw new IOException(left + " bytes missing");
+                        }
+                        md.update(small, 0, n);
+                        left -= n;
+                    }
+                    return Digest.parse("sha256:" + java.util.HexFormat.of().formatHex(md.digest()));
+                }
+            }));
+        }
+        try {
+            for (java.util.concurrent.Future<Digest> c : clients) {
+                assertThat(c.get(60, java.util.concurrent.TimeUnit.SECONDS)).isEqualTo(d);
+            }
+        } finally {
+            pool.shutdownNow();
+        }
+        assertThat(hub.count("cdn", "GET", "/blobs/")).isEqualTo(1);
+    }
 }
