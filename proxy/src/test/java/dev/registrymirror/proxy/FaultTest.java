@@ -29,17 +29,9 @@ class FaultTest extends MirrorTestBase {
         CONNECTION_REFUSED, DROPPED_MID_BLOB, STALLED_MID_BLOB, WRONG_BYTES, STATUS_500, STATUS_429, SLOW_TOKEN
     }
 
-    @Override
-    String upstreamsYaml() {
-        return """
-                upstreams:
-                  - name: docker.io
-                    url: %s
-                    connectTimeout: 1s
-                    idleTimeout: 1s
-                    retries: 1
-                    retryBackoff: 10ms
-                """.formatted(hub.url());
+    {
+        connectTimeout = "1s";
+        idleTimeout = "1s";
     }
 
     /** What one client saw. */

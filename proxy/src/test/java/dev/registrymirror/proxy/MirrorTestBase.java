@@ -49,6 +49,11 @@ abstract class MirrorTestBase {
     @TempDir
     Path storage;
 
+    /** Timeouts and retries of the fake hub's upstream entry; tests change them before starting the mirror. */
+    String connectTimeout = "2s";
+    String idleTimeout = "2s";
+    int retries = 1;
+
     /** Warnings of Vert.x's blocked-thread checker: any one fails the test. */
     private final ListAppender<ILoggingEvent> blocked = new ListAppender<>();
 
@@ -91,11 +96,16 @@ abstract class MirrorTestBase {
                   - name: docker.io
                     url: %s
                     manifestTtl: 5m
-                    connectTimeout: 2s
-                    idleTimeout: 2s
-                    retries: 1
+                    connectTimeout: %s
+                    idleTimeout: %s
+                    retries: %d
                     retryBackoff: 10ms
-                """.formatted(hub.url());
+                %s""".formatted(hub.url(), connectTimeout, idleTimeout, retries, upstreamExtraYaml());
+    }
+
+    /** More lines for the upstream entry (credentials), indented by four spaces. */
+    String upstreamExtraYaml() {
+        return "";
     }
 
     Mirror startMirror() {

@@ -19,22 +19,13 @@ import org.junit.jupiter.api.Test;
 
 /** A stopping mirror refuses new requests, lets responses in progress finish (bounded), leaves no temp files. */
 class ShutdownTest extends MirrorTestBase {
-    private String idleTimeout = "2s";
+    {
+        retries = 0;
+    }
 
     @Override
     String shutdownTimeout() {
         return "1s";
-    }
-
-    @Override
-    String upstreamsYaml() {
-        return """
-                upstreams:
-                  - name: docker.io
-                    url: %s
-                    idleTimeout: %s
-                    retries: 0
-                """.formatted(hub.url(), idleTimeout);
     }
 
     @Test

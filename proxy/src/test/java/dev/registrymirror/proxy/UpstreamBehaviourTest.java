@@ -18,16 +18,8 @@ class UpstreamBehaviourTest extends MirrorTestBase {
     private String credentials = "";
 
     @Override
-    String upstreamsYaml() {
-        return """
-                upstreams:
-                  - name: docker.io
-                    url: %s
-                    connectTimeout: 2s
-                    idleTimeout: 2s
-                    retries: 1
-                    retryBackoff: 10ms
-                %s""".formatted(hub.url(), credentials);
+    String upstreamExtraYaml() {
+        return credentials;
     }
 
     @Test
