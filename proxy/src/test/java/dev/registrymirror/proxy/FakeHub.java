@@ -386,20 +386,49 @@ final class FakeHub extends AbstractVerticle {
             body[body.length / 2] ^= 0x5a;
         }
         int half = body.length / 2;
-        Buffer first = Buffer.buffer(body).slice(0, half);
-        Buffer rest = Buffer.buffer(body).slice(half, body.length);
-        resp.write(first);
-        if (f == Fault.DROP_MID_BODY) {
-            vertx.setTimer(20, t -> req.connection().close());
-            return;
+        Buffer all = Buffer.buffer(body);
+        writeSlices(resp, all, 0, half).onComplete(w -> {
+            if (f == Fault.DROP_MID_BODY) {
+                vertx.setTimer(20, t -> req.connection().close());
+                return;
+            }
+            if (f == Fault.STALL_MID_BODY) {
+                return; // the connection stays open, silent
+            }
+            firstHalfSent.tryComplete();
+            Promise<Void> hold = holdSecondHalf;
+            Future<Void> gate = hold == null ? Future.succeededFuture() : hold.future();
+            gate.onComplete(v -> writeSlices(resp, all, half, all.length()).onComplete(x -> resp.end()));
+        });
+    }
+
+    /**
+     * Writes {@code buf[from, to)} in 1 MiB pieces, waiting for the socket to drain: one large write
+     * makes Netty copy it into one huge direct buffer on the event loop, which the blocked-loop guard
+     * of the tests (rightly) reports.
+     */
+    private static Future<Void> writeSlices(HttpServerResponse resp, Buffer buf, int from, int to) {
+        Promise<Void> done = Promise.promise();
+        writeSlicesFrom(resp, buf, from, to, done);
+        return done.future();
+    }
+
+    private static void writeSlicesFrom(HttpServerResponse resp, Buffer buf, int from, int to, Promise<Void> done) {
+        int at = from;
+        while (at < to) {
+            int end = Math.min(to, at + (1 << 20));
+            resp.write(buf.slice(at, end));
+            at = end;
+            if (resp.writeQueueFull()) {
+                int next = at;
+                resp.drainHandler(v -> {
+                    resp.drainHandler(null);
+                    writeSlicesFrom(resp, buf, next, to, done);
+                });
+                return;
+            }
         }
-        if (f == Fault.STALL_MID_BODY) {
-            return; // the connection stays open, silent
-        }
-        firstHalfSent.tryComplete();
-        Promise<Void> hold = holdSecondHalf;
-        Future<Void> gate = hold == null ? Future.succeededFuture() : hold.future();
-        gate.onComplete(v -> resp.end(rest));
+        done.tryComplete();
     }
 
     private void tagsList(HttpServerRequest req, String repo) {
