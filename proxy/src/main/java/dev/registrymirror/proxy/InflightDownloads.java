@@ -273,7 +273,7 @@ final class InflightDownloads {
         }
 
         /**
-         * Every byte is verified and written: readers may finish now. Then the file is flushed and
+         * Every byte is verified and written: readers may finish now. Then the file is closed and
          * committed, off their path; if that fails the blob was served but is not stored.
          */
         private void verified() {
