@@ -59,6 +59,7 @@ final class CacheIndex {
     static final class Entry {
         final long size;
         long lastAccess;
+        /** The last use written to the file. */
         volatile long persistedAccess;
         final AtomicInteger pins = new AtomicInteger();
         volatile boolean verified;
@@ -141,14 +142,24 @@ final class CacheIndex {
         e.pins.decrementAndGet();
     }
 
-    /** Notes a use without taking the monitor: safe on an event loop. */
+    /**
+     * Notes a use without taking the monitor (safe on an event loop). The next upkeep applies it,
+     * and writes it to the file's modification time at most once per {@link #PERSIST_ACCESS_MILLIS}.
+     */
     void accessed(Key key) {
         recent.put(key, now());
     }
 
-    /** Whether the entry's last use should now be written to its file. */
-    boolean shouldPersist(Entry e, long now) {
-        return now - e.persistedAccess >= PERSIST_ACCESS_MILLIS;
+    /**
+     * Whether a use of the entry at {@code now} should be written to its file now; if so, it counts as
+     * written. For readers that take the monitor ({@link #lookup}) and write the time themselves.
+     */
+    synchronized boolean shouldPersist(Entry e, long now) {
+        if (now - e.persistedAccess < PERSIST_ACCESS_MILLIS) {
+            return false;
+        }
+        e.persistedAccess = now;
+        return true;
     }
 
     /** Adds an item whose file now exists (the caller holds the monitor while making it exist). */
@@ -234,10 +245,16 @@ final class CacheIndex {
             return List.of();
         }
         List<Map.Entry<Key, Long>> toPersist = new ArrayList<>();
+        List<Map.Entry<Key, Long>> noted = new ArrayList<>(recent.entrySet().size());
+        for (Map.Entry<Key, Long> r : recent.entrySet()) {
+            Map.Entry<Key, Long> note = Map.entry(r.getKey(), r.getValue());
+            recent.remove(note.getKey(), note.getValue()); // a newer note stays for the next upkeep
+            noted.add(note);
+        }
+        // Applied in the order of use, so that what was used least recently stays first.
+        noted.sort(Map.Entry.comparingByValue());
         synchronized (this) {
-            for (Iterator<Map.Entry<Key, Long>> it = recent.entrySet().iterator(); it.hasNext(); ) {
-                Map.Entry<Key, Long> r = it.next();
-                it.remove();
+            for (Map.Entry<Key, Long> r : noted) {
                 Entry e = lru.get(r.getKey());
                 if (e != null) {
                     e.lastAccess = Math.max(e.lastAccess, r.getValue());

@@ -52,22 +52,13 @@ final class FileBlobStore implements BlobStore {
     }
 
     Path pathOf(Digest digest) {
-        return blobs.resolve(digest.algorithm()).resolve(digest.hex().substring(0, 2)).resolve(digest.hex());
+        return StorageScan.fanOut(blobs, digest);
     }
 
     /** Adds what is under {@code blobs/} to {@code into}; files not named by a digest are left alone. */
     void scan(List<CacheIndex.Scanned> into) throws IOException {
-        StorageScan.files(blobs, 3, (p, attrs) -> {
-            Path rel = blobs.relativize(p);
-            String text = rel.getName(0) + ":" + rel.getName(2);
-            if (Digest.isValid(text)) {
-                Digest d = Digest.parse(text);
-                if (pathOf(d).equals(p)) {
-                    into.add(new CacheIndex.Scanned(new Key(Kind.BLOB, d), attrs.size(),
-                            attrs.lastModifiedTime().toMillis()));
-                }
-            }
-        });
+        StorageScan.contentFiles(blobs, (d, attrs) -> into.add(new CacheIndex.Scanned(new Key(Kind.BLOB, d),
+                attrs.size(), attrs.lastModifiedTime().toMillis())), (p, attrs) -> { });
     }
 
     @Override
@@ -105,7 +96,6 @@ final class FileBlobStore implements BlobStore {
         }
         long now = index.now();
         if (index.shouldPersist(e, now)) {
-            e.persistedAccess = now;
             try {
                 Files.setLastModifiedTime(p, FileTime.fromMillis(now));
             } catch (IOException ex) {

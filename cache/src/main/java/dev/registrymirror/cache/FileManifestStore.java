@@ -47,25 +47,18 @@ final class FileManifestStore implements ManifestStore {
         });
     }
 
-    private Path pathOf(Digest digest) {
-        return root.resolve(digest.algorithm()).resolve(digest.hex().substring(0, 2)).resolve(digest.hex());
+    Path pathOf(Digest digest) {
+        return StorageScan.fanOut(root, digest);
     }
 
     /** Adds the manifests on disk to {@code into}, and deletes temporary files a crash left behind. */
     void scan(List<CacheIndex.Scanned> into) throws IOException {
-        StorageScan.files(root, 3, (p, attrs) -> {
-            String name = p.getFileName().toString();
-            if (AtomicFiles.isLeftover(name, run)) {
-                Files.deleteIfExists(p);
-                return;
-            }
-            Path rel = root.relativize(p);
-            String text = rel.getName(0) + ":" + name;
-            if (rel.getNameCount() == 3 && Digest.isValid(text) && pathOf(Digest.parse(text)).equals(p)) {
-                into.add(new CacheIndex.Scanned(new Key(Kind.MANIFEST, Digest.parse(text)), attrs.size(),
-                        attrs.lastModifiedTime().toMillis()));
-            }
-        });
+        StorageScan.contentFiles(root, (d, attrs) -> into.add(new CacheIndex.Scanned(new Key(Kind.MANIFEST, d),
+                attrs.size(), attrs.lastModifiedTime().toMillis())), (p, attrs) -> {
+                    if (AtomicFiles.isLeftover(p.getFileName().toString(), run)) {
+                        Files.deleteIfExists(p);
+                    }
+                });
     }
 
     @Override

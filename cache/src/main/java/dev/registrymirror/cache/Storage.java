@@ -157,9 +157,7 @@ public final class Storage implements AutoCloseable {
     }
 
     private void persistAccess(CacheIndex.Key key, long millis) {
-        Digest d = key.digest();
-        Path p = root.resolve(key.kind() == Kind.BLOB ? "blobs" : "manifests").resolve(d.algorithm())
-                .resolve(d.hex().substring(0, 2)).resolve(d.hex());
+        Path p = key.kind() == Kind.BLOB ? blobs.pathOf(key.digest()) : manifests.pathOf(key.digest());
         try {
             Files.setLastModifiedTime(p, FileTime.fromMillis(millis));
         } catch (IOException e) {
@@ -192,10 +190,7 @@ public final class Storage implements AutoCloseable {
         try {
             int leftovers = 0;
             for (Path stale : staleTemp) {
-                try (Stream<Path> in = Files.list(stale)) {
-                    leftovers += (int) in.count();
-                }
-                StorageScan.deleteTree(stale);
+                leftovers += StorageScan.deleteTree(stale);
             }
             if (leftovers > 0) {
                 LOG.info("removed {} temporary files left by an earlier run", leftovers);

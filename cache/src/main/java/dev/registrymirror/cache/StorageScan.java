@@ -10,13 +10,41 @@ import java.nio.file.SimpleFileVisitor;
 import java.nio.file.attribute.BasicFileAttributes;
 import java.util.EnumSet;
 
-/** Walks of the storage folders, as the start-up scan makes them. */
+/**
+ * The layout of the content-addressed folders ({@code <algorithm>/<first two hex>/<hex>}) and the
+ * walks of the storage folders that the start-up scan makes.
+ */
 final class StorageScan {
     private StorageScan() {
     }
 
     interface FileConsumer {
         void accept(Path file, BasicFileAttributes attrs) throws IOException;
+    }
+
+    interface ContentConsumer {
+        void accept(Digest digest, BasicFileAttributes attrs) throws IOException;
+    }
+
+    /** Where the file for {@code digest} lives under {@code dir}. */
+    static Path fanOut(Path dir, Digest digest) {
+        return dir.resolve(digest.algorithm()).resolve(digest.hex().substring(0, 2)).resolve(digest.hex());
+    }
+
+    /**
+     * Calls {@code content} for every file under {@code dir} that sits where {@link #fanOut} puts a
+     * digest's file, and {@code other} for every other regular file.
+     */
+    static void contentFiles(Path dir, ContentConsumer content, FileConsumer other) throws IOException {
+        files(dir, 3, (p, attrs) -> {
+            Path rel = dir.relativize(p);
+            String text = rel.getNameCount() == 3 ? rel.getName(0) + ":" + rel.getName(2) : "";
+            if (Digest.isValid(text) && fanOut(dir, Digest.parse(text)).equals(p)) {
+                content.accept(Digest.parse(text), attrs);
+            } else {
+                other.accept(p, attrs);
+            }
+        });
     }
 
     /** Calls {@code consumer} for every regular file at most {@code depth} levels under {@code dir}. */
@@ -44,12 +72,15 @@ final class StorageScan {
                 });
     }
 
-    /** Deletes {@code dir} and everything under it; quiet about what is already gone. */
-    static void deleteTree(Path dir) throws IOException {
+    /** Deletes {@code dir} and everything under it; quiet about what is already gone. Yields the files deleted. */
+    static int deleteTree(Path dir) throws IOException {
+        int[] deleted = {0};
         FileVisitor<Path> deleter = new SimpleFileVisitor<>() {
             @Override
             public FileVisitResult visitFile(Path file, BasicFileAttributes attrs) throws IOException {
-                Files.deleteIfExists(file);
+                if (Files.deleteIfExists(file)) {
+                    deleted[0]++;
+                }
                 return FileVisitResult.CONTINUE;
             }
 
@@ -70,5 +101,6 @@ final class StorageScan {
         if (Files.exists(dir)) {
             Files.walkFileTree(dir, deleter);
         }
+        return deleted[0];
     }
 }
