@@ -15,7 +15,6 @@ import io.vertx.core.http.HttpServerRequest;
 import io.vertx.core.http.HttpServerResponse;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.PooledByteBufAllocator;
-import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
@@ -145,9 +144,7 @@ final class BlobService {
     private Future<Void> passThrough(Route route, UpstreamClient upstream, HttpServerRequest req) {
         metrics.passThrough();
         Digest digest = route.digest();
-        MultiMap headers = MultiMap.caseInsensitiveMultiMap().add(HttpHeaders.ACCEPT, "*/*");
-        return upstream.send(HttpMethod.GET, "/v2/" + route.repository() + "/blobs/" + digest, route.repository(),
-                headers, "blob").compose(in -> {
+        return upstream.blob(HttpMethod.GET, route.repository(), digest).compose(in -> {
                     if (in.statusCode() != 200) {
                         return Future.failedFuture(upstream.failure(in, "BLOB_UNKNOWN", "blob " + digest));
                     }
@@ -171,9 +168,7 @@ final class BlobService {
                     in.handler(chunk -> {
                         received[0] += chunk.length();
                         metrics.upstreamBytes(upstream.name(), chunk.length());
-                        for (ByteBuffer nio : chunk.getByteBuf().nioBuffers()) {
-                            hasher.update(nio);
-                        }
+                        UpstreamClient.hash(hasher, chunk);
                         if (held[0] != null) {
                             metrics.bytesFromUpstream(held[0].length());
                             out.write(held[0]);
@@ -187,12 +182,14 @@ final class BlobService {
                     in.endHandler(v -> {
                         boolean lengthOk = length == null || Long.toString(received[0]).equals(length.trim());
                         if (!lengthOk || !digest.matches(hasher.digest())) {
-                            metrics.upstreamError(upstream.name(), lengthOk ? "digest_mismatch" : "reset");
-                            LOG.warn("upstream {}: blob {} streamed without storing was wrong; connection broken",
-                                    upstream.name(), digest);
+                            String reason = lengthOk ? "digest_mismatch" : "reset";
+                            String why = lengthOk ? "upstream bytes do not match " + digest
+                                    : "upstream body ended after " + received[0] + " of " + length + " bytes";
+                            metrics.upstreamError(upstream.name(), reason);
+                            LOG.warn("upstream {}: blob {} streamed without storing was wrong ({}); connection broken",
+                                    upstream.name(), digest, why);
                             out.reset();
-                            done.tryFail(RegistryError.badGateway(upstream.name(),
-                                    "upstream bytes do not match " + digest, "digest_mismatch"));
+                            done.tryFail(RegistryError.badGateway(upstream.name(), why, reason));
                             return;
                         }
                         if (held[0] != null) {
@@ -206,8 +203,7 @@ final class BlobService {
     }
 
     private Future<Void> headUpstream(Route route, UpstreamClient upstream, HttpServerRequest req) {
-        String path = "/v2/" + route.repository() + "/blobs/" + route.digest();
-        return upstream.send(HttpMethod.HEAD, path, route.repository(), MultiMap.caseInsensitiveMultiMap(), "blob")
+        return upstream.blob(HttpMethod.HEAD, route.repository(), route.digest())
                 .compose(resp -> {
                     if (resp.statusCode() != 200) {
                         return Future.failedFuture(upstream.failure(resp, "BLOB_UNKNOWN", "blob " + route.digest()));

@@ -3,9 +3,7 @@ package dev.registrymirror.proxy;
 import dev.registrymirror.cache.BlobStore;
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.metrics.MirrorMetrics;
-import io.netty.buffer.ByteBuf;
 import io.vertx.core.Future;
-import io.vertx.core.MultiMap;
 import io.vertx.core.Vertx;
 import io.vertx.core.buffer.Buffer;
 import io.vertx.core.file.AsyncFile;
@@ -14,7 +12,6 @@ import io.vertx.core.http.HttpClientResponse;
 import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpMethod;
 import java.io.IOException;
-import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.security.MessageDigest;
 import java.util.TreeMap;
@@ -84,8 +81,7 @@ final class InflightDownloads {
 
     private void start(Download d, UpstreamClient upstream, String repository) {
         LOG.info("upstream {}: fetching blob {} for {}", upstream.name(), d.digest, repository);
-        MultiMap headers = MultiMap.caseInsensitiveMultiMap().add(HttpHeaders.ACCEPT, "*/*");
-        upstream.send(HttpMethod.GET, "/v2/" + repository + "/blobs/" + d.digest, repository, headers, "blob")
+        upstream.blob(HttpMethod.GET, repository, d.digest)
                 .onSuccess(resp -> {
                     if (resp.statusCode() != 200) {
                         fail(d, upstream, upstream.failure(resp, "BLOB_UNKNOWN", "blob " + d.digest), null);
@@ -176,9 +172,7 @@ final class InflightDownloads {
             file.setWriteQueueMaxSize(WRITE_QUEUE_BYTES);
             resp.exceptionHandler(err -> {
                 if (!pausedForDisk && System.nanoTime() - lastChunkNanos >= idleNanos() * 9 / 10) {
-                    // the connection's idle timeout closed it
-                    abort("upstream sent nothing for " + upstream.upstream().idleTimeout().toMillis() + " ms",
-                            "timeout", RegistryError.unavailable(upstream.name(), "no data in time", "timeout"));
+                    idle(); // the connection's idle timeout closed it
                     return;
                 }
                 RegistryError e = UpstreamClient.transportError(upstream.name(), "upstream", err);
@@ -189,11 +183,16 @@ final class InflightDownloads {
             long idle = idleNanos();
             watchdog = vertx.setPeriodic(Math.max(10, idle / 4_000_000), t -> {
                 if (!pausedForDisk && System.nanoTime() - lastChunkNanos > idle) {
-                    abort("upstream sent nothing for " + upstream.upstream().idleTimeout().toMillis() + " ms",
-                            "timeout", RegistryError.unavailable(upstream.name(), "no data in time", "timeout"));
+                    idle();
                 }
             });
             resp.resume();
+        }
+
+        /** The upstream went silent for longer than its idle timeout. */
+        private void idle() {
+            abort("upstream sent nothing for " + upstream.upstream().idleTimeout().toMillis() + " ms", "timeout",
+                    RegistryError.unavailable(upstream.name(), "no data in time", "timeout"));
         }
 
         private long idleNanos() {
@@ -213,10 +212,7 @@ final class InflightDownloads {
                 abort("upstream sent more than its Content-Length of " + announced, "protocol");
                 return;
             }
-            ByteBuf bb = buf.getByteBuf();
-            for (ByteBuffer nio : bb.nioBuffers()) {
-                hasher.update(nio);
-            }
+            UpstreamClient.hash(hasher, buf);
             file.write(buf, position).onComplete(ar -> {
                 if (ar.succeeded()) {
                     wrote(position, len);

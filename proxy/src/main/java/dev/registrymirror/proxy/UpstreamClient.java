@@ -1,11 +1,13 @@
 package dev.registrymirror.proxy;
 
+import dev.registrymirror.cache.Digest;
 import dev.registrymirror.config.MirrorConfig;
 import dev.registrymirror.metrics.MirrorMetrics;
 import io.vertx.core.Future;
 import io.vertx.core.MultiMap;
 import io.vertx.core.Promise;
 import io.vertx.core.Vertx;
+import io.vertx.core.buffer.Buffer;
 import io.vertx.core.http.HttpClient;
 import io.vertx.core.http.HttpClientOptions;
 import io.vertx.core.http.HttpClientResponse;
@@ -18,9 +20,11 @@ import java.io.InputStream;
 import java.net.ConnectException;
 import java.net.URI;
 import java.net.UnknownHostException;
+import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.security.GeneralSecurityException;
 import java.security.KeyStore;
+import java.security.MessageDigest;
 import java.security.cert.Certificate;
 import java.security.cert.CertificateFactory;
 import java.security.cert.X509Certificate;
@@ -105,6 +109,12 @@ final class UpstreamClient {
     Future<HttpClientResponse> send(HttpMethod method, String path, String repository, MultiMap headers,
                                     String kind) {
         return send(method, URI.create(upstream.url() + path), repository, headers, kind, 0);
+    }
+
+    /** {@code GET} or {@code HEAD} of a blob, with the retries of {@link #send}. */
+    Future<HttpClientResponse> blob(HttpMethod method, String repository, Digest digest) {
+        MultiMap headers = MultiMap.caseInsensitiveMultiMap().add(HttpHeaders.ACCEPT, "*/*");
+        return send(method, "/v2/" + repository + "/blobs/" + digest, repository, headers, "blob");
     }
 
     /**
@@ -256,6 +266,13 @@ final class UpstreamClient {
             metrics.upstreamError(upstream.name(), error.upstreamReason);
         }
         return error;
+    }
+
+    /** Feeds a body chunk to a digest being computed, without copying it. */
+    static void hash(MessageDigest hasher, Buffer chunk) {
+        for (ByteBuffer nio : chunk.getByteBuf().nioBuffers()) {
+            hasher.update(nio);
+        }
     }
 
     /** Reads and drops a response body so the connection can be reused. */
