@@ -32,6 +32,7 @@ public final class MirrorMetrics {
     public static final String CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
     private static final String PREFIX = "registrymirror.";
+    private static final String SERVED = "Bytes of blobs and manifests sent to clients, by where they came from";
 
     private final PrometheusMeterRegistry registry;
     private final ConcurrentMap<String, Timer> requestTimers = new ConcurrentHashMap<>();
@@ -43,12 +44,8 @@ public final class MirrorMetrics {
 
     private MirrorMetrics(PrometheusMeterRegistry registry) {
         this.registry = registry;
-        this.servedFromCache = Counter.builder(PREFIX + "served").baseUnit("bytes").tag("source", "cache")
-                .description("Bytes of blobs and manifests sent to clients, by where they came from")
-                .register(registry);
-        this.servedFromUpstream = Counter.builder(PREFIX + "served").baseUnit("bytes").tag("source", "upstream")
-                .description("Bytes of blobs and manifests sent to clients, by where they came from")
-                .register(registry);
+        this.servedFromCache = bytesCounter("served", SERVED, "source", "cache");
+        this.servedFromUpstream = bytesCounter("served", SERVED, "source", "upstream");
     }
 
     /** A fresh registry with JVM and process metrics bound. */
@@ -136,9 +133,8 @@ public final class MirrorMetrics {
 
     /** Body bytes received from an upstream. */
     public void upstreamBytes(String upstream, long bytes) {
-        counters.computeIfAbsent("upstream.bytes|" + upstream, k -> Counter.builder(PREFIX + "upstream.received")
-                .baseUnit("bytes").description("Body bytes received from upstream registries")
-                .tag("upstream", upstream).register(registry)).increment(bytes);
+        bytesCounter("upstream.received", "Body bytes received from upstream registries", "upstream", upstream)
+                .increment(bytes);
     }
 
     /** The upstream reported its remaining pull allowance ({@code ratelimit-remaining}). */
@@ -181,10 +177,8 @@ public final class MirrorMetrics {
     public void evicted(String kind, String reason, long bytes) {
         counter("evictions", "Blobs and manifests removed from storage to respect maxSize or maxAge",
                 "kind", kind, "reason", reason).increment();
-        counters.computeIfAbsent(key("evicted.bytes", "kind", kind, "reason", reason),
-                k -> Counter.builder(PREFIX + "evicted").baseUnit("bytes").tags("kind", kind, "reason", reason)
-                        .description("Bytes removed from storage to respect maxSize or maxAge").register(registry))
-                .increment(bytes);
+        bytesCounter("evicted", "Bytes removed from storage to respect maxSize or maxAge", "kind", kind,
+                "reason", reason).increment(bytes);
     }
 
     /** A stored file did not match its digest and was deleted (it is fetched again when asked for). */
@@ -207,8 +201,17 @@ public final class MirrorMetrics {
     }
 
     private Counter counter(String name, String description, String... tags) {
-        return counters.computeIfAbsent(key(name, tags), k -> Counter.builder(PREFIX + name).description(description)
-                .tags(tags).register(registry));
+        return counter(name, null, description, tags);
+    }
+
+    private Counter bytesCounter(String name, String description, String... tags) {
+        return counter(name, "bytes", description, tags);
+    }
+
+    /** The counter of that name and labels, made on first use; {@code unit} is a base unit or {@code null}. */
+    private Counter counter(String name, String unit, String description, String[] tags) {
+        return counters.computeIfAbsent(key(name, tags), k -> Counter.builder(PREFIX + name).baseUnit(unit)
+                .description(description).tags(tags).register(registry));
     }
 
     private Timer timer(ConcurrentMap<String, Timer> timers, String name, String description, String... tags) {
