@@ -109,20 +109,28 @@ def make_blob(path, size):
     return "sha256:" + h.hexdigest()
 
 
-def push_blob(base, path, digest):
+def push_blob(base, body, digest):
+    """Uploads a blob, given as bytes or a file path, in one request (a monolithic upload)."""
     req = urllib.request.Request(f"{base}/v2/{REPO}/blobs/uploads/", method="POST", data=b"")
     with urllib.request.urlopen(req) as r:
         location = r.headers["Location"]
     if location.startswith("/"):
         location = base + location
     sep = "&" if "?" in location else "?"
-    size = os.path.getsize(path)
-    with open(path, "rb") as body:
-        req = urllib.request.Request(f"{location}{sep}digest={digest}", method="PUT", data=body,
-                                     headers={"Content-Length": str(size),
-                                              "Content-Type": "application/octet-stream"})
+    # Without an explicit Content-Type urllib sends a form type, and the registry then misreads the body.
+    headers = {"Content-Type": "application/octet-stream"}
+    if isinstance(body, bytes):
+        data = body
+    else:
+        headers["Content-Length"] = str(os.path.getsize(body))
+        data = open(body, "rb")
+    try:
+        req = urllib.request.Request(f"{location}{sep}digest={digest}", method="PUT", data=data, headers=headers)
         with urllib.request.urlopen(req) as r:
             assert r.status == 201, r.status
+    finally:
+        if not isinstance(body, bytes):
+            data.close()
 
 
 def push_image(base, tag, layers):
@@ -130,14 +138,7 @@ def push_image(base, tag, layers):
     config = json.dumps({"architecture": "amd64", "os": "linux",
                          "rootfs": {"type": "layers", "diff_ids": [d for _, d in layers]}}).encode()
     config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    req = urllib.request.Request(f"{base}/v2/{REPO}/blobs/uploads/", method="POST", data=b"")
-    with urllib.request.urlopen(req) as r:
-        location = r.headers["Location"]
-    location = base + location if location.startswith("/") else location
-    sep = "&" if "?" in location else "?"
-    urllib.request.urlopen(urllib.request.Request(f"{location}{sep}digest={config_digest}", method="PUT",
-                                                  data=config,
-                                                  headers={"Content-Type": "application/octet-stream"})).close()
+    push_blob(base, config, config_digest)
     for path, digest in layers:
         push_blob(base, path, digest)
     manifest = json.dumps({
