@@ -247,7 +247,10 @@ final class BlobService {
                 .set(HttpHeaders.CACHE_CONTROL, "max-age=31536000");
     }
 
-    /** One client reading a download as it grows. Runs on the client's context. */
+    /**
+     * One client reading a download as it grows, from the download's window in memory while it
+     * keeps up, from the temporary file when it falls behind. Runs on the client's context.
+     */
     private final class Follower {
         private final Download d;
         private final HttpServerRequest req;
@@ -257,6 +260,7 @@ final class BlobService {
         private final Route route;
         /** Completes when the first byte goes out; fails while nothing has, so the handler can answer. */
         private final Promise<Void> started = Promise.promise();
+        /** The temporary file, opened the first time this client falls behind the window. */
         private FileChannel file;
         private boolean reading;
         private boolean reserved = true;
@@ -283,17 +287,8 @@ final class BlobService {
                     }
                     return Future.failedFuture(snapshot.failure());
                 }
-                Path temp = d.temp();
-                return vertx.executeBlocking(() -> FileChannel.open(temp, StandardOpenOption.READ), false)
-                        .compose(f -> {
-                            unreserve();
-                            file = f;
-                            respond(snapshot.size());
-                            return started.future();
-                        }, err -> {
-                            unreserve();
-                            return Future.failedFuture(new RegistryError(500, "UNKNOWN", "cannot read the cache"));
-                        });
+                respond(snapshot.size());
+                return started.future();
             });
         }
 
@@ -302,7 +297,7 @@ final class BlobService {
             if (s.state() != Download.State.CONNECTING) {
                 return Future.succeededFuture(s);
             }
-            return d.await(context, s.state(), s.available()).compose(v -> headersKnown());
+            return d.await(context, s).compose(v -> headersKnown());
         }
 
         private void respond(long size) {
@@ -332,80 +327,137 @@ final class BlobService {
             pump();
         }
 
+        /** Sends what is there, from memory where it can; one file read at a time (a second would send its bytes twice). */
         private void pump() {
-            if (stopped || reading) {
-                return; // one read at a time: a second one would send its bytes twice
-            }
-            Download.Snapshot s = d.snapshot();
-            if (s.state() == Download.State.FAILED) {
-                if (!started.future().isComplete() && !resp.headWritten()) {
-                    // Nothing sent yet: answer with an error, or from the upstream if only the disk failed.
-                    stopped = true;
-                    closeFile();
-                    resp.headers().clear();
-                    resp.setStatusCode(200).setChunked(false);
-                    (s.failure() instanceof StorageUnavailable ? passThrough(route, upstream, req)
-                            : Future.<Void>failedFuture(s.failure())).onComplete(started);
+            while (!stopped && !reading) {
+                Download.Snapshot s = d.snapshot();
+                if (s.state() == Download.State.FAILED) {
+                    failed(s.failure());
                     return;
                 }
-                stop(true);
-                return;
-            }
-            boolean done = s.state() == Download.State.VERIFIED || s.state() == Download.State.DONE;
-            long limit = end >= 0 ? Math.min(s.available(), end) : s.available();
-            if (!done && end >= 0 && limit == end) {
-                limit = end - 1; // hold the last byte back until the blob is verified
-            }
-            if (position < limit) {
-                int len = (int) Math.min(CHUNK, limit - position);
-                long at = position;
-                reading = true;
-                vertx.executeBlocking(() -> read(file, at, len), false).onComplete(ar -> {
-                    reading = false;
-                    if (stopped) {
-                        if (ar.succeeded()) {
-                            ar.result().release();
+                boolean done = s.state() == Download.State.VERIFIED || s.state() == Download.State.DONE;
+                long limit = end >= 0 ? Math.min(s.available(), end) : s.available();
+                if (!done && end >= 0 && limit == end) {
+                    limit = end - 1; // hold the last byte back until the blob is verified
+                }
+                if (position < limit) {
+                    int len = (int) Math.min(CHUNK, limit - position);
+                    ByteBuf chunk = d.take(position, len);
+                    if (chunk == null) {
+                        // Behind the window (or the window is gone): everything before it is in the file.
+                        long onDisk = d.snapshot().onDisk();
+                        if (onDisk > position) {
+                            readFile(position, (int) Math.min(len, onDisk - position));
+                            return;
                         }
+                        continue; // the download failed meanwhile
+                    }
+                    if (send(chunk)) {
                         return;
                     }
-                    if (ar.failed()) {
-                        stop(true);
-                        return;
-                    }
-                    ByteBuf chunk = ar.result();
-                    int n = chunk.readableBytes();
-                    position = at + n;
-                    metrics.bytesFromUpstream(n);
+                    continue;
+                }
+                if (done && (end < 0 ? position >= s.available() : position >= end)) {
+                    stopped = true;
+                    closeFile();
+                    unreserve();
                     started.tryComplete();
-                    // Vert.x does not release a buffer it is given: the pooled chunk goes back once written.
-                    resp.write(Buffer.buffer(chunk)).onComplete(w -> chunk.release());
-                    if (resp.writeQueueFull()) {
-                        resp.drainHandler(v -> {
-                            resp.drainHandler(null); // Vert.x keeps calling it on every drain otherwise
-                            pump();
-                        });
-                    } else {
-                        pump();
-                    }
-                });
+                    resp.end();
+                    return;
+                }
+                d.await(context, s).onComplete(v -> pump());
                 return;
             }
-            if (done && (end < 0 ? position >= s.available() : position >= end)) {
+        }
+
+        /** Writes a chunk this client now owns; true when the socket is full and pump() will run on drain. */
+        private boolean send(ByteBuf chunk) {
+            int n = chunk.readableBytes();
+            position += n;
+            metrics.bytesFromUpstream(n);
+            started.tryComplete();
+            // Vert.x does not release a buffer it is given: the chunk goes back once written.
+            resp.write(Buffer.buffer(chunk)).onComplete(w -> chunk.release());
+            if (!resp.writeQueueFull()) {
+                return false;
+            }
+            resp.drainHandler(v -> {
+                resp.drainHandler(null); // Vert.x keeps calling it on every drain otherwise
+                pump();
+            });
+            return true;
+        }
+
+        private void readFile(long at, int len) {
+            reading = true;
+            FileChannel open = file;
+            Path temp = d.temp();
+            vertx.executeBlocking(() -> {
+                FileChannel ch = open != null ? open : FileChannel.open(temp, StandardOpenOption.READ);
+                try {
+                    return new FileRead(ch, read(ch, at, len));
+                } catch (java.io.IOException | RuntimeException e) {
+                    if (open == null) {
+                        ch.close();
+                    }
+                    throw e;
+                }
+            }, false).onComplete(ar -> {
+                reading = false;
+                if (ar.failed()) {
+                    if (stopped) {
+                        unreserve();
+                        return;
+                    }
+                    if (!started.future().isComplete() && !resp.headWritten()) {
+                        stopped = true;
+                        unreserve();
+                        started.tryFail(new RegistryError(500, "UNKNOWN", "cannot read the cache"));
+                    } else {
+                        stop(true);
+                    }
+                    return;
+                }
+                if (file == null) {
+                    file = ar.result().channel();
+                    unreserve(); // the open handle keeps the file readable
+                }
+                if (stopped) {
+                    ar.result().bytes().release();
+                    closeFile();
+                    return;
+                }
+                if (!send(ar.result().bytes())) {
+                    pump();
+                }
+            });
+        }
+
+        /** The download failed. */
+        private void failed(Throwable failure) {
+            if (!started.future().isComplete() && !resp.headWritten()) {
+                // Nothing sent yet: answer with an error, or from the upstream if only the disk failed.
                 stopped = true;
                 closeFile();
-                started.tryComplete();
-                resp.end();
+                unreserve();
+                resp.headers().clear();
+                resp.setStatusCode(200).setChunked(false);
+                (failure instanceof StorageUnavailable ? passThrough(route, upstream, req)
+                        : Future.<Void>failedFuture(failure)).onComplete(started);
                 return;
             }
-            d.await(context, s.state(), s.available()).onComplete(v -> pump());
+            stop(true);
         }
 
         private void closeFile() {
             FileChannel f = file;
-            vertx.executeBlocking(() -> {
-                f.close();
-                return null;
-            }, false);
+            file = null;
+            if (f != null) {
+                vertx.executeBlocking(() -> {
+                    f.close();
+                    return null;
+                }, false);
+            }
         }
 
         private void unreserve() {
@@ -421,12 +473,16 @@ final class BlobService {
             }
             stopped = true;
             started.tryComplete();
-            if (file != null) {
-                closeFile();
-            }
+            closeFile();
+            if (!reading) {
+                unreserve();
+            } // else the read's completion releases it
             if (breakConnection) {
                 resp.reset();
             }
         }
+    }
+
+    private record FileRead(FileChannel channel, ByteBuf bytes) {
     }
 }

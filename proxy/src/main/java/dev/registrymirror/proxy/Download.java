@@ -4,19 +4,30 @@ import dev.registrymirror.cache.Digest;
 import io.vertx.core.Context;
 import io.vertx.core.Future;
 import io.vertx.core.Promise;
+import io.vertx.core.impl.ContextInternal;
+import io.netty.buffer.ByteBuf;
 import java.nio.file.Path;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.List;
 
 /**
- * One blob on its way from an upstream into a temporary file. Any number of clients read the file
- * while it grows, each at its own pace; the download itself belongs to none of them and goes on if
+ * One blob on its way from an upstream into a temporary file. Any number of clients read it while
+ * it arrives, each at its own pace; the download itself belongs to none of them and goes on if
  * they leave.
+ *
+ * <p>The most recent chunks stay in memory (a window of at least {@link #WINDOW_BYTES} plus
+ * whatever is not yet written to the file), so readers that keep up with the upstream are served
+ * from there, without waiting for the disk or reading it back; a reader that falls behind the
+ * window reads the file, where everything before the window is already written.
  *
  * <p>Implementation note: the state is guarded by this object's monitor, because readers live on
  * other event loops than the writer. Readers wait through {@link #await}, whose future completes on
- * the reader's own context. The temporary file is deleted once the download has ended and no reader
- * is between {@link #reserve} and {@link #release} (a reader that opened the file keeps its handle).
+ * the reader's own context. The window's chunks are pooled direct buffers; a reader takes a
+ * retained slice under the monitor and releases it once its socket has written it, so a chunk
+ * leaving the window is freed only when no socket still needs it. The temporary file is deleted
+ * once the download has ended and no reader is between {@link #reserve} and {@link #release} (a
+ * reader that opened the file keeps its handle).
  */
 final class Download {
     /**
@@ -27,17 +38,30 @@ final class Download {
     enum State { CONNECTING, STREAMING, VERIFIED, DONE, FAILED }
 
     /** What a reader sees at one instant. */
-    record Snapshot(State state, long available, long size, Throwable failure) {
+    record Snapshot(State state, long available, long onDisk, long size, Throwable failure) {
     }
 
     private record Waiter(Context context, Promise<Void> promise) {
     }
+
+    private record Chunk(long position, ByteBuf bytes) {
+        long end() {
+            return position + bytes.readableBytes();
+        }
+    }
+
+    /** Bytes already written to the file that the window keeps in memory for readers, at least. */
+    static final int WINDOW_BYTES = 4 << 20;
 
     final Digest digest;
     private State state = State.CONNECTING;
     private Path temp;
     private long size = -1;
     private long available;
+    /** How much of the file is written, from its start. */
+    private long onDisk;
+    /** The most recent chunks, in order, contiguous, ending at {@code available} (while streaming). */
+    private final ArrayDeque<Chunk> window = new ArrayDeque<>();
     private Throwable failure;
     private int reserved;
     private boolean tempGone;
@@ -51,7 +75,7 @@ final class Download {
     }
 
     synchronized Snapshot snapshot() {
-        return new Snapshot(state, available, size, failure);
+        return new Snapshot(state, available, onDisk, size, failure);
     }
 
     synchronized Path temp() {
@@ -67,9 +91,58 @@ final class Download {
         });
     }
 
+    /**
+     * The next chunk of the body, at {@code position} (= what was available so far), hashed but maybe
+     * not written yet. The window takes over the caller's reference to {@code bytes}.
+     */
+    void arrived(long position, ByteBuf bytes) {
+        update(() -> {
+            if (state != State.STREAMING || position != available) {
+                bytes.release();
+                return;
+            }
+            window.addLast(new Chunk(position, bytes));
+            available = position + bytes.readableBytes();
+        });
+    }
+
     /** The first {@code bytes} bytes of the file are written. */
-    void advanced(long bytes) {
-        update(() -> available = bytes);
+    void written(long bytes) {
+        synchronized (this) {
+            onDisk = bytes;
+            long keptOnDisk = 0;
+            for (Chunk c : window) {
+                if (c.end() <= onDisk) {
+                    keptOnDisk += c.bytes().readableBytes();
+                }
+            }
+            // Chunks leave from the front once written, keeping at least WINDOW_BYTES of written ones.
+            while (!window.isEmpty() && window.peekFirst().end() <= onDisk
+                    && keptOnDisk - window.peekFirst().bytes().readableBytes() >= WINDOW_BYTES) {
+                Chunk c = window.pollFirst();
+                keptOnDisk -= c.bytes().readableBytes();
+                c.bytes().release();
+            }
+        }
+    }
+
+    /**
+     * Up to {@code max} bytes from {@code position} as they are in memory, for one reader, who must
+     * release the buffer once written; null when {@code position} is before the window (read the
+     * file, where it is written) or not yet available.
+     */
+    synchronized ByteBuf take(long position, int max) {
+        if (window.isEmpty() || position < window.peekFirst().position() || position >= available) {
+            return null;
+        }
+        for (Chunk c : window) {
+            if (position < c.end()) {
+                int from = (int) (position - c.position());
+                int len = (int) Math.min(max, c.end() - position);
+                return c.bytes().retainedSlice(c.bytes().readerIndex() + from, len);
+            }
+        }
+        return null;
     }
 
     /** Every byte is written and verified; committing is under way. */
@@ -81,12 +154,14 @@ final class Download {
         });
     }
 
-    /** Every byte is written, verified and committed. */
+    /** Every byte is written, verified and committed; readers still behind read the file from now on. */
     void done(long finalSize) {
         update(() -> {
             available = finalSize;
+            onDisk = finalSize;
             size = finalSize;
             state = State.DONE;
+            dropWindow();
         });
         maybeFreeTemp();
     }
@@ -110,6 +185,7 @@ final class Download {
             }
             failure = cause;
             state = State.FAILED;
+            dropWindow();
             wake = takeWaiters();
         }
         wake(wake);
@@ -117,13 +193,13 @@ final class Download {
     }
 
     /**
-     * A future that completes, on the caller's context, once the state differs from what a reader
-     * saw: more than {@code seenAvailable} bytes, or a new state.
+     * A future that completes, on the caller's context, once the download differs from what a
+     * reader saw: more bytes, or a new state.
      */
-    Future<Void> await(Context context, State seenState, long seenAvailable) {
+    Future<Void> await(Context context, Snapshot seen) {
         Promise<Void> p = Promise.promise();
         synchronized (this) {
-            if (state == seenState && available == seenAvailable) {
+            if (state == seen.state() && available == seen.available()) {
                 waiters.add(new Waiter(context, p));
                 return p.future();
             }
@@ -193,6 +269,13 @@ final class Download {
         action.run();
     }
 
+    private void dropWindow() {
+        for (Chunk c : window) {
+            c.bytes().release();
+        }
+        window.clear();
+    }
+
     private List<Waiter> takeWaiters() {
         if (waiters.isEmpty()) {
             return List.of();
@@ -202,9 +285,18 @@ final class Download {
         return out;
     }
 
+    /**
+     * Wakes readers: at once for those on the calling thread's event loop (a task would wait behind
+     * the loop's pending reads, each a chunk to hash: measured 2-3 ms before the first byte went
+     * out), through their context for the others.
+     */
     private static void wake(List<Waiter> list) {
         for (Waiter w : list) {
-            w.context().runOnContext(v -> w.promise().tryComplete());
+            if (((ContextInternal) w.context()).nettyEventLoop().inEventLoop()) {
+                w.promise().tryComplete();
+            } else {
+                w.context().runOnContext(v -> w.promise().tryComplete());
+            }
         }
     }
 }

@@ -11,7 +11,12 @@ import io.vertx.core.file.OpenOptions;
 import io.vertx.core.http.HttpClientResponse;
 import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpMethod;
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.PooledByteBufAllocator;
 import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.StandardOpenOption;
 import java.nio.file.Path;
 import java.security.MessageDigest;
 import java.util.TreeMap;
@@ -79,47 +84,76 @@ final class InflightDownloads {
         return d;
     }
 
-    private void start(Download d, UpstreamClient upstream, String repository) {
-        LOG.info("upstream {}: fetching blob {} for {}", upstream.name(), d.digest, repository);
-        upstream.blob(HttpMethod.GET, repository, d.digest)
-                .onSuccess(resp -> {
-                    if (resp.statusCode() != 200) {
-                        fail(d, upstream, upstream.failure(resp, "BLOB_UNKNOWN", "blob " + d.digest), null);
-                        return;
-                    }
-                    receive(d, upstream, resp);
-                })
-                .onFailure(err -> fail(d, upstream, UpstreamClient.transportError(upstream.name(), "upstream", err),
-                        null));
+    /** A temporary file made ready for a download, and the free space seen when it was made. */
+    private record Temp(Path path, AsyncFile file, long free) {
     }
 
-    private void receive(Download d, UpstreamClient upstream, HttpClientResponse resp) {
-        if (stopping) {
-            resp.exceptionHandler(e -> { });
-            resp.request().reset();
-            fail(d, upstream, new RegistryError(503, "UNAVAILABLE", "the mirror is shutting down"), null);
-            return;
-        }
-        long announced = parseLength(resp.getHeader(HttpHeaders.CONTENT_LENGTH));
-        vertx.executeBlocking(() -> {
-                    long free = store.usableSpace();
-                    if (free < (announced >= 0 ? announced : 0) + HEADROOM) {
-                        throw new IOException("only " + free + " bytes free for a blob of "
-                                + (announced >= 0 ? announced + " bytes" : "unknown size"));
-                    }
-                    return store.newTempFile();
-                }, false)
-                .compose(temp -> vertx.fileSystem()
-                        .open(temp.toString(), new OpenOptions().setWrite(true).setCreate(false).setRead(false))
-                        .map(file -> new Writer(d, upstream, resp, temp, file, announced))
-                        .onFailure(err -> discardLater(temp)))
-                .onSuccess(Writer::begin)
-                .onFailure(err -> {
-                    resp.exceptionHandler(e -> { });
-                    resp.request().reset();
-                    storageFailed(d, upstream, new StorageUnavailable("cannot store blob " + d.digest + ": "
-                            + err.getMessage(), err));
-                });
+    private void start(Download d, UpstreamClient upstream, String repository) {
+        LOG.info("upstream {}: fetching blob {} for {}", upstream.name(), d.digest, repository);
+        // The temporary file is made while the upstream is asked, so the first bytes do not wait for it.
+        Future<Temp> temp = prepareTemp();
+        Future<HttpClientResponse> answer = upstream.blob(HttpMethod.GET, repository, d.digest);
+        Future.join(temp, answer).onComplete(ignored -> {
+            if (answer.failed() || answer.result().statusCode() != 200 || stopping) {
+                temp.onSuccess(this::discard);
+                if (answer.failed()) {
+                    fail(d, upstream, UpstreamClient.transportError(upstream.name(), "upstream", answer.cause()), null);
+                } else if (answer.result().statusCode() != 200) {
+                    fail(d, upstream, upstream.failure(answer.result(), "BLOB_UNKNOWN", "blob " + d.digest), null);
+                } else {
+                    abandon(answer.result());
+                    fail(d, upstream, new RegistryError(503, "UNAVAILABLE", "the mirror is shutting down"), null);
+                }
+                return;
+            }
+            HttpClientResponse resp = answer.result();
+            long announced = parseLength(resp.getHeader(HttpHeaders.CONTENT_LENGTH));
+            Throwable problem = temp.failed() ? temp.cause()
+                    : temp.result().free() < Math.max(announced, 0) + HEADROOM
+                    ? new IOException("only " + temp.result().free() + " bytes free for a blob of "
+                            + (announced >= 0 ? announced + " bytes" : "unknown size"))
+                    : null;
+            if (problem != null) {
+                temp.onSuccess(this::discard);
+                abandon(resp);
+                storageFailed(d, upstream, new StorageUnavailable("cannot store blob " + d.digest + ": "
+                        + problem.getMessage(), problem));
+                return;
+            }
+            new Writer(d, upstream, resp, temp.result().path(), temp.result().file(), announced).begin();
+        });
+    }
+
+    /**
+     * Creates and opens a temporary file on a worker (one hop), noting the free space. One byte is
+     * written to it first: readers are sent bytes from memory before the file has them, so a disk
+     * that refuses writes must be found now, while every request can still go to the upstream.
+     */
+    private Future<Temp> prepareTemp() {
+        return vertx.executeBlocking(() -> {
+            long free = store.usableSpace();
+            Path path = store.newTempFile();
+            try {
+                try (FileChannel probe = FileChannel.open(path, StandardOpenOption.WRITE)) {
+                    probe.write(ByteBuffer.allocate(1), 0);
+                }
+                AsyncFile file = vertx.fileSystem().openBlocking(path.toString(),
+                        new OpenOptions().setWrite(true).setCreate(false).setRead(false));
+                return new Temp(path, file, free);
+            } catch (IOException | RuntimeException e) {
+                store.discard(path);
+                throw e;
+            }
+        }, false);
+    }
+
+    private void discard(Temp temp) {
+        temp.file().close().onComplete(v -> discardLater(temp.path()));
+    }
+
+    private static void abandon(HttpClientResponse resp) {
+        resp.exceptionHandler(e -> { });
+        resp.request().reset();
     }
 
     /** The cache cannot take the blob: counted, logged, and the waiting requests go to the upstream directly. */
@@ -213,7 +247,13 @@ final class InflightDownloads {
                 return;
             }
             UpstreamClient.hash(hasher, buf);
-            file.write(buf, position).onComplete(ar -> {
+            // One copy into a pooled direct buffer, which the file write and every reader's socket
+            // then take as it is (a heap buffer is copied again by each of them).
+            ByteBuf bytes = PooledByteBufAllocator.DEFAULT.directBuffer(len, len);
+            bytes.writeBytes(buf.getByteBuf());
+            d.arrived(position, bytes.retain());
+            file.write(Buffer.buffer(bytes), position).onComplete(ar -> {
+                bytes.release();
                 if (ar.succeeded()) {
                     wrote(position, len);
                 } else {
@@ -241,7 +281,7 @@ final class InflightDownloads {
                 written += next;
             }
             if (written != before) {
-                d.advanced(written);
+                d.written(written);
                 if (written == verifiedAt) {
                     verified();
                 }

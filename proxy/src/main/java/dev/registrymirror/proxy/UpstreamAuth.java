@@ -16,6 +16,7 @@ import java.time.Clock;
 import java.time.Duration;
 import java.util.Base64;
 import java.util.concurrent.CompletableFuture;
+import java.util.function.Supplier;
 import java.util.concurrent.TimeUnit;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -40,7 +41,7 @@ final class UpstreamAuth {
     }
 
     private final MirrorConfig.Upstream upstream;
-    private final HttpClient client;
+    private final Supplier<HttpClient> client;
     private final Metrics metrics;
     private final AsyncCache<String, Token> tokens;
     private volatile Challenge challenge;
@@ -50,7 +51,7 @@ final class UpstreamAuth {
         void tokenFetched(int status, long nanos);
     }
 
-    UpstreamAuth(MirrorConfig.Upstream upstream, HttpClient client, Clock clock, Metrics metrics) {
+    UpstreamAuth(MirrorConfig.Upstream upstream, Supplier<HttpClient> client, Clock clock, Metrics metrics) {
         this.upstream = upstream;
         this.client = client;
         this.metrics = metrics;
@@ -123,7 +124,7 @@ final class UpstreamAuth {
             options.putHeader(HttpHeaders.AUTHORIZATION, basic());
         }
         long start = System.nanoTime();
-        return client.request(options)
+        return client.get().request(options)
                 .compose(req -> req.send())
                 .compose(resp -> resp.body().map(body -> {
                     metrics.tokenFetched(resp.statusCode(), System.nanoTime() - start);

@@ -28,7 +28,7 @@ import org.junit.jupiter.api.Test;
 class BlobTest extends MirrorTestBase {
 
     @Test
-    void missFetchesThroughTheRedirectWithoutAuthorizationThenHitsLocally() {
+    void missFetchesThroughTheRedirectWithoutAuthorizationThenHitsLocally() throws IOException {
         byte[] layer = randomBytes(300_000, 1);
         Digest d = hub.putBlob(layer);
         startMirror();
@@ -42,6 +42,8 @@ class BlobTest extends MirrorTestBase {
         assertThat(hub.count("auth")).isEqualTo(1);
         assertThat(hub.count("cdn", "GET", "/blobs/")).isEqualTo(1);
         assertThat(hub.seen("cdn").get(0).authorization()).isNull();
+        // A client finishes once the blob is verified; it is stored a moment later.
+        assertThat(storedBlobs()).hasSize(1);
 
         HttpResponse<byte[]> second = get("/v2/library/alpine/blobs/" + d);
         assertThat(second.statusCode()).isEqualTo(200);
@@ -157,6 +159,71 @@ class BlobTest extends MirrorTestBase {
         assertThat(mirror.downloadsInFlight()).isZero();
         assertThat(tempFiles()).isEmpty();
         await(client.close());
+    }
+
+    @Test
+    void clientsJoiningLateReadTheStartFromTheFileAndTheRestFromMemoryAsItArrives() throws Exception {
+        // The upstream holds back the second half of 24 MiB. Once the first half is written, its start
+        // has left the download's in-memory window (4 MiB) and is only in the temporary file.
+        byte[] layer = randomBytes(24 << 20, 42);
+        int half = layer.length / 2;
+        Digest d = hub.putBlob(layer);
+        Promise<Void> release = Promise.promise();
+        hub.holdSecondHalf = release;
+        startMirror();
+        HttpClient client = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(4));
+        AtomicLong early = new AtomicLong();
+        Future<Buffer> first = fetch(client, d, null, early);
+        await(hub.firstHalfSent.future());
+        long deadline = System.nanoTime() + 20_000_000_000L;
+        while ((early.get() < half - BlobService.CHUNK || tempBytes() < half)
+                && System.nanoTime() < deadline) {
+            Thread.onSpinWait();
+        }
+
+        AtomicLong late = new AtomicLong();
+        Future<Buffer> whole = fetch(client, d, null, late);
+        Future<Buffer> fromFile = fetch(client, d, "bytes=1000000-", new AtomicLong());
+        Future<Buffer> inWindow = fetch(client, d, "bytes=" + (half - 1000) + "-" + (half + 999), new AtomicLong());
+        while (late.get() < half - BlobService.CHUNK && System.nanoTime() < deadline) {
+            Thread.onSpinWait();
+        }
+        assertThat(late.get()).as("a late client gets what has arrived while the upstream holds back the rest")
+                .isGreaterThanOrEqualTo(half - BlobService.CHUNK);
+        release.complete();
+
+        assertThat(await(first).getBytes()).isEqualTo(layer);
+        assertThat(await(whole).getBytes()).isEqualTo(layer);
+        assertThat(await(fromFile).getBytes()).isEqualTo(java.util.Arrays.copyOfRange(layer, 1_000_000, layer.length));
+        assertThat(await(inWindow).getBytes()).isEqualTo(java.util.Arrays.copyOfRange(layer, half - 1000, half + 1000));
+        assertThat(hub.count("cdn", "GET", "/blobs/")).isEqualTo(1);
+        await(client.close());
+    }
+
+    private Future<Buffer> fetch(HttpClient client, Digest d, String range, AtomicLong received) {
+        Promise<Buffer> body = Promise.promise();
+        RequestOptions options = new RequestOptions().setMethod(HttpMethod.GET).setHost("127.0.0.1")
+                .setPort(mirror.port()).setURI("/v2/library/alpine/blobs/" + d);
+        if (range != null) {
+            options.putHeader("Range", range);
+        }
+        client.request(options).compose(req -> req.send()).onSuccess(resp -> {
+            Buffer all = Buffer.buffer();
+            resp.handler(chunk -> {
+                all.appendBuffer(chunk);
+                received.addAndGet(chunk.length());
+            });
+            resp.endHandler(v -> body.tryComplete(all));
+            resp.exceptionHandler(body::tryFail);
+        }).onFailure(body::tryFail);
+        return body.future();
+    }
+
+    /** Bytes in the temporary files now. */
+    private long tempBytes() throws IOException {
+        try (java.util.stream.Stream<Path> files = Files.list(storage.resolve("tmp"))) {
+            return files.mapToLong(p -> p.toFile().length()).sum();
+        }
     }
 
     @Test
