@@ -10,6 +10,7 @@ import java.nio.file.Path;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * One blob on its way from an upstream into a temporary file. Any number of clients read it while
@@ -50,10 +51,29 @@ final class Download {
         }
     }
 
-    /** Bytes already written to the file that the window keeps in memory for readers, at least. */
+    /** Bytes already written to the file that the window keeps in memory for readers, at most. */
     static final int WINDOW_BYTES = 4 << 20;
 
+    /**
+     * The memory all windows together may take: beyond it, written chunks leave at once (readers
+     * then read the file), so many downloads at once cannot exhaust direct memory. Chunks not yet
+     * written always stay; the write queue of each download bounds them.
+     */
+    static final class Budget {
+        final long limit;
+        private final AtomicLong used = new AtomicLong();
+
+        Budget(long limit) {
+            this.limit = limit;
+        }
+
+        long used() {
+            return used.get();
+        }
+    }
+
     final Digest digest;
+    private final Budget budget;
     private State state = State.CONNECTING;
     private Path temp;
     private long size = -1;
@@ -70,8 +90,9 @@ final class Download {
     private Runnable onCancel;
     private final List<Waiter> waiters = new ArrayList<>();
 
-    Download(Digest digest) {
+    Download(Digest digest, Budget budget) {
         this.digest = digest;
+        this.budget = budget;
     }
 
     synchronized Snapshot snapshot() {
@@ -102,6 +123,7 @@ final class Download {
                 return;
             }
             window.addLast(new Chunk(position, bytes));
+            budget.used.addAndGet(bytes.readableBytes());
             available = position + bytes.readableBytes();
         });
     }
@@ -116,12 +138,13 @@ final class Download {
                     keptOnDisk += c.bytes().readableBytes();
                 }
             }
-            // Chunks leave from the front once written, keeping at least WINDOW_BYTES of written ones.
+            // Chunks leave from the front once written: those beyond WINDOW_BYTES of written ones, and
+            // every written one while all windows together are over the budget.
             while (!window.isEmpty() && window.peekFirst().end() <= onDisk
-                    && keptOnDisk - window.peekFirst().bytes().readableBytes() >= WINDOW_BYTES) {
+                    && (keptOnDisk > WINDOW_BYTES || budget.used() > budget.limit)) {
                 Chunk c = window.pollFirst();
                 keptOnDisk -= c.bytes().readableBytes();
-                c.bytes().release();
+                drop(c);
             }
         }
     }
@@ -271,9 +294,14 @@ final class Download {
 
     private void dropWindow() {
         for (Chunk c : window) {
-            c.bytes().release();
+            drop(c);
         }
         window.clear();
+    }
+
+    private void drop(Chunk c) {
+        budget.used.addAndGet(-c.bytes().readableBytes());
+        c.bytes().release();
     }
 
     private List<Waiter> takeWaiters() {

@@ -49,6 +49,9 @@ final class InflightDownloads {
     static final int WRITE_QUEUE_BYTES = 8 << 20;
 
     private final ConcurrentMap<Digest, Download> downloads = new ConcurrentHashMap<>();
+    /** Memory for the windows of all downloads: an eighth of the heap (Java's default cap on direct memory), 16-256 MiB. */
+    private final Download.Budget windows = new Download.Budget(
+            Math.min(256L << 20, Math.max(16L << 20, Runtime.getRuntime().maxMemory() / 8)));
     private volatile boolean stopping;
 
     InflightDownloads(Vertx vertx, BlobStore store, MirrorMetrics metrics) {
@@ -76,7 +79,7 @@ final class InflightDownloads {
         boolean[] started = {false};
         Download d = downloads.computeIfAbsent(digest, k -> {
             started[0] = true;
-            return new Download(k);
+            return new Download(k, windows);
         });
         if (started[0]) {
             start(d, upstream, repository);

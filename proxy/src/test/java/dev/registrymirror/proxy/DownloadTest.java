@@ -8,6 +8,7 @@ import io.netty.buffer.Unpooled;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -17,15 +18,22 @@ import org.junit.jupiter.api.Test;
 class DownloadTest {
     static final int CHUNK = 256 * 1024;
 
-    final Download d = new Download(Digest.of("sha256", new byte[] {1}));
+    final Download.Budget budget = new Download.Budget(1L << 30);
+    final Download d = new Download(Digest.of("sha256", new byte[] {1}), budget);
     final List<ByteBuf> chunks = new ArrayList<>();
+
+    @AfterEach
+    void everyChunkIsFreedOnceTheDownloadEnds() {
+        d.failed(new RuntimeException("test over")); // a no-op when it already ended
+        assertThat(chunks).allMatch(c -> c.refCnt() == 0, "released");
+        assertThat(budget.used()).isZero();
+    }
 
     /** Chunk {@code i} holds the byte {@code i} throughout, so a slice shows where it came from. */
     ByteBuf chunk(int i) {
-        ByteBuf b = Unpooled.directBuffer(CHUNK, CHUNK);
-        for (int k = 0; k < CHUNK; k++) {
-            b.writeByte(i);
-        }
+        byte[] fill = new byte[CHUNK];
+        java.util.Arrays.fill(fill, (byte) i);
+        ByteBuf b = Unpooled.directBuffer(CHUNK, CHUNK).writeBytes(fill);
         chunks.add(b);
         return b;
     }
@@ -94,6 +102,34 @@ class DownloadTest {
     }
 
     @Test
+    void overTheSharedBudgetWrittenChunksLeaveAtOnceAndUnwrittenOnesStay() {
+        Download.Budget small = new Download.Budget(3L * CHUNK);
+        Download a = new Download(Digest.of("sha256", new byte[] {3}), small);
+        Download b = new Download(Digest.of("sha256", new byte[] {4}), small);
+        a.streaming(Path.of("unused"), 8L * CHUNK);
+        b.streaming(Path.of("unused"), 8L * CHUNK);
+        for (int i = 0; i < 2; i++) {
+            a.arrived((long) i * CHUNK, chunk(i));
+            b.arrived((long) i * CHUNK, chunk(i));
+        }
+        assertThat(small.used()).isEqualTo(4L * CHUNK); // over: nothing is written yet, so all of it stays
+        a.written(CHUNK);
+        assertThat(small.used()).isEqualTo(3L * CHUNK);
+        assertThat(a.take(0, CHUNK)).as("written, and the budget is spent: read it from the file").isNull();
+        ByteBuf unwritten = a.take(CHUNK, CHUNK);
+        assertThat(unwritten).isNotNull();
+        unwritten.release();
+        b.written(2L * CHUNK); // at the limit, not over it: kept
+        assertThat(small.used()).isEqualTo(3L * CHUNK);
+        ByteBuf kept = b.take(0, CHUNK);
+        assertThat(kept).isNotNull();
+        kept.release();
+        a.failed(new RuntimeException("x"));
+        b.failed(new RuntimeException("x"));
+        assertThat(small.used()).isZero();
+    }
+
+    @Test
     void aChunkLeavingTheWindowIsFreedOnlyWhenItsLastReaderReleasesIt() {
         int total = Download.WINDOW_BYTES / CHUNK + 4;
         d.streaming(Path.of("unused"), (long) total * CHUNK);
@@ -119,7 +155,7 @@ class DownloadTest {
         assertThat(d.snapshot().onDisk()).isEqualTo(3L * CHUNK);
         assertThat(chunks).allMatch(c -> c.refCnt() == 0);
 
-        Download other = new Download(Digest.of("sha256", new byte[] {2}));
+        Download other = new Download(Digest.of("sha256", new byte[] {2}), budget);
         other.streaming(Path.of("unused"), 3L * CHUNK);
         ByteBuf c = chunk(0);
         other.arrived(0, c);

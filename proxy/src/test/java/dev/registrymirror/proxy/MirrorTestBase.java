@@ -56,11 +56,18 @@ abstract class MirrorTestBase {
 
     /** Warnings of Vert.x's blocked-thread checker: any one fails the test. */
     private final ListAppender<ILoggingEvent> blocked = new ListAppender<>();
+    /**
+     * Netty's reports of pooled buffers collected unreleased (the tests run with leak detection at
+     * "paranoid"): any one fails the test during which it is reported.
+     */
+    private final ListAppender<ILoggingEvent> leaks = new ListAppender<>();
 
     @BeforeEach
     void startHub() {
         blocked.start();
         ((Logger) LoggerFactory.getLogger("io.vertx.core.impl.BlockedThreadChecker")).addAppender(blocked);
+        leaks.start();
+        ((Logger) LoggerFactory.getLogger("io.netty.util.ResourceLeakDetector")).addAppender(leaks);
         // Any event-loop task running over 250 ms fails the test (see stopAll), with its stack in the log.
         // Lower limits flag cold-JVM class loading and GC pauses on a 2-core machine, not blocking calls.
         vertx = Vertx.vertx(new VertxOptions().setMaxEventLoopExecuteTime(250).setMaxEventLoopExecuteTimeUnit(
@@ -87,6 +94,9 @@ abstract class MirrorTestBase {
         ((Logger) LoggerFactory.getLogger("io.vertx.core.impl.BlockedThreadChecker")).detachAppender(blocked);
         assertThat(blocked.list).extracting(ILoggingEvent::getFormattedMessage)
                 .as("an event loop was blocked").isEmpty();
+        ((Logger) LoggerFactory.getLogger("io.netty.util.ResourceLeakDetector")).detachAppender(leaks);
+        assertThat(leaks.list).extracting(ILoggingEvent::getFormattedMessage)
+                .as("a pooled buffer was never released").isEmpty();
     }
 
     /** The YAML for the upstreams; the default puts the fake hub at docker.io. */
