@@ -22,6 +22,15 @@ public interface BlobStore {
      */
     Optional<Blob> acquire(Digest digest) throws IOException;
 
+    /**
+     * Whether the blob is certainly not stored, answered from memory: never blocks, safe on an event
+     * loop. False when it may be stored (then ask {@link #acquire}). A blob may be committed right
+     * after the answer, as after any lookup.
+     */
+    default boolean knownAbsent(Digest digest) {
+        return false;
+    }
+
     /** Ends an {@link #acquire}. Never blocks. */
     void release(Blob blob);
 

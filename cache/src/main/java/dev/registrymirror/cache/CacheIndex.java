@@ -88,6 +88,8 @@ final class CacheIndex {
     private LinkedHashMap<Key, Entry> lru = new LinkedHashMap<>(1024, 0.75f, true);
     private Set<Key> removedWhileLoading = new HashSet<>();
     private volatile boolean complete;
+    /** The keys of {@link #lru}, readable without the monitor (changed only under it). */
+    private final Set<Key> present = ConcurrentHashMap.newKeySet();
 
     /**
      * @param maxBytes     the most bytes kept, 0 for no limit
@@ -112,6 +114,14 @@ final class CacheIndex {
 
     long now() {
         return clock.millis();
+    }
+
+    /**
+     * Whether the item is certainly not stored: the start-up scan is complete and it is not indexed.
+     * Never blocks: safe on an event loop. (It may be added a moment later; so may it after any lookup.)
+     */
+    boolean knownAbsent(Key key) {
+        return complete && !present.contains(key);
     }
 
     /** Whether the start-up scan has finished; before that, absent entries may still be on disk. */
@@ -170,6 +180,7 @@ final class CacheIndex {
         }
         e = new Entry(size, accessMillis, accessMillis, verified);
         lru.put(key, e);
+        present.add(key);
         account(key.kind(), size, 1);
         if (removedWhileLoading != null) {
             removedWhileLoading.remove(key);
@@ -180,6 +191,7 @@ final class CacheIndex {
     /** Forgets an item whose file is gone or was dropped. */
     synchronized void remove(Key key) {
         Entry e = lru.remove(key);
+        present.remove(key);
         if (e != null) {
             account(key.kind(), -e.size, -1);
         }
@@ -200,6 +212,7 @@ final class CacheIndex {
             if (!lru.containsKey(s.key()) && !removedWhileLoading.contains(s.key())
                     && !merged.containsKey(s.key())) {
                 merged.put(s.key(), new Entry(s.size(), s.modifiedMillis(), s.modifiedMillis(), false));
+                present.add(s.key());
                 account(s.key().kind(), s.size(), 1);
             }
         }
@@ -303,6 +316,7 @@ final class CacheIndex {
                 continue;
             }
             it.remove();
+            present.remove(key);
             account(key.kind(), -e.size, -1);
             events.evicted(key.kind().label, reason, e.size);
             removed++;

@@ -67,6 +67,11 @@ final class FileBlobStore implements BlobStore {
     }
 
     @Override
+    public boolean knownAbsent(Digest digest) {
+        return index.knownAbsent(new Key(Kind.BLOB, digest));
+    }
+
+    @Override
     public Optional<Blob> acquire(Digest digest) throws IOException {
         return find(digest, true);
     }

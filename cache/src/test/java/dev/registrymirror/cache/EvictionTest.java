@@ -54,6 +54,8 @@ class EvictionTest {
         assertThat(events.evicted).containsExactly("blob/size/30", "blob/size/30");
         assertThat(s.blobs().find(b.digest())).isEmpty();
         assertThat(s.blobs().find(c.digest())).isEmpty();
+        assertThat(s.blobs().knownAbsent(b.digest())).isTrue();
+        assertThat(s.blobs().knownAbsent(a.digest())).isFalse();
         assertThat(Files.exists(b.path())).isFalse();
         assertThat(s.blobs().find(a.digest())).isPresent();
         assertThat(s.blobs().find(d.digest())).isPresent();

@@ -101,6 +101,28 @@ class FileBlobStoreTest {
     }
 
     @Test
+    void knownAbsentAnswersFromMemoryOnlyOnceTheScanIsComplete() throws IOException {
+        BlobStore first = open().blobs();
+        upkeep.runAll();
+        BlobStore.Blob kept = put(first, new byte[] {7});
+        Digest never = Digest.of("sha256", new byte[] {6});
+
+        Storage reopened = open(); // the scan is queued, not run
+        BlobStore store = reopened.blobs();
+        assertThat(store.knownAbsent(kept.digest())).isFalse();
+        assertThat(store.knownAbsent(never)).as("not scanned yet: the disk decides").isFalse();
+        upkeep.runAll();
+        assertThat(store.knownAbsent(kept.digest())).isFalse();
+        assertThat(store.knownAbsent(never)).isTrue();
+
+        BlobStore.Blob added = put(store, new byte[] {6});
+        assertThat(store.knownAbsent(never)).isFalse();
+        Files.delete(added.path()); // by hand
+        store.forget(added);
+        assertThat(store.knownAbsent(never)).isTrue();
+    }
+
+    @Test
     void aBlobWhoseBytesChangedOnDiskIsDroppedWhenVerified() throws IOException {
         BlobStore first = open().blobs();
         upkeep.runAll();

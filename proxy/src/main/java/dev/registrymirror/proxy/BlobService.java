@@ -18,6 +18,7 @@ import io.netty.buffer.PooledByteBufAllocator;
 import java.nio.channels.FileChannel;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
+import java.util.Optional;
 import java.security.MessageDigest;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -56,7 +57,11 @@ final class BlobService {
 
     private Future<Void> serve(Route route, UpstreamClient upstream, HttpServerRequest req, int attempt) {
         boolean head = req.method() == HttpMethod.HEAD;
-        return vertx.executeBlocking(() -> head ? store.find(route.digest()) : store.acquire(route.digest()), false)
+        // A blob the index knows is absent needs no trip to a worker thread before the upstream is asked.
+        Future<Optional<BlobStore.Blob>> lookup = store.knownAbsent(route.digest())
+                ? Future.succeededFuture(Optional.empty())
+                : vertx.executeBlocking(() -> head ? store.find(route.digest()) : store.acquire(route.digest()), false);
+        return lookup
                 .compose(found -> {
                     if (found.isPresent()) {
                         return serveStored(route, upstream, req, attempt, found.get());
