@@ -139,6 +139,7 @@ final class InflightDownloads {
             try {
                 try (FileChannel probe = FileChannel.open(path, StandardOpenOption.WRITE)) {
                     probe.write(ByteBuffer.allocate(1), 0);
+                    probe.truncate(0); // an empty blob stays empty
                 }
                 AsyncFile file = vertx.fileSystem().openBlocking(path.toString(),
                         new OpenOptions().setWrite(true).setCreate(false).setRead(false));

@@ -227,6 +227,21 @@ class BlobTest extends MirrorTestBase {
     }
 
     @Test
+    void anEmptyBlobIsServedAndStoredEmpty() throws IOException {
+        Digest d = hub.putBlob(new byte[0]);
+        startMirror();
+        HttpResponse<byte[]> first = get("/v2/library/alpine/blobs/" + d);
+        assertThat(first.statusCode()).isEqualTo(200);
+        assertThat(first.body()).isEmpty();
+        assertThat(first.headers().firstValue("Content-Length")).contains("0");
+        List<Path> stored = storedBlobs();
+        assertThat(stored).hasSize(1);
+        assertThat(Files.size(stored.get(0))).isZero();
+        assertThat(get("/v2/library/alpine/blobs/" + d).body()).isEmpty();
+        assertThat(hub.count("cdn", "GET", "/blobs/")).isEqualTo(1);
+    }
+
+    @Test
     void unknownBlobIs404AndUpstream500Is502() throws IOException {
         startMirror();
         Digest missing = Digest.of("sha256", new byte[] {1, 2, 3});
