@@ -31,6 +31,14 @@ public interface BlobStore {
         return false;
     }
 
+    /**
+     * Whether the blob is certainly stored, answered from memory: never blocks, safe on an event
+     * loop. For a request that looked it up just before it was committed.
+     */
+    default boolean knownPresent(Digest digest) {
+        return false;
+    }
+
     /** Ends an {@link #acquire}. Never blocks. */
     void release(Blob blob);
 

@@ -124,6 +124,11 @@ final class CacheIndex {
         return complete && !present.contains(key);
     }
 
+    /** Whether the item is indexed, answered without the monitor: safe on an event loop. */
+    boolean knownPresent(Key key) {
+        return present.contains(key);
+    }
+
     /** Whether the start-up scan has finished; before that, absent entries may still be on disk. */
     boolean complete() {
         return complete;

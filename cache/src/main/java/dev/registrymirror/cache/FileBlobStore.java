@@ -72,6 +72,11 @@ final class FileBlobStore implements BlobStore {
     }
 
     @Override
+    public boolean knownPresent(Digest digest) {
+        return index.knownPresent(new Key(Kind.BLOB, digest));
+    }
+
+    @Override
     public Optional<Blob> acquire(Digest digest) throws IOException {
         return find(digest, true);
     }

@@ -101,7 +101,7 @@ class FileBlobStoreTest {
     }
 
     @Test
-    void knownAbsentAnswersFromMemoryOnlyOnceTheScanIsComplete() throws IOException {
+    void knownAbsentAndKnownPresentAnswerFromTheIndex() throws IOException {
         BlobStore first = open().blobs();
         upkeep.runAll();
         BlobStore.Blob kept = put(first, new byte[] {7});
@@ -111,15 +111,20 @@ class FileBlobStoreTest {
         BlobStore store = reopened.blobs();
         assertThat(store.knownAbsent(kept.digest())).isFalse();
         assertThat(store.knownAbsent(never)).as("not scanned yet: the disk decides").isFalse();
+        assertThat(store.knownPresent(kept.digest())).as("not scanned yet").isFalse();
         upkeep.runAll();
         assertThat(store.knownAbsent(kept.digest())).isFalse();
+        assertThat(store.knownPresent(kept.digest())).isTrue();
         assertThat(store.knownAbsent(never)).isTrue();
+        assertThat(store.knownPresent(never)).isFalse();
 
         BlobStore.Blob added = put(store, new byte[] {6});
         assertThat(store.knownAbsent(never)).isFalse();
+        assertThat(store.knownPresent(never)).isTrue();
         Files.delete(added.path()); // by hand
         store.forget(added);
         assertThat(store.knownAbsent(never)).isTrue();
+        assertThat(store.knownPresent(never)).isFalse();
     }
 
     @Test

@@ -66,11 +66,15 @@ final class BlobService {
                     if (found.isPresent()) {
                         return serveStored(route, upstream, req, attempt, found.get());
                     }
-                    metrics.cacheMiss("blob");
                     if (head) {
+                        metrics.cacheMiss("blob");
                         return headUpstream(route, upstream, req);
                     }
                     Download d = downloads.join(route.digest(), upstream, route.repository());
+                    if (d == null) {
+                        return retry(route, upstream, req, attempt, "blob was stored meanwhile");
+                    }
+                    metrics.cacheMiss("blob");
                     if (!d.reserve()) {
                         return retry(route, upstream, req, attempt, "blob download is restarting");
                     }

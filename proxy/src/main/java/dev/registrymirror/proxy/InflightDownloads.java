@@ -74,10 +74,17 @@ final class InflightDownloads {
         }
     }
 
-    /** The download of {@code digest}, started now from {@code upstream} unless one is under way. */
+    /**
+     * The download of {@code digest}, started now from {@code upstream} unless one is under way;
+     * null when the blob was committed since the caller looked it up (a download leaves this map only
+     * after its commit, so this check cannot miss one that just ended).
+     */
     Download join(Digest digest, UpstreamClient upstream, String repository) {
         boolean[] started = {false};
         Download d = downloads.computeIfAbsent(digest, k -> {
+            if (store.knownPresent(k)) {
+                return null;
+            }
             started[0] = true;
             return new Download(k, windows);
         });

@@ -33,6 +33,7 @@ class DiskFullTest extends MirrorTestBase {
         Digest fresh = hub.putBlob(newLayer);
         startMirrorWithFaultyDisk();
         assertThat(get("/v2/library/alpine/blobs/" + cached).body()).isEqualTo(cachedLayer);
+        assertThat(storedBlobs()).hasSize(1); // the client had it once verified; now it is committed
 
         writesFail = true;
         HttpResponse<byte[]> hit = get("/v2/library/alpine/blobs/" + cached);
