@@ -11,6 +11,7 @@ import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import org.slf4j.Logger;
+import ch.qos.logback.classic.LoggerContext;
 import org.slf4j.LoggerFactory;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -37,7 +38,15 @@ public final class Main implements Callable<Integer> {
         System.setProperty("vertx.disableDnsResolver", "false");
         int code = new CommandLine(new Main()).execute(args);
         if (code != 0) {
+            flushLogs();
             System.exit(code);
+        }
+    }
+
+    /** Writes out the log lines still queued for the asynchronous appender (see logback.xml). */
+    static void flushLogs() {
+        if (LoggerFactory.getILoggerFactory() instanceof LoggerContext context) {
+            context.stop();
         }
     }
 
@@ -75,6 +84,7 @@ public final class Main implements Callable<Integer> {
             } catch (Exception e) {
                 log.warn("shutdown did not finish cleanly: {}", e.toString());
             }
+            flushLogs();
             stopped.countDown();
         }, "shutdown"));
         stopped.await();
