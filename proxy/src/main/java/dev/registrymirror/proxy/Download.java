@@ -17,10 +17,11 @@ import java.util.concurrent.atomic.AtomicLong;
  * it arrives, each at its own pace; the download itself belongs to none of them and goes on if
  * they leave.
  *
- * <p>The most recent chunks stay in memory (a window of at least {@link #WINDOW_BYTES} plus
- * whatever is not yet written to the file), so readers that keep up with the upstream are served
- * from there, without waiting for the disk or reading it back; a reader that falls behind the
- * window reads the file, where everything before the window is already written.
+ * <p>The most recent chunks stay in memory (up to {@link #WINDOW_BYTES} already written, fewer when
+ * all downloads together reach their {@link Budget}, plus whatever is not yet written to the file),
+ * so readers that keep up with the upstream are served from there, without waiting for the disk
+ * or reading it back; a reader that falls behind the window reads the file, where everything
+ * before the window is already written.
  *
  * <p>Implementation note: the state is guarded by this object's monitor, because readers live on
  * other event loops than the writer. Readers wait through {@link #await}, whose future completes on
