@@ -418,7 +418,7 @@ final class BlobService {
                         unreserve();
                         return;
                     }
-                    if (!started.future().isComplete() && !resp.headWritten()) {
+                    if (nothingSent()) {
                         stopped = true;
                         unreserve();
                         started.tryFail(new RegistryError(500, "UNKNOWN", "cannot read the cache"));
@@ -442,9 +442,14 @@ final class BlobService {
             });
         }
 
+        /** Whether nothing of the response went out yet, so the request can still get an error or go upstream. */
+        private boolean nothingSent() {
+            return !started.future().isComplete() && !resp.headWritten();
+        }
+
         /** The download failed. */
         private void failed(Throwable failure) {
-            if (!started.future().isComplete() && !resp.headWritten()) {
+            if (nothingSent()) {
                 // Nothing sent yet: answer with an error, or from the upstream if only the disk failed.
                 stopped = true;
                 closeFile();

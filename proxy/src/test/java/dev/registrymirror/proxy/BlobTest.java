@@ -123,23 +123,7 @@ class BlobTest extends MirrorTestBase {
         List<Future<Buffer>> bodies = new ArrayList<>();
         AtomicLong receivedBeforeRelease = new AtomicLong();
         for (int i = 0; i < clients; i++) {
-            Promise<Buffer> body = Promise.promise();
-            bodies.add(body.future());
-            client.request(new RequestOptions().setMethod(HttpMethod.GET).setHost("127.0.0.1").setPort(mirror.port())
-                            .setURI("/v2/library/alpine/blobs/" + d))
-                    .compose(req -> req.send())
-                    .onSuccess(resp -> {
-                        Buffer all = Buffer.buffer();
-                        resp.handler(chunk -> {
-                            all.appendBuffer(chunk);
-                            if (!release.future().isComplete()) {
-                                receivedBeforeRelease.addAndGet(chunk.length());
-                            }
-                        });
-                        resp.endHandler(v -> body.complete(all));
-                        resp.exceptionHandler(body::tryFail);
-                    })
-                    .onFailure(body::tryFail);
+            bodies.add(fetch(client, d, null, receivedBeforeRelease)); // read below before the release
         }
         await(hub.firstHalfSent.future());
         // Every client gets the first half while the upstream is still holding back the second.

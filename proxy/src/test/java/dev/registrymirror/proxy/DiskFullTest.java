@@ -117,6 +117,16 @@ class DiskFullTest extends MirrorTestBase {
         }
 
         @Override
+        public boolean knownAbsent(Digest digest) {
+            return real.knownAbsent(digest);
+        }
+
+        @Override
+        public boolean knownPresent(Digest digest) {
+            return real.knownPresent(digest);
+        }
+
+        @Override
         public void release(Blob blob) {
             real.release(blob);
         }
