@@ -8,7 +8,7 @@ a table of medians with ratios, also written into bench/results.md between its m
 
     bench/run.sh            full run (a few minutes; 256 MiB and 1 GiB layers)
     bench/run.sh --smoke    seconds, a tiny blob, one round; checks the script works (CI runs it)
-    bench/run.sh --only cold --no-big    one workload (warm, tags, cold, memory, startup)
+    bench/run.sh --only cold --no-big    one workload (warm, tags, cold, ttfb, memory, startup)
 
 Blob clients discard bodies in the kernel (recv with MSG_TRUNC), so on a small machine the client
 does not take the CPU the servers need; every body's length is checked, and one untimed cold
@@ -35,7 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JAR = os.path.join(ROOT, "proxy", "target", "registry-mirror.jar")
 REPO = "library/bench"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-WORKLOADS = ("warm", "tags", "cold", "memory", "startup")
+WORKLOADS = ("warm", "tags", "cold", "ttfb", "memory", "startup")
 
 
 def free_port():
@@ -293,6 +293,14 @@ class Bench:
         # months, so its compiled code is warm; the measurement is of a blob not in the cache.
         self.warmup_blob = os.path.join(w, "warmup.bin")
         self.warmup_digest = make_blob(self.warmup_blob, size // 4)
+        # For time to first byte: blobs each server gets once (cold), and a few hundred small ones pulled
+        # cold through it first, so its code for a cold pull is compiled, as in a mirror that has run for
+        # a while. A freshly started process is measured too (the first cold pull after the start).
+        self.ttfb_blobs = []
+        for i in range((2 if self.smoke else 10) * self.rounds):
+            path = os.path.join(w, f"ttfb-{i}.bin")
+            self.ttfb_blobs.append((path, make_blob(path, (256 << 10) if self.smoke else (8 << 20))))
+        self.small_blobs = [os.urandom(4096) for _ in range(20 if self.smoke else 300)]
         self.big = None
         if not self.smoke and not self.args.no_big:
             self.big = os.path.join(w, "big.bin")
@@ -307,6 +315,14 @@ class Bench:
             [(self.big, self.big_digest)] if self.big else [])
         self.manifest = push_image(self.up, "latest", layers)
         self.manifest_digest = "sha256:" + hashlib.sha256(self.manifest).hexdigest()
+        for path, digest in self.ttfb_blobs:
+            push_blob(self.up, path, digest)
+            os.unlink(path)
+        self.small_digests = []
+        for body in self.small_blobs:
+            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+            push_blob(self.up, body, digest)
+            self.small_digests.append(digest)
 
         # The ceiling: nginx serving the same bytes as static files, with sendfile.
         self.nginx_port = free_port()
@@ -409,7 +425,7 @@ http {{
 
     def cold(self, make, label):
         """Single cold pull, cold burst of 16, TTFB; a fresh server (empty storage) for each."""
-        singles, bursts, ttfbs, fetches, hwm = [], [], [], [], 0
+        singles, bursts, ttfbs, fetches, hwm, cached = [], [], [], [], 0, []
         for _ in range(self.rounds):
             p, base, *_ = make(label)
             self.warm_up(base)
@@ -429,6 +445,10 @@ http {{
             fetches.append(upstream_gets(f"{self.work}/upstream.log", self.digest) - before)
             if label == "mirror":
                 hwm = max(hwm, vm_hwm(p.pid))
+            # The same 16 clients again, the blob now cached: what sending 16 copies costs on its own.
+            sizes, wall = parallel(16, lambda i: fetch(self.blob_url(base))[0])
+            assert all(n == self.size for n in sizes), sizes
+            cached.append(wall)
             self.servers.stop(p)
         # Untimed (hashing 16 copies would swamp the timing on a small machine): every client of a
         # cold burst gets exactly the blob.
@@ -437,7 +457,8 @@ http {{
         if any(d != self.digest for d in digests):
             raise RuntimeError(f"{label}: a client of the cold burst got wrong bytes")
         self.servers.stop(p)
-        return statistics.median(singles), statistics.median(bursts), statistics.median(ttfbs), max(fetches), hwm
+        return (statistics.median(singles), statistics.median(bursts), statistics.median(ttfbs), max(fetches), hwm,
+                statistics.median(cached))
 
     def warm_up(self, base):
         """Requests that exercise a freshly started server (manifests, the config blob, a cold pull of the
@@ -452,18 +473,55 @@ http {{
             curl(self.blob_url(base, self.warmup_digest))
 
     def cold_runs(self):
-        m_single, m_burst, m_ttfb, m_fetches, m_hwm = self.cold(lambda n: self.start_mirror(n), "mirror")
-        p_single, p_burst, p_ttfb, p_fetches, _ = self.cold(lambda n: self.start_peer(n), "peer")
+        m_single, m_burst, m_ttfb, m_fetches, m_hwm, m_cached = self.cold(lambda n: self.start_mirror(n), "mirror")
+        p_single, p_burst, p_ttfb, p_fetches, _, p_cached = self.cold(lambda n: self.start_peer(n), "peer")
+        nginx = f"http://127.0.0.1:{self.nginx_port}/blob"
+        c_burst = statistics.median(parallel(16, lambda i: fetch(nginx)[0])[1] for _ in range(self.rounds))
         up_ttfb = statistics.median(fetch(self.blob_url(self.up))[1] for _ in range(max(3, self.rounds)))
         self.row("3a. cold burst, 16 clients: upstream fetches", "fetches", m_fetches, p_fetches, None,
                  "exactly 1", m_fetches == 1)
         self.row("3b. cold burst wall time / single cold pull", "×", m_burst / m_single, p_burst / p_single, None,
                  "≤ 1.3×", m_burst <= 1.3 * m_single)
         self.notes.append(f"Cold pull of the {self.size >> 20} MiB blob: mirror {m_single:.2f} s alone, "
-                          f"{m_burst:.2f} s for 16 at once; peer {p_single:.2f} s and {p_burst:.2f} s.")
-        self.row("4. cold time to first byte", "ms", m_ttfb * 1000, p_ttfb * 1000, up_ttfb * 1000,
-                 "≤ upstream + 5 ms (ceiling column: the upstream itself)", m_ttfb <= up_ttfb + 0.005)
+                          f"{m_burst:.2f} s for 16 at once; peer {p_single:.2f} s and {p_burst:.2f} s. "
+                          f"The same 16 clients once the blob is cached: mirror {m_cached:.2f} s, peer {p_cached:.2f} s, "
+                          f"nginx {c_burst:.2f} s, {c_burst / m_single:.1f}× the mirror's single cold pull"
+                          + (": on this machine, sending the 16 copies alone takes longer than the target allows for "
+                             "the whole cold burst." if c_burst > 1.3 * m_single else "."))
+        self.notes.append(f"Time to first byte of the first cold pull after a start (a process started "
+                          f"seconds before): mirror {m_ttfb * 1000:.1f} ms, peer {p_ttfb * 1000:.1f} ms, "
+                          f"upstream {up_ttfb * 1000:.1f} ms.")
         self.burst_hwm = m_hwm
+
+    def ttfb(self):
+        """Time to first byte of cold blobs. Each round starts the mirror, pulls a few hundred small blobs
+        cold through it (its code for a cold pull is then compiled, as in a mirror that has run for a
+        while), then asks the upstream and the mirror in turn for each of a set of blobs; then the same
+        for the peer, alone with the upstream, on the same blobs (cold for it too)."""
+        up, m, p = [], [], []
+        per_round = len(self.ttfb_blobs) // self.rounds
+        for r in range(self.rounds):
+            blobs = [d for _, d in self.ttfb_blobs[r * per_round:(r + 1) * per_round]]
+            for label, start, times in (("mirror", lambda n: self.start_mirror(n)[:2], m),
+                                        ("peer", self.start_peer, p)):
+                proc, base = start(f"{label}-ttfb-{r}")
+                self.warm_up(base)
+                for digest in self.small_digests:
+                    size = fetch(self.blob_url(base, digest))[0]
+                    assert size == 4096, size
+                for digest in blobs:
+                    if label == "mirror":
+                        fetch(self.blob_url(self.up, digest))  # untimed: the upstream has read the blob once
+                        up.append(fetch(self.blob_url(self.up, digest))[1] * 1000)
+                    times.append(fetch(self.blob_url(base, digest))[1] * 1000)
+                self.servers.stop(proc)
+        mu, pu, uu = statistics.median(m), statistics.median(p), statistics.median(up)
+        self.row("4. cold time to first byte", "ms", mu, pu, uu,
+                 "≤ upstream + 5 ms (ceiling column: the upstream itself)", mu <= uu + 5)
+        self.notes.append(f"Time to first byte of {len(m)} cold blobs, after {len(self.small_digests)} cold pulls "
+                          f"through each server: mirror {min(m):.1f}–{max(m):.1f} ms, peer {min(p):.1f}–{max(p):.1f} ms, "
+                          f"upstream {min(up):.1f}–{max(up):.1f} ms; the mirror minus the upstream, blob by blob: "
+                          f"median {statistics.median(a - b for a, b in zip(m, up)):.1f} ms.")
 
     def memory(self):
         p, base, _ = self.start_mirror("mirror-memory")
@@ -535,6 +593,8 @@ http {{
                 self.servers.stop(peer)
             if "cold" in only:
                 self.cold_runs()
+            if "ttfb" in only:
+                self.ttfb()
             if "memory" in only:
                 self.memory()
             if "startup" in only:

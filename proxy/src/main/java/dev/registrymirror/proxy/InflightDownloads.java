@@ -99,10 +99,10 @@ final class InflightDownloads {
     }
 
     private void start(Download d, UpstreamClient upstream, String repository) {
-        LOG.info("upstream {}: fetching blob {} for {}", upstream.name(), d.digest, repository);
-        // The temporary file is made while the upstream is asked, so the first bytes do not wait for it.
-        Future<Temp> temp = prepareTemp();
+        // The upstream is asked first; the temporary file is made while it answers, so the first bytes do not wait for it.
         Future<HttpClientResponse> answer = upstream.blob(HttpMethod.GET, repository, d.digest);
+        Future<Temp> temp = prepareTemp();
+        LOG.info("upstream {}: fetching blob {} for {}", upstream.name(), d.digest, repository);
         Future.join(temp, answer).onComplete(ignored -> {
             if (answer.failed() || answer.result().statusCode() != 200 || stopping) {
                 temp.onSuccess(this::discard);
