@@ -111,10 +111,12 @@ public final class ConfigLoader {
         onlyKeys(top, "", Set.of("server", "storage", "upstreams"));
 
         ObjectNode server = objectOrEmpty(top, "server");
-        onlyKeys(server, "server.", Set.of("host", "port", "shutdownTimeout"));
+        onlyKeys(server, "server.", Set.of("host", "port", "shutdownTimeout", "downloadMemory"));
         String host = string(server, "server.host", "host", "0.0.0.0");
         Duration shutdownTimeout = duration(server, "server.shutdownTimeout", "shutdownTimeout",
                 DEFAULT_SHUTDOWN_TIMEOUT, false);
+        long downloadMemory = server.has("downloadMemory")
+                ? size(server, "server.downloadMemory", "downloadMemory") : -1;
         int port = integer(server, "server.port", "port", DEFAULT_PORT);
         if (env.get(ENV_PORT) != null) {
             port = parsePort(ENV_PORT, env.get(ENV_PORT));
@@ -176,7 +178,7 @@ public final class ConfigLoader {
                         + "\" is used by an earlier upstream");
             }
         }
-        return new MirrorConfig(new MirrorConfig.Server(host, port, shutdownTimeout),
+        return new MirrorConfig(new MirrorConfig.Server(host, port, shutdownTimeout, downloadMemory),
                 new MirrorConfig.Storage(Path.of(storagePath), maxSize, maxAge), upstreams);
     }
 

@@ -36,8 +36,11 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
      * @param host address to bind, {@code 0.0.0.0} for all interfaces
      * @param port            TCP port for the registry API and {@code /metrics}
      * @param shutdownTimeout how long a stopping mirror lets responses in progress finish
+     * @param downloadMemory  bytes that blobs on their way from upstreams may hold in memory (chunks kept
+     *                        for readers and chunks not yet written to disk), -1 for the default: an eighth
+     *                        of the JVM's heap, 16-256 MiB
      */
-    public record Server(String host, int port, Duration shutdownTimeout) {
+    public record Server(String host, int port, Duration shutdownTimeout, long downloadMemory) {
     }
 
     /**

@@ -134,12 +134,13 @@ class ConfigLoaderTest {
     @Test
     void storageLimitsRetriesAndShutdownAreRead() {
         MirrorConfig c = ConfigLoader.parse("""
-                server: {shutdownTimeout: 45s}
+                server: {shutdownTimeout: 45s, downloadMemory: 64MiB}
                 storage: {path: /data, maxSize: 50GiB, maxAge: 30d}
                 upstreams:
                   - {name: docker.io, url: "https://registry-1.docker.io", retries: 4, retryBackoff: 1s}
                 """, Map.of(), NONE);
         assertThat(c.server().shutdownTimeout()).isEqualTo(Duration.ofSeconds(45));
+        assertThat(c.server().downloadMemory()).isEqualTo(64L << 20);
         assertThat(c.storage().maxSize()).isEqualTo(50L << 30);
         assertThat(c.storage().lowWatermark()).isEqualTo((50L << 30) - (5L << 30));
         assertThat(c.storage().maxAge()).isEqualTo(Duration.ofDays(30));
@@ -151,10 +152,14 @@ class ConfigLoaderTest {
         assertThat(defaults.storage().maxAge()).isNull();
         assertThat(defaults.defaultUpstream().retries()).isEqualTo(2);
         assertThat(defaults.server().shutdownTimeout()).isEqualTo(Duration.ofSeconds(20));
+        assertThat(defaults.server().downloadMemory()).isEqualTo(-1);
+        assertThat(ConfigLoader.parse("server: {downloadMemory: 0}", Map.of(), NONE).server().downloadMemory()).isZero();
     }
 
     @Test
     void badStorageAndRetryValuesNameTheKey() {
+        assertThatThrownBy(() -> ConfigLoader.parse("server: {downloadMemory: lots}", Map.of(), NONE))
+                .hasMessage("server.downloadMemory: \"lots\" is not a size (use e.g. 50GiB, 512MiB)");
         assertThatThrownBy(() -> ConfigLoader.parse("storage: {maxSize: 50GB}", Map.of(), NONE))
                 .hasMessage("storage.maxSize: \"50GB\" is not a size (use e.g. 50GiB, 512MiB)");
         assertThatThrownBy(() -> ConfigLoader.parse("storage: {maxSize: 1MiB}", Map.of(), NONE))

@@ -154,6 +154,26 @@ public final class MirrorMetrics {
                 .description("Blob downloads from upstreams under way").register(registry);
     }
 
+    /**
+     * Registers the gauges of the memory that blobs on their way from upstreams hold (chunks kept for
+     * readers and chunks not yet on disk), and its limit ({@code server.downloadMemory}).
+     */
+    public void downloadMemory(LongSupplier used, long limit) {
+        Gauge.builder(PREFIX + "download.memory", used, s -> s.getAsLong()).strongReference(true).baseUnit("bytes")
+                .description("Memory held by blob downloads under way").register(registry);
+        Gauge.builder(PREFIX + "download.memory.limit", () -> limit).strongReference(true).baseUnit("bytes")
+                .description("The memory blob downloads may hold (server.downloadMemory)").register(registry);
+    }
+
+    /**
+     * A blob download stopped reading its upstream until its temporary file caught up. {@code reason}:
+     * disk (its own writes queued up) or memory (all downloads together hold server.downloadMemory).
+     */
+    public void downloadPaused(String reason) {
+        counter("download.pauses", "Times a blob download waited for the disk before reading its upstream on",
+                "reason", reason).increment();
+    }
+
     /** Registers the gauge of bytes held in storage, by kind (blob, manifest). */
     public void storedBytes(String kind, LongSupplier bytes) {
         Gauge.builder(PREFIX + "stored", bytes, s -> s.getAsLong()).strongReference(true).baseUnit("bytes")

@@ -24,6 +24,8 @@ class MirrorMetricsTest {
         m.upstreamBytes("docker.io", 4096);
         m.rateLimitRemaining("docker.io", 76);
         m.rateLimitRemaining("docker.io", 75);
+        m.downloadMemory(() -> 262144, 32 << 20);
+        m.downloadPaused("memory");
 
         String text = m.scrape();
         assertThat(text).contains("registrymirror_requests_seconds_count{method=\"GET\",route=\"blob\",status=\"200\"} 2");
@@ -38,6 +40,9 @@ class MirrorMetricsTest {
         assertThat(text).contains("registrymirror_upstream_ratelimit_remaining{upstream=\"docker.io\"} 75.0");
         assertThat(text).contains("registrymirror_downloads_inflight 3.0");
         assertThat(text).contains("registrymirror_stored_bytes{kind=\"blob\"} 1234.0");
+        assertThat(text).contains("registrymirror_download_memory_bytes 262144.0");
+        assertThat(text).contains("registrymirror_download_memory_limit_bytes 3.3554432E7");
+        assertThat(text).contains("registrymirror_download_pauses_total{reason=\"memory\"} 1.0");
         assertThat(text).doesNotContain("system_cpu_count").doesNotContain("process_cpu_time_ns")
                 .contains("system_cpu_processors");
         inflight.set(0);

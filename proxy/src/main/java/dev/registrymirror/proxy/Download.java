@@ -57,8 +57,9 @@ final class Download {
 
     /**
      * The memory all windows together may take: beyond it, written chunks leave at once (readers
-     * then read the file), so many downloads at once cannot exhaust direct memory. Chunks not yet
-     * written always stay; the write queue of each download bounds them.
+     * then read the file), and downloads with chunks not yet written stop reading their upstreams
+     * until those are written ({@link InflightDownloads}), so many downloads at once, or a disk slower
+     * than the upstreams, cannot exhaust direct memory.
      */
     static final class Budget {
         final long limit;

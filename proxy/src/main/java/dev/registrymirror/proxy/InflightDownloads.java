@@ -12,7 +12,7 @@ import io.vertx.core.http.HttpClientResponse;
 import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpMethod;
 import io.netty.buffer.ByteBuf;
-import io.netty.buffer.PooledByteBufAllocator;
+import io.netty.buffer.ByteBufAllocator;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
@@ -31,8 +31,9 @@ import org.slf4j.LoggerFactory;
  * (its {@code inflight} map has a "TODO … reuse").
  *
  * <p>Implementation note: the upstream body is hashed as it arrives and written to a temporary
- * file through an {@link AsyncFile}, with back-pressure (the upstream is paused while the file's
- * write queue is full). Writes may complete out of order, so the readable length advances only
+ * file through an {@link AsyncFile}, with back-pressure: the upstream is paused while the file's
+ * write queue is full, or while all downloads together hold their memory budget and this one has
+ * writes pending. Writes may complete out of order, so the readable length advances only
  * over the contiguous prefix of completed writes. At the end, the size and digest are checked; only
  * then is the file committed to the store and the download marked done. Otherwise it fails, and
  * readers break their connections.
@@ -49,16 +50,28 @@ final class InflightDownloads {
     static final int WRITE_QUEUE_BYTES = 8 << 20;
 
     private final ConcurrentMap<Digest, Download> downloads = new ConcurrentHashMap<>();
-    /** Memory for the windows of all downloads: an eighth of the heap (Java's default cap on direct memory), 16-256 MiB. */
-    private final Download.Budget windows = new Download.Budget(
-            Math.min(256L << 20, Math.max(16L << 20, Runtime.getRuntime().maxMemory() / 8)));
+    /**
+     * The memory all downloads together may hold: chunks kept for readers, and chunks not yet written
+     * (over it, downloads with writes pending stop reading their upstreams until the disk catches up).
+     */
+    private final Download.Budget memory;
+    /** Where each chunk's one copy goes: pooled direct buffers (tests inject one that runs out). */
+    private final ByteBufAllocator allocator;
     private volatile boolean stopping;
 
-    InflightDownloads(Vertx vertx, BlobStore store, MirrorMetrics metrics) {
+    /**
+     * @param memoryLimit the bytes downloads may hold in memory ({@code server.downloadMemory}); -1 for an
+     *                    eighth of the heap (Java's default cap on direct memory is the heap size), 16-256 MiB
+     */
+    InflightDownloads(Vertx vertx, BlobStore store, MirrorMetrics metrics, long memoryLimit, ByteBufAllocator allocator) {
         this.vertx = vertx;
         this.store = store;
         this.metrics = metrics;
+        this.allocator = allocator;
+        this.memory = new Download.Budget(memoryLimit >= 0 ? memoryLimit
+                : Math.min(256L << 20, Math.max(16L << 20, Runtime.getRuntime().maxMemory() / 8)));
         metrics.downloadsInFlight(downloads::size);
+        metrics.downloadMemory(memory::used, memory.limit);
     }
 
     /** Downloads under way now. */
@@ -86,7 +99,7 @@ final class InflightDownloads {
                 return null;
             }
             started[0] = true;
-            return new Download(k, windows);
+            return new Download(k, memory);
         });
         if (started[0]) {
             start(d, upstream, repository);
@@ -192,6 +205,7 @@ final class InflightDownloads {
         /** Whether the outcome is decided: verified, or failed for the disk. */
         private boolean settled;
         private boolean over;
+        /** The upstream is paused until the file catches up (see {@link #mustWait}). */
         private boolean pausedForDisk;
         private long lastChunkNanos = System.nanoTime();
         private long watchdog = -1;
@@ -250,18 +264,26 @@ final class InflightDownloads {
             }
             lastChunkNanos = System.nanoTime();
             int len = buf.length();
-            long position = received;
-            received += len;
-            metrics.upstreamBytes(upstream.name(), len);
-            if (announced >= 0 && received > announced) {
+            if (announced >= 0 && received + len > announced) {
                 abort("upstream sent more than its Content-Length of " + announced, "protocol");
                 return;
             }
-            UpstreamClient.hash(hasher, buf);
             // One copy into a pooled direct buffer, which the file write and every reader's socket
-            // then take as it is (a heap buffer is copied again by each of them).
-            ByteBuf bytes = PooledByteBufAllocator.DEFAULT.directBuffer(len, len);
+            // then take as it is (a heap buffer is copied again by each of them). Made before anything
+            // counts the chunk as received: a chunk lost here must end the download, not leave a gap.
+            ByteBuf bytes;
+            try {
+                bytes = allocator.directBuffer(len, len);
+            } catch (OutOfMemoryError e) {
+                abort("no memory for the next chunk (" + e.getMessage() + ")", null,
+                        new RegistryError(503, "UNAVAILABLE", "the mirror is out of memory for downloads"));
+                return;
+            }
             bytes.writeBytes(buf.getByteBuf());
+            long position = received;
+            received += len;
+            metrics.upstreamBytes(upstream.name(), len);
+            UpstreamClient.hash(hasher, buf);
             d.arrived(position, bytes.retain());
             file.write(Buffer.buffer(bytes), position).onComplete(ar -> {
                 bytes.release();
@@ -271,16 +293,34 @@ final class InflightDownloads {
                     diskFailed(ar.cause());
                 }
             });
-            if (file.writeQueueFull()) {
+            String wait = mustWait();
+            if (wait != null) {
                 resp.pause();
                 pausedForDisk = true;
-                file.drainHandler(v -> {
-                    pausedForDisk = false;
-                    lastChunkNanos = System.nanoTime();
-                    if (!over) {
-                        resp.resume();
-                    }
-                });
+                metrics.downloadPaused(wait);
+                if (wait.equals("disk")) {
+                    file.drainHandler(v -> resumeIfWritten());
+                } // else each completed write checks (wrote)
+            }
+        }
+
+        /**
+         * Why the upstream must wait for the file before the next chunk, or null: "disk" when this
+         * download's write queue is full, "memory" when all downloads together hold their budget and
+         * this one has writes pending (one with none may always read a chunk, so none waits forever).
+         */
+        private String mustWait() {
+            if (file.writeQueueFull()) {
+                return "disk";
+            }
+            return received > written && memory.used() > memory.limit ? "memory" : null;
+        }
+
+        private void resumeIfWritten() {
+            if (pausedForDisk && !over && mustWait() == null) {
+                pausedForDisk = false;
+                lastChunkNanos = System.nanoTime();
+                resp.resume();
             }
         }
 
@@ -296,6 +336,7 @@ final class InflightDownloads {
                 if (written == verifiedAt) {
                     verified();
                 }
+                resumeIfWritten();
             }
         }
 

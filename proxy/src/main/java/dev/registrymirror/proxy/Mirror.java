@@ -6,6 +6,8 @@ import dev.registrymirror.cache.Storage;
 import dev.registrymirror.cache.TagStore;
 import dev.registrymirror.config.MirrorConfig;
 import dev.registrymirror.metrics.MirrorMetrics;
+import io.netty.buffer.ByteBufAllocator;
+import io.netty.buffer.PooledByteBufAllocator;
 import io.vertx.core.AbstractVerticle;
 import io.vertx.core.DeploymentOptions;
 import io.vertx.core.Future;
@@ -40,8 +42,8 @@ public final class Mirror {
     private String deployment;
     private int port;
 
-    private Mirror(Vertx vertx, MirrorConfig config, Clock clock, UnaryOperator<BlobStore> blobStoreWrapper)
-            throws IOException {
+    private Mirror(Vertx vertx, MirrorConfig config, Clock clock, UnaryOperator<BlobStore> blobStoreWrapper,
+                   ByteBufAllocator allocator) throws IOException {
         this.vertx = vertx;
         this.metrics = MirrorMetrics.create();
         MirrorConfig.Storage sc = config.storage();
@@ -61,7 +63,7 @@ public final class Mirror {
         for (MirrorConfig.Upstream u : config.upstreams()) {
             upstreams.put(u.name(), new UpstreamClient(vertx, u, metrics, clock));
         }
-        this.downloads = new InflightDownloads(vertx, blobStore, metrics);
+        this.downloads = new InflightDownloads(vertx, blobStore, metrics, config.server().downloadMemory(), allocator);
         BlobService blobs = new BlobService(vertx, blobStore, downloads, metrics);
         ManifestService manifests = new ManifestService(vertx, manifestStore, tagStore, metrics, clock);
         this.handler = new RegistryHandler(vertx, config, Map.copyOf(upstreams), blobs, manifests, new PassThrough(metrics),
@@ -82,7 +84,13 @@ public final class Mirror {
     /** Like {@link #start(Vertx, MirrorConfig, Clock)}, with the blob store wrapped (tests inject disk faults). */
     static Future<Mirror> start(Vertx vertx, MirrorConfig config, Clock clock,
                                 UnaryOperator<BlobStore> blobStoreWrapper) {
-        return vertx.executeBlocking(() -> new Mirror(vertx, config, clock, blobStoreWrapper))
+        return start(vertx, config, clock, blobStoreWrapper, PooledByteBufAllocator.DEFAULT);
+    }
+
+    /** Like {@link #start(Vertx, MirrorConfig, Clock, UnaryOperator)}, with the allocator of download chunks (tests make it run out). */
+    static Future<Mirror> start(Vertx vertx, MirrorConfig config, Clock clock,
+                                UnaryOperator<BlobStore> blobStoreWrapper, ByteBufAllocator allocator) {
+        return vertx.executeBlocking(() -> new Mirror(vertx, config, clock, blobStoreWrapper, allocator))
                 .compose(Mirror::listen);
     }
 

@@ -125,9 +125,14 @@ abstract class MirrorTestBase {
 
     /** The configuration {@link #startMirror} uses. */
     MirrorConfig config() {
-        String yaml = "server: {port: 0, host: 127.0.0.1, shutdownTimeout: " + shutdownTimeout() + "}\n"
+        String yaml = "server: {port: 0, host: 127.0.0.1, shutdownTimeout: " + shutdownTimeout() + serverYaml() + "}\n"
                 + "storage: {path: '" + storage + "'" + storageYaml() + "}\n" + upstreamsYaml();
         return ConfigLoader.parse(yaml, Map.of(), ConfigLoader.Overrides.none());
+    }
+
+    /** More keys for {@code server:}, each starting with a comma. */
+    String serverYaml() {
+        return "";
     }
 
     /** More keys for {@code storage:}, each starting with a comma. */
