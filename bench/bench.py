@@ -445,10 +445,12 @@ http {{
             fetches.append(upstream_gets(f"{self.work}/upstream.log", self.digest) - before)
             if label == "mirror":
                 hwm = max(hwm, vm_hwm(p.pid))
-            # The same 16 clients again, the blob now cached: what sending 16 copies costs on its own.
-            sizes, wall = parallel(16, lambda i: fetch(self.blob_url(base))[0])
-            assert all(n == self.size for n in sizes), sizes
-            cached.append(wall)
+                # The same 16 clients again, the blob now cached: what sending 16 copies costs on its own.
+                # (Not asked of the peer: right after 16 concurrent fetches of one blob, Distribution's proxy
+                # sometimes answers 500 while its copies settle.)
+                sizes, wall = parallel(16, lambda i: fetch(self.blob_url(base))[0])
+                assert all(n == self.size for n in sizes), sizes
+                cached.append(wall)
             self.servers.stop(p)
         # Untimed (hashing 16 copies would swamp the timing on a small machine): every client of a
         # cold burst gets exactly the blob.
@@ -458,7 +460,7 @@ http {{
             raise RuntimeError(f"{label}: a client of the cold burst got wrong bytes")
         self.servers.stop(p)
         return (statistics.median(singles), statistics.median(bursts), statistics.median(ttfbs), max(fetches), hwm,
-                statistics.median(cached))
+                statistics.median(cached) if cached else None)
 
     def warm_up(self, base):
         """Requests that exercise a freshly started server (manifests, the config blob, a cold pull of the
@@ -474,7 +476,7 @@ http {{
 
     def cold_runs(self):
         m_single, m_burst, m_ttfb, m_fetches, m_hwm, m_cached = self.cold(lambda n: self.start_mirror(n), "mirror")
-        p_single, p_burst, p_ttfb, p_fetches, _, p_cached = self.cold(lambda n: self.start_peer(n), "peer")
+        p_single, p_burst, p_ttfb, p_fetches, _, _ = self.cold(lambda n: self.start_peer(n), "peer")
         nginx = f"http://127.0.0.1:{self.nginx_port}/blob"
         c_burst = statistics.median(parallel(16, lambda i: fetch(nginx)[0])[1] for _ in range(self.rounds))
         up_ttfb = statistics.median(fetch(self.blob_url(self.up))[1] for _ in range(max(3, self.rounds)))
@@ -484,7 +486,7 @@ http {{
                  "≤ 1.3×", m_burst <= 1.3 * m_single)
         self.notes.append(f"Cold pull of the {self.size >> 20} MiB blob: mirror {m_single:.2f} s alone, "
                           f"{m_burst:.2f} s for 16 at once; peer {p_single:.2f} s and {p_burst:.2f} s. "
-                          f"The same 16 clients once the blob is cached: mirror {m_cached:.2f} s, peer {p_cached:.2f} s, "
+                          f"The same 16 clients once the blob is cached: mirror {m_cached:.2f} s, "
                           f"nginx {c_burst:.2f} s, {c_burst / m_single:.1f}× the mirror's single cold pull"
                           + (": on this machine, sending the 16 copies alone takes longer than the target allows for "
                              "the whole cold burst." if c_burst > 1.3 * m_single else "."))
