@@ -437,10 +437,7 @@ http {{
             before = upstream_gets(f"{self.work}/upstream.log", self.digest)
             p, base, *_ = make(label)
             self.warm_up(base)
-            sizes, wall = parallel(16, lambda i: fetch(self.blob_url(base))[0])
-            if any(n != self.size for n in sizes):
-                raise RuntimeError(f"{label}: a client of the cold burst got {sizes}")
-            bursts.append(wall)
+            bursts.append(self.burst(self.blob_url(base), f"{label}, cold burst"))
             self.upstream_log_settled()
             fetches.append(upstream_gets(f"{self.work}/upstream.log", self.digest) - before)
             if label == "mirror":
@@ -448,9 +445,7 @@ http {{
                 # The same 16 clients again, the blob now cached: what sending 16 copies costs on its own.
                 # (Not asked of the peer: right after 16 concurrent fetches of one blob, Distribution's proxy
                 # sometimes answers 500 while its copies settle.)
-                sizes, wall = parallel(16, lambda i: fetch(self.blob_url(base))[0])
-                assert all(n == self.size for n in sizes), sizes
-                cached.append(wall)
+                cached.append(self.burst(self.blob_url(base), f"{label}, cached burst"))
             self.servers.stop(p)
         # Untimed (hashing 16 copies would swamp the timing on a small machine): every client of a
         # cold burst gets exactly the blob.
@@ -461,6 +456,13 @@ http {{
         self.servers.stop(p)
         return (statistics.median(singles), statistics.median(bursts), statistics.median(ttfbs), max(fetches), hwm,
                 statistics.median(cached) if cached else None)
+
+    def burst(self, url, what):
+        """16 clients GET url at once, each reading the whole blob; returns the wall time."""
+        sizes, wall = parallel(16, lambda i: fetch(url)[0])
+        if any(n != self.size for n in sizes):
+            raise RuntimeError(f"{what}: the clients got {sizes} bytes")
+        return wall
 
     def warm_up(self, base):
         """Requests that exercise a freshly started server (manifests, the config blob, a cold pull of the
@@ -478,7 +480,7 @@ http {{
         m_single, m_burst, m_ttfb, m_fetches, m_hwm, m_cached = self.cold(lambda n: self.start_mirror(n), "mirror")
         p_single, p_burst, p_ttfb, p_fetches, _, _ = self.cold(lambda n: self.start_peer(n), "peer")
         nginx = f"http://127.0.0.1:{self.nginx_port}/blob"
-        c_burst = statistics.median(parallel(16, lambda i: fetch(nginx)[0])[1] for _ in range(self.rounds))
+        c_burst = statistics.median(self.burst(nginx, "nginx burst") for _ in range(self.rounds))
         up_ttfb = statistics.median(fetch(self.blob_url(self.up))[1] for _ in range(max(3, self.rounds)))
         self.row("3a. cold burst, 16 clients: upstream fetches", "fetches", m_fetches, p_fetches, None,
                  "exactly 1", m_fetches == 1)

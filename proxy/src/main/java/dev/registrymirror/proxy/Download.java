@@ -72,6 +72,11 @@ final class Download {
         long used() {
             return used.get();
         }
+
+        /** Whether all downloads together hold more than the limit. */
+        boolean over() {
+            return used.get() > limit;
+        }
     }
 
     final Digest digest;
@@ -143,7 +148,7 @@ final class Download {
             // Chunks leave from the front once written: those beyond WINDOW_BYTES of written ones, and
             // every written one while all windows together are over the budget.
             while (!window.isEmpty() && window.peekFirst().end() <= onDisk
-                    && (keptOnDisk > WINDOW_BYTES || budget.used() > budget.limit)) {
+                    && (keptOnDisk > WINDOW_BYTES || budget.over())) {
                 Chunk c = window.pollFirst();
                 keptOnDisk -= c.bytes().readableBytes();
                 drop(c);

@@ -313,7 +313,7 @@ final class InflightDownloads {
             if (file.writeQueueFull()) {
                 return "disk";
             }
-            return received > written && memory.used() > memory.limit ? "memory" : null;
+            return received > written && memory.over() ? "memory" : null;
         }
 
         private void resumeIfWritten() {
