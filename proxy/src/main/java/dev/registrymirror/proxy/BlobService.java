@@ -25,7 +25,7 @@ import org.slf4j.LoggerFactory;
 
 /**
  * Blobs: local first. A hit is sent from its file with {@code sendFile} (zero-copy), {@code Range}
- * and {@code HEAD} answered locally. A miss joins the one download of that digest (see
+ * and {@code HEAD} answered locally; so is a {@code HEAD} for a blob being downloaded whose size is known. A miss joins the one download of that digest (see
  * {@link InflightDownloads}) and streams from its temporary file as bytes arrive. The last byte of
  * such a response is held back until the blob is verified, so a client never sees a clean end of
  * wrong or short content: a failed download breaks the connection.
@@ -67,6 +67,13 @@ final class BlobService {
                         return serveStored(route, upstream, req, attempt, found.get());
                     }
                     if (head) {
+                        long size = downloads.announcedSize(route.digest());
+                        if (size >= 0) {
+                            // Being downloaded, its size known: answered here, like a hit.
+                            metrics.cacheHit("blob");
+                            blobHeaders(req.response().headers(), route.digest());
+                            return req.response().putHeader(HttpHeaders.CONTENT_LENGTH, Long.toString(size)).end();
+                        }
                         metrics.cacheMiss("blob");
                         return headUpstream(route, upstream, req);
                     }
@@ -74,7 +81,12 @@ final class BlobService {
                     if (d == null) {
                         return retry(route, upstream, req, attempt, "blob was stored meanwhile");
                     }
-                    metrics.cacheMiss("blob");
+                    Download.State state = d.snapshot().state();
+                    if (state == Download.State.VERIFIED || state == Download.State.DONE) {
+                        metrics.cacheHit("blob"); // all there and verified, the commit under way
+                    } else {
+                        metrics.cacheMiss("blob");
+                    }
                     if (!d.reserve()) {
                         return retry(route, upstream, req, attempt, "blob download is restarting");
                     }
@@ -296,7 +308,14 @@ final class BlobService {
                     }
                     return Future.failedFuture(snapshot.failure());
                 }
-                respond(snapshot.size());
+                ByteRange range;
+                try {
+                    range = snapshot.size() >= 0 ? ByteRange.parse(req.getHeader("Range"), snapshot.size()) : null;
+                } catch (RegistryError e) {
+                    unreserve(); // a range wholly outside the blob: 416, as for a stored blob
+                    return Future.failedFuture(e);
+                }
+                respond(snapshot.size(), range);
                 return started.future();
             });
         }
@@ -309,16 +328,9 @@ final class BlobService {
             return d.await(context, s).compose(v -> headersKnown());
         }
 
-        private void respond(long size) {
+        /** Starts the response: the whole blob, or {@code range} of it; {@code size} is -1 when not yet known. */
+        private void respond(long size, ByteRange range) {
             blobHeaders(resp.headers(), d.digest);
-            ByteRange range = null;
-            if (size >= 0) {
-                try {
-                    range = ByteRange.parse(req.getHeader("Range"), size);
-                } catch (RegistryError e) {
-                    range = null;
-                }
-            }
             if (range != null) {
                 resp.setStatusCode(206).putHeader(HttpHeaders.CONTENT_RANGE, range.contentRange(size));
                 position = range.start();

@@ -4,6 +4,7 @@ import dev.registrymirror.cache.BlobStore;
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.metrics.MirrorMetrics;
 import io.vertx.core.Future;
+import io.vertx.core.Promise;
 import io.vertx.core.Vertx;
 import io.vertx.core.buffer.Buffer;
 import io.vertx.core.file.AsyncFile;
@@ -58,6 +59,7 @@ final class InflightDownloads {
     /** Where each chunk's one copy goes: pooled direct buffers (tests inject one that runs out). */
     private final ByteBufAllocator allocator;
     private volatile boolean stopping;
+    private final Promise<Void> ended = Promise.promise();
 
     /**
      * @param memoryLimit the bytes downloads may hold in memory ({@code server.downloadMemory}); -1 for an
@@ -74,16 +76,45 @@ final class InflightDownloads {
         metrics.downloadMemory(memory::used, memory.limit);
     }
 
+    /**
+     * The size of the blob being downloaded with this digest, once the upstream has announced it (or
+     * all of it is verified); -1 when there is no such download, its size is not known yet, or it failed.
+     */
+    long announcedSize(Digest digest) {
+        Download d = downloads.get(digest);
+        if (d == null) {
+            return -1;
+        }
+        Download.Snapshot s = d.snapshot();
+        return s.state() == Download.State.FAILED ? -1 : s.size();
+    }
+
     /** Downloads under way now. */
     int size() {
         return downloads.size();
     }
 
-    /** Stops every download under way (the mirror is stopping); their waiting readers fail. */
-    void abandonAll() {
+    /**
+     * Stops every download under way (the mirror is stopping); their waiting readers fail. A download
+     * that has every byte is not stopped: it finishes its writes and its commit, so that a blob a client
+     * was served is not lost. The future completes once no download is left.
+     */
+    Future<Void> abandonAll() {
         stopping = true;
         for (Download d : downloads.values()) {
             d.cancel();
+        }
+        if (downloads.isEmpty()) {
+            ended.tryComplete();
+        }
+        return ended.future();
+    }
+
+    /** {@code d} has ended (stored, or failed): it leaves the map. */
+    private void remove(Download d) {
+        downloads.remove(d.digest, d);
+        if (stopping && downloads.isEmpty()) {
+            ended.tryComplete();
         }
     }
 
@@ -374,7 +405,7 @@ final class InflightDownloads {
             file.close()
                     .compose(v -> vertx.executeBlocking(() -> store.commit(temp, d.digest, size), false))
                     .onComplete(ar -> {
-                        downloads.remove(d.digest, d);
+                        remove(d);
                         if (ar.succeeded()) {
                             LOG.info("upstream {}: stored blob {} ({} bytes)", upstream.name(), d.digest, size);
                         } else {
@@ -428,7 +459,7 @@ final class InflightDownloads {
     }
 
     private void fail(Download d, UpstreamClient upstream, Throwable error, String countReason) {
-        downloads.remove(d.digest, d);
+        remove(d);
         if (countReason != null) {
             metrics.upstreamError(upstream.name(), countReason);
         }

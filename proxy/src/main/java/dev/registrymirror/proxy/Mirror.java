@@ -19,6 +19,7 @@ import java.io.IOException;
 import java.time.Clock;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import java.util.concurrent.TimeUnit;
 import java.util.function.UnaryOperator;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -147,20 +148,26 @@ public final class Mirror {
 
     /**
      * Stops gracefully: new requests get a 503 while the responses in progress finish (for at most
-     * {@code server.shutdownTimeout}); then the server closes, downloads still under way are
-     * abandoned, temporary files are deleted and the upstream clients released. The Vert.x
+     * {@code server.shutdownTimeout}); then the server closes and downloads still under way are
+     * abandoned, except those that have every byte: their writes and commits finish (for at most
+     * {@code server.shutdownTimeout} again, at least a second), so a blob a client was served is
+     * stored. Then temporary files are deleted and the upstream clients released. The Vert.x
      * instance is the caller's to close.
      */
     public Future<Void> stop() {
         return handler.drain(config.server().shutdownTimeout())
                 .compose(v -> deployment == null ? Future.<Void>succeededFuture() : vertx.undeploy(deployment))
-                .eventually(() -> {
-                    downloads.abandonAll();
-                    return vertx.executeBlocking(() -> {
-                        storage.removeTemporaryFiles();
-                        return null;
-                    }, false);
-                })
+                .eventually(() -> downloads.abandonAll()
+                        .timeout(Math.max(1000, config.server().shutdownTimeout().toMillis()), TimeUnit.MILLISECONDS)
+                        .otherwise(err -> {
+                            LOG.warn("stopping with {} blob downloads still writing or committing; they are not stored",
+                                    downloads.size());
+                            return null;
+                        }))
+                .eventually(() -> vertx.executeBlocking(() -> {
+                    storage.removeTemporaryFiles();
+                    return null;
+                }, false))
                 .eventually(() -> {
                     upstreams.values().forEach(UpstreamClient::close);
                     storage.close();

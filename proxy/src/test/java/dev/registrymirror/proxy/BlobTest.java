@@ -60,6 +60,7 @@ class BlobTest extends MirrorTestBase {
         Digest d = hub.putBlob(layer);
         startMirror();
         assertThat(get("/v2/library/alpine/blobs/" + d).statusCode()).isEqualTo(200);
+        assertThat(downloadsLeft()).isZero(); // stored
         long before = hub.seen.size();
 
         HttpResponse<byte[]> range = get("/v2/library/alpine/blobs/" + d, "Range", "bytes=100-199");
@@ -140,7 +141,7 @@ class BlobTest extends MirrorTestBase {
         }
         assertThat(hub.count("cdn", "GET", "/blobs/")).isEqualTo(1);
         assertThat(hub.count("registry", "GET", "/blobs/")).isLessThanOrEqualTo(2);
-        assertThat(mirror.downloadsInFlight()).isZero();
+        assertThat(downloadsLeft()).isZero();
         assertThat(tempFiles()).isEmpty();
         await(client.close());
     }
@@ -181,6 +182,34 @@ class BlobTest extends MirrorTestBase {
         assertThat(await(fromFile).getBytes()).isEqualTo(java.util.Arrays.copyOfRange(layer, 1_000_000, layer.length));
         assertThat(await(inWindow).getBytes()).isEqualTo(java.util.Arrays.copyOfRange(layer, half - 1000, half + 1000));
         assertThat(hub.count("cdn", "GET", "/blobs/")).isEqualTo(1);
+        await(client.close());
+    }
+
+    @Test
+    void whileABlobIsDownloadedHeadAndARangeOutsideItAreAnsweredWithoutTheUpstream() {
+        byte[] layer = randomBytes(4 << 20, 43);
+        Digest d = hub.putBlob(layer);
+        Promise<Void> release = Promise.promise();
+        hub.holdSecondHalf = release;
+        startMirror();
+        HttpClient client = vertx.createHttpClient();
+        Future<Buffer> first = fetch(client, d, null, new AtomicLong());
+        await(hub.firstHalfSent.future());
+
+        HttpResponse<byte[]> headed = head("/v2/library/alpine/blobs/" + d);
+        assertThat(headed.statusCode()).isEqualTo(200);
+        assertThat(headed.headers().firstValue("Content-Length")).contains(Integer.toString(layer.length));
+        assertThat(headed.headers().firstValue("Docker-Content-Digest")).contains(d.toString());
+        HttpResponse<byte[]> outside = get("/v2/library/alpine/blobs/" + d, "Range", "bytes=" + layer.length + "-");
+        assertThat(outside.statusCode()).isEqualTo(416);
+        assertThat(body(outside)).contains("\"errors\"");
+        assertThat(hub.count("registry", "HEAD", "/blobs/") + hub.count("cdn", "HEAD", "/blobs/")).isZero();
+        assertThat(first.isComplete()).isFalse();
+
+        release.complete();
+        assertThat(await(first).getBytes()).isEqualTo(layer);
+        assertThat(hub.count("cdn", "GET", "/blobs/")).isEqualTo(1);
+        assertThat(downloadsLeft()).isZero();
         await(client.close());
     }
 

@@ -27,9 +27,11 @@ class CacheLimitsTest extends MirrorTestBase {
         startMirror();
         get("/v2/library/alpine/blobs/" + da);
         get("/v2/library/alpine/blobs/" + db);
+        assertThat(downloadsLeft()).isZero(); // both stored
         clock.advance(Duration.ofSeconds(1));
         assertThat(get("/v2/library/alpine/blobs/" + da).body()).isEqualTo(a); // a is now used after b
         get("/v2/library/alpine/blobs/" + dc); // 75 MiB > 64 MiB
+        assertThat(downloadsLeft()).isZero();
         mirror.storage().upkeep();
 
         String metrics = mirror.metrics().scrape();
@@ -57,6 +59,7 @@ class CacheLimitsTest extends MirrorTestBase {
         get("/v2/library/alpine/blobs/" + dOld);
         get("/v2/library/alpine/blobs/" + dUsed);
         get("/v2/library/alpine/manifests/3.19", "Accept", TYPES);
+        assertThat(downloadsLeft()).isZero(); // stored before the clock moves on
         clock.advance(Duration.ofDays(5));
         get("/v2/library/alpine/blobs/" + dUsed);
         clock.advance(Duration.ofDays(3));

@@ -8,7 +8,6 @@ import java.io.IOException;
 import java.net.http.HttpResponse;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.Optional;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -84,11 +83,9 @@ class DiskFullTest extends MirrorTestBase {
     }
 
     /** The real store, with a disk that fills up on demand. */
-    final class FaultyDisk implements BlobStore {
-        private final BlobStore real;
-
+    final class FaultyDisk extends ForwardingBlobStore {
         FaultyDisk(BlobStore real) {
-            this.real = real;
+            super(real);
         }
 
         @Override
@@ -104,56 +101,6 @@ class DiskFullTest extends MirrorTestBase {
         @Override
         public long usableSpace() throws IOException {
             return reportsNoSpace ? 1024 : real.usableSpace();
-        }
-
-        @Override
-        public Optional<Blob> find(Digest digest) throws IOException {
-            return real.find(digest);
-        }
-
-        @Override
-        public Optional<Blob> acquire(Digest digest) throws IOException {
-            return real.acquire(digest);
-        }
-
-        @Override
-        public boolean knownAbsent(Digest digest) {
-            return real.knownAbsent(digest);
-        }
-
-        @Override
-        public boolean knownPresent(Digest digest) {
-            return real.knownPresent(digest);
-        }
-
-        @Override
-        public void release(Blob blob) {
-            real.release(blob);
-        }
-
-        @Override
-        public boolean verify(Blob blob) throws IOException {
-            return real.verify(blob);
-        }
-
-        @Override
-        public void forget(Blob blob) {
-            real.forget(blob);
-        }
-
-        @Override
-        public Blob commit(Path temp, Digest digest, long size) throws IOException {
-            return real.commit(temp, digest, size);
-        }
-
-        @Override
-        public void discard(Path temp) {
-            real.discard(temp);
-        }
-
-        @Override
-        public long storedBytes() {
-            return real.storedBytes();
         }
     }
 }

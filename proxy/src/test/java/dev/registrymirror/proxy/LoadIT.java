@@ -118,7 +118,8 @@ class LoadIT extends FakeHubIT {
             // Every client connection closed, every download finished: no descriptor is left behind but
             // pooled upstream connections (kept alive for reuse, at most 64 per upstream host).
             long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
-            while (clientConnections(pid, port) > connectionsBefore && System.nanoTime() < deadline) {
+            while ((clientConnections(pid, port) > connectionsBefore || files(dir.resolve("data/tmp")) > 0)
+                    && System.nanoTime() < deadline) {
                 Thread.sleep(50); // polling another process
             }
             List<String> targets = fdTargets(pid);

@@ -206,12 +206,20 @@ abstract class MirrorTestBase {
         }).isInstanceOf(IOException.class);
     }
 
-    List<Path> storedBlobs() throws IOException {
-        // A client has its bytes once they are verified; the commit to the store follows.
+    /**
+     * Waits up to 5 s for the mirror's blob downloads to end, and returns how many are left. A client has
+     * its bytes once they are verified; the commit to the store follows a moment later.
+     */
+    int downloadsLeft() {
         long deadline = System.nanoTime() + 5_000_000_000L;
         while (mirror != null && mirror.downloadsInFlight() > 0 && System.nanoTime() < deadline) {
             Thread.onSpinWait();
         }
+        return mirror == null ? 0 : mirror.downloadsInFlight();
+    }
+
+    List<Path> storedBlobs() throws IOException {
+        downloadsLeft();
         Path blobs = storage.resolve("blobs");
         try (Stream<Path> s = Files.walk(blobs)) {
             return s.filter(Files::isRegularFile).toList();

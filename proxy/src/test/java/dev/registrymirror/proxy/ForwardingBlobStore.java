@@ -1,0 +1,76 @@
+package dev.registrymirror.proxy;
+
+import dev.registrymirror.cache.BlobStore;
+import dev.registrymirror.cache.Digest;
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.Optional;
+
+/** A blob store that passes every call to a real one; tests override the calls they make misbehave. */
+abstract class ForwardingBlobStore implements BlobStore {
+    final BlobStore real;
+
+    ForwardingBlobStore(BlobStore real) {
+        this.real = real;
+    }
+
+    @Override
+    public Optional<Blob> find(Digest digest) throws IOException {
+        return real.find(digest);
+    }
+
+    @Override
+    public Optional<Blob> acquire(Digest digest) throws IOException {
+        return real.acquire(digest);
+    }
+
+    @Override
+    public boolean knownAbsent(Digest digest) {
+        return real.knownAbsent(digest);
+    }
+
+    @Override
+    public boolean knownPresent(Digest digest) {
+        return real.knownPresent(digest);
+    }
+
+    @Override
+    public void release(Blob blob) {
+        real.release(blob);
+    }
+
+    @Override
+    public boolean verify(Blob blob) throws IOException {
+        return real.verify(blob);
+    }
+
+    @Override
+    public void forget(Blob blob) {
+        real.forget(blob);
+    }
+
+    @Override
+    public Path newTempFile() throws IOException {
+        return real.newTempFile();
+    }
+
+    @Override
+    public Blob commit(Path temp, Digest digest, long size) throws IOException {
+        return real.commit(temp, digest, size);
+    }
+
+    @Override
+    public void discard(Path temp) {
+        real.discard(temp);
+    }
+
+    @Override
+    public long storedBytes() {
+        return real.storedBytes();
+    }
+
+    @Override
+    public long usableSpace() throws IOException {
+        return real.usableSpace();
+    }
+}
