@@ -14,6 +14,7 @@ import io.micrometer.core.instrument.binder.system.UptimeMetrics;
 import io.micrometer.core.instrument.config.MeterFilter;
 import io.micrometer.prometheusmetrics.PrometheusConfig;
 import io.micrometer.prometheusmetrics.PrometheusMeterRegistry;
+import java.util.List;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentMap;
 import java.util.concurrent.TimeUnit;
@@ -32,6 +33,9 @@ public final class MirrorMetrics {
     public static final String CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
     private static final String PREFIX = "registrymirror.";
+    /** The reasons an exchange with an upstream fails, as {@link #upstreamError} counts them. */
+    private static final List<String> UPSTREAM_ERRORS = List.of("connect", "timeout", "tls", "reset", "status_5xx",
+            "rate_limited", "auth", "digest_mismatch", "protocol");
     private static final String SERVED = "Bytes of blobs and manifests sent to clients, by where they came from";
 
     private final PrometheusMeterRegistry registry;
@@ -46,6 +50,43 @@ public final class MirrorMetrics {
         this.registry = registry;
         this.servedFromCache = bytesCounter("served", SERVED, "source", "cache");
         this.servedFromUpstream = bytesCounter("served", SERVED, "source", "upstream");
+    }
+
+    /**
+     * Starts every counter whose label values are known in advance at 0, for each of these upstreams,
+     * so that dashboards and {@code rate()} see a series from the first scrape rather than only after
+     * its first event. (Request timers are left out: their statuses are open-ended; and the rate-limit
+     * gauge stays absent until an upstream reports one.)
+     */
+    public void startAtZero(List<String> upstreams) {
+        for (String kind : List.of("blob", "manifest", "tag")) {
+            cacheHits(kind);
+            cacheMisses(kind);
+        }
+        for (String kind : List.of("blob", "manifest")) {
+            for (String reason : List.of("size", "age")) {
+                evictions(kind, reason);
+                evictedBytes(kind, reason);
+            }
+            corruptCounter(kind);
+        }
+        for (String reason : List.of("disk_full", "io")) {
+            storageErrors(reason);
+        }
+        for (String reason : List.of("disk", "memory")) {
+            downloadPauses(reason);
+        }
+        passThroughs();
+        for (String upstream : upstreams) {
+            for (String reason : List.of("unreachable", "error", "rate_limited")) {
+                staleCounter(upstream, reason);
+            }
+            for (String reason : UPSTREAM_ERRORS) {
+                upstreamErrors(upstream, reason);
+            }
+            upstreamRetries(upstream);
+            upstreamReceived(upstream);
+        }
     }
 
     /** A fresh registry with JVM and process metrics bound. */
@@ -82,18 +123,30 @@ public final class MirrorMetrics {
 
     /** A request was answered from the cache. {@code kind}: blob, manifest or tag. */
     public void cacheHit(String kind) {
-        counter("cache.hits", "Requests answered from the cache, by kind of content", "kind", kind).increment();
+        cacheHits(kind).increment();
+    }
+
+    private Counter cacheHits(String kind) {
+        return counter("cache.hits", "Requests answered from the cache, by kind of content", "kind", kind);
     }
 
     /** A request needed the upstream. {@code kind}: blob, manifest or tag. */
     public void cacheMiss(String kind) {
-        counter("cache.misses", "Requests that needed the upstream, by kind of content", "kind", kind).increment();
+        cacheMisses(kind).increment();
+    }
+
+    private Counter cacheMisses(String kind) {
+        return counter("cache.misses", "Requests that needed the upstream, by kind of content", "kind", kind);
     }
 
     /** A cached tag was served because the upstream could not be asked. {@code reason}: unreachable, error, rate_limited. */
     public void staleServed(String upstream, String reason) {
-        counter("stale.served", "Expired tags served from cache because the upstream failed", "upstream", upstream,
-                "reason", reason).increment();
+        staleCounter(upstream, reason).increment();
+    }
+
+    private Counter staleCounter(String upstream, String reason) {
+        return counter("stale.served", "Expired tags served from cache because the upstream failed",
+                "upstream", upstream, "reason", reason);
     }
 
     /** Bytes sent to a client from the cache. */
@@ -117,24 +170,35 @@ public final class MirrorMetrics {
     }
 
     /**
-     * An upstream exchange failed. {@code reason}: connect, timeout, reset, status_5xx, rate_limited,
+     * An upstream exchange failed. {@code reason}: connect, timeout, tls, reset, status_5xx, rate_limited,
      * auth, digest_mismatch, protocol.
      */
     public void upstreamError(String upstream, String reason) {
-        counter("upstream.errors", "Failed exchanges with upstream registries, by upstream and reason",
-                "upstream", upstream, "reason", reason).increment();
+        upstreamErrors(upstream, reason).increment();
+    }
+
+    private Counter upstreamErrors(String upstream, String reason) {
+        return counter("upstream.errors", "Failed exchanges with upstream registries, by upstream and reason",
+                "upstream", upstream, "reason", reason);
     }
 
     /** A request that got no answer or a 5xx was sent to the upstream again. */
     public void upstreamRetry(String upstream) {
-        counter("upstream.retries", "Upstream requests sent again after a failure, before any byte reached a client",
-                "upstream", upstream).increment();
+        upstreamRetries(upstream).increment();
+    }
+
+    private Counter upstreamRetries(String upstream) {
+        return counter("upstream.retries",
+                "Upstream requests sent again after a failure, before any byte reached a client", "upstream", upstream);
     }
 
     /** Body bytes received from an upstream. */
     public void upstreamBytes(String upstream, long bytes) {
-        bytesCounter("upstream.received", "Body bytes received from upstream registries", "upstream", upstream)
-                .increment(bytes);
+        upstreamReceived(upstream).increment(bytes);
+    }
+
+    private Counter upstreamReceived(String upstream) {
+        return bytesCounter("upstream.received", "Body bytes received from upstream registries", "upstream", upstream);
     }
 
     /** The upstream reported its remaining pull allowance ({@code ratelimit-remaining}). */
@@ -170,8 +234,12 @@ public final class MirrorMetrics {
      * disk (its own writes queued up) or memory (all downloads together hold server.downloadMemory).
      */
     public void downloadPaused(String reason) {
-        counter("download.pauses", "Times a blob download waited for the disk before reading its upstream on",
-                "reason", reason).increment();
+        downloadPauses(reason).increment();
+    }
+
+    private Counter downloadPauses(String reason) {
+        return counter("download.pauses", "Times a blob download waited for the disk before reading its upstream on",
+                "reason", reason);
     }
 
     /** Registers the gauge of bytes held in storage, by kind (blob, manifest). */
@@ -195,16 +263,27 @@ public final class MirrorMetrics {
 
     /** Content was removed to respect a limit. {@code reason}: size (maxSize) or age (maxAge). */
     public void evicted(String kind, String reason, long bytes) {
-        counter("evictions", "Blobs and manifests removed from storage to respect maxSize or maxAge",
-                "kind", kind, "reason", reason).increment();
-        bytesCounter("evicted", "Bytes removed from storage to respect maxSize or maxAge", "kind", kind,
-                "reason", reason).increment(bytes);
+        evictions(kind, reason).increment();
+        evictedBytes(kind, reason).increment(bytes);
+    }
+
+    private Counter evictions(String kind, String reason) {
+        return counter("evictions", "Blobs and manifests removed from storage to respect maxSize or maxAge",
+                "kind", kind, "reason", reason);
+    }
+
+    private Counter evictedBytes(String kind, String reason) {
+        return bytesCounter("evicted", "Bytes removed from storage to respect maxSize or maxAge", "kind", kind,
+                "reason", reason);
     }
 
     /** A stored file did not match its digest and was deleted (it is fetched again when asked for). */
     public void corruptDropped(String kind) {
-        counter("corrupt.dropped", "Stored files that did not match their digest and were deleted", "kind", kind)
-                .increment();
+        corruptCounter(kind).increment();
+    }
+
+    private Counter corruptCounter(String kind) {
+        return counter("corrupt.dropped", "Stored files that did not match their digest and were deleted", "kind", kind);
     }
 
     /**
@@ -212,12 +291,20 @@ public final class MirrorMetrics {
      * is still answered, without storing.
      */
     public void storageError(String reason) {
-        counter("storage.errors", "Failed writes to the cache's storage, by reason", "reason", reason).increment();
+        storageErrors(reason).increment();
+    }
+
+    private Counter storageErrors(String reason) {
+        return counter("storage.errors", "Failed writes to the cache's storage, by reason", "reason", reason);
     }
 
     /** A blob miss was streamed to the client from the upstream without being stored (disk full). */
     public void passThrough() {
-        counter("blob.passthrough", "Blob misses streamed without storing, because the disk was full").increment();
+        passThroughs().increment();
+    }
+
+    private Counter passThroughs() {
+        return counter("blob.passthrough", "Blob misses streamed without storing, because the disk was full");
     }
 
     private Counter counter(String name, String description, String... tags) {

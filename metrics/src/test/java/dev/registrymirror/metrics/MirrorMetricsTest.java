@@ -48,4 +48,31 @@ class MirrorMetricsTest {
         inflight.set(0);
         assertThat(m.scrape()).contains("registrymirror_downloads_inflight 0.0");
     }
+
+    @Test
+    void countersWithKnownLabelsStartAtZero() {
+        MirrorMetrics m = MirrorMetrics.create();
+        m.startAtZero(java.util.List.of("docker.io", "ghcr.io"));
+        m.cacheHit("blob");
+
+        String text = m.scrape();
+        assertThat(text).contains("registrymirror_cache_hits_total{kind=\"blob\"} 1.0")
+                .contains("registrymirror_cache_hits_total{kind=\"tag\"} 0.0")
+                .contains("registrymirror_cache_misses_total{kind=\"manifest\"} 0.0")
+                .contains("registrymirror_evictions_total{kind=\"manifest\",reason=\"age\"} 0.0")
+                .contains("registrymirror_evicted_bytes_total{kind=\"blob\",reason=\"size\"} 0.0")
+                .contains("registrymirror_corrupt_dropped_total{kind=\"blob\"} 0.0")
+                .contains("registrymirror_storage_errors_total{reason=\"disk_full\"} 0.0")
+                .contains("registrymirror_download_pauses_total{reason=\"memory\"} 0.0")
+                .contains("registrymirror_blob_passthrough_total 0.0")
+                .contains("registrymirror_stale_served_total{reason=\"unreachable\",upstream=\"ghcr.io\"} 0.0")
+                .contains("registrymirror_upstream_errors_total{reason=\"tls\",upstream=\"docker.io\"} 0.0")
+                .contains("registrymirror_upstream_errors_total{reason=\"digest_mismatch\",upstream=\"ghcr.io\"} 0.0")
+                .contains("registrymirror_upstream_retries_total{upstream=\"ghcr.io\"} 0.0")
+                .contains("registrymirror_upstream_received_bytes_total{upstream=\"docker.io\"} 0.0")
+                // Unknown until an upstream reports it: absent, not 0.
+                .doesNotContain("registrymirror_upstream_ratelimit_remaining");
+        m.upstreamError("ghcr.io", "tls");
+        assertThat(m.scrape()).contains("registrymirror_upstream_errors_total{reason=\"tls\",upstream=\"ghcr.io\"} 1.0");
+    }
 }

@@ -47,6 +47,7 @@ public final class Mirror {
                    ByteBufAllocator allocator) throws IOException {
         this.vertx = vertx;
         this.metrics = MirrorMetrics.create();
+        metrics.startAtZero(config.upstreams().stream().map(MirrorConfig.Upstream::name).toList());
         MirrorConfig.Storage sc = config.storage();
         this.storage = Storage.open(sc.path(), new Storage.Limits(sc.maxSize(), sc.lowWatermark(), sc.maxAge()),
                 clock, new StorageMetrics(metrics), MANIFEST_MEMORY_BYTES, TAG_MEMORY_ENTRIES);

@@ -15,8 +15,6 @@ import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.UnaryOperator;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 import java.util.stream.IntStream;
 import org.junit.jupiter.api.Test;
 
@@ -54,7 +52,7 @@ class DownloadMemoryTest extends MirrorTestBase {
         String metrics = mirror.metrics().scrape();
         assertThat(metrics).contains("registrymirror_download_memory_limit_bytes 0.0");
         // Every chunk (at most 256 KiB each) waited for its own write before the next was read.
-        assertThat(counter(metrics, "registrymirror_download_pauses_total{reason=\"memory\"}"))
+        assertThat(Exposition.value(metrics, "registrymirror_download_pauses_total{reason=\"memory\"}"))
                 .isGreaterThanOrEqualTo(layer.length / CHUNK);
     }
 
@@ -76,12 +74,6 @@ class DownloadMemoryTest extends MirrorTestBase {
         assertThat(again.body()).isEqualTo(layer);
         assertThat(hub.count("cdn", "GET", "/blobs/")).isEqualTo(2);
         assertThat(storedBlobs()).singleElement().satisfies(p -> assertThat(Files.readAllBytes(p)).isEqualTo(layer));
-    }
-
-    private static double counter(String exposition, String series) {
-        Matcher m = Pattern.compile(Pattern.quote(series) + " (\\S+)").matcher(exposition);
-        assertThat(m.find()).as(series + " in the metrics").isTrue();
-        return Double.parseDouble(m.group(1));
     }
 
     /** A pooled allocator whose {@code n}-th chunk allocation fails as if direct memory were exhausted. */

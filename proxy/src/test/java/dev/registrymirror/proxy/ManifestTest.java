@@ -142,7 +142,8 @@ class ManifestTest extends MirrorTestBase {
         HttpResponse<byte[]> r = get("/v2/library/alpine/manifests/" + claimed, "Accept", TYPES);
         assertThat(r.statusCode()).isEqualTo(502);
         assertThat(body(r)).contains("do not match");
-        assertThat(mirror.metrics().scrape()).contains("reason=\"digest_mismatch\"");
+        assertThat(Exposition.value(mirror.metrics().scrape(),
+                "registrymirror_upstream_errors_total{reason=\"digest_mismatch\",upstream=\"docker.io\"}")).isEqualTo(1.0);
     }
 
     @Test

@@ -159,7 +159,8 @@ class UpstreamBehaviourTest extends MirrorTestBase {
         assertThat(Duration.ofNanos(System.nanoTime() - start)).isLessThan(Duration.ofSeconds(10));
         HttpResponse<byte[]> blob = get("/v2/library/alpine/blobs/sha256:" + "b".repeat(64));
         assertThat(blob.statusCode()).isEqualTo(503);
-        assertThat(mirror.metrics().scrape()).contains("registrymirror_upstream_errors_total{reason=\"connect\"");
+        assertThat(Exposition.value(mirror.metrics().scrape(),
+                "registrymirror_upstream_errors_total{reason=\"connect\",upstream=\"docker.io\"}")).isPositive();
     }
 
     @Test
