@@ -383,8 +383,12 @@ http {{
         storage = os.path.join(self.work, name + "-storage")
         shutil.rmtree(storage, ignore_errors=True)
         start = time.monotonic()
-        p = self.servers.start(name, ["java", "-Xmx256m", *self.args.java_opt, "-jar", JAR, "--port", str(port), "--storage", storage,
-                                      "--upstream", self.up])
+        # storage.minFree off: its default (1 GiB) would make the run depend on this machine's free disk.
+        config = os.path.join(self.work, name + ".yaml")
+        with open(config, "w") as f:
+            f.write("storage: {minFree: 0}\n")
+        p = self.servers.start(name, ["java", "-Xmx256m", *self.args.java_opt, "-jar", JAR, "--config", config,
+                                      "--port", str(port), "--storage", storage, "--upstream", self.up])
         wait_up(f"http://127.0.0.1:{port}/v2/", p)
         return p, f"http://127.0.0.1:{port}", time.monotonic() - start
 

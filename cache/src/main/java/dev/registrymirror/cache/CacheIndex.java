@@ -252,15 +252,17 @@ final class CacheIndex {
 
     /**
      * Applies the uses noted by {@link #accessed}, then removes unread content older than
-     * {@code maxAge} and, when over {@code maxSize}, the least recently used content down to the
-     * low watermark. Pinned entries are skipped. Does nothing before the start-up scan finished.
-     * Blocks: run it on a worker thread.
+     * {@code maxAge}; when over {@code maxSize}, the least recently used content down to the low
+     * watermark; and then the least recently used content until {@code bytesToFree} bytes are gone
+     * (the file system is short of space; counted with reason {@code disk}). Pinned entries are
+     * skipped. Does nothing before the start-up scan finished. Blocks: run it on a worker thread.
      *
-     * @return the entries whose access time should now be written to their files
+     * @return the entries whose access time should now be written to their files, and the bytes
+     *         removed for {@code bytesToFree}
      */
-    List<Map.Entry<Key, Long>> maintain() {
+    Upkeep maintain(long bytesToFree) {
         if (!complete) {
-            return List.of();
+            return new Upkeep(List.of(), 0);
         }
         List<Map.Entry<Key, Long>> toPersist = new ArrayList<>();
         List<Map.Entry<Key, Long>> noted = new ArrayList<>(recent.entrySet().size());
@@ -284,28 +286,49 @@ final class CacheIndex {
         }
         if (maxAgeMillis > 0) {
             long cutoff = now() - maxAgeMillis;
-            while (evictBatch("age", e -> e.lastAccess < cutoff)) {
+            while (evictBatch("age", e -> e.lastAccess < cutoff) > 0) {
                 // next batch
             }
         }
         if (overLimit()) {
-            while (totalBytes() > lowBytes && evictBatch("size", e -> true)) {
+            while (totalBytes() > lowBytes && evictBatch("size", e -> true) > 0) {
                 // next batch
             }
         }
-        return toPersist;
+        long freed = 0;
+        while (freed < bytesToFree) {
+            long batch = evictBatch("disk", e -> true, bytesToFree - freed);
+            if (batch == 0) {
+                break;
+            }
+            freed += batch;
+        }
+        return new Upkeep(toPersist, freed);
+    }
+
+    /** What {@link #maintain} did: uses to write to files, and the bytes removed for the disk's sake. */
+    record Upkeep(List<Map.Entry<Key, Long>> toPersist, long freedForDisk) {
     }
 
     private interface Victim {
         boolean test(Entry e);
     }
 
-    /** Removes up to {@link #BATCH} unpinned entries that {@code victim} selects, eldest first. */
-    private synchronized boolean evictBatch(String reason, Victim victim) {
+    private long evictBatch(String reason, Victim victim) {
+        return evictBatch(reason, victim, Long.MAX_VALUE);
+    }
+
+    /**
+     * Removes up to {@link #BATCH} unpinned entries that {@code victim} selects, eldest first, stopping
+     * once the stored bytes are down to the low watermark (for {@code size}) or {@code enough} bytes
+     * are removed. Returns the bytes removed.
+     */
+    private synchronized long evictBatch(String reason, Victim victim, long enough) {
         int removed = 0;
+        long freed = 0;
         boolean bySize = reason.equals("size");
         for (Iterator<Map.Entry<Key, Entry>> it = lru.entrySet().iterator(); it.hasNext() && removed < BATCH; ) {
-            if (bySize && totalBytes() <= lowBytes) {
+            if ((bySize && totalBytes() <= lowBytes) || freed >= enough) {
                 break;
             }
             Map.Entry<Key, Entry> me = it.next();
@@ -325,8 +348,9 @@ final class CacheIndex {
             account(key.kind(), -e.size, -1);
             events.evicted(key.kind().label, reason, e.size);
             removed++;
+            freed += e.size;
         }
-        return removed > 0;
+        return removed > 0 ? Math.max(freed, 1) : 0;
     }
 
     private void account(Kind kind, long size, int count) {

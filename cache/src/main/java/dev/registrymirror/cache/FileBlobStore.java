@@ -39,13 +39,20 @@ final class FileBlobStore implements BlobStore {
     private final CacheIndex index;
     private final StorageEvents events;
     private final Runnable grew;
+    private final Storage.FreeSpace space;
 
-    FileBlobStore(Path root, CacheIndex index, StorageEvents events, Runnable grew) throws IOException {
+    /**
+     * @param grew  called after each commit (the store may be over its limits now)
+     * @param space the usable space on the cache's filesystem
+     */
+    FileBlobStore(Path root, CacheIndex index, StorageEvents events, Runnable grew, Storage.FreeSpace space)
+            throws IOException {
         this.blobs = root.resolve("blobs");
         this.tmp = root.resolve("tmp");
         this.index = index;
         this.events = events;
         this.grew = grew;
+        this.space = space;
         Files.createDirectories(blobs);
         Files.createDirectories(tmp);
         index.deleter(Kind.BLOB, d -> Files.deleteIfExists(pathOf(d)));
@@ -191,9 +198,7 @@ final class FileBlobStore implements BlobStore {
             }
             index.add(key, size, index.now(), true).verified = true;
         }
-        if (index.overLimit()) {
-            grew.run();
-        }
+        grew.run();
         return new Blob(digest, target, size, true, null);
     }
 
@@ -226,6 +231,6 @@ final class FileBlobStore implements BlobStore {
 
     @Override
     public long usableSpace() throws IOException {
-        return Files.getFileStore(tmp).getUsableSpace();
+        return space.usable();
     }
 }

@@ -132,9 +132,7 @@ final class FileManifestStore implements ManifestStore {
             }
         }
         memory.put(manifest.digest(), manifest);
-        if (index.overLimit()) {
-            grew.run();
-        }
+        grew.run();
     }
 
     @Override

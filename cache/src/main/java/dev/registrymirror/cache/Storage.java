@@ -2,6 +2,7 @@ package dev.registrymirror.cache;
 
 import dev.registrymirror.cache.CacheIndex.Kind;
 import java.io.IOException;
+import java.nio.file.FileStore;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.FileTime;
@@ -18,6 +19,7 @@ import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.stream.Stream;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -29,7 +31,8 @@ import org.slf4j.LoggerFactory;
  * <p>Opening takes milliseconds whatever the size of the cache: the temporary folder a crash left
  * behind is set aside by one rename, and a background scan then deletes it and fills the index.
  * Until the scan is done, lookups that the index cannot answer ask the disk, and nothing is
- * evicted. Every minute, and whenever a commit takes the store over {@code maxSize}, the upkeep
+ * evicted. Every minute, whenever a commit takes the store over {@code maxSize}, and whenever a
+ * commit or a new download finds less than {@code minFree} free on the file system, the upkeep
  * evicts what the limits say must go.
  */
 public final class Storage implements AutoCloseable {
@@ -40,9 +43,22 @@ public final class Storage implements AutoCloseable {
      * @param maxBytes bytes kept at most, 0 for no limit
      * @param lowBytes what eviction brings the total down to
      * @param maxAge   unread content older than this is removed; {@code null} for no limit
+     * @param minFree  free bytes to keep on the file system: below it, the least recently used content
+     *                 goes until there is a tenth more than that free; 0 for none
      */
-    public record Limits(long maxBytes, long lowBytes, Duration maxAge) {
-        public static final Limits NONE = new Limits(0, 0, null);
+    public record Limits(long maxBytes, long lowBytes, Duration maxAge, long minFree) {
+        public static final Limits NONE = new Limits(0, 0, null, 0);
+
+        public Limits(long maxBytes, long lowBytes, Duration maxAge) {
+            this(maxBytes, lowBytes, maxAge, 0);
+        }
+    }
+
+    /** The space left for the cache on its file system. */
+    @FunctionalInterface
+    public interface FreeSpace {
+        /** Usable bytes now. Blocks (a system call). */
+        long usable() throws IOException;
     }
 
     private final Path root;
@@ -57,21 +73,35 @@ public final class Storage implements AutoCloseable {
     private final CompletableFuture<Void> indexed = new CompletableFuture<>();
     private final Object upkeepLock = new Object();
     private final List<Path> staleTemp = new ArrayList<>();
+    private final long minFree;
+    private final FreeSpace freeSpace;
+    /** The usable space last seen, -1 before the first look. */
+    private final AtomicLong lastFree = new AtomicLong(-1);
+    /** Whether the last upkeep could not make {@code minFree} bytes free (logged once until it can). */
+    private boolean shortOfSpace;
     private volatile boolean closed;
 
     private Storage(Path root, Limits limits, Clock clock, StorageEvents events, long manifestMemoryBytes,
-                    int tagMemoryEntries, Executor upkeep, ScheduledExecutorService ownExecutor) throws IOException {
+                    int tagMemoryEntries, Executor upkeep, ScheduledExecutorService ownExecutor, FreeSpace freeSpace)
+            throws IOException {
         this.root = root;
         this.events = events;
         this.upkeep = upkeep;
         this.ownExecutor = ownExecutor;
+        this.minFree = limits.minFree();
         this.index = new CacheIndex(clock, limits.maxBytes(), limits.lowBytes(), limits.maxAge(), events);
         String run = HexFormat.of().toHexDigits(ThreadLocalRandom.current().nextInt());
         Files.createDirectories(root);
+        this.freeSpace = freeSpace != null ? freeSpace : fileSystemOf(root);
         setAsideTemp();
-        this.blobs = new FileBlobStore(root, index, events, this::requestUpkeep);
-        this.manifests = new FileManifestStore(root, manifestMemoryBytes, index, events, run, this::requestUpkeep);
+        this.blobs = new FileBlobStore(root, index, events, this::grew, this::usableSpace);
+        this.manifests = new FileManifestStore(root, manifestMemoryBytes, index, events, run, this::grew);
         this.tags = new FileTagStore(root, tagMemoryEntries, run);
+    }
+
+    private static FreeSpace fileSystemOf(Path root) throws IOException {
+        FileStore store = Files.getFileStore(root);
+        return store::getUsableSpace;
     }
 
     /**
@@ -87,7 +117,8 @@ public final class Storage implements AutoCloseable {
         });
         Storage s;
         try {
-            s = new Storage(root, limits, clock, events, manifestMemoryBytes, tagMemoryEntries, executor, executor);
+            s = new Storage(root, limits, clock, events, manifestMemoryBytes, tagMemoryEntries, executor, executor,
+                    null);
         } catch (IOException | RuntimeException e) {
             executor.shutdownNow();
             throw e;
@@ -100,7 +131,13 @@ public final class Storage implements AutoCloseable {
     /** Like {@link #open}, with the scan and upkeep run by {@code upkeep} (tests hold them back with it). */
     static Storage open(Path root, Limits limits, Clock clock, StorageEvents events, Executor upkeep)
             throws IOException {
-        Storage s = new Storage(root, limits, clock, events, 1 << 20, 1000, upkeep, null);
+        return open(root, limits, clock, events, upkeep, null);
+    }
+
+    /** Like {@link #open(Path, Limits, Clock, StorageEvents, Executor)}, with the free space told by {@code freeSpace}. */
+    static Storage open(Path root, Limits limits, Clock clock, StorageEvents events, Executor upkeep,
+                        FreeSpace freeSpace) throws IOException {
+        Storage s = new Storage(root, limits, clock, events, 1 << 20, 1000, upkeep, null, freeSpace);
         upkeep.execute(s::scan);
         return s;
     }
@@ -127,6 +164,37 @@ public final class Storage implements AutoCloseable {
         return index.count(kind.equals("blob") ? Kind.BLOB : Kind.MANIFEST);
     }
 
+    /**
+     * The usable space on the cache's file system now; when it is under {@code minFree}, the upkeep
+     * is asked to make room. Blocks (a system call).
+     */
+    long usableSpace() throws IOException {
+        long usable = freeSpace.usable();
+        lastFree.set(usable);
+        if (usable < minFree) {
+            requestUpkeep();
+        }
+        return usable;
+    }
+
+    /** The usable space on the cache's file system when last looked at (each download, commit and upkeep); -1 before. */
+    public long lastFreeSpace() {
+        return lastFree.get();
+    }
+
+    /** Content was committed: the store may be over {@code maxSize}, or the disk short of {@code minFree}. */
+    private void grew() {
+        if (index.overLimit()) {
+            requestUpkeep();
+        } else if (minFree > 0) {
+            try {
+                usableSpace();
+            } catch (IOException e) {
+                // the next upkeep looks again
+            }
+        }
+    }
+
     /** Runs the upkeep now on the calling thread: evicts what the limits say must go. Blocks. */
     public void upkeep() {
         synchronized (upkeepLock) {
@@ -134,12 +202,40 @@ public final class Storage implements AutoCloseable {
                 return;
             }
             try {
-                for (Map.Entry<CacheIndex.Key, Long> touched : index.maintain()) {
+                long usable = freeSpace.usable();
+                lastFree.set(usable);
+                // Below minFree: make a tenth more than that free, so that every commit does not evict again.
+                long target = minFree > Long.MAX_VALUE / 2 ? Long.MAX_VALUE : minFree + minFree / 10;
+                long toFree = usable < minFree ? target - usable : 0;
+                CacheIndex.Upkeep done = index.maintain(toFree);
+                for (Map.Entry<CacheIndex.Key, Long> touched : done.toPersist()) {
                     persistAccess(touched.getKey(), touched.getValue());
                 }
+                if (toFree > 0) {
+                    reportShortOfSpace(usable, toFree, done.freedForDisk());
+                } else if (shortOfSpace) {
+                    shortOfSpace = false;
+                    LOG.info("free space on the cache's file system is back over storage.minFree: {} MiB free",
+                            usable >> 20);
+                }
+            } catch (IOException e) {
+                LOG.warn("cannot read the free space of {}: {}; nothing evicted", root, e.toString());
             } catch (RuntimeException e) {
                 LOG.error("storage upkeep failed", e);
             }
+        }
+    }
+
+    private void reportShortOfSpace(long usable, long toFree, long freed) {
+        if (freed >= toFree) {
+            LOG.info("free space on the cache's file system was {} MiB, under storage.minFree ({} MiB): removed {} MiB"
+                    + " of least recently used content", usable >> 20, minFree >> 20, freed >> 20);
+            shortOfSpace = false;
+        } else if (!shortOfSpace) {
+            LOG.warn("free space on the cache's file system is {} MiB, under storage.minFree ({} MiB), and removing"
+                    + " what the cache could ({} MiB) was not enough: other files fill the disk, or content is in use",
+                    usable >> 20, minFree >> 20, freed >> 20);
+            shortOfSpace = true;
         }
     }
 
@@ -195,6 +291,11 @@ public final class Storage implements AutoCloseable {
             if (leftovers > 0) {
                 LOG.info("removed {} temporary files left by an earlier run", leftovers);
             }
+            try {
+                lastFree.set(freeSpace.usable());
+            } catch (IOException e) {
+                LOG.warn("cannot read the free space of {}: {}", root, e.toString());
+            }
             List<CacheIndex.Scanned> found = new ArrayList<>();
             blobs.scan(found);
             manifests.scan(found);
@@ -206,7 +307,8 @@ public final class Storage implements AutoCloseable {
                     index.count(Kind.MANIFEST), index.totalBytes(), millis);
             events.indexReady(items, index.totalBytes(), millis);
             indexed.complete(null);
-            if (index.overLimit()) {
+            long free = lastFree.get();
+            if (index.overLimit() || (free >= 0 && free < minFree)) {
                 requestUpkeep();
             }
         } catch (IOException | RuntimeException e) {

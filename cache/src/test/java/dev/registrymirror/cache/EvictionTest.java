@@ -8,6 +8,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.FileTime;
 import java.time.Duration;
+import java.util.concurrent.atomic.AtomicLong;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -152,5 +153,76 @@ class EvictionTest {
         assertThat(reopened.manifests().find(md)).isPresent();
         assertThat(reopened.tags().find(key)).isPresent();
         assertThat(reopened.manifests().storedBytes()).isEqualTo(mb.length);
+    }
+
+    @Test
+    void belowMinFreeTheLeastRecentlyUsedGoUntilATenthMoreThanThatIsFree() throws IOException {
+        AtomicLong free = new AtomicLong(1000);
+        Storage s = Storage.open(root, new Storage.Limits(0, 0, null, 100), clock, events, upkeep, free::get);
+        upkeep.runAll();
+        BlobStore.Blob a = put(s, 10, 1);
+        BlobStore.Blob b = put(s, 10, 2);
+        BlobStore.Blob c = put(s, 10, 3);
+        BlobStore.Blob d = put(s, 10, 4);
+        BlobStore.Blob e = put(s, 10, 5);
+        s.blobs().find(a.digest()); // a is now more recent than b to e
+        clock.advance(Duration.ofSeconds(1));
+        upkeep.runAll();
+        assertThat(events.evicted).isEmpty();
+
+        free.set(95); // 5 short of 100, and room is made up to 110: 15 bytes, so two blobs go
+        BlobStore.Blob f = put(s, 10, 6); // the commit finds the disk short and asks for an upkeep
+        upkeep.runAll();
+        assertThat(events.evicted).containsExactly("blob/disk/10", "blob/disk/10");
+        assertThat(s.blobs().find(b.digest())).isEmpty();
+        assertThat(s.blobs().find(c.digest())).isEmpty();
+        assertThat(Files.exists(b.path())).isFalse();
+        assertThat(s.lastFreeSpace()).isEqualTo(95);
+
+        free.set(80); // a download starting looks at the free space, which asks for an upkeep too
+        assertThat(s.blobs().usableSpace()).isEqualTo(80);
+        upkeep.runAll();
+        assertThat(events.evicted).hasSize(5); // 30 bytes more: d, e, then a
+        assertThat(s.blobs().find(d.digest())).isEmpty();
+        assertThat(s.blobs().find(e.digest())).isEmpty();
+        assertThat(s.blobs().find(a.digest())).isEmpty();
+        assertThat(s.blobs().find(f.digest())).isPresent();
+
+        free.set(500);
+        s.upkeep();
+        assertThat(events.evicted).hasSize(5);
+    }
+
+    @Test
+    void belowMinFreeContentBeingSentStaysAndWhatIsLeftIsAllThatGoes() throws IOException {
+        AtomicLong free = new AtomicLong(1000);
+        Storage s = Storage.open(root, new Storage.Limits(0, 0, null, 100), clock, events, upkeep, free::get);
+        upkeep.runAll();
+        BlobStore.Blob a = put(s, 30, 1);
+        BlobStore.Blob b = put(s, 30, 2);
+        BlobStore.Blob sending = s.blobs().acquire(a.digest()).orElseThrow();
+        free.set(0); // other files filled the disk: more is needed than the cache holds
+        s.upkeep();
+        assertThat(events.evicted).containsExactly("blob/disk/30");
+        assertThat(s.blobs().find(b.digest())).isEmpty();
+        assertThat(Files.exists(a.path())).isTrue();
+        s.blobs().release(sending);
+        s.upkeep();
+        assertThat(events.evicted).containsExactly("blob/disk/30", "blob/disk/30");
+        assertThat(s.blobs().storedBytes()).isZero();
+    }
+
+    @Test
+    void withoutMinFreeNothingIsEvictedForTheDiskAndTheFreeSpaceIsStillReported() throws IOException {
+        Storage s = Storage.open(root, new Storage.Limits(0, 0, null, 0), clock, events, upkeep, () -> 7);
+        upkeep.runAll();
+        assertThat(s.lastFreeSpace()).isEqualTo(7); // read by the start-up scan
+        put(s, 30, 1);
+        upkeep.runAll();
+        s.upkeep();
+        assertThat(events.evicted).isEmpty();
+        assertThat(s.blobs().usableSpace()).isEqualTo(7);
+        upkeep.runAll();
+        assertThat(events.evicted).isEmpty();
     }
 }

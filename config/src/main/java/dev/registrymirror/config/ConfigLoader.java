@@ -48,6 +48,8 @@ public final class ConfigLoader {
     public static final long MIN_MAX_SIZE = 64L << 20;
     public static final Duration DEFAULT_RETRY_BACKOFF = Duration.ofMillis(250);
     public static final Duration DEFAULT_SHUTDOWN_TIMEOUT = Duration.ofSeconds(20);
+    /** The default {@code storage.minFree}: room for the system and a few large layers in flight. */
+    public static final long DEFAULT_MIN_FREE = 1L << 30;
 
     private static final Pattern ENV_REF = Pattern.compile("\\$\\{([A-Za-z_][A-Za-z0-9_]*)}");
     private static final Pattern HOST_NAME =
@@ -127,7 +129,7 @@ public final class ConfigLoader {
         checkPort("server.port", String.valueOf(port), port);
 
         ObjectNode storage = objectOrEmpty(top, "storage");
-        onlyKeys(storage, "storage.", Set.of("path", "maxSize", "maxAge"));
+        onlyKeys(storage, "storage.", Set.of("path", "maxSize", "maxAge", "minFree"));
         long maxSize = size(storage, "storage.maxSize", "maxSize");
         if (maxSize > 0 && maxSize < MIN_MAX_SIZE) {
             throw new ConfigException("storage.maxSize: \"" + storage.get("maxSize").asText()
@@ -138,6 +140,7 @@ public final class ConfigLoader {
             throw new ConfigException("storage.maxAge: \"" + storage.get("maxAge").asText()
                     + "\" is too short (at least 1h; access times are recorded to the minute)");
         }
+        long minFree = storage.has("minFree") ? size(storage, "storage.minFree", "minFree") : DEFAULT_MIN_FREE;
         String storagePath = string(storage, "storage.path", "path", DEFAULT_STORAGE);
         if (env.get(ENV_STORAGE) != null) {
             storagePath = env.get(ENV_STORAGE);
@@ -179,7 +182,7 @@ public final class ConfigLoader {
             }
         }
         return new MirrorConfig(new MirrorConfig.Server(host, port, shutdownTimeout, downloadMemory),
-                new MirrorConfig.Storage(Path.of(storagePath), maxSize, maxAge), upstreams);
+                new MirrorConfig.Storage(Path.of(storagePath), maxSize, maxAge, minFree), upstreams);
     }
 
     private static MirrorConfig.Upstream defaultUpstream() {

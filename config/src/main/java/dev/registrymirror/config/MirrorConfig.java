@@ -48,8 +48,10 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
      * @param maxSize bytes of blobs and manifests kept at most, 0 for no limit; over it the least recently
      *                used go first, down to {@link #lowWatermark()}
      * @param maxAge  content not read for this long is removed; {@code null} for no limit
+     * @param minFree free bytes to keep on the cache's file system: below it the least recently used
+     *                content goes, until a tenth more than that is free; 0 for none
      */
-    public record Storage(Path path, long maxSize, Duration maxAge) {
+    public record Storage(Path path, long maxSize, Duration maxAge, long minFree) {
         /** What eviction brings the stored bytes down to: 90% of {@code maxSize}. */
         public long lowWatermark() {
             return maxSize - maxSize / 10;

@@ -135,7 +135,7 @@ class ConfigLoaderTest {
     void storageLimitsRetriesAndShutdownAreRead() {
         MirrorConfig c = ConfigLoader.parse("""
                 server: {shutdownTimeout: 45s, downloadMemory: 64MiB}
-                storage: {path: /data, maxSize: 50GiB, maxAge: 30d}
+                storage: {path: /data, maxSize: 50GiB, maxAge: 30d, minFree: 5GiB}
                 upstreams:
                   - {name: docker.io, url: "https://registry-1.docker.io", retries: 4, retryBackoff: 1s}
                 """, Map.of(), NONE);
@@ -144,12 +144,15 @@ class ConfigLoaderTest {
         assertThat(c.storage().maxSize()).isEqualTo(50L << 30);
         assertThat(c.storage().lowWatermark()).isEqualTo((50L << 30) - (5L << 30));
         assertThat(c.storage().maxAge()).isEqualTo(Duration.ofDays(30));
+        assertThat(c.storage().minFree()).isEqualTo(5L << 30);
         assertThat(c.defaultUpstream().retries()).isEqualTo(4);
         assertThat(c.defaultUpstream().retryBackoff()).isEqualTo(Duration.ofSeconds(1));
 
         MirrorConfig defaults = ConfigLoader.load(null, Map.of(), NONE);
         assertThat(defaults.storage().maxSize()).isZero();
         assertThat(defaults.storage().maxAge()).isNull();
+        assertThat(defaults.storage().minFree()).isEqualTo(1L << 30);
+        assertThat(ConfigLoader.parse("storage: {minFree: 0}", Map.of(), NONE).storage().minFree()).isZero();
         assertThat(defaults.defaultUpstream().retries()).isEqualTo(2);
         assertThat(defaults.server().shutdownTimeout()).isEqualTo(Duration.ofSeconds(20));
         assertThat(defaults.server().downloadMemory()).isEqualTo(-1);
@@ -164,6 +167,8 @@ class ConfigLoaderTest {
                 .hasMessage("storage.maxSize: \"50GB\" is not a size (use e.g. 50GiB, 512MiB)");
         assertThatThrownBy(() -> ConfigLoader.parse("storage: {maxSize: 1MiB}", Map.of(), NONE))
                 .hasMessageStartingWith("storage.maxSize: \"1MiB\" is too small");
+        assertThatThrownBy(() -> ConfigLoader.parse("storage: {minFree: 10%}", Map.of(), NONE))
+                .hasMessage("storage.minFree: \"10%\" is not a size (use e.g. 50GiB, 512MiB)");
         assertThatThrownBy(() -> ConfigLoader.parse("storage: {maxAge: 10m}", Map.of(), NONE))
                 .hasMessageStartingWith("storage.maxAge: \"10m\" is too short");
         assertThatThrownBy(() -> ConfigLoader.parse(

@@ -64,7 +64,7 @@ public final class MirrorMetrics {
             cacheMisses(kind);
         }
         for (String kind : List.of("blob", "manifest")) {
-            for (String reason : List.of("size", "age")) {
+            for (String reason : List.of("size", "age", "disk")) {
                 evictions(kind, reason);
                 evictedBytes(kind, reason);
             }
@@ -261,19 +261,36 @@ public final class MirrorMetrics {
                 .description("The configured storage.maxSize").register(registry);
     }
 
-    /** Content was removed to respect a limit. {@code reason}: size (maxSize) or age (maxAge). */
+    /**
+     * Registers the gauges of the usable space on the cache's file system as last seen (NaN before the
+     * first look) and of {@code storage.minFree} (absent when 0).
+     */
+    public void storageFreeSpace(LongSupplier usable, long minFree) {
+        Gauge.builder(PREFIX + "storage.free", usable, s -> {
+                    long v = s.getAsLong();
+                    return v < 0 ? Double.NaN : v;
+                }).strongReference(true).baseUnit("bytes")
+                .description("Usable space on the cache's file system, as last seen (each download, commit and upkeep)")
+                .register(registry);
+        if (minFree > 0) {
+            Gauge.builder(PREFIX + "storage.min.free", () -> minFree).strongReference(true).baseUnit("bytes")
+                    .description("The configured storage.minFree").register(registry);
+        }
+    }
+
+    /** Content was removed to respect a limit. {@code reason}: size (maxSize), age (maxAge) or disk (minFree). */
     public void evicted(String kind, String reason, long bytes) {
         evictions(kind, reason).increment();
         evictedBytes(kind, reason).increment(bytes);
     }
 
     private Counter evictions(String kind, String reason) {
-        return counter("evictions", "Blobs and manifests removed from storage to respect maxSize or maxAge",
+        return counter("evictions", "Blobs and manifests removed from storage to respect maxSize, maxAge or minFree",
                 "kind", kind, "reason", reason);
     }
 
     private Counter evictedBytes(String kind, String reason) {
-        return bytesCounter("evicted", "Bytes removed from storage to respect maxSize or maxAge", "kind", kind,
+        return bytesCounter("evicted", "Bytes removed from storage to respect maxSize, maxAge or minFree", "kind", kind,
                 "reason", reason);
     }
 

@@ -49,7 +49,7 @@ public final class Mirror {
         this.metrics = MirrorMetrics.create();
         metrics.startAtZero(config.upstreams().stream().map(MirrorConfig.Upstream::name).toList());
         MirrorConfig.Storage sc = config.storage();
-        this.storage = Storage.open(sc.path(), new Storage.Limits(sc.maxSize(), sc.lowWatermark(), sc.maxAge()),
+        this.storage = Storage.open(sc.path(), new Storage.Limits(sc.maxSize(), sc.lowWatermark(), sc.maxAge(), sc.minFree()),
                 clock, new StorageMetrics(metrics), MANIFEST_MEMORY_BYTES, TAG_MEMORY_ENTRIES);
         BlobStore blobStore = blobStoreWrapper.apply(storage.blobs());
         ManifestStore manifestStore = storage.manifests();
@@ -61,6 +61,7 @@ public final class Mirror {
         if (sc.maxSize() > 0) {
             metrics.storageLimit(sc.maxSize());
         }
+        metrics.storageFreeSpace(storage::lastFreeSpace, sc.minFree());
         this.upstreams = new LinkedHashMap<>();
         for (MirrorConfig.Upstream u : config.upstreams()) {
             upstreams.put(u.name(), new UpstreamClient(vertx, u, metrics, clock));

@@ -76,4 +76,24 @@ class CacheLimitsTest extends MirrorTestBase {
         // The tag survives its manifest: the manifest is simply fetched again.
         assertThat(get("/v2/library/alpine/manifests/3.19", "Accept", TYPES).statusCode()).isEqualTo(200);
     }
+
+    @Test
+    void belowMinFreeOnTheRealDiskTheLeastRecentlyUsedGoAndAreFetchedAgainWhenAsked() {
+        minFree = "1000TiB"; // more than this disk has: whatever is not being sent must go
+        byte[] a = randomBytes(100_000, 7);
+        Digest da = hub.putBlob(a);
+        startMirror();
+        assertThat(get("/v2/library/alpine/blobs/" + da).body()).isEqualTo(a);
+        assertThat(downloadsLeft()).isZero();
+        mirror.storage().upkeep(); // the commit already asked for one; this one makes the count certain
+
+        String metrics = mirror.metrics().scrape();
+        assertThat(metrics).contains("registrymirror_evictions_total{kind=\"blob\",reason=\"disk\"} 1.0")
+                .contains("registrymirror_evicted_bytes_total{kind=\"blob\",reason=\"disk\"} 100000.0")
+                .contains("registrymirror_stored_items{kind=\"blob\"} 0.0")
+                .contains("registrymirror_storage_min_free_bytes " + (double) (1000L << 40));
+        assertThat(Exposition.value(metrics, "registrymirror_storage_free_bytes")).isPositive();
+        assertThat(get("/v2/library/alpine/blobs/" + da).body()).isEqualTo(a);
+        assertThat(hub.count("cdn", "GET", "/blobs/" + da)).isEqualTo(2);
+    }
 }

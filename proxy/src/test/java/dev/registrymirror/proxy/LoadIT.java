@@ -60,7 +60,7 @@ class LoadIT extends FakeHubIT {
         int port = RealParts.freePort();
         Path config = Files.writeString(dir.resolve("mirror.yaml"), """
                 server: {port: %d, host: 127.0.0.1}
-                storage: {path: '%s', maxSize: 64MiB}
+                storage: {path: '%s', maxSize: 64MiB, minFree: 0}
                 upstreams:
                   - name: docker.io
                     url: %s

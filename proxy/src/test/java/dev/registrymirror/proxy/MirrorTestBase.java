@@ -50,6 +50,8 @@ abstract class MirrorTestBase {
     Path storage;
 
     /** Timeouts and retries of the fake hub's upstream entry; tests change them before starting the mirror. */
+    /** {@code storage.minFree}: none, unless a test is about it; the default would depend on this machine's disk. */
+    String minFree = "0";
     String connectTimeout = "2s";
     String idleTimeout = "2s";
     int retries = 1;
@@ -126,7 +128,7 @@ abstract class MirrorTestBase {
     /** The configuration {@link #startMirror} uses. */
     MirrorConfig config() {
         String yaml = "server: {port: 0, host: 127.0.0.1, shutdownTimeout: " + shutdownTimeout() + serverYaml() + "}\n"
-                + "storage: {path: '" + storage + "'" + storageYaml() + "}\n" + upstreamsYaml();
+                + "storage: {path: '" + storage + "', minFree: " + minFree + storageYaml() + "}\n" + upstreamsYaml();
         return ConfigLoader.parse(yaml, Map.of(), ConfigLoader.Overrides.none());
     }
 

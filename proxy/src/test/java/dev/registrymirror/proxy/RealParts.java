@@ -143,8 +143,13 @@ final class RealParts {
                 .toString(), "-Xmx256m"));
         command.addAll(jvmOptions);
         command.addAll(List.of("-jar", jar, "--port", Integer.toString(port)));
-        command.addAll(List.of(args));
         Files.createDirectories(dir);
+        if (!List.of(args).contains("--config")) {
+            // The default storage.minFree (1 GiB) would make the outcome depend on this machine's free disk.
+            Path config = Files.writeString(dir.resolve("test-mirror.yaml"), "storage: {minFree: 0}\n");
+            command.addAll(List.of("--config", config.toString()));
+        }
+        command.addAll(List.of(args));
         return new Child(dir.resolve("mirror.log"), command.toArray(String[]::new));
     }
 
