@@ -139,13 +139,13 @@ public final class MirrorMetrics {
         return counter("cache.misses", "Requests that needed the upstream, by kind of content", "kind", kind);
     }
 
-    /** A cached tag was served because the upstream could not be asked. {@code reason}: unreachable, error, rate_limited. */
+    /** A cached tag (or tag list) was served because the upstream could not be asked. {@code reason}: unreachable, error, rate_limited. */
     public void staleServed(String upstream, String reason) {
         staleCounter(upstream, reason).increment();
     }
 
     private Counter staleCounter(String upstream, String reason) {
-        return counter("stale.served", "Expired tags served from cache because the upstream failed",
+        return counter("stale.served", "Expired tags and earlier tag lists served because the upstream failed",
                 "upstream", upstream, "reason", reason);
     }
 

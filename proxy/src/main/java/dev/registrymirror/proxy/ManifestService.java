@@ -189,10 +189,7 @@ final class ManifestService {
                     if (!e.isUpstreamFailure()) {
                         return Future.failedFuture(e);
                     }
-                    String reason = e.status == 429 ? "rate_limited"
-                            : e.upstreamReason.equals("connect") || e.upstreamReason.equals("timeout")
-                            ? "unreachable" : "error";
-                    metrics.staleServed(upstream.name(), reason);
+                    metrics.staleServed(upstream.name(), e.staleReason());
                     LOG.warn("upstream {}: serving expired tag {}:{} from cache: {}", upstream.name(),
                             route.repository(), route.tag(), e.getMessage());
                     return Future.succeededFuture(Optional.of(cached));

@@ -1,5 +1,7 @@
 package dev.registrymirror.proxy;
 
+import com.github.benmanes.caffeine.cache.Cache;
+import com.github.benmanes.caffeine.cache.Caffeine;
 import dev.registrymirror.metrics.MirrorMetrics;
 import io.vertx.core.Future;
 import io.vertx.core.MultiMap;
@@ -10,21 +12,38 @@ import io.vertx.core.http.HttpMethod;
 import io.vertx.core.http.HttpServerRequest;
 import java.net.URLEncoder;
 import java.nio.charset.StandardCharsets;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
- * Endpoints answered by the upstream each time, not cached: {@code tags/list} (with {@code n} and
- * {@code last}, and the {@code Link} header rewritten to the client's name) and {@code referrers}
- * (an empty index when the upstream has none or does not know the endpoint).
+ * Endpoints answered by the upstream each time: {@code tags/list} (with {@code n} and {@code last},
+ * and the {@code Link} header rewritten to the client's name) and {@code referrers} (an empty index
+ * when the upstream has none or does not know the endpoint). The last good answer of each tag list
+ * is kept in memory, and served when the upstream cannot answer (down, failing, rate-limiting).
  */
 final class PassThrough {
+    private static final Logger LOG = LoggerFactory.getLogger(PassThrough.class);
     static final int MAX_BODY = 4 * 1024 * 1024;
+    /** Memory for the last good tag lists: thousands of typical ones. */
+    static final long TAG_LISTS_MEMORY_BYTES = 16L << 20;
     private static final String EMPTY_INDEX =
             "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[]}";
 
     private final MirrorMetrics metrics;
+    private final Cache<String, Answer> lastTagLists;
 
     PassThrough(MirrorMetrics metrics) {
+        this(metrics, TAG_LISTS_MEMORY_BYTES);
+    }
+
+    PassThrough(MirrorMetrics metrics, long tagListsMemoryBytes) {
         this.metrics = metrics;
+        this.lastTagLists = Caffeine.newBuilder().maximumWeight(tagListsMemoryBytes)
+                .weigher((String key, Answer a) -> key.length() + a.body().length()).build();
+    }
+
+    /** A body the upstream answered, with the headers passed on. */
+    private record Answer(Buffer body, String type, String link) {
     }
 
     Future<Void> tags(Route route, UpstreamClient upstream, HttpServerRequest req) {
@@ -42,6 +61,7 @@ final class PassThrough {
                     .append(URLEncoder.encode(last, StandardCharsets.UTF_8));
         }
         String path = "/v2/" + route.repository() + "/tags/list" + query;
+        String key = upstream.name() + path;
         return upstream.send(HttpMethod.GET, path, route.repository(), MultiMap.caseInsensitiveMultiMap(), "tags")
                 .compose(resp -> {
                     if (resp.statusCode() != 200) {
@@ -49,11 +69,27 @@ final class PassThrough {
                                 "repository " + route.clientName()));
                     }
                     String link = resp.getHeader("Link");
-                    if (link != null) {
-                        req.response().putHeader("Link", link.replace("/v2/" + route.repository() + "/",
+                    String type = resp.getHeader(HttpHeaders.CONTENT_TYPE);
+                    return body(upstream, resp).map(b -> new Answer(b, type, link));
+                })
+                .onSuccess(answer -> lastTagLists.put(key, answer))
+                .recover(err -> {
+                    RegistryError e = UpstreamClient.transportError(upstream.name(), "upstream", err);
+                    Answer kept = e.isUpstreamFailure() ? lastTagLists.getIfPresent(key) : null;
+                    if (kept == null) {
+                        return Future.failedFuture(e);
+                    }
+                    metrics.staleServed(upstream.name(), e.staleReason());
+                    LOG.warn("upstream {}: serving the last tag list of {} it gave: {}", upstream.name(),
+                            route.repository(), e.getMessage());
+                    return Future.succeededFuture(kept);
+                })
+                .compose(answer -> {
+                    if (answer.link() != null) {
+                        req.response().putHeader("Link", answer.link().replace("/v2/" + route.repository() + "/",
                                 "/v2/" + route.clientName() + "/"));
                     }
-                    return relay(upstream, resp, req);
+                    return send(answer, req);
                 });
     }
 
@@ -74,12 +110,13 @@ final class PassThrough {
             if (filters != null) {
                 req.response().putHeader("OCI-Filters-Applied", filters);
             }
-            return relay(upstream, resp, req);
+            String type = resp.getHeader(HttpHeaders.CONTENT_TYPE);
+            return body(upstream, resp).compose(b -> send(new Answer(b, type, null), req));
         });
     }
 
-    private Future<Void> relay(UpstreamClient upstream, HttpClientResponse resp, HttpServerRequest req) {
-        String type = resp.getHeader(HttpHeaders.CONTENT_TYPE);
+    /** The whole body of an upstream answer, at most {@link #MAX_BODY} bytes. */
+    private Future<Buffer> body(UpstreamClient upstream, HttpClientResponse resp) {
         Future<Buffer> whole = resp.body();
         resp.resume();
         return whole.compose(body -> {
@@ -87,13 +124,17 @@ final class PassThrough {
             if (body.length() > MAX_BODY) {
                 return Future.failedFuture(RegistryError.badGateway(upstream.name(), "answer too large", "protocol"));
             }
-            if (type != null) {
-                req.response().putHeader(HttpHeaders.CONTENT_TYPE, type);
-            }
-            if (req.method() == HttpMethod.HEAD) {
-                return req.response().putHeader(HttpHeaders.CONTENT_LENGTH, Integer.toString(body.length())).end();
-            }
-            return req.response().end(body);
+            return Future.succeededFuture(body);
         }, err -> Future.failedFuture(UpstreamClient.transportError(upstream.name(), "upstream", err)));
+    }
+
+    private static Future<Void> send(Answer answer, HttpServerRequest req) {
+        if (answer.type() != null) {
+            req.response().putHeader(HttpHeaders.CONTENT_TYPE, answer.type());
+        }
+        if (req.method() == HttpMethod.HEAD) {
+            return req.response().putHeader(HttpHeaders.CONTENT_LENGTH, Integer.toString(answer.body().length())).end();
+        }
+        return req.response().end(answer.body());
     }
 }

@@ -59,6 +59,15 @@ final class RegistryError extends RuntimeException {
                 "rate_limited");
     }
 
+    /**
+     * Why a cached answer is served instead, as {@code stale_served_total} counts it: rate_limited,
+     * unreachable (no connection, or no answer in time) or error. For upstream failures only.
+     */
+    String staleReason() {
+        return status == 429 ? "rate_limited"
+                : "connect".equals(upstreamReason) || "timeout".equals(upstreamReason) ? "unreachable" : "error";
+    }
+
     /** Whether the upstream side failed (as opposed to a bad request or a plain "not found"). */
     boolean isUpstreamFailure() {
         return upstreamReason != null;

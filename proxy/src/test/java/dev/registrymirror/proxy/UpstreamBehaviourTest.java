@@ -201,6 +201,42 @@ class UpstreamBehaviourTest extends MirrorTestBase {
     }
 
     @Test
+    void aTagListTheUpstreamGaveIsServedAgainWhileItFailsOrIsDown() {
+        for (String t : new String[] {"a", "b", "c"}) {
+            hub.putImage("library/alpine", t, randomBytes(10, t.charAt(0)));
+        }
+        startMirror();
+        HttpResponse<byte[]> fresh = get("/v2/alpine/tags/list?n=2");
+        assertThat(fresh.statusCode()).isEqualTo(200);
+
+        hub.fault = FakeHub.Fault.STATUS_500;
+        for (int i = 0; i < 2; i++) {
+            HttpResponse<byte[]> kept = get("/v2/alpine/tags/list?n=2");
+            assertThat(kept.statusCode()).isEqualTo(200);
+            assertThat(kept.body()).isEqualTo(fresh.body());
+            assertThat(kept.headers().firstValue("Content-Type")).isEqualTo(fresh.headers().firstValue("Content-Type"));
+            assertThat(kept.headers().firstValue("Link")).contains("</v2/alpine/tags/list?last=b&n=2>; rel=\"next\"");
+        }
+        // A list the upstream never gave is not made up.
+        assertThat(get("/v2/alpine/tags/list").statusCode()).isEqualTo(502);
+
+        hub.fault = FakeHub.Fault.NONE;
+        await(hub.stopRegistry());
+        HttpResponse<byte[]> down = get("/v2/alpine/tags/list?n=2");
+        assertThat(down.statusCode()).isEqualTo(200);
+        assertThat(down.body()).isEqualTo(fresh.body());
+        String metrics = mirror.metrics().scrape();
+        assertThat(metrics).contains("registrymirror_stale_served_total{reason=\"error\",upstream=\"docker.io\"} 2.0")
+                .contains("registrymirror_stale_served_total{reason=\"unreachable\",upstream=\"docker.io\"} 1.0");
+
+        // The upstream back: its answer again, including "not found", which no kept list hides.
+        await(hub.restartRegistry());
+        hub.putImage("library/alpine", "0", randomBytes(10, '0'));
+        assertThat(body(get("/v2/alpine/tags/list?n=2"))).contains("\"tags\":[\"0\",\"a\"]");
+        assertThat(get("/v2/library/nothing/tags/list").statusCode()).isEqualTo(404);
+    }
+
+    @Test
     void referrersOfAnUnknownSubjectAreAnEmptyIndex() {
         startMirror();
         HttpResponse<byte[]> r = get("/v2/library/alpine/referrers/sha256:" + "c".repeat(64));
