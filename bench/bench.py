@@ -279,6 +279,7 @@ class Bench:
         self.rounds = 1 if self.smoke else args.rounds
         self.rows = []
         self.notes = []
+        self.peer_errors = []
 
     # ------------------------------------------------------------------ set-up
 
@@ -441,7 +442,7 @@ http {{
             before = upstream_gets(f"{self.work}/upstream.log", self.digest)
             p, base, *_ = make(label)
             self.warm_up(base)
-            bursts.append(self.burst(self.blob_url(base), f"{label}, cold burst"))
+            bursts.append(self.burst(self.blob_url(base), f"{label}, cold burst", tolerate=label == "peer"))
             self.upstream_log_settled()
             fetches.append(upstream_gets(f"{self.work}/upstream.log", self.digest) - before)
             if label == "mirror":
@@ -454,16 +455,37 @@ http {{
         # Untimed (hashing 16 copies would swamp the timing on a small machine): every client of a
         # cold burst gets exactly the blob.
         p, base, *_ = make(label)
-        digests, _ = parallel(16, lambda i: curl_sha256(self.blob_url(base)))
+        def checked(i):
+            try:
+                return curl_sha256(self.blob_url(base))
+            except RuntimeError as e:
+                if label != "peer":
+                    raise
+                self.peer_errors.append(f"peer, checked cold burst: {e}")
+                return self.digest  # an error answer, noted; not wrong bytes
+        digests, _ = parallel(16, checked)
         if any(d != self.digest for d in digests):
             raise RuntimeError(f"{label}: a client of the cold burst got wrong bytes")
         self.servers.stop(p)
         return (statistics.median(singles), statistics.median(bursts), statistics.median(ttfbs), max(fetches), hwm,
                 statistics.median(cached) if cached else None)
 
-    def burst(self, url, what):
-        """16 clients GET url at once, each reading the whole blob; returns the wall time."""
-        sizes, wall = parallel(16, lambda i: fetch(url)[0])
+    def burst(self, url, what, tolerate=False):
+        """16 clients GET url at once, each reading the whole blob; returns the wall time. With tolerate
+        (the peer), a client that gets an error answer is noted instead of failing the run: Distribution's
+        proxy sometimes answers 500 to concurrent cold fetches of one blob, and that is its result."""
+        def one(i):
+            try:
+                return fetch(url)[0]
+            except (RuntimeError, OSError) as e:
+                if not tolerate:
+                    raise
+                return e
+        results, wall = parallel(16, one)
+        errors = [r for r in results if isinstance(r, Exception)]
+        if errors:
+            self.peer_errors.append(f"{what}: {len(errors)} of 16 clients got an error ({errors[0]})")
+        sizes = [r for r in results if not isinstance(r, Exception)]
         if any(n != self.size for n in sizes):
             raise RuntimeError(f"{what}: the clients got {sizes} bytes")
         return wall
@@ -500,6 +522,9 @@ http {{
                           f"seconds before): mirror {m_ttfb * 1000:.1f} ms, peer {p_ttfb * 1000:.1f} ms, "
                           f"upstream {up_ttfb * 1000:.1f} ms.")
         self.burst_hwm = m_hwm
+        if self.peer_errors:
+            self.notes.append("The peer answered some cold-burst requests with an error: "
+                              + "; ".join(self.peer_errors) + ".")
 
     def ttfb(self):
         """Time to first byte of cold blobs. Each round starts the mirror, pulls a few hundred small blobs

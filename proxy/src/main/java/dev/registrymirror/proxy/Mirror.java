@@ -103,6 +103,9 @@ public final class Mirror {
                 .setHost(config.server().host())
                 .setPort(config.server().port())
                 .setCompressionSupported(false)
+                // HTTP/1.1 only: registry clients do not speak HTTP/2 without TLS, and one request per
+                // connection at a time is what the shutdown's count of responses in progress relies on.
+                .setHttp2ClearTextEnabled(false)
                 .setTcpNoDelay(true)
                 .setMaxInitialLineLength(8192)
                 .setMaxHeaderSize(16384);

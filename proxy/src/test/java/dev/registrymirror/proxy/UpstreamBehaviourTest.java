@@ -30,6 +30,9 @@ class UpstreamBehaviourTest extends MirrorTestBase {
         assertThat(body(r)).isEqualTo("{}");
         assertThat(r.headers().firstValue("Docker-Distribution-API-Version")).contains("registry/2.0");
         assertThat(hub.seen).isEmpty();
+        // This client asks to upgrade to HTTP/2 (h2c); the mirror stays with HTTP/1.1.
+        assertThat(http.version()).isEqualTo(java.net.http.HttpClient.Version.HTTP_2);
+        assertThat(r.version()).isEqualTo(java.net.http.HttpClient.Version.HTTP_1_1);
     }
 
     @Test
