@@ -27,6 +27,15 @@ class EvictionTest {
         return s;
     }
 
+    /** The free space the storage opened by {@link #openWithMinFree} sees. */
+    final AtomicLong free = new AtomicLong(1000);
+
+    Storage openWithMinFree(long minFree) throws IOException {
+        Storage s = Storage.open(root, new Storage.Limits(0, 0, null, minFree), clock, events, upkeep, free::get);
+        upkeep.runAll();
+        return s;
+    }
+
     static byte[] bytes(int n, int seed) {
         byte[] b = new byte[n];
         java.util.Arrays.fill(b, (byte) seed);
@@ -157,9 +166,7 @@ class EvictionTest {
 
     @Test
     void belowMinFreeTheLeastRecentlyUsedGoUntilATenthMoreThanThatIsFree() throws IOException {
-        AtomicLong free = new AtomicLong(1000);
-        Storage s = Storage.open(root, new Storage.Limits(0, 0, null, 100), clock, events, upkeep, free::get);
-        upkeep.runAll();
+        Storage s = openWithMinFree(100);
         BlobStore.Blob a = put(s, 10, 1);
         BlobStore.Blob b = put(s, 10, 2);
         BlobStore.Blob c = put(s, 10, 3);
@@ -195,9 +202,7 @@ class EvictionTest {
 
     @Test
     void belowMinFreeContentBeingSentStaysAndWhatIsLeftIsAllThatGoes() throws IOException {
-        AtomicLong free = new AtomicLong(1000);
-        Storage s = Storage.open(root, new Storage.Limits(0, 0, null, 100), clock, events, upkeep, free::get);
-        upkeep.runAll();
+        Storage s = openWithMinFree(100);
         BlobStore.Blob a = put(s, 30, 1);
         BlobStore.Blob b = put(s, 30, 2);
         BlobStore.Blob sending = s.blobs().acquire(a.digest()).orElseThrow();
