@@ -63,6 +63,6 @@ record ByteRange(long start, long end) {
     }
 
     private static RegistryError unsatisfiable(long size) {
-        return new RegistryError(416, "BLOB_UNKNOWN", "requested range not satisfiable (blob has " + size + " bytes)");
+        return RegistryError.rangeNotSatisfiable(size);
     }
 }

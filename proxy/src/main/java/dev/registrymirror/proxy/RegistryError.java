@@ -13,17 +13,31 @@ final class RegistryError extends RuntimeException {
     final String retryAfter;
     /** Metrics label for an upstream failure (connect, timeout, …), or {@code null} for client errors. */
     final String upstreamReason;
+    /** The size of the blob a 416 is about, sent as {@code Content-Range: bytes *}{@code /size}; -1 otherwise. */
+    final long unsatisfiedSize;
 
     RegistryError(int status, String code, String message) {
         this(status, code, message, null, null);
     }
 
     RegistryError(int status, String code, String message, String retryAfter, String upstreamReason) {
+        this(status, code, message, retryAfter, upstreamReason, -1);
+    }
+
+    private RegistryError(int status, String code, String message, String retryAfter, String upstreamReason,
+                          long unsatisfiedSize) {
         super(message, null, false, false);
         this.status = status;
         this.code = code;
         this.retryAfter = retryAfter;
         this.upstreamReason = upstreamReason;
+        this.unsatisfiedSize = unsatisfiedSize;
+    }
+
+    /** A {@code Range} wholly outside a blob of {@code size} bytes. */
+    static RegistryError rangeNotSatisfiable(long size) {
+        return new RegistryError(416, "BLOB_UNKNOWN", "requested range not satisfiable (blob has " + size + " bytes)",
+                null, null, size);
     }
 
     static RegistryError nameInvalid(String name) {

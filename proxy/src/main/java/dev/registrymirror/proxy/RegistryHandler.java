@@ -192,6 +192,9 @@ final class RegistryHandler implements Handler<HttpServerRequest> {
         if (e.retryAfter != null) {
             resp.putHeader(HttpHeaders.RETRY_AFTER, e.retryAfter);
         }
+        if (e.unsatisfiedSize >= 0) {
+            resp.putHeader(HttpHeaders.CONTENT_RANGE, "bytes */" + e.unsatisfiedSize);
+        }
         if (req.method() == HttpMethod.HEAD) {
             resp.putHeader(HttpHeaders.CONTENT_LENGTH, Integer.toString(body.length())).end();
         } else {
