@@ -6,6 +6,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import ch.qos.logback.classic.Logger;
 import ch.qos.logback.classic.spi.ILoggingEvent;
 import ch.qos.logback.core.read.ListAppender;
+import dev.registrymirror.cache.TestClock;
 import dev.registrymirror.config.ConfigLoader;
 import dev.registrymirror.config.MirrorConfig;
 import io.vertx.core.Future;
@@ -43,7 +44,7 @@ abstract class MirrorTestBase {
     Vertx vertx;
     FakeHub hub;
     Mirror mirror;
-    final MutableClock clock = new MutableClock();
+    final TestClock clock = new TestClock();
     final HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
 
     @TempDir
