@@ -239,6 +239,7 @@ final class InflightDownloads {
         /** The upstream is paused until the file catches up (see {@link #mustWait}). */
         private boolean pausedForDisk;
         private long lastChunkNanos = System.nanoTime();
+        private final long startNanos = lastChunkNanos;
         private long watchdog = -1;
 
         Writer(Download d, UpstreamClient upstream, HttpClientResponse resp, Path temp, AsyncFile file, long announced) {
@@ -407,7 +408,9 @@ final class InflightDownloads {
                     .onComplete(ar -> {
                         remove(d);
                         if (ar.succeeded()) {
-                            LOG.info("upstream {}: stored blob {} ({} bytes)", upstream.name(), d.digest, size);
+                            long millis = Math.max(1, (System.nanoTime() - startNanos) / 1_000_000);
+                            LOG.info("upstream {}: stored blob {} ({} bytes in {} ms, {} MiB/s)", upstream.name(),
+                                    d.digest, size, millis, (size * 1000 / millis) >> 20);
                         } else {
                             StorageUnavailable e = new StorageUnavailable("cannot commit blob " + d.digest
                                     + " to the cache: " + ar.cause().getMessage(), ar.cause());
