@@ -25,8 +25,9 @@ import org.slf4j.LoggerFactory;
 
 /**
  * Blobs: local first. A hit is sent from its file with {@code sendFile} (zero-copy), {@code Range}
- * and {@code HEAD} answered locally; so is a {@code HEAD} for a blob being downloaded whose size is known. A miss joins the one download of that digest (see
- * {@link InflightDownloads}) and streams from its temporary file as bytes arrive. The last byte of
+ * and {@code HEAD} answered locally; so is a {@code HEAD} for a blob being downloaded whose size is
+ * known. A miss joins the one download of that digest (see {@link InflightDownloads}) and streams
+ * from its temporary file as bytes arrive. The last byte of
  * such a response is held back until the blob is verified, so a client never sees a clean end of
  * wrong or short content: a failed download breaks the connection.
  */
