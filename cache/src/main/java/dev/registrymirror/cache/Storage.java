@@ -177,6 +177,21 @@ public final class Storage implements AutoCloseable {
         return usable;
     }
 
+    /**
+     * The usable space on the cache's file system now, noted for {@link #lastFreeSpace}; -1 (logged)
+     * when it cannot be read, and then nothing is evicted for {@code minFree}. Blocks (a system call).
+     */
+    private long readFreeSpace() {
+        try {
+            long usable = freeSpace.usable();
+            lastFree.set(usable);
+            return usable;
+        } catch (IOException e) {
+            LOG.warn("cannot read the free space of {}: {}", root, e.toString());
+            return -1;
+        }
+    }
+
     /** The usable space on the cache's file system when last looked at (each download, commit and upkeep); -1 before. */
     public long lastFreeSpace() {
         return lastFree.get();
@@ -202,24 +217,21 @@ public final class Storage implements AutoCloseable {
                 return;
             }
             try {
-                long usable = freeSpace.usable();
-                lastFree.set(usable);
+                long usable = readFreeSpace();
                 // Below minFree: make a tenth more than that free, so that every commit does not evict again.
                 long target = minFree > Long.MAX_VALUE / 2 ? Long.MAX_VALUE : minFree + minFree / 10;
-                long toFree = usable < minFree ? target - usable : 0;
+                long toFree = usable >= 0 && usable < minFree ? target - usable : 0;
                 CacheIndex.Upkeep done = index.maintain(toFree);
                 for (Map.Entry<CacheIndex.Key, Long> touched : done.toPersist()) {
                     persistAccess(touched.getKey(), touched.getValue());
                 }
                 if (toFree > 0) {
                     reportShortOfSpace(usable, toFree, done.freedForDisk());
-                } else if (shortOfSpace) {
+                } else if (shortOfSpace && usable >= 0) {
                     shortOfSpace = false;
                     LOG.info("free space on the cache's file system is back over storage.minFree: {} MiB free",
                             usable >> 20);
                 }
-            } catch (IOException e) {
-                LOG.warn("cannot read the free space of {}: {}; nothing evicted", root, e.toString());
             } catch (RuntimeException e) {
                 LOG.error("storage upkeep failed", e);
             }
@@ -291,11 +303,7 @@ public final class Storage implements AutoCloseable {
             if (leftovers > 0) {
                 LOG.info("removed {} temporary files left by an earlier run", leftovers);
             }
-            try {
-                lastFree.set(freeSpace.usable());
-            } catch (IOException e) {
-                LOG.warn("cannot read the free space of {}: {}", root, e.toString());
-            }
+            long free = readFreeSpace();
             List<CacheIndex.Scanned> found = new ArrayList<>();
             blobs.scan(found);
             manifests.scan(found);
@@ -307,7 +315,6 @@ public final class Storage implements AutoCloseable {
                     index.count(Kind.MANIFEST), index.totalBytes(), millis);
             events.indexReady(items, index.totalBytes(), millis);
             indexed.complete(null);
-            long free = lastFree.get();
             if (index.overLimit() || (free >= 0 && free < minFree)) {
                 requestUpkeep();
             }

@@ -230,4 +230,19 @@ class EvictionTest {
         upkeep.runAll();
         assertThat(events.evicted).isEmpty();
     }
+
+    @Test
+    void whenTheFreeSpaceCannotBeReadMaxSizeIsStillKept() throws IOException {
+        Storage s = Storage.open(root, new Storage.Limits(100, 60, null, 1000), clock, events, upkeep, () -> {
+            throw new IOException("statvfs failed");
+        });
+        upkeep.runAll();
+        BlobStore.Blob a = put(s, 40, 1);
+        put(s, 40, 2);
+        put(s, 40, 3); // 120 > 100
+        upkeep.runAll();
+        assertThat(events.evicted).containsExactly("blob/size/40", "blob/size/40");
+        assertThat(s.blobs().find(a.digest())).isEmpty();
+        assertThat(s.lastFreeSpace()).isEqualTo(-1);
+    }
 }
