@@ -286,22 +286,22 @@ final class CacheIndex {
         }
         if (maxAgeMillis > 0) {
             long cutoff = now() - maxAgeMillis;
-            while (evictBatch("age", e -> e.lastAccess < cutoff) > 0) {
+            while (evictBatch("age", e -> e.lastAccess < cutoff).items() > 0) {
                 // next batch
             }
         }
         if (overLimit()) {
-            while (totalBytes() > lowBytes && evictBatch("size", e -> true) > 0) {
+            while (totalBytes() > lowBytes && evictBatch("size", e -> true).items() > 0) {
                 // next batch
             }
         }
         long freed = 0;
         while (freed < bytesToFree) {
-            long batch = evictBatch("disk", e -> true, bytesToFree - freed);
-            if (batch == 0) {
+            Evicted batch = evictBatch("disk", e -> true, bytesToFree - freed);
+            if (batch.items() == 0) {
                 break;
             }
-            freed += batch;
+            freed += batch.bytes();
         }
         return new Upkeep(toPersist, freed);
     }
@@ -314,16 +314,20 @@ final class CacheIndex {
         boolean test(Entry e);
     }
 
-    private long evictBatch(String reason, Victim victim) {
+    /** What one {@link #evictBatch} removed. */
+    private record Evicted(int items, long bytes) {
+    }
+
+    private Evicted evictBatch(String reason, Victim victim) {
         return evictBatch(reason, victim, Long.MAX_VALUE);
     }
 
     /**
      * Removes up to {@link #BATCH} unpinned entries that {@code victim} selects, eldest first, stopping
      * once the stored bytes are down to the low watermark (for {@code size}) or {@code enough} bytes
-     * are removed. Returns the bytes removed.
+     * are removed.
      */
-    private synchronized long evictBatch(String reason, Victim victim, long enough) {
+    private synchronized Evicted evictBatch(String reason, Victim victim, long enough) {
         int removed = 0;
         long freed = 0;
         boolean bySize = reason.equals("size");
@@ -350,7 +354,7 @@ final class CacheIndex {
             removed++;
             freed += e.size;
         }
-        return removed > 0 ? Math.max(freed, 1) : 0;
+        return new Evicted(removed, freed);
     }
 
     private void account(Kind kind, long size, int count) {

@@ -48,10 +48,6 @@ public final class Storage implements AutoCloseable {
      */
     public record Limits(long maxBytes, long lowBytes, Duration maxAge, long minFree) {
         public static final Limits NONE = new Limits(0, 0, null, 0);
-
-        public Limits(long maxBytes, long lowBytes, Duration maxAge) {
-            this(maxBytes, lowBytes, maxAge, 0);
-        }
     }
 
     /** The space left for the cache on its file system. */

@@ -22,7 +22,7 @@ class EvictionTest {
     final RecordingEvents events = new RecordingEvents();
 
     Storage open(long max, long low, Duration maxAge) throws IOException {
-        Storage s = Storage.open(root, new Storage.Limits(max, low, maxAge), clock, events, upkeep);
+        Storage s = Storage.open(root, new Storage.Limits(max, low, maxAge, 0), clock, events, upkeep);
         upkeep.runAll();
         return s;
     }
