@@ -117,10 +117,7 @@ class BlobTest extends MirrorTestBase {
         int clients = 8;
         byte[] layer = randomBytes(4 << 20, 4);
         Digest d = hub.putBlob(layer);
-        Promise<Void> release = Promise.promise();
-        hub.holdSecondHalf = release;
-        idleTimeout = "30s"; // the hold must not pass for a silent upstream, however slow this machine is
-        startMirror();
+        Promise<Void> release = startMirrorHoldingSecondHalves();
 
         HttpClient client = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(clients));
         List<Future<Buffer>> bodies = new ArrayList<>();
@@ -155,10 +152,7 @@ class BlobTest extends MirrorTestBase {
         byte[] layer = randomBytes(24 << 20, 42);
         int half = layer.length / 2;
         Digest d = hub.putBlob(layer);
-        Promise<Void> release = Promise.promise();
-        hub.holdSecondHalf = release;
-        idleTimeout = "30s"; // the hold must not pass for a silent upstream, however slow this machine is
-        startMirror();
+        Promise<Void> release = startMirrorHoldingSecondHalves();
         HttpClient client = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(4));
         AtomicLong early = new AtomicLong();
         Future<Buffer> first = fetch(client, d, null, early);
@@ -192,10 +186,7 @@ class BlobTest extends MirrorTestBase {
     void whileABlobIsDownloadedHeadAndARangeOutsideItAreAnsweredWithoutTheUpstream() {
         byte[] layer = randomBytes(4 << 20, 43);
         Digest d = hub.putBlob(layer);
-        Promise<Void> release = Promise.promise();
-        hub.holdSecondHalf = release;
-        idleTimeout = "30s"; // the hold must not pass for a silent upstream, however slow this machine is
-        startMirror();
+        Promise<Void> release = startMirrorHoldingSecondHalves();
         HttpClient client = vertx.createHttpClient();
         Future<Buffer> first = fetch(client, d, null, new AtomicLong());
         await(hub.firstHalfSent.future());
@@ -216,6 +207,15 @@ class BlobTest extends MirrorTestBase {
         assertThat(hub.count("cdn", "GET", "/blobs/")).isEqualTo(1);
         assertThat(downloadsLeft()).isZero();
         await(client.close());
+    }
+
+    /** Starts the mirror, the hub holding back the second half of every blob until the promise completes. */
+    private Promise<Void> startMirrorHoldingSecondHalves() {
+        Promise<Void> release = Promise.promise();
+        hub.holdSecondHalf = release;
+        idleTimeout = "30s"; // the hold must not pass for a silent upstream, however slow this machine is
+        startMirror();
+        return release;
     }
 
     private Future<Buffer> fetch(HttpClient client, Digest d, String range, AtomicLong received) {

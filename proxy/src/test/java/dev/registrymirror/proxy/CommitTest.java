@@ -28,21 +28,22 @@ class CommitTest extends MirrorTestBase {
         return "1s";
     }
 
-    private void startMirrorWithHeldCommits() {
+    /**
+     * Starts the mirror with commits held, has a client fetch {@code layer} whole, and returns once the
+     * blob's commit has begun (and waits).
+     */
+    private Digest fetchedAndCommitting(byte[] layer) throws InterruptedException {
+        Digest d = hub.putBlob(layer);
         mirror = await(Mirror.start(vertx, config(), clock, HeldCommit::new));
-    }
-
-    private void awaitCommitting() throws InterruptedException {
+        assertThat(get("/v2/library/alpine/blobs/" + d).body()).isEqualTo(layer);
         assertThat(committing.await(20, TimeUnit.SECONDS)).as("the commit began").isTrue();
+        return d;
     }
 
     @Test
     void clientsArrivingWhileABlobIsCommittedAreServedFromTheDownloadAsHits() throws Exception {
         byte[] layer = randomBytes(300_000, 1);
-        Digest d = hub.putBlob(layer);
-        startMirrorWithHeldCommits();
-        assertThat(get("/v2/library/alpine/blobs/" + d).body()).isEqualTo(layer);
-        awaitCommitting();
+        Digest d = fetchedAndCommitting(layer);
 
         HttpResponse<byte[]> again = get("/v2/library/alpine/blobs/" + d);
         assertThat(again.statusCode()).isEqualTo(200);
@@ -66,10 +67,7 @@ class CommitTest extends MirrorTestBase {
     @Test
     void aBlobBeingCommittedWhenTheMirrorStopsIsStored() throws Exception {
         byte[] layer = randomBytes(300_000, 2);
-        Digest d = hub.putBlob(layer);
-        startMirrorWithHeldCommits();
-        assertThat(get("/v2/library/alpine/blobs/" + d).body()).isEqualTo(layer);
-        awaitCommitting();
+        fetchedAndCommitting(layer);
 
         Future<Void> stopping = mirror.stop();
         // The stop must wait for the commit. The commit goes on a little later: time enough for a stop
