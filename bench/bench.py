@@ -455,37 +455,36 @@ http {{
         # Untimed (hashing 16 copies would swamp the timing on a small machine): every client of a
         # cold burst gets exactly the blob.
         p, base, *_ = make(label)
-        def checked(i):
-            try:
-                return curl_sha256(self.blob_url(base))
-            except RuntimeError as e:
-                if label != "peer":
-                    raise
-                self.peer_errors.append(f"peer, checked cold burst: {e}")
-                return self.digest  # an error answer, noted; not wrong bytes
-        digests, _ = parallel(16, checked)
+        digests, _ = self.concurrently(16, lambda i: curl_sha256(self.blob_url(base)),
+                                       f"{label}, checked cold burst", tolerate=label == "peer")
         if any(d != self.digest for d in digests):
             raise RuntimeError(f"{label}: a client of the cold burst got wrong bytes")
         self.servers.stop(p)
         return (statistics.median(singles), statistics.median(bursts), statistics.median(ttfbs), max(fetches), hwm,
                 statistics.median(cached) if cached else None)
 
-    def burst(self, url, what, tolerate=False):
-        """16 clients GET url at once, each reading the whole blob; returns the wall time. With tolerate
-        (the peer), a client that gets an error answer is noted instead of failing the run: Distribution's
-        proxy sometimes answers 500 to concurrent cold fetches of one blob, and that is its result."""
+    def concurrently(self, n, fn, what, tolerate=False):
+        """Runs fn(i) n times at once; returns (results, wall seconds), as parallel does. With tolerate
+        (the peer), a call that fails with an error answer is left out of the results and noted instead of
+        failing the run: Distribution's proxy sometimes answers 500 to concurrent cold fetches of one
+        blob, and that is its result."""
         def one(i):
             try:
-                return fetch(url)[0]
+                return fn(i)
             except (RuntimeError, OSError) as e:
                 if not tolerate:
                     raise
                 return e
-        results, wall = parallel(16, one)
+        results, wall = parallel(n, one)
         errors = [r for r in results if isinstance(r, Exception)]
         if errors:
-            self.peer_errors.append(f"{what}: {len(errors)} of 16 clients got an error ({errors[0]})")
-        sizes = [r for r in results if not isinstance(r, Exception)]
+            self.peer_errors.append(f"{what}: {len(errors)} of {n} clients got an error ({errors[0]})")
+        return [r for r in results if not isinstance(r, Exception)], wall
+
+    def burst(self, url, what, tolerate=False):
+        """16 clients GET url at once, each reading the whole blob; returns the wall time (errors: see
+        concurrently)."""
+        sizes, wall = self.concurrently(16, lambda i: fetch(url)[0], what, tolerate)
         if any(n != self.size for n in sizes):
             raise RuntimeError(f"{what}: the clients got {sizes} bytes")
         return wall
@@ -498,15 +497,8 @@ http {{
         config = json.loads(self.manifest)["config"]["digest"]
         for _ in range(20):
             curl(self.blob_url(base, config))
-        def one(i):
-            try:
-                curl(self.blob_url(base, self.warmup_digest))
-            except RuntimeError as e:
-                if not tolerate:
-                    raise
-                # Untimed warming; an error the peer gives to concurrent cold fetches is noted (see burst).
-                self.peer_errors.append(f"warm-up, 4 concurrent cold pulls: {e}")
-        parallel(4, one)
+        self.concurrently(4, lambda i: curl(self.blob_url(base, self.warmup_digest)),
+                          "warm-up, 4 concurrent cold pulls", tolerate)
         for _ in range(3):
             curl(self.blob_url(base, self.warmup_digest))
 
