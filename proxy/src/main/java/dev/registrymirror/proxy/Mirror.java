@@ -1,5 +1,12 @@
 package dev.registrymirror.proxy;
 
+import dev.registrymirror.proxy.upstream.UpstreamClient;
+import dev.registrymirror.proxy.blob.BlobService;
+import dev.registrymirror.proxy.blob.InflightDownloads;
+import dev.registrymirror.proxy.manifest.ManifestService;
+import dev.registrymirror.proxy.manifest.PassThrough;
+import dev.registrymirror.proxy.http.RegistryHandler;
+
 import dev.registrymirror.cache.BlobStore;
 import dev.registrymirror.cache.ManifestStore;
 import dev.registrymirror.cache.Storage;

@@ -1,5 +1,7 @@
 package dev.registrymirror.proxy;
 
+import dev.registrymirror.proxy.manifest.MediaTypes;
+
 import dev.registrymirror.cache.Digest;
 import io.vertx.core.AbstractVerticle;
 import io.vertx.core.Future;

@@ -1,5 +1,7 @@
 package dev.registrymirror.proxy;
 
+import dev.registrymirror.proxy.manifest.MediaTypes;
+
 import static org.assertj.core.api.Assertions.assertThat;
 
 import dev.registrymirror.cache.Digest;

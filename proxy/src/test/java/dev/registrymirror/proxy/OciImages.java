@@ -1,5 +1,7 @@
 package dev.registrymirror.proxy;
 
+import dev.registrymirror.proxy.manifest.MediaTypes;
+
 import dev.registrymirror.cache.Digest;
 import io.vertx.core.json.JsonArray;
 import io.vertx.core.json.JsonObject;

@@ -1,4 +1,12 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.http;
+
+import dev.registrymirror.proxy.route.Route;
+import dev.registrymirror.proxy.route.RouteParser;
+import dev.registrymirror.proxy.route.RegistryError;
+import dev.registrymirror.proxy.upstream.UpstreamClient;
+import dev.registrymirror.proxy.blob.BlobService;
+import dev.registrymirror.proxy.manifest.ManifestService;
+import dev.registrymirror.proxy.manifest.PassThrough;
 
 import dev.registrymirror.config.MirrorConfig;
 import dev.registrymirror.metrics.MirrorMetrics;
@@ -26,9 +34,9 @@ import org.slf4j.LoggerFactory;
  * The HTTP entry point: parses the route, hands it to the service for its kind, and is the one
  * place where failures become OCI error responses ({@code {"errors":[{code,message,detail}]}}).
  */
-final class RegistryHandler implements Handler<HttpServerRequest> {
+public final class RegistryHandler implements Handler<HttpServerRequest> {
     private static final Logger LOG = LoggerFactory.getLogger(RegistryHandler.class);
-    static final String API_VERSION_HEADER = "Docker-Distribution-API-Version";
+    public static final String API_VERSION_HEADER = "Docker-Distribution-API-Version";
 
     private final RouteParser parser;
     private final Map<String, UpstreamClient> upstreams;
@@ -40,7 +48,7 @@ final class RegistryHandler implements Handler<HttpServerRequest> {
     private final AtomicInteger active = new AtomicInteger();
     private volatile boolean draining;
 
-    RegistryHandler(Vertx vertx, MirrorConfig config, Map<String, UpstreamClient> upstreams, BlobService blobs,
+    public RegistryHandler(Vertx vertx, MirrorConfig config, Map<String, UpstreamClient> upstreams, BlobService blobs,
                     ManifestService manifests, PassThrough passThrough, MirrorMetrics metrics) {
         this.parser = new RouteParser(config);
         this.upstreams = upstreams;
@@ -52,7 +60,7 @@ final class RegistryHandler implements Handler<HttpServerRequest> {
     }
 
     /** Requests being answered now. */
-    int active() {
+    public int active() {
         return active.get();
     }
 
@@ -60,7 +68,7 @@ final class RegistryHandler implements Handler<HttpServerRequest> {
      * Stops taking requests (new ones get a 503, and their connection is closed) and completes when
      * the requests in progress have finished, or after {@code timeout}, whichever comes first.
      */
-    Future<Void> drain(Duration timeout) {
+    public Future<Void> drain(Duration timeout) {
         draining = true;
         Promise<Void> drained = Promise.promise();
         long deadline = System.nanoTime() + timeout.toNanos();
@@ -168,7 +176,7 @@ final class RegistryHandler implements Handler<HttpServerRequest> {
      * Answers a request the HTTP decoder could not read (a request line or headers too long, bad
      * syntax): 414, 431 or 400 with an OCI error body, then the connection closes.
      */
-    static void invalidRequest(HttpServerRequest req) {
+    public static void invalidRequest(HttpServerRequest req) {
         Throwable cause = req.decoderResult().cause();
         RegistryError e;
         if (cause instanceof TooLongHttpLineException) {
@@ -183,7 +191,7 @@ final class RegistryHandler implements Handler<HttpServerRequest> {
     }
 
     /** Writes the OCI error body (headers only for {@code HEAD}). */
-    static void writeError(HttpServerRequest req, RegistryError e) {
+    public static void writeError(HttpServerRequest req, RegistryError e) {
         HttpServerResponse resp = req.response();
         Buffer body = new JsonObject().put("errors", new JsonArray().add(new JsonObject()
                 .put("code", e.code).put("message", e.getMessage()).putNull("detail"))).toBuffer();

@@ -1,4 +1,10 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.manifest;
+
+import dev.registrymirror.proxy.route.Route;
+import dev.registrymirror.proxy.route.RegistryError;
+import dev.registrymirror.proxy.upstream.UpstreamClient;
+import dev.registrymirror.proxy.blob.StorageUnavailable;
+import dev.registrymirror.proxy.vertx.SingleFlight;
 
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.cache.ManifestStore;
@@ -34,10 +40,10 @@ import org.slf4j.LoggerFactory;
  *
  * <p>Concurrent misses for the same manifest share one upstream request.
  */
-final class ManifestService {
+public final class ManifestService {
     private static final Logger LOG = LoggerFactory.getLogger(ManifestService.class);
     /** Larger manifests are refused, as the reference registry does. */
-    static final int MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+    public static final int MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 
     private final Vertx vertx;
     private final ManifestStore manifests;
@@ -47,7 +53,7 @@ final class ManifestService {
     private final SingleFlight<String, Manifest> fetches = new SingleFlight<>();
     private final SingleFlight<TagKey, Optional<Manifest>> revalidations = new SingleFlight<>();
 
-    ManifestService(Vertx vertx, ManifestStore manifests, TagStore tags, MirrorMetrics metrics, Clock clock) {
+    public ManifestService(Vertx vertx, ManifestStore manifests, TagStore tags, MirrorMetrics metrics, Clock clock) {
         this.vertx = vertx;
         this.manifests = manifests;
         this.tags = tags;
@@ -55,7 +61,7 @@ final class ManifestService {
         this.clock = clock;
     }
 
-    Future<Void> serve(Route route, UpstreamClient upstream, HttpServerRequest req) {
+    public Future<Void> serve(Route route, UpstreamClient upstream, HttpServerRequest req) {
         Set<String> accepted = MediaTypes.accepted(req.headers().getAll(HttpHeaders.ACCEPT));
         Future<Served> answer = route.digest() != null
                 ? byDigest(route, upstream, route.digest(), accepted)

@@ -1,4 +1,4 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.upstream;
 
 import java.util.HashMap;
 import java.util.Locale;

@@ -1,4 +1,4 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.blob;
 
 import static org.assertj.core.api.Assertions.assertThat;
 

@@ -1,4 +1,4 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.route;
 
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.config.MirrorConfig;
@@ -16,8 +16,8 @@ import java.util.regex.Pattern;
  * an upstream's name ({@code /v2/ghcr.io/owner/app/...}), else the default upstream. On
  * {@code docker.io}, a one-component name means {@code library/<name>}.
  */
-final class RouteParser {
-    static final int MAX_NAME_LENGTH = 255;
+public final class RouteParser {
+    public static final int MAX_NAME_LENGTH = 255;
     private static final Pattern COMPONENT = Pattern.compile("[a-z0-9]+(?:(?:\\.|_|__|-+)[a-z0-9]+)*");
     private static final Pattern TAG = Pattern.compile("[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}");
     private static final Pattern ENDPOINT = Pattern.compile("/v2/(.+)/(manifests|blobs|referrers)/([^/]+)");
@@ -25,11 +25,11 @@ final class RouteParser {
 
     private final MirrorConfig config;
 
-    RouteParser(MirrorConfig config) {
+    public RouteParser(MirrorConfig config) {
         this.config = config;
     }
 
-    Route parse(String path, String ns) {
+    public Route parse(String path, String ns) {
         if (path.equals("/metrics")) {
             return new Route(Route.Kind.METRICS, null, null, null, null, null);
         }
@@ -95,7 +95,7 @@ final class RouteParser {
         return new Route(kind, upstream, repository, name, tag, digest);
     }
 
-    static boolean validName(String name) {
+    public static boolean validName(String name) {
         if (name.isEmpty() || name.length() > MAX_NAME_LENGTH) {
             return false;
         }

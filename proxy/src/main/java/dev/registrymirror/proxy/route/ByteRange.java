@@ -1,4 +1,4 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.route;
 
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -11,14 +11,14 @@ import java.util.regex.Pattern;
  * @param start first byte
  * @param end   last byte, inclusive
  */
-record ByteRange(long start, long end) {
+public record ByteRange(long start, long end) {
     private static final Pattern SINGLE = Pattern.compile("bytes=(\\d{0,19})-(\\d{0,19})");
 
-    long length() {
+    public long length() {
         return end - start + 1;
     }
 
-    String contentRange(long size) {
+    public String contentRange(long size) {
         return "bytes " + start + "-" + end + "/" + size;
     }
 
@@ -28,7 +28,7 @@ record ByteRange(long start, long end) {
      *
      * @throws RegistryError 416 when the range lies wholly outside the blob
      */
-    static ByteRange parse(String header, long size) {
+    public static ByteRange parse(String header, long size) {
         if (header == null) {
             return null;
         }

@@ -1,4 +1,10 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.blob;
+
+import dev.registrymirror.proxy.route.Route;
+import dev.registrymirror.proxy.route.RegistryError;
+import dev.registrymirror.proxy.route.ByteRange;
+import dev.registrymirror.proxy.upstream.UpstreamClient;
+import dev.registrymirror.proxy.vertx.SingleFlight;
 
 import dev.registrymirror.cache.BlobStore;
 import dev.registrymirror.cache.Digest;
@@ -31,9 +37,9 @@ import org.slf4j.LoggerFactory;
  * such a response is held back until the blob is verified, so a client never sees a clean end of
  * wrong or short content: a failed download breaks the connection.
  */
-final class BlobService {
+public final class BlobService {
     private static final Logger LOG = LoggerFactory.getLogger(BlobService.class);
-    static final int CHUNK = 256 * 1024;
+    public static final int CHUNK = 256 * 1024;
 
     private final Vertx vertx;
     private final BlobStore store;
@@ -41,7 +47,7 @@ final class BlobService {
     private final MirrorMetrics metrics;
     private final SingleFlight<Digest, Boolean> verifications = new SingleFlight<>();
 
-    BlobService(Vertx vertx, BlobStore store, InflightDownloads downloads, MirrorMetrics metrics) {
+    public BlobService(Vertx vertx, BlobStore store, InflightDownloads downloads, MirrorMetrics metrics) {
         this.vertx = vertx;
         this.store = store;
         this.downloads = downloads;
@@ -52,7 +58,7 @@ final class BlobService {
      * Answers a blob request. Fails with a {@link RegistryError} only while nothing has been sent;
      * after that, failures break the connection.
      */
-    Future<Void> serve(Route route, UpstreamClient upstream, HttpServerRequest req) {
+    public Future<Void> serve(Route route, UpstreamClient upstream, HttpServerRequest req) {
         return serve(route, upstream, req, 0);
     }
 
@@ -261,7 +267,7 @@ final class BlobService {
         }
     }
 
-    static void blobHeaders(MultiMap headers, Digest digest) {
+    public static void blobHeaders(MultiMap headers, Digest digest) {
         headers.set(HttpHeaders.CONTENT_TYPE, "application/octet-stream")
                 .set("Docker-Content-Digest", digest.toString())
                 .set(HttpHeaders.ETAG, "\"" + digest + "\"")

@@ -1,4 +1,6 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.blob;
+
+import dev.registrymirror.proxy.route.RegistryError;
 
 import dev.registrymirror.cache.Digest;
 import io.vertx.core.Context;

@@ -1,4 +1,6 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.upstream;
+
+import dev.registrymirror.proxy.route.RegistryError;
 
 import com.github.benmanes.caffeine.cache.AsyncCache;
 import com.github.benmanes.caffeine.cache.Caffeine;

@@ -1,14 +1,14 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.blob;
 
 /**
  * The cache cannot take a blob (disk full, or another write error). Not a client-facing error:
  * a request that has sent nothing yet is answered from the upstream without storing.
  */
-final class StorageUnavailable extends RuntimeException {
+public final class StorageUnavailable extends RuntimeException {
     private static final long serialVersionUID = 1L;
 
     /** The metrics label: {@code disk_full} or {@code io}. */
-    final String reason;
+    public final String reason;
 
     StorageUnavailable(String message, Throwable cause) {
         super(message, cause, false, false);
@@ -16,7 +16,7 @@ final class StorageUnavailable extends RuntimeException {
     }
 
     /** Whether {@code t} or one of its causes says the file system is out of space or quota. */
-    static boolean isDiskFull(Throwable t) {
+    public static boolean isDiskFull(Throwable t) {
         for (Throwable c = t; c != null; c = c.getCause()) {
             String m = c.getMessage();
             if (m != null && (m.contains("No space left on device") || m.contains("Disk quota exceeded")

@@ -1,4 +1,4 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.manifest;
 
 import java.util.LinkedHashSet;
 import java.util.List;
@@ -6,13 +6,13 @@ import java.util.Locale;
 import java.util.Set;
 
 /** Manifest media types and the {@code Accept} rules for them. */
-final class MediaTypes {
-    static final String OCI_INDEX = "application/vnd.oci.image.index.v1+json";
-    static final String OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
-    static final String DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json";
-    static final String DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json";
+public final class MediaTypes {
+    public static final String OCI_INDEX = "application/vnd.oci.image.index.v1+json";
+    public static final String OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
+    public static final String DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json";
+    public static final String DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json";
     /** What the mirror asks upstreams for, so one cached answer serves every modern client. */
-    static final List<String> MANIFESTS = List.of(OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST);
+    public static final List<String> MANIFESTS = List.of(OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST);
 
     private MediaTypes() {
     }
@@ -21,7 +21,7 @@ final class MediaTypes {
      * The media types a client's {@code Accept} headers name, without parameters; empty when the
      * client accepts anything (no header, or a wildcard).
      */
-    static Set<String> accepted(List<String> acceptHeaders) {
+    public static Set<String> accepted(List<String> acceptHeaders) {
         Set<String> types = new LinkedHashSet<>();
         for (String header : acceptHeaders) {
             for (String part : header.split(",")) {
@@ -39,7 +39,7 @@ final class MediaTypes {
     }
 
     /** Whether a manifest of {@code mediaType} may go to a client that accepts {@code accepted}. */
-    static boolean allows(Set<String> accepted, String mediaType) {
+    public static boolean allows(Set<String> accepted, String mediaType) {
         if (accepted.isEmpty()) {
             return true;
         }
@@ -49,7 +49,7 @@ final class MediaTypes {
     }
 
     /** The {@code Accept} header for an upstream request: the standard types plus the client's own. */
-    static String upstreamAccept(Set<String> clientAccepted) {
+    public static String upstreamAccept(Set<String> clientAccepted) {
         Set<String> all = new LinkedHashSet<>(MANIFESTS);
         all.addAll(clientAccepted);
         return String.join(", ", all);

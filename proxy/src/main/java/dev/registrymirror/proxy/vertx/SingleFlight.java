@@ -1,4 +1,4 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.vertx;
 
 import io.vertx.core.Context;
 import io.vertx.core.Future;
@@ -12,10 +12,10 @@ import java.util.function.Supplier;
  * Runs one piece of asynchronous work per key at a time; callers arriving meanwhile share its
  * result. Each caller's future completes on the caller's own context.
  */
-final class SingleFlight<K, V> {
+public final class SingleFlight<K, V> {
     private final ConcurrentMap<K, Future<V>> running = new ConcurrentHashMap<>();
 
-    Future<V> run(K key, Supplier<Future<V>> work) {
+    public Future<V> run(K key, Supplier<Future<V>> work) {
         Promise<V> mine = Promise.promise();
         Future<V> existing = running.putIfAbsent(key, mine.future());
         Future<V> shared;
@@ -31,7 +31,7 @@ final class SingleFlight<K, V> {
         return onCallerContext(shared);
     }
 
-    static <T> Future<T> onCallerContext(Future<T> future) {
+    public static <T> Future<T> onCallerContext(Future<T> future) {
         Context caller = Vertx.currentContext();
         if (caller == null) {
             return future;

@@ -1,4 +1,8 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.manifest;
+
+import dev.registrymirror.proxy.route.Route;
+import dev.registrymirror.proxy.route.RegistryError;
+import dev.registrymirror.proxy.upstream.UpstreamClient;
 
 import com.github.benmanes.caffeine.cache.Cache;
 import com.github.benmanes.caffeine.cache.Caffeine;
@@ -21,22 +25,22 @@ import org.slf4j.LoggerFactory;
  * when the upstream has none or does not know the endpoint). The last good answer of each tag list
  * is kept in memory, and served when the upstream cannot answer (down, failing, rate-limiting).
  */
-final class PassThrough {
+public final class PassThrough {
     private static final Logger LOG = LoggerFactory.getLogger(PassThrough.class);
-    static final int MAX_BODY = 4 * 1024 * 1024;
+    public static final int MAX_BODY = 4 * 1024 * 1024;
     /** Memory for the last good tag lists: thousands of typical ones. */
-    static final long TAG_LISTS_MEMORY_BYTES = 16L << 20;
+    public static final long TAG_LISTS_MEMORY_BYTES = 16L << 20;
     private static final String EMPTY_INDEX =
             "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[]}";
 
     private final MirrorMetrics metrics;
     private final Cache<String, Answer> lastTagLists;
 
-    PassThrough(MirrorMetrics metrics) {
+    public PassThrough(MirrorMetrics metrics) {
         this(metrics, TAG_LISTS_MEMORY_BYTES);
     }
 
-    PassThrough(MirrorMetrics metrics, long tagListsMemoryBytes) {
+    public PassThrough(MirrorMetrics metrics, long tagListsMemoryBytes) {
         this.metrics = metrics;
         this.lastTagLists = Caffeine.newBuilder().maximumWeight(tagListsMemoryBytes)
                 .weigher((String key, Answer a) -> key.length() + a.body().length()).build();
@@ -46,7 +50,7 @@ final class PassThrough {
     private record Answer(Buffer body, String type, String link) {
     }
 
-    Future<Void> tags(Route route, UpstreamClient upstream, HttpServerRequest req) {
+    public Future<Void> tags(Route route, UpstreamClient upstream, HttpServerRequest req) {
         StringBuilder query = new StringBuilder();
         String n = req.getParam("n");
         if (n != null) {
@@ -93,7 +97,7 @@ final class PassThrough {
                 });
     }
 
-    Future<Void> referrers(Route route, UpstreamClient upstream, HttpServerRequest req) {
+    public Future<Void> referrers(Route route, UpstreamClient upstream, HttpServerRequest req) {
         String artifactType = req.getParam("artifactType");
         String path = "/v2/" + route.repository() + "/referrers/" + route.digest()
                 + (artifactType == null ? "" : "?artifactType=" + URLEncoder.encode(artifactType, StandardCharsets.UTF_8));

@@ -1,4 +1,7 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.blob;
+
+import dev.registrymirror.proxy.route.RegistryError;
+import dev.registrymirror.proxy.upstream.UpstreamClient;
 
 import dev.registrymirror.cache.BlobStore;
 import dev.registrymirror.cache.Digest;
@@ -39,7 +42,7 @@ import org.slf4j.LoggerFactory;
  * then is the file committed to the store and the download marked done. Otherwise it fails, and
  * readers break their connections.
  */
-final class InflightDownloads {
+public final class InflightDownloads {
     private static final Logger LOG = LoggerFactory.getLogger(InflightDownloads.class);
 
     private final Vertx vertx;
@@ -65,7 +68,7 @@ final class InflightDownloads {
      * @param memoryLimit the bytes downloads may hold in memory ({@code server.downloadMemory}); -1 for an
      *                    eighth of the heap (Java's default cap on direct memory is the heap size), 16-256 MiB
      */
-    InflightDownloads(Vertx vertx, BlobStore store, MirrorMetrics metrics, long memoryLimit, ByteBufAllocator allocator) {
+    public InflightDownloads(Vertx vertx, BlobStore store, MirrorMetrics metrics, long memoryLimit, ByteBufAllocator allocator) {
         this.vertx = vertx;
         this.store = store;
         this.metrics = metrics;
@@ -90,7 +93,7 @@ final class InflightDownloads {
     }
 
     /** Downloads under way now. */
-    int size() {
+    public int size() {
         return downloads.size();
     }
 
@@ -99,7 +102,7 @@ final class InflightDownloads {
      * that has every byte is not stopped: it finishes its writes and its commit, so that a blob a client
      * was served is not lost. The future completes once no download is left.
      */
-    Future<Void> abandonAll() {
+    public Future<Void> abandonAll() {
         stopping = true;
         for (Download d : downloads.values()) {
             d.cancel();

@@ -1,4 +1,6 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.upstream;
+
+import dev.registrymirror.proxy.route.RegistryError;
 
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.config.MirrorConfig;
@@ -49,13 +51,13 @@ import org.slf4j.LoggerFactory;
  * records metrics, and hands back the final response <em>paused</em>, so the caller decides how to
  * consume the body.
  */
-final class UpstreamClient {
-    static final String USER_AGENT = "registry-mirror/0.1";
+public final class UpstreamClient {
+    public static final String USER_AGENT = "registry-mirror/0.1";
     private static final Logger LOG = LoggerFactory.getLogger(UpstreamClient.class);
     private static final int MAX_REDIRECTS = 5;
 
     /** The largest piece of a response body handed over at once. */
-    static final int BODY_CHUNK_BYTES = 256 * 1024;
+    public static final int BODY_CHUNK_BYTES = 256 * 1024;
 
     /** Failures without an answer that a retry may cure. */
     private static final Set<String> RETRYABLE = Set.of("connect", "timeout", "reset");
@@ -76,7 +78,7 @@ final class UpstreamClient {
     private final MirrorMetrics metrics;
     private final Vertx vertx;
 
-    UpstreamClient(Vertx vertx, MirrorConfig.Upstream upstream, MirrorMetrics metrics, Clock clock) {
+    public UpstreamClient(Vertx vertx, MirrorConfig.Upstream upstream, MirrorMetrics metrics, Clock clock) {
         this.vertx = vertx;
         this.upstream = upstream;
         this.metrics = metrics;
@@ -99,11 +101,11 @@ final class UpstreamClient {
                 (status, nanos) -> metrics.upstreamRequest(upstream.name(), "token", status, nanos));
     }
 
-    MirrorConfig.Upstream upstream() {
+    public MirrorConfig.Upstream upstream() {
         return upstream;
     }
 
-    String name() {
+    public String name() {
         return upstream.name();
     }
 
@@ -119,13 +121,13 @@ final class UpstreamClient {
      *
      * @param kind metrics label: manifest, blob, tags, referrers
      */
-    Future<HttpClientResponse> send(HttpMethod method, String path, String repository, MultiMap headers,
+    public Future<HttpClientResponse> send(HttpMethod method, String path, String repository, MultiMap headers,
                                     String kind) {
         return send(method, URI.create(upstream.url() + path), repository, headers, kind, 0);
     }
 
     /** {@code GET} or {@code HEAD} of a blob, with the retries of {@link #send}. */
-    Future<HttpClientResponse> blob(HttpMethod method, String repository, Digest digest) {
+    public Future<HttpClientResponse> blob(HttpMethod method, String repository, Digest digest) {
         MultiMap headers = MultiMap.caseInsensitiveMultiMap().add(HttpHeaders.ACCEPT, "*/*");
         return send(method, "/v2/" + repository + "/blobs/" + digest, repository, headers, "blob");
     }
@@ -134,7 +136,7 @@ final class UpstreamClient {
      * Like {@link #send(HttpMethod, String, String, MultiMap, String)}, without retries: for
      * questions that have a cached answer to fall back on, which is better served at once.
      */
-    Future<HttpClientResponse> sendOnce(HttpMethod method, String path, String repository, MultiMap headers,
+    public Future<HttpClientResponse> sendOnce(HttpMethod method, String path, String repository, MultiMap headers,
                                         String kind) {
         return send(method, URI.create(upstream.url() + path), repository, headers, kind, Integer.MAX_VALUE);
     }
@@ -172,7 +174,7 @@ final class UpstreamClient {
     }
 
     /** The wait before retry {@code tries + 1}: the backoff times 4^tries, give or take 20%. */
-    long backoffMillis(int tries) {
+    public long backoffMillis(int tries) {
         long base = upstream.retryBackoff().toMillis() << (2 * Math.min(tries, 10));
         return Math.max(1, (long) (base * (0.8 + 0.4 * ThreadLocalRandom.current().nextDouble())));
     }
@@ -259,7 +261,7 @@ final class UpstreamClient {
      * {@code TOOMANYREQUESTS} with its {@code Retry-After}, 401/403 as {@code UNAUTHORIZED}, the rest
      * as a bad gateway. Discards the body.
      */
-    RegistryError failure(HttpClientResponse resp, String notFoundCode, String what) {
+    public RegistryError failure(HttpClientResponse resp, String notFoundCode, String what) {
         discard(resp);
         int status = resp.statusCode();
         RegistryError error;
@@ -282,14 +284,14 @@ final class UpstreamClient {
     }
 
     /** Feeds a body chunk to a digest being computed, without copying it. */
-    static void hash(MessageDigest hasher, Buffer chunk) {
+    public static void hash(MessageDigest hasher, Buffer chunk) {
         for (ByteBuffer nio : chunk.getByteBuf().nioBuffers()) {
             hasher.update(nio);
         }
     }
 
     /** Reads and drops a response body so the connection can be reused. */
-    static void discard(HttpClientResponse resp) {
+    public static void discard(HttpClientResponse resp) {
         resp.handler(null);
         resp.exceptionHandler(err -> { });
         resp.endHandler(null);
@@ -297,7 +299,7 @@ final class UpstreamClient {
     }
 
     /** Maps a transport failure (no HTTP answer) to an error for the client. */
-    static RegistryError transportError(String upstream, String host, Throwable err) {
+    public static RegistryError transportError(String upstream, String host, Throwable err) {
         if (err instanceof RegistryError re) {
             return re;
         }
@@ -323,7 +325,7 @@ final class UpstreamClient {
         return perLoop.computeIfAbsent(Thread.currentThread(), t -> vertx.createHttpClient(options));
     }
 
-    void close() {
+    public void close() {
         shared.close();
         perLoop.values().forEach(HttpClient::close);
     }

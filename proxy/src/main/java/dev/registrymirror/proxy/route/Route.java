@@ -1,4 +1,4 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.route;
 
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.config.MirrorConfig;
@@ -13,13 +13,13 @@ import dev.registrymirror.config.MirrorConfig;
  * @param tag        the tag, for a manifest by tag
  * @param digest     the digest, for a manifest or blob by digest and for referrers
  */
-record Route(Kind kind, MirrorConfig.Upstream upstream, String repository, String clientName, String tag,
+public record Route(Kind kind, MirrorConfig.Upstream upstream, String repository, String clientName, String tag,
              Digest digest) {
 
-    enum Kind {
+    public enum Kind {
         BASE("base"), MANIFEST("manifest"), BLOB("blob"), TAGS("tags"), REFERRERS("referrers"), METRICS("metrics");
 
-        final String label;
+        public final String label;
 
         Kind(String label) {
             this.label = label;
@@ -27,7 +27,7 @@ record Route(Kind kind, MirrorConfig.Upstream upstream, String repository, Strin
     }
 
     /** The reference as it appears in a URL: the tag, or the digest. */
-    String reference() {
+    public String reference() {
         return tag != null ? tag : digest.toString();
     }
 }

@@ -1,26 +1,27 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.route;
+
 
 /**
  * A failure that becomes an OCI error response: HTTP status, error code, message. Inner code fails
- * with one of these; {@link RegistryHandler} writes it, in one place.
+ * with one of these; the HTTP handler writes it, in one place.
  */
-final class RegistryError extends RuntimeException {
+public final class RegistryError extends RuntimeException {
     private static final long serialVersionUID = 1L;
 
-    final int status;
-    final String code;
+    public final int status;
+    public final String code;
     /** Seconds to send as {@code Retry-After}, or {@code null}. */
-    final String retryAfter;
+    public final String retryAfter;
     /** Metrics label for an upstream failure (connect, timeout, …), or {@code null} for client errors. */
-    final String upstreamReason;
+    public final String upstreamReason;
     /** The size of the blob a 416 is about, sent as {@code Content-Range: bytes *}{@code /size}; -1 otherwise. */
-    final long unsatisfiedSize;
+    public final long unsatisfiedSize;
 
-    RegistryError(int status, String code, String message) {
+    public RegistryError(int status, String code, String message) {
         this(status, code, message, null, null);
     }
 
-    RegistryError(int status, String code, String message, String retryAfter, String upstreamReason) {
+    public RegistryError(int status, String code, String message, String retryAfter, String upstreamReason) {
         this(status, code, message, retryAfter, upstreamReason, -1);
     }
 
@@ -35,40 +36,40 @@ final class RegistryError extends RuntimeException {
     }
 
     /** A {@code Range} wholly outside a blob of {@code size} bytes. */
-    static RegistryError rangeNotSatisfiable(long size) {
+    public static RegistryError rangeNotSatisfiable(long size) {
         return new RegistryError(416, "BLOB_UNKNOWN", "requested range not satisfiable (blob has " + size + " bytes)",
                 null, null, size);
     }
 
-    static RegistryError nameInvalid(String name) {
+    public static RegistryError nameInvalid(String name) {
         return new RegistryError(400, "NAME_INVALID", "invalid repository name: " + name);
     }
 
-    static RegistryError tagInvalid(String tag) {
+    public static RegistryError tagInvalid(String tag) {
         return new RegistryError(400, "TAG_INVALID", "invalid tag: " + tag);
     }
 
-    static RegistryError digestInvalid(String digest) {
+    public static RegistryError digestInvalid(String digest) {
         return new RegistryError(400, "DIGEST_INVALID", "invalid digest: " + digest);
     }
 
-    static RegistryError unsupported(String what) {
+    public static RegistryError unsupported(String what) {
         return new RegistryError(405, "UNSUPPORTED", what);
     }
 
-    static RegistryError unavailable(String upstream, String why, String reason) {
+    public static RegistryError unavailable(String upstream, String why, String reason) {
         return new RegistryError(503, "UNAVAILABLE", "upstream " + upstream + " unavailable: " + why, null, reason);
     }
 
-    static RegistryError badGateway(String upstream, String why, String reason) {
+    public static RegistryError badGateway(String upstream, String why, String reason) {
         return new RegistryError(502, "UNAVAILABLE", "upstream " + upstream + ": " + why, null, reason);
     }
 
-    static RegistryError unauthorized(String upstream, String why) {
+    public static RegistryError unauthorized(String upstream, String why) {
         return new RegistryError(401, "UNAUTHORIZED", "upstream " + upstream + " refused access: " + why, null, "auth");
     }
 
-    static RegistryError tooManyRequests(String upstream, String retryAfter) {
+    public static RegistryError tooManyRequests(String upstream, String retryAfter) {
         return new RegistryError(429, "TOOMANYREQUESTS", "upstream " + upstream + " rate limit reached", retryAfter,
                 "rate_limited");
     }
@@ -77,13 +78,13 @@ final class RegistryError extends RuntimeException {
      * Why a cached answer is served instead, as {@code stale_served_total} counts it: rate_limited,
      * unreachable (no connection, or no answer in time) or error. For upstream failures only.
      */
-    String staleReason() {
+    public String staleReason() {
         return status == 429 ? "rate_limited"
                 : "connect".equals(upstreamReason) || "timeout".equals(upstreamReason) ? "unreachable" : "error";
     }
 
     /** Whether the upstream side failed (as opposed to a bad request or a plain "not found"). */
-    boolean isUpstreamFailure() {
+    public boolean isUpstreamFailure() {
         return upstreamReason != null;
     }
 }
