@@ -10,7 +10,8 @@ import java.util.function.Supplier;
 
 /**
  * Runs one piece of asynchronous work per key at a time; callers arriving meanwhile share its
- * result. Each caller's future completes on the caller's own context.
+ * result. Each caller's future completes on the caller's own context. Work that throws instead of
+ * returning a future fails like work whose future failed.
  */
 public final class SingleFlight<K, V> {
     private final ConcurrentMap<K, Future<V>> running = new ConcurrentHashMap<>();
@@ -21,7 +22,13 @@ public final class SingleFlight<K, V> {
         Future<V> shared;
         if (existing == null) {
             shared = mine.future();
-            work.get().onComplete(ar -> {
+            Future<V> result;
+            try {
+                result = work.get();
+            } catch (RuntimeException e) {
+                result = Future.failedFuture(e); // the key must not stay taken by a future that never completes
+            }
+            result.onComplete(ar -> {
                 running.remove(key, shared);
                 mine.handle(ar);
             });
