@@ -50,6 +50,13 @@ public final class ConfigLoader {
     public static final Duration DEFAULT_SHUTDOWN_TIMEOUT = Duration.ofSeconds(20);
     /** The default {@code storage.minFree}: room for the system and a few large layers in flight. */
     public static final long DEFAULT_MIN_FREE = 1L << 30;
+    /** The default {@code storage.maxBlobSize}: far above the largest layers seen in practice. */
+    public static final long DEFAULT_MAX_BLOB_SIZE = 64L << 30;
+    /** nginx's {@code client_header_timeout}. */
+    public static final Duration DEFAULT_HEADER_TIMEOUT = Duration.ofSeconds(60);
+    /** nginx's {@code keepalive_timeout}. */
+    public static final Duration DEFAULT_KEEP_ALIVE_TIMEOUT = Duration.ofSeconds(75);
+    public static final int DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 1024;
 
     private static final Pattern ENV_REF = Pattern.compile("\\$\\{([A-Za-z_][A-Za-z0-9_]*)}");
     private static final Pattern HOST_NAME =
@@ -113,12 +120,22 @@ public final class ConfigLoader {
         onlyKeys(top, "", Set.of("server", "storage", "upstreams"));
 
         ObjectNode server = objectOrEmpty(top, "server");
-        onlyKeys(server, "server.", Set.of("host", "port", "shutdownTimeout", "downloadMemory"));
+        onlyKeys(server, "server.", Set.of("host", "port", "eventLoops", "shutdownTimeout", "downloadMemory",
+                "headerTimeout", "keepAliveTimeout", "maxConnections", "maxConnectionsPerClient"));
         String host = string(server, "server.host", "host", "0.0.0.0");
         Duration shutdownTimeout = duration(server, "server.shutdownTimeout", "shutdownTimeout",
                 DEFAULT_SHUTDOWN_TIMEOUT, false);
         long downloadMemory = server.has("downloadMemory")
                 ? size(server, "server.downloadMemory", "downloadMemory") : -1;
+        int eventLoops = positive(server, "server.eventLoops", "eventLoops",
+                Math.max(1, Runtime.getRuntime().availableProcessors()), 256);
+        Duration headerTimeout = duration(server, "server.headerTimeout", "headerTimeout", DEFAULT_HEADER_TIMEOUT, true);
+        Duration keepAliveTimeout = duration(server, "server.keepAliveTimeout", "keepAliveTimeout",
+                DEFAULT_KEEP_ALIVE_TIMEOUT, true);
+        int maxConnections = server.has("maxConnections")
+                ? positive(server, "server.maxConnections", "maxConnections", 0, 10_000_000) : 0;
+        int maxConnectionsPerClient = positive(server, "server.maxConnectionsPerClient", "maxConnectionsPerClient",
+                DEFAULT_MAX_CONNECTIONS_PER_CLIENT, 10_000_000);
         int port = integer(server, "server.port", "port", DEFAULT_PORT);
         if (env.get(ENV_PORT) != null) {
             port = parsePort(ENV_PORT, env.get(ENV_PORT));
@@ -129,7 +146,7 @@ public final class ConfigLoader {
         checkPort("server.port", String.valueOf(port), port);
 
         ObjectNode storage = objectOrEmpty(top, "storage");
-        onlyKeys(storage, "storage.", Set.of("path", "maxSize", "maxAge", "minFree"));
+        onlyKeys(storage, "storage.", Set.of("path", "maxSize", "maxAge", "minFree", "maxBlobSize"));
         long maxSize = size(storage, "storage.maxSize", "maxSize");
         if (maxSize > 0 && maxSize < MIN_MAX_SIZE) {
             throw new ConfigException("storage.maxSize: \"" + storage.get("maxSize").asText()
@@ -141,6 +158,12 @@ public final class ConfigLoader {
                     + "\" is too short (at least 1h; access times are recorded to the minute)");
         }
         long minFree = storage.has("minFree") ? size(storage, "storage.minFree", "minFree") : DEFAULT_MIN_FREE;
+        long maxBlobSize = storage.has("maxBlobSize") ? size(storage, "storage.maxBlobSize", "maxBlobSize")
+                : DEFAULT_MAX_BLOB_SIZE;
+        if (maxBlobSize <= 0) {
+            throw new ConfigException("storage.maxBlobSize: \"" + storage.get("maxBlobSize").asText()
+                    + "\" must be more than zero");
+        }
         String storagePath = string(storage, "storage.path", "path", DEFAULT_STORAGE);
         if (env.get(ENV_STORAGE) != null) {
             storagePath = env.get(ENV_STORAGE);
@@ -172,7 +195,7 @@ public final class ConfigLoader {
             MirrorConfig.Upstream first = upstreams.get(0);
             upstreams.set(0, new MirrorConfig.Upstream(first.name(), url(key, overrideUrl), first.username(),
                     first.password(), first.caFile(), first.manifestTtl(), first.connectTimeout(),
-                    first.idleTimeout(), first.retries(), first.retryBackoff()));
+                    first.idleTimeout(), first.retries(), first.retryBackoff(), first.trustedRealms()));
         }
         Set<String> names = new HashSet<>();
         for (int i = 0; i < upstreams.size(); i++) {
@@ -181,20 +204,21 @@ public final class ConfigLoader {
                         + "\" is used by an earlier upstream");
             }
         }
-        return new MirrorConfig(new MirrorConfig.Server(host, port, shutdownTimeout, downloadMemory),
-                new MirrorConfig.Storage(Path.of(storagePath), maxSize, maxAge, minFree), upstreams);
+        return new MirrorConfig(new MirrorConfig.Server(host, port, eventLoops, shutdownTimeout, downloadMemory,
+                headerTimeout, keepAliveTimeout, maxConnections, maxConnectionsPerClient),
+                new MirrorConfig.Storage(Path.of(storagePath), maxSize, maxAge, minFree, maxBlobSize), upstreams);
     }
 
     private static MirrorConfig.Upstream defaultUpstream() {
         return new MirrorConfig.Upstream(DEFAULT_UPSTREAM_NAME, URI.create(DEFAULT_UPSTREAM_URL), null, null, null,
                 DEFAULT_MANIFEST_TTL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_RETRIES,
-                DEFAULT_RETRY_BACKOFF);
+                DEFAULT_RETRY_BACKOFF, List.of());
     }
 
     private MirrorConfig.Upstream upstream(JsonNode node, String prefix) {
         ObjectNode o = object(node, prefix.substring(0, prefix.length() - 1));
         onlyKeys(o, prefix, Set.of("name", "url", "username", "password", "caFile", "manifestTtl",
-                "connectTimeout", "idleTimeout", "retries", "retryBackoff"));
+                "connectTimeout", "idleTimeout", "retries", "retryBackoff", "trustedRealms"));
         String name = string(o, prefix + "name", "name", null);
         if (name == null) {
             throw new ConfigException(prefix + "name: is required (the registry host, e.g. docker.io)");
@@ -226,7 +250,41 @@ public final class ConfigLoader {
                 duration(o, prefix + "connectTimeout", "connectTimeout", DEFAULT_CONNECT_TIMEOUT, true),
                 duration(o, prefix + "idleTimeout", "idleTimeout", DEFAULT_IDLE_TIMEOUT, true),
                 retries(o, prefix + "retries"),
-                duration(o, prefix + "retryBackoff", "retryBackoff", DEFAULT_RETRY_BACKOFF, true));
+                duration(o, prefix + "retryBackoff", "retryBackoff", DEFAULT_RETRY_BACKOFF, true),
+                hosts(o, prefix + "trustedRealms", "trustedRealms"));
+    }
+
+    /** A list of registry host names ({@code host} or {@code host:port}), lower-cased. */
+    private List<String> hosts(ObjectNode o, String key, String field) {
+        JsonNode n = o.get(field);
+        if (n == null || n.isNull()) {
+            return List.of();
+        }
+        if (!n.isArray()) {
+            throw new ConfigException(key + ": must be a list of host names (e.g. [auth.example.com])");
+        }
+        List<String> out = new ArrayList<>();
+        for (int i = 0; i < n.size(); i++) {
+            JsonNode item = n.get(i);
+            if (!item.isValueNode()) {
+                throw new ConfigException(key + "[" + i + "]: must be a host name, not a list or mapping");
+            }
+            String host = expand(key + "[" + i + "]", item.asText()).trim().toLowerCase(java.util.Locale.ROOT);
+            if (!HOST_NAME.matcher(host).matches()) {
+                throw new ConfigException(key + "[" + i + "]: \"" + item.asText()
+                        + "\" is not a host name (a host, optionally with :port; no scheme or path)");
+            }
+            out.add(host);
+        }
+        return out;
+    }
+
+    private int positive(ObjectNode o, String key, String field, int fallback, int max) {
+        int n = integer(o, key, field, fallback);
+        if (n < 1 || n > max) {
+            throw new ConfigException(key + ": \"" + n + "\" must be between 1 and " + max);
+        }
+        return n;
     }
 
     private int retries(ObjectNode o, String key) {

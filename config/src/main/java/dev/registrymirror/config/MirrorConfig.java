@@ -33,14 +33,21 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
     }
 
     /**
-     * @param host address to bind, {@code 0.0.0.0} for all interfaces
-     * @param port            TCP port for the registry API and {@code /metrics}
-     * @param shutdownTimeout how long a stopping mirror lets responses in progress finish
-     * @param downloadMemory  bytes that blobs on their way from upstreams may hold in memory (chunks kept
-     *                        for readers and chunks not yet written to disk), -1 for the default: an eighth
-     *                        of the JVM's heap, 16-256 MiB
+     * @param host                    address to bind, {@code 0.0.0.0} for all interfaces
+     * @param port                    TCP port for the registry API and {@code /metrics}; 0 for any free one
+     * @param eventLoops              event loops (threads) serving requests
+     * @param shutdownTimeout         how long a stopping mirror lets responses in progress finish
+     * @param downloadMemory          bytes that blobs on their way from upstreams and to clients may hold in
+     *                                memory, -1 for the default: an eighth of the JVM's heap, 16-256 MiB
+     * @param headerTimeout           how long a client has to send a whole request head
+     * @param keepAliveTimeout        how long a keep-alive connection may sit idle between requests
+     * @param maxConnections          client connections open at once at most; 0 for the default, derived
+     *                                from the process's file-descriptor limit
+     * @param maxConnectionsPerClient client connections open at once from one address at most
      */
-    public record Server(String host, int port, Duration shutdownTimeout, long downloadMemory) {
+    public record Server(String host, int port, int eventLoops, Duration shutdownTimeout, long downloadMemory,
+                         Duration headerTimeout, Duration keepAliveTimeout, int maxConnections,
+                         int maxConnectionsPerClient) {
     }
 
     /**
@@ -50,8 +57,9 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
      * @param maxAge  content not read for this long is removed; {@code null} for no limit
      * @param minFree free bytes to keep on the cache's file system: below it the least recently used
      *                content goes, until a tenth more than that is free; 0 for none
+     * @param maxBlobSize the largest blob downloaded and stored; a larger one is refused
      */
-    public record Storage(Path path, long maxSize, Duration maxAge, long minFree) {
+    public record Storage(Path path, long maxSize, Duration maxAge, long minFree, long maxBlobSize) {
         /** What eviction brings the stored bytes down to: 90% of {@code maxSize}. */
         public long lowWatermark() {
             return maxSize - maxSize / 10;
@@ -73,10 +81,16 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
      * @param retries        how many times a request that failed before any byte reached the client is
      *                       sent again (connection failures and 5xx answers)
      * @param retryBackoff   the wait before the first retry; each further retry waits four times longer
+     * @param trustedRealms  hosts ({@code host} or {@code host:port}, lower case) besides the upstream's own
+     *                       and the well-known ones, to which the credentials may be sent to get a token
      */
     public record Upstream(String name, URI url, String username, String password, Path caFile,
                            Duration manifestTtl, Duration connectTimeout, Duration idleTimeout,
-                           int retries, Duration retryBackoff) {
+                           int retries, Duration retryBackoff, List<String> trustedRealms) {
+
+        public Upstream {
+            trustedRealms = List.copyOf(trustedRealms);
+        }
 
         /** Whether credentials are configured. */
         public boolean hasCredentials() {
@@ -94,7 +108,7 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
                     + ", password=" + (password == null ? "none" : "***") + ", caFile=" + caFile
                     + ", manifestTtl=" + manifestTtl + ", connectTimeout=" + connectTimeout
                     + ", idleTimeout=" + idleTimeout + ", retries=" + retries + ", retryBackoff=" + retryBackoff
-                    + "]";
+                    + ", trustedRealms=" + trustedRealms + "]";
         }
     }
 }

@@ -175,4 +175,43 @@ class ConfigLoaderTest {
                 "upstreams: [{name: docker.io, url: \"http://h\", retries: 11}]", Map.of(), NONE))
                 .hasMessage("upstreams[0].retries: \"11\" must be between 0 and 10");
     }
+
+    @Test
+    void connectionLimitsEventLoopsBlobSizeAndRealmsAreRead() {
+        MirrorConfig c = ConfigLoader.parse("""
+                server: {eventLoops: 6, headerTimeout: 10s, keepAliveTimeout: 30s, maxConnections: 5000,
+                         maxConnectionsPerClient: 64}
+                storage: {maxBlobSize: 20GiB}
+                upstreams:
+                  - {name: lab.local, url: "https://lab.local", trustedRealms: [Auth.Lab.Local, "sso.lab.local:8443"]}
+                """, Map.of(), NONE);
+        assertThat(c.server().eventLoops()).isEqualTo(6);
+        assertThat(c.server().headerTimeout()).isEqualTo(Duration.ofSeconds(10));
+        assertThat(c.server().keepAliveTimeout()).isEqualTo(Duration.ofSeconds(30));
+        assertThat(c.server().maxConnections()).isEqualTo(5000);
+        assertThat(c.server().maxConnectionsPerClient()).isEqualTo(64);
+        assertThat(c.storage().maxBlobSize()).isEqualTo(20L << 30);
+        assertThat(c.defaultUpstream().trustedRealms()).containsExactly("auth.lab.local", "sso.lab.local:8443");
+
+        MirrorConfig defaults = ConfigLoader.load(null, Map.of(), NONE);
+        assertThat(defaults.server().eventLoops()).isEqualTo(Runtime.getRuntime().availableProcessors());
+        assertThat(defaults.server().headerTimeout()).isEqualTo(Duration.ofSeconds(60));
+        assertThat(defaults.server().keepAliveTimeout()).isEqualTo(Duration.ofSeconds(75));
+        assertThat(defaults.server().maxConnections()).isZero();
+        assertThat(defaults.server().maxConnectionsPerClient()).isEqualTo(1024);
+        assertThat(defaults.storage().maxBlobSize()).isEqualTo(64L << 30);
+        assertThat(defaults.defaultUpstream().trustedRealms()).isEmpty();
+    }
+
+    @Test
+    void badConnectionAndRealmValuesNameTheKey() {
+        assertError("server: {eventLoops: 0}", "server.eventLoops: \"0\" must be between 1 and 256");
+        assertError("server: {maxConnectionsPerClient: -5}", "server.maxConnectionsPerClient: \"-5\" must be between 1");
+        assertError("server: {headerTimeout: 0s}", "server.headerTimeout: \"0s\" must be more than zero");
+        assertError("storage: {maxBlobSize: 0}", "storage.maxBlobSize: \"0\" must be more than zero");
+        assertError("upstreams: [{name: a.io, url: 'http://x', trustedRealms: auth.a.io}]",
+                "upstreams[0].trustedRealms: must be a list of host names");
+        assertError("upstreams: [{name: a.io, url: 'http://x', trustedRealms: ['https://auth.a.io/token']}]",
+                "upstreams[0].trustedRealms[0]: \"https://auth.a.io/token\" is not a host name");
+    }
 }

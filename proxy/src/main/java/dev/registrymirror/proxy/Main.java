@@ -63,7 +63,7 @@ public final class Main implements Callable<Integer> {
             return 2;
         }
         CountDownLatch stopped = new CountDownLatch(1);
-        Vertx vertx = Mirror.newVertx();
+        Vertx vertx = Mirror.newVertx(cfg);
         Mirror mirror;
         try {
             mirror = Mirror.start(vertx, cfg, Clock.systemUTC()).toCompletionStage().toCompletableFuture().get();

@@ -27,6 +27,7 @@ import java.time.Clock;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.UnaryOperator;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -48,7 +49,7 @@ public final class Mirror {
     private final MirrorConfig config;
     private final Storage storage;
     private String deployment;
-    private int port;
+    private volatile int port;
 
     private Mirror(Vertx vertx, MirrorConfig config, Clock clock, UnaryOperator<BlobStore> blobStoreWrapper,
                    ByteBufAllocator allocator) throws IOException {
@@ -81,9 +82,18 @@ public final class Mirror {
         this.config = config;
     }
 
-    /** A Vert.x instance set up for a mirror (native transport where available). */
-    public static Vertx newVertx() {
-        return Vertx.vertx(new VertxOptions().setPreferNativeTransport(true));
+    /**
+     * Each mirror listening on "any free port" shares one such port between its event loops: Vert.x
+     * gives servers on port 0 a port each, and shares a random port only between servers given the
+     * same negative number.
+     */
+    private static final AtomicInteger RANDOM_PORT_GROUPS = new AtomicInteger();
+
+    /** A Vert.x instance set up for a mirror of this configuration (native transport where available). */
+    public static Vertx newVertx(MirrorConfig config) {
+        VertxOptions options = new VertxOptions().setPreferNativeTransport(true);
+        options.setEventLoopPoolSize(Math.max(options.getEventLoopPoolSize(), config.server().eventLoops()));
+        return Vertx.vertx(options);
     }
 
     /** Starts a mirror on {@code vertx}, with the given clock (tests advance it). */
@@ -105,10 +115,11 @@ public final class Mirror {
     }
 
     private Future<Mirror> listen() {
-        int instances = Math.max(1, Runtime.getRuntime().availableProcessors());
+        int instances = config.server().eventLoops();
+        int configured = config.server().port();
         HttpServerOptions options = new HttpServerOptions()
                 .setHost(config.server().host())
-                .setPort(config.server().port())
+                .setPort(configured != 0 ? configured : -1 - RANDOM_PORT_GROUPS.getAndIncrement() % 10_000)
                 .setCompressionSupported(false)
                 // HTTP/1.1 only: registry clients do not speak HTTP/2 without TLS, and one request per
                 // connection at a time is what the shutdown's count of responses in progress relies on.

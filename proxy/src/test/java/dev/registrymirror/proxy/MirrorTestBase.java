@@ -42,6 +42,11 @@ import org.slf4j.LoggerFactory;
 @ExtendWith(VertxExtension.class)
 abstract class MirrorTestBase {
     static final String TYPES = String.join(", ", MediaTypes.MANIFESTS);
+    /**
+     * The mirror's event loops in tests: several, as in production, so that requests of one test meet
+     * on different threads (a download started on one loop, its readers on others).
+     */
+    static final int EVENT_LOOPS = 4;
 
     Vertx vertx;
     FakeHub hub;
@@ -75,7 +80,10 @@ abstract class MirrorTestBase {
         ((Logger) LoggerFactory.getLogger("io.netty.util.ResourceLeakDetector")).addAppender(leaks);
         // Any event-loop task running over 250 ms fails the test (see stopAll), with its stack in the log.
         // Lower limits flag cold-JVM class loading and GC pauses on a 2-core machine, not blocking calls.
-        vertx = Vertx.vertx(new VertxOptions().setMaxEventLoopExecuteTime(250).setMaxEventLoopExecuteTimeUnit(
+        // More event loops than the mirror uses (EVENT_LOOPS), so that the fake hub's servers and the
+        // mirror's do not all share one thread even on a one-core machine.
+        vertx = Vertx.vertx(new VertxOptions().setEventLoopPoolSize(EVENT_LOOPS + 2)
+                .setMaxEventLoopExecuteTime(250).setMaxEventLoopExecuteTimeUnit(
                 TimeUnit.MILLISECONDS).setBlockedThreadCheckInterval(50).setWarningExceptionTime(250)
                 .setWarningExceptionTimeUnit(TimeUnit.MILLISECONDS));
         hub = await(FakeHub.deploy(vertx, useTls()));
@@ -130,7 +138,8 @@ abstract class MirrorTestBase {
 
     /** The configuration {@link #startMirror} uses. */
     MirrorConfig config() {
-        String yaml = "server: {port: 0, host: 127.0.0.1, shutdownTimeout: " + shutdownTimeout() + serverYaml() + "}\n"
+        String yaml = "server: {port: 0, host: 127.0.0.1, eventLoops: " + EVENT_LOOPS + ", shutdownTimeout: "
+                + shutdownTimeout() + serverYaml() + "}\n"
                 + "storage: {path: '" + storage + "', minFree: " + minFree + storageYaml() + "}\n" + upstreamsYaml();
         return ConfigLoader.parse(yaml, Map.of(), ConfigLoader.Overrides.none());
     }
