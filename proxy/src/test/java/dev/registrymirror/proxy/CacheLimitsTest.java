@@ -48,6 +48,24 @@ class CacheLimitsTest extends MirrorTestBase {
     }
 
     @Test
+    void aRangeOutsideAStoredBlobDoesNotKeepItFromEviction() {
+        limits = ", maxAge: 7d";
+        byte[] blob = randomBytes(1000, 7);
+        Digest d = hub.putBlob(blob);
+        startMirror();
+        assertThat(get("/v2/library/alpine/blobs/" + d).body()).isEqualTo(blob);
+        assertThat(downloadsLeft()).isZero();
+        var unsatisfiable = get("/v2/library/alpine/blobs/" + d, "Range", "bytes=5000-");
+        assertThat(unsatisfiable.statusCode()).isEqualTo(416);
+        assertThat(unsatisfiable.headers().firstValue("Content-Range")).hasValue("bytes */1000");
+        clock.advance(Duration.ofDays(8));
+        mirror.storage().upkeep();
+        // The 416 used to leave the blob pinned as if still being sent, so eviction skipped it for good.
+        assertThat(mirror.metrics().scrape()).contains("registrymirror_evictions_total{kind=\"blob\",reason=\"age\"} 1.0")
+                .contains("registrymirror_stored_items{kind=\"blob\"} 0.0");
+    }
+
+    @Test
     void contentNotReadForMaxAgeIsRemoved() {
         limits = ", maxAge: 7d";
         byte[] old = randomBytes(1000, 4);

@@ -4,6 +4,7 @@ import dev.registrymirror.proxy.route.Route;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.route.ByteRange;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
+import dev.registrymirror.proxy.vertx.Futures;
 import dev.registrymirror.proxy.vertx.SingleFlight;
 
 import dev.registrymirror.cache.BlobStore;
@@ -110,39 +111,47 @@ public final class BlobService {
 
     /**
      * A hit. A blob not hashed since start is hashed first (once, however many ask), and one that
-     * turns out wrong is dropped and fetched again. The file stays pinned until it is sent.
+     * turns out wrong is dropped and fetched again. The file stays pinned until it is sent, failed or
+     * not: one release, whatever happens on the way (an unsatisfiable range used to skip it).
      */
     private Future<Void> serveStored(Route route, UpstreamClient upstream, HttpServerRequest req, int attempt,
                                      BlobStore.Blob blob) {
         if (req.method() == HttpMethod.HEAD) {
             metrics.cacheHit("blob");
-            return sendStored(blob, req);
+            return Futures.attempt(() -> sendStored(blob, req)); // found, not pinned: nothing to release
         }
         Future<Boolean> good = blob.verified() ? Future.succeededFuture(true)
                 : verifications.run(blob.digest(), () -> vertx.executeBlocking(() -> store.verify(blob), false));
         return good.compose(ok -> {
-            if (!ok) {
-                store.release(blob);
-                return retry(route, upstream, req, attempt, "stored blob was damaged; fetch restarting");
-            }
-            metrics.cacheHit("blob");
-            return sendStored(blob, req).eventually(() -> {
-                store.release(blob);
-                return Future.succeededFuture();
-            }).recover(err -> {
-                if (req.response().headWritten()) {
-                    return Future.failedFuture(err);
-                }
-                // The file vanished between lookup and open (deleted by hand): fetch it again.
-                return vertx.executeBlocking(() -> {
-                    store.forget(blob);
-                    return null;
-                }, false).compose(v -> retry(route, upstream, req, attempt, "stored blob vanished"));
-            });
-        }, err -> {
-            store.release(blob);
-            return Future.failedFuture(err);
-        });
+                    if (!ok) {
+                        return Future.<Void>failedFuture(new Damaged());
+                    }
+                    metrics.cacheHit("blob");
+                    return Futures.attempt(() -> sendStored(blob, req));
+                })
+                .andThen(ar -> store.release(blob))
+                .recover(err -> {
+                    if (err instanceof Damaged) {
+                        return retry(route, upstream, req, attempt, "stored blob was damaged; fetch restarting");
+                    }
+                    if (req.response().headWritten() || err instanceof RegistryError) {
+                        return Future.failedFuture(err);
+                    }
+                    // The file vanished between lookup and open (deleted by hand): fetch it again.
+                    return vertx.executeBlocking(() -> {
+                        store.forget(blob);
+                        return null;
+                    }, false).compose(v -> retry(route, upstream, req, attempt, "stored blob vanished"));
+                });
+    }
+
+    /** A stored blob did not match its digest; it was dropped. */
+    private static final class Damaged extends RuntimeException {
+        private static final long serialVersionUID = 1L;
+
+        Damaged() {
+            super("stored blob was damaged", null, false, false);
+        }
     }
 
     private Future<Void> sendStored(BlobStore.Blob blob, HttpServerRequest req) {

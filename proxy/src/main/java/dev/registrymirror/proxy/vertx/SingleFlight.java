@@ -22,13 +22,8 @@ public final class SingleFlight<K, V> {
         Future<V> shared;
         if (existing == null) {
             shared = mine.future();
-            Future<V> result;
-            try {
-                result = work.get();
-            } catch (RuntimeException e) {
-                result = Future.failedFuture(e); // the key must not stay taken by a future that never completes
-            }
-            result.onComplete(ar -> {
+            // A throwing supplier must not leave the key taken by a future that never completes.
+            Futures.attempt(work).onComplete(ar -> {
                 running.remove(key, shared);
                 mine.handle(ar);
             });
