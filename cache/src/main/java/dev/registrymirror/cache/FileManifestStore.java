@@ -84,7 +84,13 @@ final class FileManifestStore implements ManifestStore {
             bytes = Files.readAllBytes(p);
             type = Files.readString(typeFile(p), StandardCharsets.UTF_8).trim();
         } catch (NoSuchFileException e) {
-            index.remove(key);
+            // Under the monitor that put() holds while it installs files: a manifest put since the read
+            // above keeps its entry.
+            synchronized (index) {
+                if (!Files.exists(p)) {
+                    index.remove(key);
+                }
+            }
             return Optional.empty();
         }
         if (!Digest.of(digest.algorithm(), bytes).equals(digest)) {

@@ -150,6 +150,11 @@ public final class Storage implements AutoCloseable {
         return tags;
     }
 
+    /** The index (for tests, which hold its monitor to order concurrent operations). */
+    CacheIndex index() {
+        return index;
+    }
+
     /** Completes when the start-up scan has indexed everything on disk. */
     public CompletableFuture<Void> indexed() {
         return indexed;

@@ -47,6 +47,33 @@ class ManifestAndTagStoreTest {
     }
 
     @Test
+    void aFindThatMissesDoesNotForgetAManifestPutMeanwhile() throws Exception {
+        byte[] bytes = "{\"schemaVersion\":2,\"n\":1}".getBytes(StandardCharsets.UTF_8);
+        Digest d = Digest.of("sha256", bytes);
+        Storage storage = storage();
+        ManifestStore store = storage.manifests();
+        Thread finder = new Thread(() -> {
+            try {
+                store.find(d);
+            } catch (IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        });
+        // The finder misses on disk, then waits for the index's monitor, which put() also takes: the put
+        // lands exactly between the finder's miss and its removal of the (then) missing entry.
+        synchronized (storage.index()) {
+            finder.start();
+            while (finder.getState() != Thread.State.BLOCKED && finder.isAlive()) {
+                Thread.onSpinWait();
+            }
+            store.put(new ManifestStore.Manifest(d, INDEX, bytes));
+        }
+        finder.join();
+        assertThat(storage.storedCount("manifest")).isEqualTo(1); // the miss used to drop the new entry
+        assertThat(store.storedBytes()).isEqualTo(bytes.length);
+    }
+
+    @Test
     void aCorruptedManifestFileIsDroppedNotServed() throws IOException {
         byte[] bytes = "{\"a\":1}".getBytes(StandardCharsets.UTF_8);
         Digest d = Digest.of("sha256", bytes);
