@@ -38,6 +38,8 @@ import org.slf4j.LoggerFactory;
 public final class Storage implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(Storage.class);
     private static final long UPKEEP_SECONDS = 60;
+    /** A failed start-up scan is tried again after this long. */
+    private static final long SCAN_RETRY_SECONDS = 60;
 
     /**
      * @param maxBytes bytes kept at most, 0 for no limit
@@ -119,8 +121,9 @@ public final class Storage implements AutoCloseable {
             executor.shutdownNow();
             throw e;
         }
-        executor.execute(s::scan);
-        executor.scheduleWithFixedDelay(s::upkeep, UPKEEP_SECONDS, UPKEEP_SECONDS, TimeUnit.SECONDS);
+        // Every task goes through guarded(): an executor would keep what a task throws in a future nobody reads.
+        executor.execute(s.guarded("scan", s::scan));
+        executor.scheduleWithFixedDelay(s.guarded("upkeep", s::upkeep), UPKEEP_SECONDS, UPKEEP_SECONDS, TimeUnit.SECONDS);
         return s;
     }
 
@@ -134,7 +137,7 @@ public final class Storage implements AutoCloseable {
     static Storage open(Path root, Limits limits, Clock clock, StorageEvents events, Executor upkeep,
                         FreeSpace freeSpace) throws IOException {
         Storage s = new Storage(root, limits, clock, events, 1 << 20, 1000, upkeep, null, freeSpace);
-        upkeep.execute(s::scan);
+        upkeep.execute(s.guarded("scan", s::scan));
         return s;
     }
 
@@ -155,7 +158,7 @@ public final class Storage implements AutoCloseable {
         return index;
     }
 
-    /** Completes when the start-up scan has indexed everything on disk. */
+    /** Completes when the start-up scan has indexed everything on disk (a failed scan is tried again). */
     public CompletableFuture<Void> indexed() {
         return indexed;
     }
@@ -234,9 +237,29 @@ public final class Storage implements AutoCloseable {
                             usable >> 20);
                 }
             } catch (RuntimeException e) {
-                LOG.error("storage upkeep failed", e);
+                LOG.error("storage upkeep failed; it runs again within a minute", e);
+                events.failed("upkeep", e);
             }
         }
+    }
+
+    /**
+     * {@code task}, reporting anything it throws: an Error goes to {@link StorageEvents#failed} (the
+     * owner ends the process), and is thrown on; nothing is left for an executor to swallow.
+     */
+    private Runnable guarded(String name, Runnable task) {
+        return () -> {
+            try {
+                task.run();
+            } catch (Error e) {
+                LOG.error("storage {} failed", name, e);
+                events.failed(name, e);
+                throw e;
+            } catch (RuntimeException e) {
+                LOG.error("storage {} failed", name, e);
+                events.failed(name, e);
+            }
+        };
     }
 
     private void reportShortOfSpace(long usable, long toFree, long freed) {
@@ -255,10 +278,10 @@ public final class Storage implements AutoCloseable {
     private void requestUpkeep() {
         if (upkeepQueued.compareAndSet(false, true)) {
             try {
-                upkeep.execute(() -> {
+                upkeep.execute(guarded("upkeep", () -> {
                     upkeepQueued.set(false);
                     upkeep();
-                });
+                }));
             } catch (java.util.concurrent.RejectedExecutionException e) {
                 upkeepQueued.set(false); // closed
             }
@@ -295,6 +318,9 @@ public final class Storage implements AutoCloseable {
     }
 
     private void scan() {
+        if (index.complete()) {
+            return; // a retry queued twice
+        }
         long started = System.nanoTime();
         try {
             int leftovers = 0;
@@ -320,8 +346,25 @@ public final class Storage implements AutoCloseable {
                 requestUpkeep();
             }
         } catch (IOException | RuntimeException e) {
-            LOG.error("cannot scan the cache folder {}: {}; nothing will be evicted until a restart", root, e.toString());
-            indexed.completeExceptionally(e);
+            LOG.error("cannot scan the cache folder {}: {}; trying again in {} s (until then nothing is evicted)",
+                    root, e.toString(), SCAN_RETRY_SECONDS);
+            events.failed("scan", e);
+            retryScan();
+        }
+    }
+
+    private void retryScan() {
+        if (closed) {
+            return;
+        }
+        try {
+            if (ownExecutor != null) {
+                ownExecutor.schedule(guarded("scan", this::scan), SCAN_RETRY_SECONDS, TimeUnit.SECONDS);
+            } else {
+                upkeep.execute(guarded("scan", this::scan)); // tests run it when they choose
+            }
+        } catch (java.util.concurrent.RejectedExecutionException e) {
+            // closed meanwhile
         }
     }
 

@@ -20,6 +20,16 @@ public interface StorageEvents {
     /** The start-up scan finished: the index knows every stored file. */
     void indexReady(long items, long bytes, long millis);
 
+    /**
+     * A task of the storage's own thread (the start-up scan, the upkeep) failed; it has been logged.
+     * A failed scan is tried again a minute later. An {@link Error} is passed on too: the owner
+     * should end the process, since the storage is then in no known state.
+     *
+     * @param task {@code scan} or {@code upkeep}
+     */
+    default void failed(String task, Throwable error) {
+    }
+
     /** Events nobody listens to. */
     StorageEvents NONE = new StorageEvents() {
         @Override

@@ -8,6 +8,8 @@ final class RecordingEvents implements StorageEvents {
     final List<String> evicted = new CopyOnWriteArrayList<>();
     final List<String> corrupt = new CopyOnWriteArrayList<>();
     volatile long readyItems = -1;
+    /** What {@link #failed} was told, in order: "task: error". */
+    final java.util.concurrent.BlockingQueue<String> failures = new java.util.concurrent.LinkedBlockingQueue<>();
 
     @Override
     public void evicted(String kind, String reason, long bytes) {
@@ -22,5 +24,10 @@ final class RecordingEvents implements StorageEvents {
     @Override
     public void indexReady(long items, long bytes, long millis) {
         readyItems = items;
+    }
+
+    @Override
+    public void failed(String task, Throwable error) {
+        failures.add(task + ": " + error);
     }
 }

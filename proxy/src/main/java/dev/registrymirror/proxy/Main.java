@@ -13,6 +13,7 @@ import java.util.concurrent.TimeUnit;
 import org.slf4j.Logger;
 import ch.qos.logback.classic.LoggerContext;
 import org.slf4j.LoggerFactory;
+import dev.registrymirror.proxy.vertx.Fatal;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -34,6 +35,7 @@ public final class Main implements Callable<Integer> {
     String upstream;
 
     public static void main(String[] args) {
+        Fatal.install();
         System.setProperty("vertx.logger-delegate-factory-class-name", "io.vertx.core.logging.SLF4JLogDelegateFactory");
         System.setProperty("vertx.disableDnsResolver", "false");
         int code = new CommandLine(new Main()).execute(args);

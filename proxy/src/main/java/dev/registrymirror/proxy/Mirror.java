@@ -6,6 +6,8 @@ import dev.registrymirror.proxy.blob.InflightDownloads;
 import dev.registrymirror.proxy.manifest.ManifestService;
 import dev.registrymirror.proxy.manifest.PassThrough;
 import dev.registrymirror.proxy.http.RegistryHandler;
+import dev.registrymirror.proxy.vertx.Blocking;
+import dev.registrymirror.proxy.vertx.Fatal;
 
 import dev.registrymirror.cache.BlobStore;
 import dev.registrymirror.cache.ManifestStore;
@@ -40,6 +42,8 @@ public final class Mirror {
     private static final Logger LOG = LoggerFactory.getLogger(Mirror.class);
     static final long MANIFEST_MEMORY_BYTES = 64L << 20;
     static final int TAG_MEMORY_ENTRIES = 100_000;
+    /** Threads that hash stored blobs on their first read after a start (CPU-bound work). */
+    static final int HASHING_THREADS = Math.max(2, Runtime.getRuntime().availableProcessors());
 
     private final Vertx vertx;
     private final MirrorMetrics metrics;
@@ -48,6 +52,7 @@ public final class Mirror {
     private final RegistryHandler handler;
     private final MirrorConfig config;
     private final Storage storage;
+    private final Blocking blocking;
     private String deployment;
     private volatile int port;
 
@@ -74,9 +79,11 @@ public final class Mirror {
         for (MirrorConfig.Upstream u : config.upstreams()) {
             upstreams.put(u.name(), new UpstreamClient(vertx, u, metrics, clock));
         }
-        this.downloads = new InflightDownloads(vertx, blobStore, metrics, config.server().downloadMemory(), allocator);
-        BlobService blobs = new BlobService(vertx, blobStore, downloads, metrics);
-        ManifestService manifests = new ManifestService(vertx, manifestStore, tagStore, metrics, clock);
+        this.blocking = new Blocking(vertx, HASHING_THREADS);
+        this.downloads = new InflightDownloads(vertx, blocking, blobStore, metrics, config.server().downloadMemory(),
+                allocator);
+        BlobService blobs = new BlobService(vertx, blocking, blobStore, downloads, metrics);
+        ManifestService manifests = new ManifestService(blocking, manifestStore, tagStore, metrics, clock);
         this.handler = new RegistryHandler(vertx, config, Map.copyOf(upstreams), blobs, manifests, new PassThrough(metrics),
                 metrics);
         this.config = config;
@@ -110,6 +117,12 @@ public final class Mirror {
     /** Like {@link #start(Vertx, MirrorConfig, Clock, UnaryOperator)}, with the allocator of download chunks (tests make it run out). */
     static Future<Mirror> start(Vertx vertx, MirrorConfig config, Clock clock,
                                 UnaryOperator<BlobStore> blobStoreWrapper, ByteBufAllocator allocator) {
+        // An Error on an event loop ends the process (see Fatal); other failures there are logged.
+        vertx.exceptionHandler(err -> {
+            if (!Fatal.check("an event loop", err)) {
+                LOG.error("unhandled failure on an event loop", err);
+            }
+        });
         return vertx.executeBlocking(() -> new Mirror(vertx, config, clock, blobStoreWrapper, allocator))
                 .compose(Mirror::listen);
     }
@@ -187,12 +200,13 @@ public final class Mirror {
                                     downloads.size());
                             return null;
                         }))
-                .eventually(() -> vertx.executeBlocking(() -> {
+                .eventually(() -> blocking.run(() -> {
                     storage.removeTemporaryFiles();
                     return null;
-                }, false))
+                }))
                 .eventually(() -> {
                     upstreams.values().forEach(UpstreamClient::close);
+                    blocking.close();
                     storage.close();
                     return Future.succeededFuture();
                 });

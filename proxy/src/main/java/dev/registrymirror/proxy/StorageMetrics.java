@@ -2,6 +2,7 @@ package dev.registrymirror.proxy;
 
 import dev.registrymirror.cache.StorageEvents;
 import dev.registrymirror.metrics.MirrorMetrics;
+import dev.registrymirror.proxy.vertx.Fatal;
 
 /** The storage's events, as metrics. */
 final class StorageMetrics implements StorageEvents {
@@ -24,5 +25,10 @@ final class StorageMetrics implements StorageEvents {
     @Override
     public void indexReady(long items, long bytes, long millis) {
         // logged by the storage; the stored_* gauges show the result
+    }
+
+    @Override
+    public void failed(String task, Throwable error) {
+        Fatal.check("the storage's " + task, error); // anything else the storage logs and retries itself
     }
 }

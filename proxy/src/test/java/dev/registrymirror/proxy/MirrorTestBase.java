@@ -1,6 +1,7 @@
 package dev.registrymirror.proxy;
 
 import dev.registrymirror.proxy.manifest.MediaTypes;
+import dev.registrymirror.proxy.vertx.Fatal;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
@@ -72,8 +73,15 @@ abstract class MirrorTestBase {
      */
     private final ListAppender<ILoggingEvent> leaks = new ListAppender<>();
 
+    /**
+     * Errors reported as fatal (which in production end the process): any one fails the test, unless
+     * the test takes it from here.
+     */
+    final java.util.concurrent.BlockingQueue<String> fatal = new java.util.concurrent.LinkedBlockingQueue<>();
+
     @BeforeEach
     void startHub() {
+        Fatal.setHandler((where, error) -> fatal.add(where + ": " + error));
         blocked.start();
         ((Logger) LoggerFactory.getLogger("io.vertx.core.impl.BlockedThreadChecker")).addAppender(blocked);
         leaks.start();
@@ -82,11 +90,16 @@ abstract class MirrorTestBase {
         // Lower limits flag cold-JVM class loading and GC pauses on a 2-core machine, not blocking calls.
         // More event loops than the mirror uses (EVENT_LOOPS), so that the fake hub's servers and the
         // mirror's do not all share one thread even on a one-core machine.
-        vertx = Vertx.vertx(new VertxOptions().setEventLoopPoolSize(EVENT_LOOPS + 2)
+        vertx = Vertx.vertx(new VertxOptions().setEventLoopPoolSize(EVENT_LOOPS + 2).setWorkerPoolSize(workerPoolSize())
                 .setMaxEventLoopExecuteTime(250).setMaxEventLoopExecuteTimeUnit(
                 TimeUnit.MILLISECONDS).setBlockedThreadCheckInterval(50).setWarningExceptionTime(250)
                 .setWarningExceptionTimeUnit(TimeUnit.MILLISECONDS));
         hub = await(FakeHub.deploy(vertx, useTls()));
+    }
+
+    /** Vert.x's worker threads (its default: 20). */
+    int workerPoolSize() {
+        return 20;
     }
 
     /** How long {@link Mirror#stop} waits for responses in progress. */
@@ -110,6 +123,7 @@ abstract class MirrorTestBase {
         ((Logger) LoggerFactory.getLogger("io.netty.util.ResourceLeakDetector")).detachAppender(leaks);
         assertThat(leaks.list).extracting(ILoggingEvent::getFormattedMessage)
                 .as("a pooled buffer was never released").isEmpty();
+        assertThat(fatal).as("an Error reached the fatal handler (the process would have ended)").isEmpty();
     }
 
     /** The YAML for the upstreams; the default puts the fake hub at docker.io. */

@@ -5,6 +5,7 @@ import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.route.ByteRange;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
 import dev.registrymirror.proxy.vertx.Futures;
+import dev.registrymirror.proxy.vertx.Blocking;
 import dev.registrymirror.proxy.vertx.SingleFlight;
 
 import dev.registrymirror.cache.BlobStore;
@@ -43,13 +44,16 @@ public final class BlobService {
     public static final int CHUNK = 256 * 1024;
 
     private final Vertx vertx;
+    private final Blocking blocking;
     private final BlobStore store;
     private final InflightDownloads downloads;
     private final MirrorMetrics metrics;
     private final SingleFlight<Digest, Boolean> verifications = new SingleFlight<>();
 
-    public BlobService(Vertx vertx, BlobStore store, InflightDownloads downloads, MirrorMetrics metrics) {
+    public BlobService(Vertx vertx, Blocking blocking, BlobStore store, InflightDownloads downloads,
+                       MirrorMetrics metrics) {
         this.vertx = vertx;
+        this.blocking = blocking;
         this.store = store;
         this.downloads = downloads;
         this.metrics = metrics;
@@ -68,7 +72,7 @@ public final class BlobService {
         // A blob the index knows is absent needs no trip to a worker thread before the upstream is asked.
         Future<Optional<BlobStore.Blob>> lookup = store.knownAbsent(route.digest())
                 ? Future.succeededFuture(Optional.empty())
-                : vertx.executeBlocking(() -> head ? store.find(route.digest()) : store.acquire(route.digest()), false);
+                : blocking.run(() -> head ? store.find(route.digest()) : store.acquire(route.digest()));
         return lookup
                 .compose(found -> {
                     if (found.isPresent()) {
@@ -121,7 +125,7 @@ public final class BlobService {
             return Futures.attempt(() -> sendStored(blob, req)); // found, not pinned: nothing to release
         }
         Future<Boolean> good = blob.verified() ? Future.succeededFuture(true)
-                : verifications.run(blob.digest(), () -> vertx.executeBlocking(() -> store.verify(blob), false));
+                : verifications.run(blob.digest(), () -> blocking.hash(() -> store.verify(blob)));
         return good.compose(ok -> {
                     if (!ok) {
                         return Future.<Void>failedFuture(new Damaged());
@@ -138,10 +142,10 @@ public final class BlobService {
                         return Future.failedFuture(err);
                     }
                     // The file vanished between lookup and open (deleted by hand): fetch it again.
-                    return vertx.executeBlocking(() -> {
+                    return blocking.run(() -> {
                         store.forget(blob);
                         return null;
-                    }, false).compose(v -> retry(route, upstream, req, attempt, "stored blob vanished"));
+                    }).compose(v -> retry(route, upstream, req, attempt, "stored blob vanished"));
                 });
     }
 
@@ -429,7 +433,7 @@ public final class BlobService {
             reading = true;
             FileChannel open = file;
             Path temp = d.temp();
-            vertx.executeBlocking(() -> {
+            blocking.run(() -> {
                 FileChannel ch = open != null ? open : FileChannel.open(temp, StandardOpenOption.READ);
                 try {
                     return new FileRead(ch, read(ch, at, len));
@@ -439,7 +443,7 @@ public final class BlobService {
                     }
                     throw e;
                 }
-            }, false).onComplete(ar -> {
+            }).onComplete(ar -> {
                 reading = false;
                 if (ar.failed()) {
                     if (stopped) {
@@ -495,10 +499,10 @@ public final class BlobService {
             FileChannel f = file;
             file = null;
             if (f != null) {
-                vertx.executeBlocking(() -> {
+                blocking.run(() -> {
                     f.close();
                     return null;
-                }, false);
+                });
             }
         }
 

@@ -2,9 +2,11 @@ package dev.registrymirror.proxy.blob;
 
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
+import dev.registrymirror.proxy.vertx.Blocking;
 
 import dev.registrymirror.cache.BlobStore;
 import dev.registrymirror.cache.Digest;
+import dev.registrymirror.cache.NotEnoughSpaceException;
 import dev.registrymirror.metrics.MirrorMetrics;
 import io.vertx.core.Future;
 import io.vertx.core.Promise;
@@ -46,6 +48,7 @@ public final class InflightDownloads {
     private static final Logger LOG = LoggerFactory.getLogger(InflightDownloads.class);
 
     private final Vertx vertx;
+    private final Blocking blocking;
     private final BlobStore store;
     private final MirrorMetrics metrics;
     /** Free space a blob download leaves on the disk at least, beyond the blob itself. */
@@ -68,8 +71,10 @@ public final class InflightDownloads {
      * @param memoryLimit the bytes downloads may hold in memory ({@code server.downloadMemory}); -1 for an
      *                    eighth of the heap (Java's default cap on direct memory is the heap size), 16-256 MiB
      */
-    public InflightDownloads(Vertx vertx, BlobStore store, MirrorMetrics metrics, long memoryLimit, ByteBufAllocator allocator) {
+    public InflightDownloads(Vertx vertx, Blocking blocking, BlobStore store, MirrorMetrics metrics, long memoryLimit,
+                             ByteBufAllocator allocator) {
         this.vertx = vertx;
+        this.blocking = blocking;
         this.store = store;
         this.metrics = metrics;
         this.allocator = allocator;
@@ -167,8 +172,7 @@ public final class InflightDownloads {
             long announced = parseLength(resp.getHeader(HttpHeaders.CONTENT_LENGTH));
             Throwable problem = temp.failed() ? temp.cause()
                     : temp.result().free() < Math.max(announced, 0) + HEADROOM
-                    ? new IOException("only " + temp.result().free() + " bytes free for a blob of "
-                            + (announced >= 0 ? announced + " bytes" : "unknown size"))
+                    ? new NotEnoughSpaceException(temp.result().free(), Math.max(announced, 0) + HEADROOM)
                     : null;
             if (problem != null) {
                 temp.onSuccess(this::discard);
@@ -187,7 +191,7 @@ public final class InflightDownloads {
      * that refuses writes must be found now, while every request can still go to the upstream.
      */
     private Future<Temp> prepareTemp() {
-        return vertx.executeBlocking(() -> {
+        return blocking.run(() -> {
             long free = store.usableSpace();
             Path path = store.newTempFile();
             try {
@@ -202,7 +206,7 @@ public final class InflightDownloads {
                 store.discard(path);
                 throw e;
             }
-        }, false);
+        });
     }
 
     private void discard(Temp temp) {
@@ -407,7 +411,7 @@ public final class InflightDownloads {
             long size = verifiedAt;
             d.verified(size);
             file.close()
-                    .compose(v -> vertx.executeBlocking(() -> store.commit(temp, d.digest, size), false))
+                    .compose(v -> blocking.run(() -> store.commit(temp, d.digest, size)))
                     .onComplete(ar -> {
                         remove(d);
                         if (ar.succeeded()) {
@@ -474,10 +478,10 @@ public final class InflightDownloads {
 
     /** Deletes a temporary file on a worker thread. */
     private void discardLater(Path temp) {
-        vertx.executeBlocking(() -> {
+        blocking.run(() -> {
             store.discard(temp);
             return null;
-        }, false);
+        });
     }
 
     private static long parseLength(String header) {

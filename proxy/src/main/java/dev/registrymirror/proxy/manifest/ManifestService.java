@@ -3,10 +3,11 @@ package dev.registrymirror.proxy.manifest;
 import dev.registrymirror.proxy.route.Route;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
-import dev.registrymirror.proxy.blob.StorageUnavailable;
+import dev.registrymirror.proxy.vertx.Blocking;
 import dev.registrymirror.proxy.vertx.SingleFlight;
 
 import dev.registrymirror.cache.Digest;
+import dev.registrymirror.cache.NotEnoughSpaceException;
 import dev.registrymirror.cache.ManifestStore;
 import dev.registrymirror.cache.ManifestStore.Manifest;
 import dev.registrymirror.cache.TagStore;
@@ -16,7 +17,6 @@ import dev.registrymirror.metrics.MirrorMetrics;
 import io.vertx.core.Future;
 import io.vertx.core.MultiMap;
 import io.vertx.core.Promise;
-import io.vertx.core.Vertx;
 import io.vertx.core.buffer.Buffer;
 import io.vertx.core.http.HttpClientResponse;
 import io.vertx.core.http.HttpHeaders;
@@ -45,7 +45,7 @@ public final class ManifestService {
     /** Larger manifests are refused, as the reference registry does. */
     public static final int MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 
-    private final Vertx vertx;
+    private final Blocking blocking;
     private final ManifestStore manifests;
     private final TagStore tags;
     private final MirrorMetrics metrics;
@@ -53,8 +53,8 @@ public final class ManifestService {
     private final SingleFlight<String, Manifest> fetches = new SingleFlight<>();
     private final SingleFlight<TagKey, Optional<Manifest>> revalidations = new SingleFlight<>();
 
-    public ManifestService(Vertx vertx, ManifestStore manifests, TagStore tags, MirrorMetrics metrics, Clock clock) {
-        this.vertx = vertx;
+    public ManifestService(Blocking blocking, ManifestStore manifests, TagStore tags, MirrorMetrics metrics, Clock clock) {
+        this.blocking = blocking;
         this.manifests = manifests;
         this.tags = tags;
         this.metrics = metrics;
@@ -166,10 +166,10 @@ public final class ManifestService {
                     if (status == 200 && entry.digest().toString().equals(digestHeader)) {
                         UpstreamClient.discard(resp);
                         metrics.cacheHit("tag");
-                        return vertx.executeBlocking(() -> {
+                        return blocking.run(() -> {
                             tags.put(key, entry.checked(clock.instant()));
                             return Optional.of(cached);
-                        }, false);
+                        });
                     }
                     if (status == 200) {
                         UpstreamClient.discard(resp);
@@ -183,10 +183,10 @@ public final class ManifestService {
                         UpstreamClient.discard(resp);
                         LOG.info("upstream {}: tag {}:{} no longer exists", upstream.name(), route.repository(),
                                 route.tag());
-                        return vertx.executeBlocking(() -> {
+                        return blocking.run(() -> {
                             tags.remove(key);
                             return Optional.<Manifest>empty();
-                        }, false);
+                        });
                     }
                     return Future.failedFuture(upstream.failure(resp, "MANIFEST_UNKNOWN", "tag " + route.tag()));
                 })
@@ -299,7 +299,7 @@ public final class ManifestService {
         if (inMemory.isPresent()) {
             return Future.succeededFuture(inMemory);
         }
-        return vertx.executeBlocking(() -> manifests.find(digest), false);
+        return blocking.run(() -> manifests.find(digest));
     }
 
     private Future<Optional<TagEntry>> tagEntry(TagKey key) {
@@ -307,7 +307,7 @@ public final class ManifestService {
         if (inMemory.isPresent()) {
             return Future.succeededFuture(inMemory);
         }
-        return vertx.executeBlocking(() -> tags.find(key), false);
+        return blocking.run(() -> tags.find(key));
     }
 
     /**
@@ -315,14 +315,14 @@ public final class ManifestService {
      * cannot take it, the answer is still served (from memory), and the failure logged and counted.
      */
     private Future<Void> store(Manifest m, TagKey key, TagEntry entry) {
-        return vertx.<Void>executeBlocking(() -> {
+        return blocking.<Void>run(() -> {
             manifests.put(m);
             if (key != null) {
                 tags.put(key, entry);
             }
             return null;
-        }, false).recover(err -> {
-            String reason = StorageUnavailable.isDiskFull(err) ? "disk_full" : "io";
+        }).recover(err -> {
+            String reason = NotEnoughSpaceException.isOutOfSpace(err) ? "disk_full" : "io";
             metrics.storageError(reason);
             LOG.warn("cannot store manifest {}: {}; served without storing", m.digest(), err.toString());
             return Future.succeededFuture();

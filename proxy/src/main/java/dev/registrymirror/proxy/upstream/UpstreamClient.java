@@ -21,6 +21,8 @@ import io.vertx.core.net.TrustOptions;
 import java.io.IOException;
 import java.io.InputStream;
 import java.net.ConnectException;
+import java.net.NoRouteToHostException;
+import java.net.SocketTimeoutException;
 import java.net.URI;
 import java.net.UnknownHostException;
 import java.nio.ByteBuffer;
@@ -298,20 +300,28 @@ public final class UpstreamClient {
         resp.resume();
     }
 
-    /** Maps a transport failure (no HTTP answer) to an error for the client. */
+    /**
+     * Maps a transport failure (no HTTP answer) to an error for the client, by the types of the
+     * failure and its causes: no connection (refused, no route, unknown host, connect timeout), no
+     * answer in time (Vert.x's and Netty's timeouts), TLS, or else a broken connection.
+     */
     public static RegistryError transportError(String upstream, String host, Throwable err) {
         if (err instanceof RegistryError re) {
             return re;
         }
-        if (err instanceof ConnectException || err instanceof UnknownHostException
-                || err.getCause() instanceof ConnectException) {
-            return RegistryError.unavailable(upstream, "cannot connect to " + host + ": " + err.getMessage(), "connect");
-        }
-        if (err instanceof TimeoutException || err.getClass().getSimpleName().contains("Timeout")) {
-            return RegistryError.unavailable(upstream, "no answer from " + host + " in time", "timeout");
-        }
-        if (err instanceof SSLException) {
-            return RegistryError.unavailable(upstream, "TLS with " + host + " failed: " + err.getMessage(), "tls");
+        for (Throwable c = err; c != null; c = c.getCause() == c ? null : c.getCause()) {
+            if (c instanceof ConnectException || c instanceof UnknownHostException
+                    || c instanceof NoRouteToHostException) {
+                return RegistryError.unavailable(upstream, "cannot connect to " + host + ": " + c.getMessage(),
+                        "connect");
+            }
+            if (c instanceof TimeoutException || c instanceof io.netty.handler.timeout.TimeoutException
+                    || c instanceof SocketTimeoutException) {
+                return RegistryError.unavailable(upstream, "no answer from " + host + " in time", "timeout");
+            }
+            if (c instanceof SSLException) {
+                return RegistryError.unavailable(upstream, "TLS with " + host + " failed: " + c.getMessage(), "tls");
+            }
         }
         return RegistryError.unavailable(upstream, "connection to " + host + " failed: " + err, "reset");
     }
