@@ -46,7 +46,7 @@ final class FakeHub extends AbstractVerticle {
     private record Stored(String mediaType, byte[] bytes) {
     }
 
-    private static final Pattern ENDPOINT = Pattern.compile("/v2/(.+)/(manifests|blobs)/([^/]+)");
+    private static final Pattern ENDPOINT = Pattern.compile("/v2/(.+)/(manifests|blobs|referrers)/([^/]+)");
     private static final Pattern TAGS = Pattern.compile("/v2/(.+)/tags/list");
 
     final List<Seen> seen = new CopyOnWriteArrayList<>();
@@ -60,6 +60,7 @@ final class FakeHub extends AbstractVerticle {
     private int registryPort;
     private HttpServer auth;
     private HttpServer cdn;
+    private HttpServer internal;
     private final boolean tls;
     private final SelfSignedCertificate certificate;
 
@@ -74,6 +75,19 @@ final class FakeHub extends AbstractVerticle {
     volatile Fault fault = Fault.NONE;
     volatile Predicate<Seen> faultWhen = s -> true;
     volatile boolean redirectBlobs = true;
+    /** When set, the realm the challenges name instead of the fake's own token server. */
+    volatile String realm;
+    /** When set, manifests, tag lists and referrers answer 302 to this location (as no real registry does). */
+    volatile String redirectOthersTo;
+    /** When set, where blob requests are redirected instead of the fake's CDN. */
+    volatile String blobLocation;
+    /** When over 0, tag lists answer a body of this many bytes, streamed (chunked, or with its length declared). */
+    volatile long tagsListBytes;
+    volatile boolean declareLength;
+    /** When over 0, the token service answers a body of this many bytes, streamed. */
+    volatile long tokenBytes;
+    /** Bytes of such streamed bodies the fake has written. */
+    final java.util.concurrent.atomic.AtomicLong streamedBytes = new java.util.concurrent.atomic.AtomicLong();
     /** When set, the CDN sends the first half of a blob and waits for this before the rest. */
     volatile Promise<Void> holdSecondHalf;
     final Promise<Void> firstHalfSent = Promise.promise();
@@ -109,8 +123,17 @@ final class FakeHub extends AbstractVerticle {
                     auth = s;
                     return vertx.createHttpServer(options).requestHandler(r -> record("cdn", r, this::cdn)).listen();
                 })
-                .map(s -> {
+                .compose(s -> {
                     cdn = s;
+                    // A server the mirror must never reach on an upstream's say-so (an address inside the LAN).
+                    return vertx.createHttpServer(new HttpServerOptions().setHost("127.0.0.1").setPort(0))
+                            .requestHandler(r -> record("internal", r, (req, seen) -> req.response()
+                                    .putHeader("Content-Type", "application/json")
+                                    .end("{\"name\":\"internal\",\"tags\":[\"SECRET-internal-only\"]}")))
+                            .listen();
+                })
+                .map(s -> {
+                    internal = s;
                     return this;
                 });
     }
@@ -137,6 +160,16 @@ final class FakeHub extends AbstractVerticle {
     String url() {
         int port = registryPort != 0 ? registryPort : registry.actualPort();
         return (tls ? "https" : "http") + "://" + (tls ? "localhost" : "127.0.0.1") + ":" + port;
+    }
+
+    /** The plain-HTTP "internal" server's base URL. */
+    String internalUrl() {
+        return "http://127.0.0.1:" + internal.actualPort();
+    }
+
+    /** The token server's URL, under {@code host} (the same server, named otherwise). */
+    String tokenUrl(String host) {
+        return (tls ? "https" : "http") + "://" + host + ":" + auth.actualPort() + "/token";
     }
 
     /** PEM file of the self-signed certificate, when started with TLS. */
@@ -240,6 +273,10 @@ final class FakeHub extends AbstractVerticle {
                 return;
             }
         }
+        if (tokenBytes > 0) {
+            stream(req.response(), "{\"token\":\"", tokenBytes, declareLength);
+            return;
+        }
         String scope = req.getParam("scope");
         String token = "tok-" + tokenSerial.incrementAndGet();
         tokens.put(token, scope == null ? "" : scope);
@@ -272,8 +309,8 @@ final class FakeHub extends AbstractVerticle {
                 return true;
             }
         }
-        String realm = (tls ? "https" : "http") + "://" + (tls ? "localhost" : "127.0.0.1") + ":" + auth.actualPort()
-                + "/token";
+        String realm = this.realm != null ? this.realm
+                : (tls ? "https" : "http") + "://" + (tls ? "localhost" : "127.0.0.1") + ":" + auth.actualPort() + "/token";
         req.response().putHeader("WWW-Authenticate", "Bearer realm=\"" + realm + "\",service=\"registry.docker.io\""
                 + (scope == null ? "" : ",scope=\"" + scope + "\""));
         error(req.response(), 401, "UNAUTHORIZED", "authentication required");
@@ -294,6 +331,14 @@ final class FakeHub extends AbstractVerticle {
             if (!authorized(req, repo)) {
                 return;
             }
+            if (redirectOthersTo != null) {
+                req.response().setStatusCode(302).putHeader("Location", redirectOthersTo).end();
+                return;
+            }
+            if (tagsListBytes > 0) {
+                stream(req.response(), "{\"name\":\"" + repo + "\",\"tags\":[\"", tagsListBytes, declareLength);
+                return;
+            }
             tagsList(req, repo);
             return;
         }
@@ -307,7 +352,13 @@ final class FakeHub extends AbstractVerticle {
         if (!authorized(req, repo)) {
             return;
         }
-        if (m.group(2).equals("manifests")) {
+        if (redirectOthersTo != null && !m.group(2).equals("blobs")) {
+            req.response().setStatusCode(302).putHeader("Location", redirectOthersTo).end();
+            return;
+        }
+        if (m.group(2).equals("referrers")) {
+            error(req.response(), 404, "NAME_UNKNOWN", "no such endpoint"); // Distribution 2.8 has no referrers API
+        } else if (m.group(2).equals("manifests")) {
             manifest(req, repo, ref);
         } else {
             blob(req, ref, seen);
@@ -353,7 +404,8 @@ final class FakeHub extends AbstractVerticle {
             sendBlob(req, digest, seen);
             return;
         }
-        String location = (tls ? "https" : "http") + "://localhost:" + cdn.actualPort() + "/blobs/" + digest
+        String location = blobLocation != null ? blobLocation
+                : (tls ? "https" : "http") + "://localhost:" + cdn.actualPort() + "/blobs/" + digest
                 + "?X-Amz-Signature=abc123&X-Amz-Expires=600";
         req.response().setStatusCode(307).putHeader("Location", location).end();
     }
@@ -404,6 +456,46 @@ final class FakeHub extends AbstractVerticle {
             Future<Void> gate = hold == null ? Future.succeededFuture() : hold.future();
             gate.onComplete(v -> writeSlices(resp, all, half, all.length()).onComplete(x -> resp.end()));
         });
+    }
+
+    /**
+     * Answers {@code prefix} then filler up to {@code total} bytes, in 64 KiB pieces as the socket
+     * drains, counting what it writes in {@link #streamedBytes}; stops when the connection closes.
+     */
+    private void stream(HttpServerResponse resp, String prefix, long total, boolean declare) {
+        resp.putHeader("Content-Type", "application/json");
+        if (declare) {
+            resp.putHeader("Content-Length", Long.toString(total));
+        } else {
+            resp.setChunked(true);
+        }
+        boolean[] closed = {false};
+        resp.closeHandler(v -> closed[0] = true);
+        byte[] filler = new byte[64 * 1024];
+        java.util.Arrays.fill(filler, (byte) 'a');
+        byte[] head = prefix.getBytes(StandardCharsets.UTF_8);
+        System.arraycopy(head, 0, filler, 0, head.length);
+        long[] left = {total};
+        Runnable[] pump = new Runnable[1];
+        pump[0] = () -> {
+            while (left[0] > 0 && !closed[0]) {
+                int n = (int) Math.min(filler.length, left[0]);
+                resp.write(Buffer.buffer(io.netty.buffer.Unpooled.wrappedBuffer(filler, 0, n)));
+                left[0] -= n;
+                streamedBytes.addAndGet(n);
+                if (resp.writeQueueFull()) {
+                    resp.drainHandler(v -> {
+                        resp.drainHandler(null);
+                        pump[0].run();
+                    });
+                    return;
+                }
+            }
+            if (!closed[0]) {
+                resp.end();
+            }
+        };
+        pump[0].run();
     }
 
     /**

@@ -2,6 +2,7 @@ package dev.registrymirror.proxy.manifest;
 
 import dev.registrymirror.proxy.route.Route;
 import dev.registrymirror.proxy.route.RegistryError;
+import dev.registrymirror.proxy.upstream.Bodies;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
 import dev.registrymirror.proxy.vertx.Blocking;
 import dev.registrymirror.proxy.vertx.SingleFlight;
@@ -16,7 +17,6 @@ import dev.registrymirror.cache.TagStore.TagKey;
 import dev.registrymirror.metrics.MirrorMetrics;
 import io.vertx.core.Future;
 import io.vertx.core.MultiMap;
-import io.vertx.core.Promise;
 import io.vertx.core.buffer.Buffer;
 import io.vertx.core.http.HttpClientResponse;
 import io.vertx.core.http.HttpHeaders;
@@ -225,25 +225,7 @@ public final class ManifestService {
     }
 
     private Future<Manifest> readManifest(UpstreamClient upstream, HttpClientResponse resp, String reference) {
-        Promise<Manifest> result = Promise.promise();
-        Buffer body = Buffer.buffer();
-        resp.handler(chunk -> {
-            body.appendBuffer(chunk);
-            metrics.upstreamBytes(upstream.name(), chunk.length());
-            if (body.length() > MAX_MANIFEST_BYTES) {
-                resp.handler(null);
-                resp.request().reset();
-                metrics.upstreamError(upstream.name(), "protocol");
-                result.tryFail(RegistryError.badGateway(upstream.name(),
-                        "manifest larger than " + MAX_MANIFEST_BYTES + " bytes", "protocol"));
-            }
-        });
-        resp.exceptionHandler(err -> {
-            RegistryError e = UpstreamClient.transportError(upstream.name(), "upstream", err);
-            metrics.upstreamError(upstream.name(), e.upstreamReason);
-            result.tryFail(e);
-        });
-        resp.endHandler(v -> {
+        return Bodies.read(upstream, resp, MAX_MANIFEST_BYTES, "manifest").compose(body -> {
             byte[] bytes = body.getBytes();
             String wanted = reference.indexOf(':') >= 0 ? reference : resp.getHeader("Docker-Content-Digest");
             Digest expected = wanted != null && Digest.isValid(wanted) ? Digest.parse(wanted) : null;
@@ -251,22 +233,19 @@ public final class ManifestService {
             if (expected != null && !expected.equals(actual)) {
                 metrics.upstreamError(upstream.name(), "digest_mismatch");
                 LOG.warn("upstream {}: manifest {} does not hash to {}", upstream.name(), reference, expected);
-                result.tryFail(RegistryError.badGateway(upstream.name(),
+                return Future.failedFuture(RegistryError.badGateway(upstream.name(),
                         "manifest bytes do not match digest " + expected, "digest_mismatch"));
-                return;
             }
             if (!looksLikeManifest(bytes)) {
                 metrics.upstreamError(upstream.name(), "protocol");
                 LOG.warn("upstream {}: answer for manifest {} is not a manifest ({}, {} bytes)", upstream.name(),
                         reference, resp.getHeader(HttpHeaders.CONTENT_TYPE), bytes.length);
-                result.tryFail(RegistryError.badGateway(upstream.name(), "answered something that is not a manifest",
-                        "protocol"));
-                return;
+                return Future.failedFuture(RegistryError.badGateway(upstream.name(),
+                        "answered something that is not a manifest", "protocol"));
             }
-            result.tryComplete(new Manifest(actual, mediaType(resp.getHeader(HttpHeaders.CONTENT_TYPE), bytes), bytes));
+            return Future.succeededFuture(new Manifest(actual, mediaType(resp.getHeader(HttpHeaders.CONTENT_TYPE),
+                    bytes), bytes));
         });
-        resp.resume();
-        return result.future();
     }
 
     /** A manifest is a JSON object with a {@code schemaVersion}; anything else (an HTML page, say) is refused. */

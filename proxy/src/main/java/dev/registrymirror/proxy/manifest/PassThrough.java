@@ -2,6 +2,7 @@ package dev.registrymirror.proxy.manifest;
 
 import dev.registrymirror.proxy.route.Route;
 import dev.registrymirror.proxy.route.RegistryError;
+import dev.registrymirror.proxy.upstream.Bodies;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
 
 import com.github.benmanes.caffeine.cache.Cache;
@@ -74,7 +75,7 @@ public final class PassThrough {
                     }
                     String link = resp.getHeader("Link");
                     String type = resp.getHeader(HttpHeaders.CONTENT_TYPE);
-                    return body(upstream, resp).map(b -> new Answer(b, type, link));
+                    return Bodies.read(upstream, resp, MAX_BODY, "tag list").map(b -> new Answer(b, type, link));
                 })
                 .onSuccess(answer -> lastTagLists.put(key, answer))
                 .recover(err -> {
@@ -115,21 +116,8 @@ public final class PassThrough {
                 req.response().putHeader("OCI-Filters-Applied", filters);
             }
             String type = resp.getHeader(HttpHeaders.CONTENT_TYPE);
-            return body(upstream, resp).compose(b -> send(new Answer(b, type, null), req));
+            return Bodies.read(upstream, resp, MAX_BODY, "referrers answer").compose(b -> send(new Answer(b, type, null), req));
         });
-    }
-
-    /** The whole body of an upstream answer, at most {@link #MAX_BODY} bytes. */
-    private Future<Buffer> body(UpstreamClient upstream, HttpClientResponse resp) {
-        Future<Buffer> whole = resp.body();
-        resp.resume();
-        return whole.compose(body -> {
-            metrics.upstreamBytes(upstream.name(), body.length());
-            if (body.length() > MAX_BODY) {
-                return Future.failedFuture(RegistryError.badGateway(upstream.name(), "answer too large", "protocol"));
-            }
-            return Future.succeededFuture(body);
-        }, err -> Future.failedFuture(UpstreamClient.transportError(upstream.name(), "upstream", err)));
     }
 
     private static Future<Void> send(Answer answer, HttpServerRequest req) {

@@ -7,18 +7,21 @@ import com.github.benmanes.caffeine.cache.Caffeine;
 import com.github.benmanes.caffeine.cache.Expiry;
 import dev.registrymirror.config.MirrorConfig;
 import io.vertx.core.Future;
-import io.vertx.core.http.HttpClient;
 import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpMethod;
 import io.vertx.core.http.RequestOptions;
 import io.vertx.core.json.JsonObject;
+import java.net.URI;
+import java.net.URISyntaxException;
 import java.net.URLEncoder;
 import java.nio.charset.StandardCharsets;
 import java.time.Clock;
 import java.time.Duration;
 import java.util.Base64;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.CompletableFuture;
-import java.util.function.Supplier;
 import java.util.concurrent.TimeUnit;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -31,6 +34,14 @@ import org.slf4j.LoggerFactory;
  * ticking on the injected clock). Concurrent requests for one scope share one token fetch. Once a
  * challenge has been seen, tokens are fetched before the first request for a new repository,
  * saving a round trip. With a Basic challenge, the credentials are sent as Basic.
+ *
+ * <p>The realm is named by the upstream's answer, so a hostile or compromised upstream can name any
+ * URL (Distribution's proxy sent its credentials wherever it was told: CVE-2026-33540). So tokens
+ * are fetched over HTTPS whenever the upstream is HTTPS, and the configured credentials go only to a
+ * realm on a host the operator trusts: the upstream's own host, a well-known pair (Docker Hub's
+ * registry and auth.docker.io), or one listed in {@code trustedRealms}. Anonymous token requests may
+ * go to any realm; they carry nothing to steal. A refused realm is an {@code UNAUTHORIZED} error that
+ * names it, and a log line. Token answers are read up to {@link #MAX_TOKEN_ANSWER} bytes.
  */
 final class UpstreamAuth {
     private static final Logger LOG = LoggerFactory.getLogger(UpstreamAuth.class);
@@ -38,12 +49,21 @@ final class UpstreamAuth {
     static final Duration EXPIRY_MARGIN = Duration.ofSeconds(30);
     /** When the token answer gives no lifetime (the spec's default). */
     static final Duration DEFAULT_TOKEN_LIFETIME = Duration.ofSeconds(60);
+    /** The largest token answer read (JSON with a token: a few KiB in practice). */
+    static final int MAX_TOKEN_ANSWER = 1 << 20;
+    /** Registry hosts whose token service is known to live on another host of the same operator. */
+    private static final Map<String, Set<String>> KNOWN_REALMS = Map.of(
+            "registry-1.docker.io", Set.of("auth.docker.io"),
+            "index.docker.io", Set.of("auth.docker.io"),
+            "registry.docker.io", Set.of("auth.docker.io"),
+            "docker.io", Set.of("auth.docker.io"),
+            "registry.gitlab.com", Set.of("gitlab.com"));
 
     private record Token(String header, Duration lifetime) {
     }
 
     private final MirrorConfig.Upstream upstream;
-    private final Supplier<HttpClient> client;
+    private final UpstreamClient client;
     private final Metrics metrics;
     private final AsyncCache<String, Token> tokens;
     private volatile Challenge challenge;
@@ -53,8 +73,8 @@ final class UpstreamAuth {
         void tokenFetched(int status, long nanos);
     }
 
-    UpstreamAuth(MirrorConfig.Upstream upstream, Supplier<HttpClient> client, Clock clock, Metrics metrics) {
-        this.upstream = upstream;
+    UpstreamAuth(UpstreamClient client, Clock clock, Metrics metrics) {
+        this.upstream = client.upstream();
         this.client = client;
         this.metrics = metrics;
         this.tokens = Caffeine.newBuilder()
@@ -110,7 +130,50 @@ final class UpstreamAuth {
         return Future.fromCompletionStage(token).map(Token::header);
     }
 
+    /**
+     * Why the credentials (or any token request) may not go to {@code realm}, or null when they may.
+     */
+    private String refusal(URI realm) {
+        if (realm.getHost() == null || !("https".equals(realm.getScheme()) || "http".equals(realm.getScheme()))) {
+            return "it is not an http(s) URL";
+        }
+        if ("https".equals(upstream.url().getScheme()) && !"https".equals(realm.getScheme())) {
+            return "the upstream is reached over HTTPS and the realm is not";
+        }
+        if (upstream.hasCredentials() && !trusted(realm)) {
+            return "the configured credentials go only to the upstream's own host and trusted realms"
+                    + " (add " + hostPort(realm) + " to upstreams[].trustedRealms to allow it)";
+        }
+        return null;
+    }
+
+    private boolean trusted(URI realm) {
+        String host = realm.getHost().toLowerCase(Locale.ROOT);
+        String upstreamHost = upstream.url().getHost().toLowerCase(Locale.ROOT);
+        return host.equals(upstreamHost)
+                || KNOWN_REALMS.getOrDefault(upstreamHost, Set.of()).contains(host)
+                || upstream.trustedRealms().contains(host) || upstream.trustedRealms().contains(hostPort(realm));
+    }
+
+    private static String hostPort(URI uri) {
+        String host = uri.getHost().toLowerCase(Locale.ROOT);
+        return uri.getPort() >= 0 ? host + ":" + uri.getPort() : host;
+    }
+
     private Future<Token> fetch(Challenge c, String scope) {
+        URI realm;
+        try {
+            realm = new URI(c.realm());
+        } catch (URISyntaxException e) {
+            realm = null;
+        }
+        String refused = realm == null ? "it is not a URL" : refusal(realm);
+        if (refused != null) {
+            client.countError("auth");
+            LOG.warn("upstream {}: token realm {} refused: {}", upstream.name(), c.realm(), refused);
+            return Future.failedFuture(RegistryError.unauthorized(upstream.name(),
+                    "its token realm " + c.realm() + " is refused: " + refused));
+        }
         StringBuilder url = new StringBuilder(c.realm());
         url.append(c.realm().contains("?") ? '&' : '?');
         if (c.service() != null) {
@@ -126,10 +189,12 @@ final class UpstreamAuth {
             options.putHeader(HttpHeaders.AUTHORIZATION, basic());
         }
         long start = System.nanoTime();
-        return client.get().request(options)
+        return client.client().request(options)
                 .compose(req -> req.send())
-                .compose(resp -> resp.body().map(body -> {
+                .compose(resp -> {
+                    resp.pause();
                     metrics.tokenFetched(resp.statusCode(), System.nanoTime() - start);
+                    return Bodies.read(client, resp, MAX_TOKEN_ANSWER, "token answer").map(body -> {
                     if (resp.statusCode() == 401 || resp.statusCode() == 403) {
                         throw RegistryError.unauthorized(upstream.name(), "token service answered "
                                 + resp.statusCode() + (upstream.hasCredentials()
@@ -159,7 +224,8 @@ final class UpstreamAuth {
                     }
                     LOG.debug("upstream {}: new token for {} valid {}s", upstream.name(), scope, lifetime.toSeconds());
                     return new Token("Bearer " + token, lifetime);
-                }), err -> {
+                    });
+                }, err -> {
                     if (err instanceof RegistryError) {
                         return Future.failedFuture(err);
                     }

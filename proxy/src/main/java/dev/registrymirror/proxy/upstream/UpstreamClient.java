@@ -48,10 +48,15 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Talks to one upstream registry: authenticates (see {@link UpstreamAuth}), follows redirects
- * (sending no {@code Authorization} to another host), times out per the upstream's settings,
- * records metrics, and hands back the final response <em>paused</em>, so the caller decides how to
- * consume the body.
+ * Talks to one upstream registry: authenticates (see {@link UpstreamAuth}), follows the redirects of
+ * blob downloads (sending no {@code Authorization} to another host, never from https to http),
+ * times out per the upstream's settings, records metrics, and hands back the final response
+ * <em>paused</em>, so the caller decides how to consume the body.
+ *
+ * <p>Only blobs are redirected by real registries (to a CDN or object store), and only their bytes
+ * are checked against a digest. A redirect of anything else (a manifest, a tag list, referrers, a
+ * token) is an upstream error: followed, it would let an upstream make the mirror fetch an address
+ * inside the LAN and hand the answer to a client.
  */
 public final class UpstreamClient {
     public static final String USER_AGENT = "registry-mirror/0.1";
@@ -99,7 +104,7 @@ public final class UpstreamClient {
             options.setTrustOptions(TrustOptions.wrap(trustWithExtraCas(upstream)));
         }
         this.shared = vertx.createHttpClient(options);
-        this.auth = new UpstreamAuth(upstream, this::client, clock,
+        this.auth = new UpstreamAuth(this, clock,
                 (status, nanos) -> metrics.upstreamRequest(upstream.name(), "token", status, nanos));
     }
 
@@ -183,7 +188,7 @@ public final class UpstreamClient {
 
     private Future<HttpClientResponse> attempt(HttpMethod method, URI uri, String repository, MultiMap headers,
                                                String kind, String authz, boolean retried) {
-        return exchange(method, uri, headers, kind, authz, 0).compose(resp -> {
+        return exchange(method, uri, headers, kind, authz, kind.equals("blob"), 0).compose(resp -> {
             if (resp.statusCode() != 401 || !sameOrigin(URI.create(resp.request().absoluteURI()), uri)) {
                 return Future.succeededFuture(resp);
             }
@@ -199,7 +204,7 @@ public final class UpstreamClient {
     }
 
     private Future<HttpClientResponse> exchange(HttpMethod method, URI uri, MultiMap headers, String kind,
-                                                String authz, int hops) {
+                                                String authz, boolean followRedirects, int hops) {
         RequestOptions options = new RequestOptions()
                 .setMethod(method)
                 .setAbsoluteURI(uri.toString())
@@ -224,19 +229,27 @@ public final class UpstreamClient {
                 return Future.succeededFuture(resp);
             }
             discard(resp);
+            if (!followRedirects) {
+                return Future.failedFuture(refusedRedirect("answered " + status + " for a " + kind
+                        + " request (a redirect, which registries send for blobs only)"));
+            }
             if (hops >= MAX_REDIRECTS) {
-                return Future.failedFuture(RegistryError.badGateway(upstream.name(), "too many redirects", "protocol"));
+                return Future.failedFuture(refusedRedirect("too many redirects"));
             }
             URI next;
             try {
                 next = uri.resolve(location);
             } catch (IllegalArgumentException e) {
-                return Future.failedFuture(RegistryError.badGateway(upstream.name(),
-                        "redirect to an invalid location", "protocol"));
+                return Future.failedFuture(refusedRedirect("redirect to an invalid location"));
+            }
+            if (next.getHost() == null || !("https".equals(next.getScheme())
+                    || ("http".equals(next.getScheme()) && "http".equals(uri.getScheme())))) {
+                return Future.failedFuture(refusedRedirect("redirect from " + uri.getScheme() + " to "
+                        + next.getScheme() + "://" + next.getHost() + " refused"));
             }
             HttpMethod nextMethod = status == 303 && method != HttpMethod.HEAD ? HttpMethod.GET : method;
             LOG.debug("upstream {}: {} redirected to {}", upstream.name(), uri.getPath(), next.getHost());
-            return exchange(nextMethod, next, headers, kind, sameOrigin(next, uri) ? authz : null, hops + 1);
+            return exchange(nextMethod, next, headers, kind, sameOrigin(next, uri) ? authz : null, true, hops + 1);
         }, err -> {
             metrics.upstreamRequest(upstream.name(), kind, 0, System.nanoTime() - start);
             RegistryError e = transportError(upstream.name(), uri.getHost(), err);
@@ -285,6 +298,30 @@ public final class UpstreamClient {
         return error;
     }
 
+    private RegistryError refusedRedirect(String why) {
+        countError("protocol");
+        return RegistryError.badGateway(upstream.name(), why, "protocol");
+    }
+
+    /** Counts body bytes received from this upstream. */
+    void received(long bytes) {
+        metrics.upstreamBytes(upstream.name(), bytes);
+    }
+
+    /** Counts a failed exchange with this upstream. */
+    void countError(String reason) {
+        metrics.upstreamError(upstream.name(), reason);
+    }
+
+    /** A transport failure while reading an answer of this upstream, counted. */
+    RegistryError transportFailure(Throwable err) {
+        RegistryError e = transportError(upstream.name(), "upstream", err);
+        if (!(err instanceof RegistryError) && e.upstreamReason != null) {
+            countError(e.upstreamReason);
+        }
+        return e;
+    }
+
     /** Feeds a body chunk to a digest being computed, without copying it. */
     public static void hash(MessageDigest hasher, Buffer chunk) {
         for (ByteBuffer nio : chunk.getByteBuf().nioBuffers()) {
@@ -292,12 +329,9 @@ public final class UpstreamClient {
         }
     }
 
-    /** Reads and drops a response body so the connection can be reused. */
+    /** Drops a response body: a small one is read so the connection can be reused, a large one cut off. */
     public static void discard(HttpClientResponse resp) {
-        resp.handler(null);
-        resp.exceptionHandler(err -> { });
-        resp.endHandler(null);
-        resp.resume();
+        Bodies.discard(resp);
     }
 
     /**
@@ -327,7 +361,7 @@ public final class UpstreamClient {
     }
 
     /** The client of the calling event loop (see {@link #perLoop}). */
-    private HttpClient client() {
+    HttpClient client() {
         Context context = Vertx.currentContext();
         if (context == null || !context.isEventLoopContext() || !Context.isOnEventLoopThread()) {
             return shared;

@@ -1,0 +1,98 @@
+package dev.registrymirror.proxy.upstream;
+
+import dev.registrymirror.proxy.route.RegistryError;
+import io.vertx.core.Future;
+import io.vertx.core.Promise;
+import io.vertx.core.buffer.Buffer;
+import io.vertx.core.http.HttpClientResponse;
+import io.vertx.core.http.HttpHeaders;
+
+/**
+ * Reads upstream bodies that are kept in memory (manifests, tag lists, referrers, token answers)
+ * with their size checked before and while they arrive: a body announced larger than its limit is
+ * refused before a byte is read, and one that grows past it is cut off there, its connection
+ * closed. Vert.x's {@code body()} would buffer any amount first.
+ */
+public final class Bodies {
+    /** Error bodies and other answers the mirror drops are drained up to this much, then cut off. */
+    static final int DISCARD_LIMIT = 64 * 1024;
+
+    private Bodies() {
+    }
+
+    /**
+     * The whole body of {@code resp} (paused, as {@link UpstreamClient} hands it over), at most
+     * {@code max} bytes; otherwise a 502 naming {@code what}. Counts the bytes received.
+     */
+    public static Future<Buffer> read(UpstreamClient upstream, HttpClientResponse resp, int max, String what) {
+        long announced = length(resp);
+        if (announced > max) {
+            close(resp);
+            return Future.failedFuture(tooLarge(upstream, what, announced + " bytes", max));
+        }
+        Promise<Buffer> result = Promise.promise();
+        Buffer body = Buffer.buffer(announced >= 0 ? (int) announced : 1024);
+        resp.handler(chunk -> {
+            upstream.received(chunk.length());
+            if (body.length() + chunk.length() > max) {
+                close(resp);
+                result.tryFail(tooLarge(upstream, what, "more than " + max + " bytes", max));
+                return;
+            }
+            body.appendBuffer(chunk);
+        });
+        resp.exceptionHandler(err -> result.tryFail(upstream.transportFailure(err)));
+        resp.endHandler(v -> result.tryComplete(body));
+        resp.resume();
+        return result.future();
+    }
+
+    /**
+     * Drops the body of an answer the mirror does not use: a small one is read to its end so that the
+     * connection can be used again, a large or endless one is cut off (the connection is closed).
+     */
+    public static void discard(HttpClientResponse resp) {
+        if (length(resp) > DISCARD_LIMIT) {
+            close(resp);
+            return;
+        }
+        long[] seen = {0};
+        resp.handler(chunk -> {
+            seen[0] += chunk.length();
+            if (seen[0] > DISCARD_LIMIT) {
+                close(resp);
+            }
+        });
+        resp.exceptionHandler(err -> { });
+        resp.endHandler(null);
+        resp.resume();
+    }
+
+    /** Stops reading {@code resp} and closes its connection. */
+    static void close(HttpClientResponse resp) {
+        resp.handler(null);
+        resp.endHandler(null);
+        resp.exceptionHandler(err -> { });
+        resp.request().reset();
+    }
+
+    /** The announced {@code Content-Length}, or -1. */
+    static long length(HttpClientResponse resp) {
+        String header = resp.getHeader(HttpHeaders.CONTENT_LENGTH);
+        if (header == null) {
+            return -1;
+        }
+        try {
+            long n = Long.parseLong(header.trim());
+            return n >= 0 ? n : -1;
+        } catch (NumberFormatException e) {
+            return -1;
+        }
+    }
+
+    private static RegistryError tooLarge(UpstreamClient upstream, String what, String size, int max) {
+        upstream.countError("protocol");
+        return RegistryError.badGateway(upstream.name(), what + " of " + size + " is larger than the limit of "
+                + max + " bytes", "protocol");
+    }
+}
