@@ -4,7 +4,8 @@ import dev.registrymirror.proxy.upstream.UpstreamClient;
 import dev.registrymirror.proxy.blob.BlobService;
 import dev.registrymirror.proxy.blob.InflightDownloads;
 import dev.registrymirror.proxy.manifest.ManifestService;
-import dev.registrymirror.proxy.manifest.PassThrough;
+import dev.registrymirror.proxy.manifest.Referrers;
+import dev.registrymirror.proxy.manifest.TagLists;
 import dev.registrymirror.proxy.http.RegistryHandler;
 import dev.registrymirror.proxy.vertx.Blocking;
 import dev.registrymirror.proxy.vertx.Fatal;
@@ -84,7 +85,8 @@ public final class Mirror {
                 allocator);
         BlobService blobs = new BlobService(vertx, blocking, blobStore, downloads, metrics);
         ManifestService manifests = new ManifestService(blocking, manifestStore, tagStore, metrics, clock);
-        this.handler = new RegistryHandler(vertx, config, Map.copyOf(upstreams), blobs, manifests, new PassThrough(metrics),
+        this.handler = new RegistryHandler(vertx, config, Map.copyOf(upstreams), blobs, manifests,
+                new TagLists(metrics), new Referrers(),
                 metrics);
         this.config = config;
     }

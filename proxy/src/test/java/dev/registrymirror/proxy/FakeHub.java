@@ -84,6 +84,10 @@ final class FakeHub extends AbstractVerticle {
     /** When over 0, tag lists answer a body of this many bytes, streamed (chunked, or with its length declared). */
     volatile long tagsListBytes;
     volatile boolean declareLength;
+    /** Tag lists as CNCF Distribution 2.8 answers them: n and last ignored, no Link, not sorted. */
+    volatile boolean tagsLikeDistribution;
+    /** When set, the host the fake's tag-list Link points at (absolute), instead of a relative Link. */
+    volatile String tagsLinkHost;
     /** When over 0, the token service answers a body of this many bytes, streamed. */
     volatile long tokenBytes;
     /** Bytes of such streamed bodies the fake has written. */
@@ -539,15 +543,20 @@ final class FakeHub extends AbstractVerticle {
             error(req.response(), 404, "NAME_UNKNOWN", "repository name not known to registry");
             return;
         }
-        String last = req.getParam("last");
-        if (last != null) {
-            names.removeIf(n -> n.compareTo(last) <= 0);
-        }
-        String n = req.getParam("n");
-        if (n != null && names.size() > Integer.parseInt(n)) {
-            names = names.subList(0, Integer.parseInt(n));
-            req.response().putHeader("Link", "</v2/" + repo + "/tags/list?last=" + names.get(names.size() - 1)
-                    + "&n=" + n + ">; rel=\"next\"");
+        if (tagsLikeDistribution) {
+            java.util.Collections.reverse(names);
+        } else {
+            String last = req.getParam("last");
+            if (last != null) {
+                names.removeIf(n -> n.compareTo(last) <= 0);
+            }
+            String n = req.getParam("n");
+            if (n != null && names.size() > Integer.parseInt(n)) {
+                names = names.subList(0, Integer.parseInt(n));
+                String base = tagsLinkHost != null ? "https://" + tagsLinkHost : "";
+                req.response().putHeader("Link", "<" + base + "/v2/" + repo + "/tags/list?last="
+                        + names.get(names.size() - 1) + "&n=" + n + ">; rel=\"next\"");
+            }
         }
         req.response().putHeader("Content-Type", "application/json")
                 .end(new JsonObject().put("name", repo).put("tags", new JsonArray(names)).encode());

@@ -59,7 +59,11 @@ class UpstreamBehaviourTest extends MirrorTestBase {
         assertThat(r.statusCode()).isEqualTo(400);
         assertThat(r.headers().firstValue("Content-Type")).contains("application/json");
         assertThat(body(r)).startsWith("{\"errors\":[{\"code\":\"NAME_INVALID\"");
-        assertThat(get("/v2/library/alpine/manifests/bad!tag").statusCode()).isEqualTo(400);
+        assertThat(get("/v2/library/alpine/manifests/bad!tag").statusCode()).isEqualTo(404); // names no manifest
+        HttpResponse<byte[]> invalid = get("/v2/library/alpine/manifests/.INVALID_MANIFEST_NAME");
+        assertThat(invalid.statusCode()).isEqualTo(404);
+        assertThat(body(invalid)).contains("\"code\":\"MANIFEST_UNKNOWN\"");
+        assertThat(head("/v2/library/alpine/manifests/.INVALID_MANIFEST_NAME").statusCode()).isEqualTo(404);
         assertThat(get("/v2/library/alpine/blobs/sha256:123").statusCode()).isEqualTo(400);
         assertThat(hub.seen).isEmpty();
     }
@@ -199,8 +203,8 @@ class UpstreamBehaviourTest extends MirrorTestBase {
         HttpResponse<byte[]> page = get("/v2/alpine/tags/list?n=2");
         assertThat(page.statusCode()).isEqualTo(200);
         assertThat(body(page)).contains("\"tags\":[\"a\",\"b\"]");
-        assertThat(page.headers().firstValue("Link")).contains("</v2/alpine/tags/list?last=b&n=2>; rel=\"next\"");
-        HttpResponse<byte[]> next = get("/v2/alpine/tags/list?last=b&n=2");
+        assertThat(page.headers().firstValue("Link")).contains("</v2/alpine/tags/list?n=2&last=b>; rel=\"next\"");
+        HttpResponse<byte[]> next = get("/v2/alpine/tags/list?n=2&last=b");
         assertThat(body(next)).contains("\"tags\":[\"c\"]");
         assertThat(get("/v2/library/nothing/tags/list").statusCode()).isEqualTo(404);
     }
@@ -220,7 +224,7 @@ class UpstreamBehaviourTest extends MirrorTestBase {
             assertThat(kept.statusCode()).isEqualTo(200);
             assertThat(kept.body()).isEqualTo(fresh.body());
             assertThat(kept.headers().firstValue("Content-Type")).isEqualTo(fresh.headers().firstValue("Content-Type"));
-            assertThat(kept.headers().firstValue("Link")).contains("</v2/alpine/tags/list?last=b&n=2>; rel=\"next\"");
+            assertThat(kept.headers().firstValue("Link")).contains("</v2/alpine/tags/list?n=2&last=b>; rel=\"next\"");
         }
         // A list the upstream never gave is not made up.
         assertThat(get("/v2/alpine/tags/list").statusCode()).isEqualTo(502);

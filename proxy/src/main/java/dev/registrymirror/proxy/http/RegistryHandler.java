@@ -6,7 +6,8 @@ import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
 import dev.registrymirror.proxy.blob.BlobService;
 import dev.registrymirror.proxy.manifest.ManifestService;
-import dev.registrymirror.proxy.manifest.PassThrough;
+import dev.registrymirror.proxy.manifest.Referrers;
+import dev.registrymirror.proxy.manifest.TagLists;
 
 import dev.registrymirror.config.MirrorConfig;
 import dev.registrymirror.metrics.MirrorMetrics;
@@ -42,19 +43,21 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
     private final Map<String, UpstreamClient> upstreams;
     private final BlobService blobs;
     private final ManifestService manifests;
-    private final PassThrough passThrough;
+    private final TagLists tagLists;
+    private final Referrers referrers;
     private final MirrorMetrics metrics;
     private final Vertx vertx;
     private final AtomicInteger active = new AtomicInteger();
     private volatile boolean draining;
 
     public RegistryHandler(Vertx vertx, MirrorConfig config, Map<String, UpstreamClient> upstreams, BlobService blobs,
-                    ManifestService manifests, PassThrough passThrough, MirrorMetrics metrics) {
+                    ManifestService manifests, TagLists tagLists, Referrers referrers, MirrorMetrics metrics) {
         this.parser = new RouteParser(config);
         this.upstreams = upstreams;
         this.blobs = blobs;
         this.manifests = manifests;
-        this.passThrough = passThrough;
+        this.tagLists = tagLists;
+        this.referrers = referrers;
         this.metrics = metrics;
         this.vertx = vertx;
     }
@@ -158,8 +161,8 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
                     .end(metrics.scrape());
             case BLOB -> blobs.serve(route, upstream(route), req);
             case MANIFEST -> manifests.serve(route, upstream(route), req);
-            case TAGS -> passThrough.tags(route, upstream(route), req);
-            case REFERRERS -> passThrough.referrers(route, upstream(route), req);
+            case TAGS -> tagLists.serve(route, upstream(route), req);
+            case REFERRERS -> referrers.serve(route, upstream(route), req);
         };
     }
 

@@ -45,8 +45,10 @@ public final class RegistryError extends RuntimeException {
         return new RegistryError(400, "NAME_INVALID", "invalid repository name: " + name);
     }
 
-    public static RegistryError tagInvalid(String tag) {
-        return new RegistryError(400, "TAG_INVALID", "invalid tag: " + tag);
+    /** A manifest reference that is neither a valid tag nor a valid digest, so names no manifest. */
+    public static RegistryError manifestUnknown(String reference) {
+        return new RegistryError(404, "MANIFEST_UNKNOWN", "manifest unknown: \"" + reference
+                + "\" is neither a tag nor a digest");
     }
 
     public static RegistryError digestInvalid(String digest) {

@@ -45,11 +45,16 @@ public final class RouteParser {
             String ref = m.group(3);
             return switch (m.group(2)) {
                 case "manifests" -> {
+                    // Neither a digest nor a tag: no manifest has that name. The spec's only failure for a
+                    // manifest GET or HEAD is 404, and no upstream needs to be asked.
                     if (ref.indexOf(':') >= 0) {
-                        yield repo(Route.Kind.MANIFEST, name, ns, null, digest(ref));
+                        if (!Digest.isValid(ref)) {
+                            throw RegistryError.manifestUnknown(ref);
+                        }
+                        yield repo(Route.Kind.MANIFEST, name, ns, null, Digest.parse(ref));
                     }
                     if (!TAG.matcher(ref).matches()) {
-                        throw RegistryError.tagInvalid(ref);
+                        throw RegistryError.manifestUnknown(ref);
                     }
                     yield repo(Route.Kind.MANIFEST, name, ns, ref, null);
                 }

@@ -304,12 +304,12 @@ public final class UpstreamClient {
     }
 
     /** Counts body bytes received from this upstream. */
-    void received(long bytes) {
+    public void received(long bytes) {
         metrics.upstreamBytes(upstream.name(), bytes);
     }
 
     /** Counts a failed exchange with this upstream. */
-    void countError(String reason) {
+    public void countError(String reason) {
         metrics.upstreamError(upstream.name(), reason);
     }
 

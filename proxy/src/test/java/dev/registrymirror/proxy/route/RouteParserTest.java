@@ -70,10 +70,14 @@ class RouteParserTest {
         assertCode("/v2/a//b/manifests/x", "NAME_INVALID");
         assertCode("/v2/-a/manifests/x", "NAME_INVALID");
         assertCode("/v2/" + "a".repeat(300) + "/manifests/x", "NAME_INVALID");
-        assertCode("/v2/a/manifests/.hidden", "TAG_INVALID");
-        assertCode("/v2/a/manifests/" + "t".repeat(129), "TAG_INVALID");
-        assertCode("/v2/a/manifests/%2e%2e", "TAG_INVALID");
-        assertCode("/v2/a/manifests/sha256:xyz", "DIGEST_INVALID");
+        // A manifest reference that is neither a tag nor a digest names no manifest: 404 (the spec's only
+        // failure for manifest GET and HEAD; the conformance suite asks for .INVALID_MANIFEST_NAME).
+        assertStatus("/v2/a/manifests/.INVALID_MANIFEST_NAME", 404, "MANIFEST_UNKNOWN");
+        assertStatus("/v2/a/manifests/.hidden", 404, "MANIFEST_UNKNOWN");
+        assertStatus("/v2/a/manifests/" + "t".repeat(129), 404, "MANIFEST_UNKNOWN");
+        assertStatus("/v2/a/manifests/%2e%2e", 404, "MANIFEST_UNKNOWN");
+        assertStatus("/v2/a/manifests/sha256:xyz", 404, "MANIFEST_UNKNOWN");
+        assertStatus("/v2/a/referrers/sha256:xyz", 400, "DIGEST_INVALID");
         assertCode("/v2/a/blobs/sha256:" + "A".repeat(64), "DIGEST_INVALID");
         assertCode("/v2/a/blobs/md5:abc", "DIGEST_INVALID");
         assertCode("/v2/a/blobs/latest", "DIGEST_INVALID");
@@ -88,6 +92,14 @@ class RouteParserTest {
                 .isInstanceOfSatisfying(RegistryError.class, e -> {
                     assertThat(e.status).isEqualTo(404);
                     assertThat(e.getMessage()).contains("quay.io");
+                });
+    }
+
+    private void assertStatus(String path, int status, String code) {
+        assertThatThrownBy(() -> parser.parse(path, null)).as(path)
+                .isInstanceOfSatisfying(RegistryError.class, e -> {
+                    assertThat(e.status).isEqualTo(status);
+                    assertThat(e.code).isEqualTo(code);
                 });
     }
 
