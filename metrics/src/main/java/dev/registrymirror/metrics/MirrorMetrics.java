@@ -77,6 +77,7 @@ public final class MirrorMetrics {
             downloadPauses(reason);
         }
         passThroughs();
+        rangesFromUpstream();
         for (String upstream : upstreams) {
             for (String reason : List.of("unreachable", "error", "rate_limited")) {
                 staleCounter(upstream, reason);
@@ -322,6 +323,19 @@ public final class MirrorMetrics {
 
     private Counter passThroughs() {
         return counter("blob.passthrough", "Blob misses streamed without storing, because the disk was full");
+    }
+
+    /**
+     * A range of a blob still downloading lay far beyond what had arrived, so it was fetched from the
+     * upstream on its own (lazy-pulling snapshotters read small ranges of large layers).
+     */
+    public void rangeFromUpstream() {
+        rangesFromUpstream().increment();
+    }
+
+    private Counter rangesFromUpstream() {
+        return counter("blob.ranges.from.upstream", "Ranges of blobs being downloaded that were fetched from the upstream"
+                + " on their own, being far ahead of the download");
     }
 
     private Counter counter(String name, String description, String... tags) {

@@ -82,7 +82,7 @@ public final class Mirror {
         }
         this.blocking = new Blocking(vertx, HASHING_THREADS);
         this.downloads = new InflightDownloads(vertx, blocking, blobStore, metrics, config.server().downloadMemory(),
-                allocator);
+                allocator, sc.maxBlobSize(), sc.minFree());
         BlobService blobs = new BlobService(vertx, blocking, blobStore, downloads, metrics);
         ManifestService manifests = new ManifestService(blocking, manifestStore, tagStore, metrics, clock);
         this.handler = new RegistryHandler(vertx, config, Map.copyOf(upstreams), blobs, manifests,
@@ -177,6 +177,11 @@ public final class Mirror {
     /** The cache's storage. */
     Storage storage() {
         return storage;
+    }
+
+    /** Requests being answered now. */
+    int activeRequests() {
+        return handler.active();
     }
 
     /** Blob downloads under way. */

@@ -1,7 +1,5 @@
 package dev.registrymirror.proxy;
 
-import dev.registrymirror.proxy.blob.BlobService;
-
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
@@ -28,6 +26,9 @@ import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 
 class BlobTest extends MirrorTestBase {
+    /** The largest piece a reader sends at once. */
+    private static final int CHUNK = 256 * 1024;
+
 
     @Test
     void missFetchesThroughTheRedirectWithoutAuthorizationThenHitsLocally() throws IOException {
@@ -129,7 +130,7 @@ class BlobTest extends MirrorTestBase {
         }
         await(hub.firstHalfSent.future());
         // Every client gets the first half while the upstream is still holding back the second.
-        long halfEach = layer.length / 2 - BlobService.CHUNK;
+        long halfEach = layer.length / 2 - CHUNK;
         long deadline = System.nanoTime() + 20_000_000_000L;
         while (receivedBeforeRelease.get() < clients * halfEach && System.nanoTime() < deadline) {
             Thread.onSpinWait();
@@ -160,7 +161,7 @@ class BlobTest extends MirrorTestBase {
         Future<Buffer> first = fetch(client, d, null, early);
         await(hub.firstHalfSent.future());
         long deadline = System.nanoTime() + 20_000_000_000L;
-        while ((early.get() < half - BlobService.CHUNK || tempBytes() < half)
+        while ((early.get() < half - CHUNK || tempBytes() < half)
                 && System.nanoTime() < deadline) {
             Thread.onSpinWait();
         }
@@ -169,11 +170,11 @@ class BlobTest extends MirrorTestBase {
         Future<Buffer> whole = fetch(client, d, null, late);
         Future<Buffer> fromFile = fetch(client, d, "bytes=1000000-", new AtomicLong());
         Future<Buffer> inWindow = fetch(client, d, "bytes=" + (half - 1000) + "-" + (half + 999), new AtomicLong());
-        while (late.get() < half - BlobService.CHUNK && System.nanoTime() < deadline) {
+        while (late.get() < half - CHUNK && System.nanoTime() < deadline) {
             Thread.onSpinWait();
         }
         assertThat(late.get()).as("a late client gets what has arrived while the upstream holds back the rest")
-                .isGreaterThanOrEqualTo(half - BlobService.CHUNK);
+                .isGreaterThanOrEqualTo(half - CHUNK);
         release.complete();
 
         assertThat(await(first).getBytes()).isEqualTo(layer);
@@ -349,5 +350,26 @@ class BlobTest extends MirrorTestBase {
             pool.shutdownNow();
         }
         assertThat(hub.count("cdn", "GET", "/blobs/")).isEqualTo(1);
+    }
+
+    @Test
+    void anErrorAfterARetryCarriesNoneOfTheBlobsHeaders() throws IOException {
+        byte[] layer = randomBytes(5000, 77);
+        Digest d = hub.putBlob(layer);
+        startMirror();
+        assertThat(get("/v2/library/alpine/blobs/" + d).body()).isEqualTo(layer);
+        for (java.nio.file.Path p : storedBlobs()) {
+            java.nio.file.Files.delete(p); // deleted by hand: the next read finds it gone and fetches again
+        }
+        await(hub.stopRegistry());
+        HttpResponse<byte[]> r = get("/v2/library/alpine/blobs/" + d);
+        assertThat(r.statusCode()).isEqualTo(503);
+        assertThat(r.headers().firstValue("Content-Type")).hasValue("application/json");
+        // Before, the blob's headers set for the first attempt stayed on the error: cacheable for a year.
+        assertThat(r.headers().firstValue("Cache-Control")).isEmpty();
+        assertThat(r.headers().firstValue("Accept-Ranges")).isEmpty();
+        assertThat(r.headers().firstValue("Docker-Content-Digest")).isEmpty();
+        assertThat(r.headers().firstValue("Docker-Distribution-API-Version")).hasValue("registry/2.0");
+        assertThat(body(r)).contains("UNAVAILABLE");
     }
 }

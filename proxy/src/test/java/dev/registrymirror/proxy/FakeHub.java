@@ -84,6 +84,10 @@ final class FakeHub extends AbstractVerticle {
     /** When over 0, tag lists answer a body of this many bytes, streamed (chunked, or with its length declared). */
     volatile long tagsListBytes;
     volatile boolean declareLength;
+    /** Manifest HEADs answer without Docker-Content-Digest (as some registries do). */
+    volatile boolean headWithoutDigest;
+    /** Manifest answers carry {@code ETag: "<digest>"}, as Distribution's do. */
+    volatile boolean manifestEtag;
     /** Tag lists as CNCF Distribution 2.8 answers them: n and last ignored, no Link, not sorted. */
     volatile boolean tagsLikeDistribution;
     /** When set, the host the fake's tag-list Link points at (absolute), instead of a relative Link. */
@@ -92,6 +96,10 @@ final class FakeHub extends AbstractVerticle {
     volatile long tokenBytes;
     /** Bytes of such streamed bodies the fake has written. */
     final java.util.concurrent.atomic.AtomicLong streamedBytes = new java.util.concurrent.atomic.AtomicLong();
+    /** When set, the CDN answers no blob request (not even its headers) before this completes. */
+    volatile Promise<Void> holdBlobAnswers;
+    /** When over 0, every blob is answered with this many bytes of filler, chunked (no Content-Length). */
+    volatile long endlessBlobBytes;
     /** When set, the CDN sends the first half of a blob and waits for this before the rest. */
     volatile Promise<Void> holdSecondHalf;
     final Promise<Void> firstHalfSent = Promise.promise();
@@ -390,8 +398,13 @@ final class FakeHub extends AbstractVerticle {
             error(resp, 404, "MANIFEST_UNKNOWN", "manifest unknown");
             return;
         }
-        resp.putHeader("Content-Type", s.mediaType()).putHeader("Docker-Content-Digest", digest)
-                .putHeader("Content-Length", Integer.toString(s.bytes().length));
+        resp.putHeader("Content-Type", s.mediaType()).putHeader("Content-Length", Integer.toString(s.bytes().length));
+        if (!(head && headWithoutDigest)) {
+            resp.putHeader("Docker-Content-Digest", digest);
+        }
+        if (manifestEtag) {
+            resp.putHeader("ETag", "\"" + digest + "\"");
+        }
         if (head) {
             resp.end();
         } else {
@@ -424,12 +437,31 @@ final class FakeHub extends AbstractVerticle {
             req.response().setStatusCode(403).end("<Error><Code>AccessDenied</Code></Error>");
             return;
         }
+        Promise<Void> hold = holdBlobAnswers;
+        if (hold != null) {
+            hold.future().onComplete(v -> sendBlob(req, req.path().substring("/blobs/".length()), seen));
+            return;
+        }
         sendBlob(req, req.path().substring("/blobs/".length()), seen);
     }
 
     private void sendBlob(HttpServerRequest req, String digest, Seen seen) {
         byte[] bytes = blobs.get(digest);
         HttpServerResponse resp = req.response();
+        if (endlessBlobBytes > 0 && !req.method().name().equals("HEAD")) {
+            stream(resp, "", endlessBlobBytes, false);
+            return;
+        }
+        Matcher range = req.getHeader("Range") == null ? null
+                : Pattern.compile("bytes=(\\d+)-(\\d+)").matcher(req.getHeader("Range"));
+        if (range != null && range.matches()) {
+            int first = Integer.parseInt(range.group(1));
+            int last = Math.min(Integer.parseInt(range.group(2)), bytes.length - 1);
+            resp.setStatusCode(206).putHeader("Content-Type", "application/octet-stream")
+                    .putHeader("Content-Range", "bytes " + first + "-" + last + "/" + bytes.length)
+                    .end(Buffer.buffer(io.netty.buffer.Unpooled.wrappedBuffer(bytes, first, last - first + 1)));
+            return;
+        }
         resp.putHeader("Content-Type", "application/octet-stream")
                 .putHeader("Content-Length", Integer.toString(bytes.length));
         if (req.method().name().equals("HEAD")) {

@@ -30,6 +30,8 @@ class FatalTest extends MirrorTestBase {
         get("/v2/library/alpine/blobs/" + d);
         // Before, the Error only failed the request's future: a 500, and the mirror went on half-alive.
         assertThat(fatal.poll(10, TimeUnit.SECONDS)).isEqualTo("blocking work: java.lang.StackOverflowError: thrown by the test");
+        // The request it failed reports it again (in production the first report has ended the process).
+        assertThat(fatal.poll(10, TimeUnit.SECONDS)).isEqualTo("a blob request: java.lang.StackOverflowError: thrown by the test");
     }
 
     @Test

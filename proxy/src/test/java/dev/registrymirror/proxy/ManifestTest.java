@@ -207,4 +207,57 @@ class ManifestTest extends MirrorTestBase {
         await(client.close());
     }
 
+
+    @Test
+    void aManifestByDigestOfATypeTheClientExcludesIsRefusedWithoutAskingAgain() {
+        Digest d = hub.putImage("library/alpine", "3.19", randomBytes(1000, 1));
+        startMirror();
+        String byDigest = "/v2/library/alpine/manifests/" + d;
+        assertThat(get(byDigest, "Accept", TYPES).statusCode()).isEqualTo(200);
+        long gets = hub.count("registry", "GET", "/manifests/" + d);
+        for (int i = 0; i < 3; i++) {
+            HttpResponse<byte[]> refused = get(byDigest, "Accept", MediaTypes.DOCKER_MANIFEST);
+            assertThat(refused.statusCode()).isEqualTo(404);
+            assertThat(body(refused)).contains("Accept");
+        }
+        // A digest names fixed bytes, so the upstream can only send the same type again: before, each of
+        // these requests was a (rate-limited) GET upstream.
+        assertThat(hub.count("registry", "GET", "/manifests/" + d)).isEqualTo(gets);
+    }
+
+    @Test
+    void aRevalidationHeadWithoutTheDigestHeaderUsesTheEtagInsteadOfAGet() {
+        hub.headWithoutDigest = true;
+        hub.manifestEtag = true;
+        hub.putImage("library/alpine", "3.19", randomBytes(1000, 1));
+        startMirror();
+        assertThat(get(TAG, "Accept", TYPES).statusCode()).isEqualTo(200);
+        long gets = hub.count("registry", "GET", "/manifests/");
+        for (int i = 1; i <= 3; i++) {
+            clock.advance(Duration.ofMinutes(6));
+            assertThat(get(TAG, "Accept", TYPES).statusCode()).isEqualTo(200);
+            assertThat(hub.count("registry", "HEAD", "/manifests/3.19")).isEqualTo(i);
+        }
+        // Before, a HEAD without Docker-Content-Digest counted as "moved": a GET every TTL.
+        assertThat(hub.count("registry", "GET", "/manifests/")).isEqualTo(gets);
+        assertThat(mirror.metrics().scrape()).contains("registrymirror_cache_hits_total{kind=\"tag\"} 3.0");
+    }
+
+    @Test
+    void withNeitherDigestNorEtagARevalidationIsOneGetAndStillAHit() {
+        hub.headWithoutDigest = true;
+        Digest d = hub.putImage("library/alpine", "3.19", randomBytes(1000, 1));
+        startMirror();
+        assertThat(get(TAG, "Accept", TYPES).statusCode()).isEqualTo(200);
+        long gets = hub.count("registry", "GET", "/manifests/");
+        clock.advance(Duration.ofMinutes(6));
+        HttpResponse<byte[]> again = get(TAG, "Accept", TYPES);
+        assertThat(again.headers().firstValue("Docker-Content-Digest")).hasValue(d.toString());
+        // The HEAD told nothing, so the manifest is fetched, once; it had not moved: a revalidated hit.
+        assertThat(hub.count("registry", "GET", "/manifests/")).isEqualTo(gets + 1);
+        assertThat(mirror.metrics().scrape()).contains("registrymirror_cache_hits_total{kind=\"tag\"} 1.0");
+        clock.advance(Duration.ofMinutes(6));
+        Digest moved = hub.putImage("library/alpine", "3.19", randomBytes(1000, 2));
+        assertThat(get(TAG, "Accept", TYPES).headers().firstValue("Docker-Content-Digest")).hasValue(moved.toString());
+    }
 }

@@ -1,47 +1,39 @@
 package dev.registrymirror.proxy.blob;
 
-import dev.registrymirror.proxy.route.Route;
-import dev.registrymirror.proxy.route.RegistryError;
-import dev.registrymirror.proxy.route.ByteRange;
-import dev.registrymirror.proxy.upstream.UpstreamClient;
-import dev.registrymirror.proxy.vertx.Futures;
-import dev.registrymirror.proxy.vertx.Blocking;
-import dev.registrymirror.proxy.vertx.SingleFlight;
-
 import dev.registrymirror.cache.BlobStore;
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.metrics.MirrorMetrics;
+import dev.registrymirror.proxy.route.ByteRange;
+import dev.registrymirror.proxy.route.RegistryError;
+import dev.registrymirror.proxy.route.Route;
+import dev.registrymirror.proxy.upstream.UpstreamClient;
+import dev.registrymirror.proxy.vertx.Blocking;
+import dev.registrymirror.proxy.vertx.Futures;
+import dev.registrymirror.proxy.vertx.Owner;
+import dev.registrymirror.proxy.vertx.SingleFlight;
 import io.vertx.core.Context;
 import io.vertx.core.Future;
 import io.vertx.core.MultiMap;
-import io.vertx.core.Promise;
 import io.vertx.core.Vertx;
-import io.vertx.core.buffer.Buffer;
+import io.vertx.core.http.HttpClientResponse;
 import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpMethod;
 import io.vertx.core.http.HttpServerRequest;
 import io.vertx.core.http.HttpServerResponse;
-import io.netty.buffer.ByteBuf;
-import io.netty.buffer.PooledByteBufAllocator;
-import java.nio.channels.FileChannel;
-import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
 import java.util.Optional;
-import java.security.MessageDigest;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
 
 /**
  * Blobs: local first. A hit is sent from its file with {@code sendFile} (zero-copy), {@code Range}
  * and {@code HEAD} answered locally; so is a {@code HEAD} for a blob being downloaded whose size is
  * known. A miss joins the one download of that digest (see {@link InflightDownloads}) and streams
- * from its temporary file as bytes arrive. The last byte of
- * such a response is held back until the blob is verified, so a client never sees a clean end of
- * wrong or short content: a failed download breaks the connection.
+ * from it as bytes arrive ({@link DownloadReader}). The last byte of such a response is held back
+ * until the blob is verified, so a client never sees a clean end of wrong or short content: a failed
+ * download breaks the connection. When the cache cannot take the blob, it is streamed from the
+ * upstream to the client, verified the same way.
  */
 public final class BlobService {
-    private static final Logger LOG = LoggerFactory.getLogger(BlobService.class);
-    public static final int CHUNK = 256 * 1024;
+    /** A range starting more than this beyond what a download has is fetched from the upstream on its own. */
+    static final long RANGE_AHEAD_BYTES = 1L << 20;
 
     private final Vertx vertx;
     private final Blocking blocking;
@@ -102,7 +94,7 @@ public final class BlobService {
                     if (!d.reserve()) {
                         return retry(route, upstream, req, attempt, "blob download is restarting");
                     }
-                    return new Follower(d, req, upstream, route, vertx.getOrCreateContext()).start();
+                    return read(d, route, upstream, req);
                 });
     }
 
@@ -178,69 +170,163 @@ public final class BlobService {
     }
 
     /**
-     * The cache cannot take this blob (disk full): streams it from the upstream to this one client,
-     * hashing as it goes. The last chunk is held back until the digest is checked, so wrong or short
-     * content ends in a broken connection, never a clean end.
+     * A miss: the client reads the one download of this blob ({@link DownloadReader}) once the
+     * upstream has answered. Meanwhile the client may leave: then nothing is sent, and no stream from
+     * the upstream is started for it. A range that starts far beyond what has arrived is fetched from
+     * the upstream on its own instead of waiting for the download to get there.
      */
-    private Future<Void> passThrough(Route route, UpstreamClient upstream, HttpServerRequest req) {
+    private Future<Void> read(Download d, Route route, UpstreamClient upstream, HttpServerRequest req) {
+        ClientSink sink = new ClientSink(req.response(), metrics);
+        Context context = vertx.getOrCreateContext();
+        return headersKnown(d, context, sink).compose(s -> {
+            if (sink.closed()) {
+                d.release(); // nobody to answer
+                return Future.succeededFuture();
+            }
+            if (s.state() == Download.State.FAILED) {
+                d.release();
+                return s.failure() instanceof StorageUnavailable ? passThrough(route, upstream, req, sink)
+                        : Future.failedFuture(s.failure());
+            }
+            ByteRange range;
+            try {
+                range = s.size() >= 0 ? ByteRange.parse(req.getHeader("Range"), s.size()) : null;
+            } catch (RegistryError e) {
+                d.release(); // a range wholly outside the blob: 416, as for a stored blob
+                return Future.failedFuture(e);
+            }
+            if (range != null && range.start() > s.available() + RANGE_AHEAD_BYTES) {
+                return rangeFromUpstream(d, s, range, route, upstream, req, sink);
+            }
+            return fromDownload(d, s, range, route, upstream, req, sink);
+        });
+    }
+
+    /** Waits (on {@code context}) until the upstream has answered for {@code d}, or the client has gone. */
+    private Future<Download.Snapshot> headersKnown(Download d, Context context, ClientSink sink) {
+        Download.Snapshot s = d.snapshot();
+        if (s.state() != Download.State.CONNECTING || sink.closed()) {
+            return Future.succeededFuture(s);
+        }
+        return Future.any(d.await(context, s), sink.gone()).compose(v -> headersKnown(d, context, sink));
+    }
+
+    private Future<Void> fromDownload(Download d, Download.Snapshot s, ByteRange range, Route route,
+                                      UpstreamClient upstream, HttpServerRequest req, ClientSink sink) {
+        HttpServerResponse resp = req.response();
+        blobHeaders(resp.headers(), d.digest);
+        long from = 0;
+        long to = s.size();
+        if (range != null) {
+            resp.setStatusCode(206).putHeader(HttpHeaders.CONTENT_RANGE, range.contentRange(s.size()));
+            from = range.start();
+            to = range.end() + 1;
+        }
+        if (to >= 0) {
+            resp.putHeader(HttpHeaders.CONTENT_LENGTH, Long.toString(to - from));
+        } else {
+            resp.setChunked(true);
+        }
+        Fetch.Settings f = downloads.settings();
+        DownloadReader reader = new DownloadReader(d, vertx.getOrCreateContext(), blocking, f.allocator(), f.budget(),
+                from, to, to < 0 || to == s.size());
+        return Pump.pipe(reader, sink).recover(err -> {
+            if (!resp.headWritten() && !sink.closed() && err instanceof StorageUnavailable) {
+                // Nothing sent yet and only the disk failed: the upstream can still answer this client.
+                resp.headers().clear();
+                resp.setStatusCode(200).setChunked(false);
+                return passThrough(route, upstream, req, sink);
+            }
+            return Future.failedFuture(err);
+        });
+    }
+
+    /**
+     * A range far ahead of the download (a lazy-pulling snapshotter reading a layer's table of contents
+     * at its end): asked of the upstream on its own, streamed to the client, not stored. No digest
+     * covers a range, so its bytes are checked for length only, as they would be from the download.
+     * If the upstream does not answer it as a range, the client waits for the download after all.
+     */
+    private Future<Void> rangeFromUpstream(Download d, Download.Snapshot s, ByteRange range, Route route,
+                                           UpstreamClient upstream, HttpServerRequest req, ClientSink sink) {
+        Owner owner = Owner.current();
+        Digest digest = route.digest();
+        return upstream.blobRange(route.repository(), digest, range.start(), range.end()).transform(ar -> {
+            HttpClientResponse in = ar.succeeded() ? ar.result() : null;
+            String expected = "bytes " + range.start() + "-" + range.end() + "/";
+            if (in == null || in.statusCode() != 206 || in.getHeader(HttpHeaders.CONTENT_RANGE) == null
+                    || !in.getHeader(HttpHeaders.CONTENT_RANGE).startsWith(expected)) {
+                if (in != null) {
+                    UpstreamClient.discard(in);
+                }
+                return fromDownload(d, d.snapshot(), range, route, upstream, req, sink);
+            }
+            d.release();
+            metrics.rangeFromUpstream();
+            HttpServerResponse out = req.response();
+            blobHeaders(out.headers(), digest);
+            out.setStatusCode(206).putHeader(HttpHeaders.CONTENT_RANGE, range.contentRange(s.size()))
+                    .putHeader(HttpHeaders.CONTENT_LENGTH, Long.toString(range.length()));
+            Fetch.Settings f = downloads.settings();
+            UpstreamBody body = new UpstreamBody(owner, vertx, in, upstream, null, "range " + range.start() + "-"
+                    + range.end() + " of blob " + digest, range.length(), exactly(range.length()),
+                    UpstreamBody.HoldBack.NOTHING, f.budget());
+            return Pump.pipe(body, sink);
+        });
+    }
+
+    /**
+     * The cache cannot take this blob (disk full): streams it from the upstream to this one client,
+     * hashed as it goes, its end held back until the digest is checked ({@link UpstreamBody}), so wrong
+     * or short content ends in a broken connection, never a clean end.
+     */
+    private Future<Void> passThrough(Route route, UpstreamClient upstream, HttpServerRequest req, ClientSink sink) {
         metrics.passThrough();
+        Owner owner = Owner.current();
         Digest digest = route.digest();
         return upstream.blob(HttpMethod.GET, route.repository(), digest).compose(in -> {
-                    if (in.statusCode() != 200) {
-                        return Future.failedFuture(upstream.failure(in, "BLOB_UNKNOWN", "blob " + digest));
-                    }
-                    HttpServerResponse out = req.response();
-                    blobHeaders(out.headers(), digest);
-                    String length = in.getHeader(HttpHeaders.CONTENT_LENGTH);
-                    if (length != null) {
-                        out.putHeader(HttpHeaders.CONTENT_LENGTH, length);
-                    } else {
-                        out.setChunked(true);
-                    }
-                    MessageDigest hasher = digest.newHasher();
-                    Buffer[] held = {null};
-                    long[] received = {0};
-                    Promise<Void> done = Promise.promise();
-                    out.closeHandler(v -> in.request().reset());
-                    in.exceptionHandler(err -> {
-                        out.reset();
-                        done.tryFail(UpstreamClient.transportError(upstream.name(), "upstream", err));
-                    });
-                    in.handler(chunk -> {
-                        received[0] += chunk.length();
-                        metrics.upstreamBytes(upstream.name(), chunk.length());
-                        UpstreamClient.hash(hasher, chunk);
-                        if (held[0] != null) {
-                            metrics.bytesFromUpstream(held[0].length());
-                            out.write(held[0]);
-                        }
-                        held[0] = chunk;
-                        if (out.writeQueueFull()) {
-                            in.pause();
-                            out.drainHandler(v -> in.resume());
-                        }
-                    });
-                    in.endHandler(v -> {
-                        boolean lengthOk = length == null || Long.toString(received[0]).equals(length.trim());
-                        if (!lengthOk || !digest.matches(hasher.digest())) {
-                            String reason = lengthOk ? "digest_mismatch" : "reset";
-                            String why = lengthOk ? "upstream bytes do not match " + digest
-                                    : "upstream body ended after " + received[0] + " of " + length + " bytes";
-                            metrics.upstreamError(upstream.name(), reason);
-                            LOG.warn("upstream {}: blob {} streamed without storing was wrong ({}); connection broken",
-                                    upstream.name(), digest, why);
-                            out.reset();
-                            done.tryFail(RegistryError.badGateway(upstream.name(), why, reason));
-                            return;
-                        }
-                        if (held[0] != null) {
-                            metrics.bytesFromUpstream(held[0].length());
-                        }
-                        (held[0] != null ? out.end(held[0]) : out.end()).onComplete(done);
-                    });
-                    in.resume();
-                    return done.future();
-                });
+            if (in.statusCode() != 200) {
+                return Future.failedFuture(upstream.failure(in, "BLOB_UNKNOWN", "blob " + digest));
+            }
+            if (sink.closed()) {
+                UpstreamClient.discard(in);
+                return Future.succeededFuture();
+            }
+            HttpServerResponse out = req.response();
+            blobHeaders(out.headers(), digest);
+            String length = in.getHeader(HttpHeaders.CONTENT_LENGTH);
+            long announced = -1;
+            try {
+                announced = length == null ? -1 : Long.parseLong(length.trim());
+            } catch (NumberFormatException e) {
+                // no usable length: chunked
+            }
+            if (announced >= 0) {
+                out.putHeader(HttpHeaders.CONTENT_LENGTH, Long.toString(announced));
+            } else {
+                out.setChunked(true);
+            }
+            Fetch.Settings f = downloads.settings();
+            UpstreamBody body = new UpstreamBody(owner, vertx, in, upstream, digest, "blob " + digest
+                    + " streamed without storing", announced, exactly(announced >= 0 ? announced : f.maxBlobSize()),
+                    UpstreamBody.HoldBack.LAST_CHUNK, f.budget());
+            return Pump.pipe(body, sink);
+        });
+    }
+
+    /** A limit of {@code max} bytes, beyond which the answer is a protocol error. */
+    private static UpstreamBody.Limit exactly(long max) {
+        return new UpstreamBody.Limit() {
+            @Override
+            public long max() {
+                return max;
+            }
+
+            @Override
+            public Throwable exceeded(long received) {
+                return new RegistryError(502, "UNAVAILABLE", "upstream answer larger than " + max + " bytes");
+            }
+        };
     }
 
     private Future<Void> headUpstream(Route route, UpstreamClient upstream, HttpServerRequest req) {
@@ -260,275 +346,11 @@ public final class BlobService {
                 });
     }
 
-    /**
-     * Reads up to {@code len} bytes at {@code position} into a pooled direct buffer, which the socket
-     * write then takes without another copy. Blocks: call it on a worker thread.
-     */
-    private static ByteBuf read(FileChannel file, long position, int len) throws java.io.IOException {
-        ByteBuf buf = PooledByteBufAllocator.DEFAULT.directBuffer(len, len);
-        try {
-            while (buf.isWritable()) {
-                int n = buf.writeBytes(file, position + buf.writerIndex(), buf.writableBytes());
-                if (n < 0) {
-                    break;
-                }
-            }
-            return buf;
-        } catch (java.io.IOException | RuntimeException e) {
-            buf.release();
-            throw e;
-        }
-    }
-
     public static void blobHeaders(MultiMap headers, Digest digest) {
         headers.set(HttpHeaders.CONTENT_TYPE, "application/octet-stream")
                 .set("Docker-Content-Digest", digest.toString())
                 .set(HttpHeaders.ETAG, "\"" + digest + "\"")
                 .set(HttpHeaders.ACCEPT_RANGES, "bytes")
                 .set(HttpHeaders.CACHE_CONTROL, "max-age=31536000");
-    }
-
-    /**
-     * One client reading a download as it grows, from the download's window in memory while it
-     * keeps up, from the temporary file when it falls behind. Runs on the client's context.
-     */
-    private final class Follower {
-        private final Download d;
-        private final HttpServerRequest req;
-        private final HttpServerResponse resp;
-        private final Context context;
-        private final UpstreamClient upstream;
-        private final Route route;
-        /** Completes when the first byte goes out; fails while nothing has, so the handler can answer. */
-        private final Promise<Void> started = Promise.promise();
-        /** The temporary file, opened the first time this client falls behind the window. */
-        private FileChannel file;
-        private boolean reading;
-        private boolean reserved = true;
-        private boolean stopped;
-        private long position;
-        /** Exclusive end of what this response carries, -1 when unknown (chunked). */
-        private long end = -1;
-
-        Follower(Download d, HttpServerRequest req, UpstreamClient upstream, Route route, Context context) {
-            this.d = d;
-            this.upstream = upstream;
-            this.route = route;
-            this.req = req;
-            this.resp = req.response();
-            this.context = context;
-        }
-
-        Future<Void> start() {
-            return headersKnown().compose(snapshot -> {
-                if (snapshot.state() == Download.State.FAILED) {
-                    unreserve();
-                    if (snapshot.failure() instanceof StorageUnavailable) {
-                        return passThrough(route, upstream, req);
-                    }
-                    return Future.failedFuture(snapshot.failure());
-                }
-                ByteRange range;
-                try {
-                    range = snapshot.size() >= 0 ? ByteRange.parse(req.getHeader("Range"), snapshot.size()) : null;
-                } catch (RegistryError e) {
-                    unreserve(); // a range wholly outside the blob: 416, as for a stored blob
-                    return Future.failedFuture(e);
-                }
-                respond(snapshot.size(), range);
-                return started.future();
-            });
-        }
-
-        private Future<Download.Snapshot> headersKnown() {
-            Download.Snapshot s = d.snapshot();
-            if (s.state() != Download.State.CONNECTING) {
-                return Future.succeededFuture(s);
-            }
-            return d.await(context, s).compose(v -> headersKnown());
-        }
-
-        /** Starts the response: the whole blob, or {@code range} of it; {@code size} is -1 when not yet known. */
-        private void respond(long size, ByteRange range) {
-            blobHeaders(resp.headers(), d.digest);
-            if (range != null) {
-                resp.setStatusCode(206).putHeader(HttpHeaders.CONTENT_RANGE, range.contentRange(size));
-                position = range.start();
-                end = range.end() + 1;
-            } else {
-                end = size;
-            }
-            if (end >= 0) {
-                resp.putHeader(HttpHeaders.CONTENT_LENGTH, Long.toString(end - position));
-            } else {
-                resp.setChunked(true);
-            }
-            resp.closeHandler(v -> stop(false));
-            resp.exceptionHandler(err -> stop(false));
-            pump();
-        }
-
-        /** Sends what is there, from memory where it can; one file read at a time (a second would send its bytes twice). */
-        private void pump() {
-            while (!stopped && !reading) {
-                Download.Snapshot s = d.snapshot();
-                if (s.state() == Download.State.FAILED) {
-                    failed(s.failure());
-                    return;
-                }
-                boolean done = s.state() == Download.State.VERIFIED || s.state() == Download.State.DONE;
-                long limit = end >= 0 ? Math.min(s.available(), end) : s.available();
-                if (!done && end >= 0 && limit == end) {
-                    limit = end - 1; // hold the last byte back until the blob is verified
-                }
-                if (position < limit) {
-                    int len = (int) Math.min(CHUNK, limit - position);
-                    ByteBuf chunk = d.take(position, len);
-                    if (chunk == null) {
-                        // Behind the window (or the window is gone): everything before it is in the file.
-                        long onDisk = d.snapshot().onDisk();
-                        if (onDisk > position) {
-                            readFile(position, (int) Math.min(len, onDisk - position));
-                            return;
-                        }
-                        continue; // the download failed meanwhile
-                    }
-                    if (send(chunk)) {
-                        return;
-                    }
-                    continue;
-                }
-                if (done && (end < 0 ? position >= s.available() : position >= end)) {
-                    stopped = true;
-                    closeFile();
-                    unreserve();
-                    started.tryComplete();
-                    resp.end();
-                    return;
-                }
-                d.await(context, s).onComplete(v -> pump());
-                return;
-            }
-        }
-
-        /** Writes a chunk this client now owns; true when the socket is full and pump() will run on drain. */
-        private boolean send(ByteBuf chunk) {
-            int n = chunk.readableBytes();
-            position += n;
-            metrics.bytesFromUpstream(n);
-            started.tryComplete();
-            // Vert.x does not release a buffer it is given: the chunk goes back once written.
-            resp.write(Buffer.buffer(chunk)).onComplete(w -> chunk.release());
-            if (!resp.writeQueueFull()) {
-                return false;
-            }
-            resp.drainHandler(v -> {
-                resp.drainHandler(null); // Vert.x keeps calling it on every drain otherwise
-                pump();
-            });
-            return true;
-        }
-
-        private void readFile(long at, int len) {
-            reading = true;
-            FileChannel open = file;
-            Path temp = d.temp();
-            blocking.run(() -> {
-                FileChannel ch = open != null ? open : FileChannel.open(temp, StandardOpenOption.READ);
-                try {
-                    return new FileRead(ch, read(ch, at, len));
-                } catch (java.io.IOException | RuntimeException e) {
-                    if (open == null) {
-                        ch.close();
-                    }
-                    throw e;
-                }
-            }).onComplete(ar -> {
-                reading = false;
-                if (ar.failed()) {
-                    if (stopped) {
-                        unreserve();
-                        return;
-                    }
-                    if (nothingSent()) {
-                        stopped = true;
-                        unreserve();
-                        started.tryFail(new RegistryError(500, "UNKNOWN", "cannot read the cache"));
-                    } else {
-                        stop(true);
-                    }
-                    return;
-                }
-                if (file == null) {
-                    file = ar.result().channel();
-                    unreserve(); // the open handle keeps the file readable
-                }
-                if (stopped) {
-                    ar.result().bytes().release();
-                    closeFile();
-                    return;
-                }
-                if (!send(ar.result().bytes())) {
-                    pump();
-                }
-            });
-        }
-
-        /** Whether nothing of the response went out yet, so the request can still get an error or go upstream. */
-        private boolean nothingSent() {
-            return !started.future().isComplete() && !resp.headWritten();
-        }
-
-        /** The download failed. */
-        private void failed(Throwable failure) {
-            if (nothingSent()) {
-                // Nothing sent yet: answer with an error, or from the upstream if only the disk failed.
-                stopped = true;
-                closeFile();
-                unreserve();
-                resp.headers().clear();
-                resp.setStatusCode(200).setChunked(false);
-                (failure instanceof StorageUnavailable ? passThrough(route, upstream, req)
-                        : Future.<Void>failedFuture(failure)).onComplete(started);
-                return;
-            }
-            stop(true);
-        }
-
-        private void closeFile() {
-            FileChannel f = file;
-            file = null;
-            if (f != null) {
-                blocking.run(() -> {
-                    f.close();
-                    return null;
-                });
-            }
-        }
-
-        private void unreserve() {
-            if (reserved) {
-                reserved = false;
-                d.release();
-            }
-        }
-
-        private void stop(boolean breakConnection) {
-            if (stopped) {
-                return;
-            }
-            stopped = true;
-            started.tryComplete();
-            closeFile();
-            if (!reading) {
-                unreserve();
-            } // else the read's completion releases it
-            if (breakConnection) {
-                resp.reset();
-            }
-        }
-    }
-
-    private record FileRead(FileChannel channel, ByteBuf bytes) {
     }
 }

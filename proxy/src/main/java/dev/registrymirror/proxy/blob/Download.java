@@ -1,37 +1,39 @@
 package dev.registrymirror.proxy.blob;
 
-import dev.registrymirror.proxy.route.RegistryError;
-
 import dev.registrymirror.cache.Digest;
+import dev.registrymirror.proxy.route.RegistryError;
+import dev.registrymirror.proxy.vertx.Owner;
+import io.netty.buffer.ByteBuf;
 import io.vertx.core.Context;
 import io.vertx.core.Future;
 import io.vertx.core.Promise;
 import io.vertx.core.impl.ContextInternal;
-import io.netty.buffer.ByteBuf;
 import java.nio.file.Path;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicInteger;
 
 /**
- * One blob on its way from an upstream into a temporary file. Any number of clients read it while
- * it arrives, each at its own pace; the download itself belongs to none of them and goes on if
- * they leave.
+ * One blob on its way from an upstream into a temporary file, as its readers see it. Any number of
+ * clients read it while it arrives, each at its own pace; the download belongs to none of them and
+ * goes on if they leave.
  *
  * <p>The most recent chunks stay in memory (up to {@link #WINDOW_BYTES} already written, fewer when
- * all downloads together reach their {@link Budget}, plus whatever is not yet written to the file),
- * so readers that keep up with the upstream are served from there, without waiting for the disk
+ * all transfers together reach their {@link MemoryBudget}, plus whatever is not yet written to the
+ * file), so readers that keep up with the upstream are served from there, without waiting for the disk
  * or reading it back; a reader that falls behind the window reads the file, where everything
  * before the window is already written.
  *
- * <p>Implementation note: the state is guarded by this object's monitor, because readers live on
- * other event loops than the writer. Readers wait through {@link #await}, whose future completes on
- * the reader's own context. The window's chunks are pooled direct buffers; a reader takes a
- * retained slice under the monitor and releases it once its socket has written it, so a chunk
- * leaving the window is freed only when no socket still needs it. The temporary file is deleted
- * once the download has ended and no reader is between {@link #reserve} and {@link #release} (a
- * reader that opened the file keeps its handle).
+ * <p>Implementation note: every change is made by the download's {@link Fetch}, on its owner's event
+ * loop, and says so ({@link Owner#check}). Readers live on other event loops: they read under this
+ * object's monitor, and wait through {@link #await}, whose future completes on the reader's own
+ * context. The state only moves forward (CONNECTING, STREAMING, VERIFIED, DONE), and nothing leaves
+ * FAILED: a download cancelled while it connects stays failed when its upstream answers. A chunk is
+ * counted against the budget from its allocation until its last user (the window, the file write,
+ * every socket sending a slice of it) lets go. The temporary file is deleted once the download has
+ * ended and no reader is between {@link #reserve} and {@link #release} (a reader that opened the
+ * file keeps its handle).
  */
 final class Download {
     /**
@@ -43,46 +45,54 @@ final class Download {
 
     /** What a reader sees at one instant. */
     record Snapshot(State state, long available, long onDisk, long size, Throwable failure) {
+        boolean complete() {
+            return state == State.VERIFIED || state == State.DONE;
+        }
     }
 
     private record Waiter(Context context, Promise<Void> promise) {
     }
 
-    private record Chunk(long position, ByteBuf bytes) {
+    /**
+     * A chunk in memory, counted against the budget until its last user releases it: the window, the
+     * file write, and each reader's slice each hold one reference.
+     */
+    static final class Chunk {
+        final long position;
+        final ByteBuf bytes;
+        private final MemoryBudget budget;
+        private final AtomicInteger refs;
+
+        Chunk(long position, ByteBuf bytes, MemoryBudget budget, int refs) {
+            this.position = position;
+            this.bytes = bytes;
+            this.budget = budget;
+            this.refs = new AtomicInteger(refs);
+            budget.charge(bytes.readableBytes());
+        }
+
         long end() {
             return position + bytes.readableBytes();
+        }
+
+        void retain() {
+            refs.incrementAndGet();
+        }
+
+        void release() {
+            if (refs.decrementAndGet() == 0) {
+                budget.refund(bytes.readableBytes());
+                bytes.release();
+            }
         }
     }
 
     /** Bytes already written to the file that the window keeps in memory for readers, at most. */
     static final int WINDOW_BYTES = 4 << 20;
 
-    /**
-     * The memory all windows together may take: beyond it, written chunks leave at once (readers
-     * then read the file), and downloads with chunks not yet written stop reading their upstreams
-     * until those are written ({@link InflightDownloads}), so many downloads at once, or a disk slower
-     * than the upstreams, cannot exhaust direct memory.
-     */
-    static final class Budget {
-        final long limit;
-        private final AtomicLong used = new AtomicLong();
-
-        Budget(long limit) {
-            this.limit = limit;
-        }
-
-        long used() {
-            return used.get();
-        }
-
-        /** Whether all downloads together hold more than the limit. */
-        boolean over() {
-            return used.get() > limit;
-        }
-    }
-
     final Digest digest;
-    private final Budget budget;
+    private final Owner owner;
+    private final MemoryBudget budget;
     private State state = State.CONNECTING;
     private Path temp;
     private long size = -1;
@@ -95,12 +105,12 @@ final class Download {
     private int reserved;
     private boolean tempGone;
     private Runnable onTempFree;
-    private Context cancelContext;
     private Runnable onCancel;
     private final List<Waiter> waiters = new ArrayList<>();
 
-    Download(Digest digest, Budget budget) {
+    Download(Digest digest, Owner owner, MemoryBudget budget) {
         this.digest = digest;
+        this.owner = owner;
         this.budget = budget;
     }
 
@@ -112,66 +122,77 @@ final class Download {
         return temp;
     }
 
-    /** The upstream answered: bytes will appear in {@code file}; {@code size} is -1 when not announced. */
-    void streaming(Path file, long announcedSize) {
+    /**
+     * The upstream answered: bytes will appear in {@code file}; {@code size} is -1 when not announced.
+     * False when the download failed meanwhile (cancelled while it connected): it stays failed.
+     */
+    boolean streaming(Path file, long announcedSize) {
+        owner.check();
+        boolean[] moved = {false};
         update(() -> {
-            temp = file;
-            size = announcedSize;
-            state = State.STREAMING;
+            if (state == State.CONNECTING) {
+                temp = file;
+                size = announcedSize;
+                state = State.STREAMING;
+                moved[0] = true;
+            }
         });
+        return moved[0];
     }
 
     /**
-     * The next chunk of the body, at {@code position} (= what was available so far), hashed but maybe
-     * not written yet. The window takes over the caller's reference to {@code bytes}.
+     * The next chunk of the body (= what was available so far), hashed but maybe not written yet. The
+     * window takes one of the chunk's references, or releases it when the chunk is out of place.
      */
-    void arrived(long position, ByteBuf bytes) {
+    void arrived(Chunk chunk) {
+        owner.check();
         update(() -> {
-            if (state != State.STREAMING || position != available) {
-                bytes.release();
+            if (state != State.STREAMING || chunk.position != available) {
+                chunk.release();
                 return;
             }
-            window.addLast(new Chunk(position, bytes));
-            budget.used.addAndGet(bytes.readableBytes());
-            available = position + bytes.readableBytes();
+            window.addLast(chunk);
+            available = chunk.end();
         });
     }
 
     /** The first {@code bytes} bytes of the file are written. */
     void written(long bytes) {
+        owner.check();
         synchronized (this) {
             onDisk = bytes;
             long keptOnDisk = 0;
             for (Chunk c : window) {
                 if (c.end() <= onDisk) {
-                    keptOnDisk += c.bytes().readableBytes();
+                    keptOnDisk += c.bytes.readableBytes();
                 }
             }
             // Chunks leave from the front once written: those beyond WINDOW_BYTES of written ones, and
-            // every written one while all windows together are over the budget.
+            // every written one while all transfers together are over the budget.
             while (!window.isEmpty() && window.peekFirst().end() <= onDisk
                     && (keptOnDisk > WINDOW_BYTES || budget.over())) {
                 Chunk c = window.pollFirst();
-                keptOnDisk -= c.bytes().readableBytes();
-                drop(c);
+                keptOnDisk -= c.bytes.readableBytes();
+                c.release();
             }
         }
     }
 
     /**
-     * Up to {@code max} bytes from {@code position} as they are in memory, for one reader, who must
-     * release the buffer once written; null when {@code position} is before the window (read the
-     * file, where it is written) or not yet available.
+     * Up to {@code max} bytes from {@code position} as they are in memory, for one reader, who must run
+     * the piece's release once its socket has written it; null when {@code position} is before the
+     * window (read the file, where it is written) or not yet available.
      */
-    synchronized ByteBuf take(long position, int max) {
-        if (window.isEmpty() || position < window.peekFirst().position() || position >= available) {
+    synchronized Pump.Piece take(long position, int max) {
+        if (window.isEmpty() || position < window.peekFirst().position || position >= available) {
             return null;
         }
         for (Chunk c : window) {
             if (position < c.end()) {
-                int from = (int) (position - c.position());
+                int from = (int) (position - c.position);
                 int len = (int) Math.min(max, c.end() - position);
-                return c.bytes().retainedSlice(c.bytes().readerIndex() + from, len);
+                c.retain();
+                return new Pump.Piece(c.bytes.slice(c.bytes.readerIndex() + from, len), c::release);
             }
         }
         return null;
@@ -179,37 +200,34 @@ final class Download {
 
     /** Every byte is written and verified; committing is under way. */
     void verified(long finalSize) {
+        owner.check();
         update(() -> {
-            available = finalSize;
-            size = finalSize;
-            state = State.VERIFIED;
+            if (state == State.STREAMING) {
+                available = finalSize;
+                size = finalSize;
+                state = State.VERIFIED;
+            }
         });
     }
 
     /** Every byte is written, verified and committed; readers still behind read the file from now on. */
     void done(long finalSize) {
+        owner.check();
         update(() -> {
-            available = finalSize;
-            onDisk = finalSize;
-            size = finalSize;
-            state = State.DONE;
-            dropWindow();
+            if (state == State.VERIFIED) {
+                available = finalSize;
+                onDisk = finalSize;
+                size = finalSize;
+                state = State.DONE;
+                dropWindow();
+            }
         });
         maybeFreeTemp();
     }
 
-    /** Applies a change under the lock, then wakes every reader waiting for one. */
-    private void update(Runnable change) {
-        List<Waiter> wake;
-        synchronized (this) {
-            change.run();
-            wake = takeWaiters();
-        }
-        wake(wake);
-    }
-
     /** The download cannot finish. Readers must break their connections (or answer the error, if not yet started). */
     void failed(Throwable cause) {
+        owner.check();
         List<Waiter> wake;
         synchronized (this) {
             if (state == State.VERIFIED || state == State.DONE || state == State.FAILED) {
@@ -224,9 +242,19 @@ final class Download {
         maybeFreeTemp();
     }
 
+    /** Applies a change under the lock, then wakes every reader waiting for one. */
+    private void update(Runnable change) {
+        List<Waiter> wake;
+        synchronized (this) {
+            change.run();
+            wake = takeWaiters();
+        }
+        wake(wake);
+    }
+
     /**
-     * A future that completes, on the caller's context, once the download differs from what a
-     * reader saw: more bytes, or a new state.
+     * A future that completes, on {@code context}, once the download differs from what a reader saw:
+     * more bytes, or a new state.
      */
     Future<Void> await(Context context, Snapshot seen) {
         Promise<Void> p = Promise.promise();
@@ -261,31 +289,28 @@ final class Download {
 
     /** What to run once the temporary file is no longer needed; runs at most once. */
     void onTempFree(Runnable action) {
+        owner.check();
         synchronized (this) {
             onTempFree = action;
         }
         maybeFreeTemp();
     }
 
-    /** How to stop the transfer (run on {@code context}) when the download is {@link #cancel cancelled}. */
-    synchronized void onCancel(Context context, Runnable action) {
-        cancelContext = context;
+    /** How to stop the transfer once it runs; before, a cancelled download simply fails. */
+    void onCancel(Runnable action) {
+        owner.check();
         onCancel = action;
     }
 
-    /** Stops the download: the transfer is aborted, or, before it began, the download simply fails. */
+    /** Stops the download (from any thread): the transfer is aborted, or, before it began, the download fails. */
     void cancel() {
-        Context context;
-        Runnable action;
-        synchronized (this) {
-            context = cancelContext;
-            action = onCancel;
-        }
-        if (action != null) {
-            context.runOnContext(v -> action.run());
-        } else {
-            failed(new RegistryError(503, "UNAVAILABLE", "the mirror is shutting down"));
-        }
+        owner.run(() -> {
+            if (onCancel != null) {
+                onCancel.run();
+            } else {
+                failed(new RegistryError(503, "UNAVAILABLE", "the mirror is shutting down"));
+            }
+        });
     }
 
     private void maybeFreeTemp() {
@@ -303,14 +328,9 @@ final class Download {
 
     private void dropWindow() {
         for (Chunk c : window) {
-            drop(c);
+            c.release();
         }
         window.clear();
-    }
-
-    private void drop(Chunk c) {
-        budget.used.addAndGet(-c.bytes().readableBytes());
-        c.bytes().release();
     }
 
     private List<Waiter> takeWaiters() {

@@ -4,6 +4,7 @@ import dev.registrymirror.proxy.route.Route;
 import dev.registrymirror.proxy.route.RouteParser;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
+import dev.registrymirror.proxy.vertx.Fatal;
 import dev.registrymirror.proxy.blob.BlobService;
 import dev.registrymirror.proxy.manifest.ManifestService;
 import dev.registrymirror.proxy.manifest.Referrers;
@@ -171,7 +172,10 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
     }
 
     private static RegistryError internal(Route route, Throwable err) {
-        LOG.error("{} failed unexpectedly", route, err);
+        // An Error that failed a future on the way (a continuation threw it) is as fatal as one on a thread.
+        if (!Fatal.check("a " + route.kind().label + " request", err)) {
+            LOG.error("{} failed unexpectedly", route, err);
+        }
         return new RegistryError(500, "UNKNOWN", "internal error");
     }
 
@@ -193,13 +197,23 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
         writeError(req, e);
     }
 
-    /** Writes the OCI error body (headers only for {@code HEAD}). */
+    /**
+     * Writes the OCI error body (headers only for {@code HEAD}). Whatever headers an earlier attempt
+     * had set go (a blob's {@code Cache-Control: max-age=31536000} on an error would let a cache in
+     * front keep the error for a year); only the API version and {@code Connection} stay.
+     */
     public static void writeError(HttpServerRequest req, RegistryError e) {
         HttpServerResponse resp = req.response();
         Buffer body = new JsonObject().put("errors", new JsonArray().add(new JsonObject()
                 .put("code", e.code).put("message", e.getMessage()).putNull("detail"))).toBuffer();
+        String connection = resp.headers().get(HttpHeaders.CONNECTION);
+        resp.headers().clear();
+        resp.putHeader(API_VERSION_HEADER, "registry/2.0");
+        if (connection != null) {
+            resp.putHeader(HttpHeaders.CONNECTION, connection);
+        }
+        resp.setChunked(false);
         resp.setStatusCode(e.status).putHeader(HttpHeaders.CONTENT_TYPE, "application/json");
-        resp.headers().remove(HttpHeaders.CONTENT_RANGE).remove("Docker-Content-Digest").remove(HttpHeaders.ETAG);
         if (e.retryAfter != null) {
             resp.putHeader(HttpHeaders.RETRY_AFTER, e.retryAfter);
         }

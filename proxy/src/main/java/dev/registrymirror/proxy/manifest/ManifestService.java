@@ -52,6 +52,8 @@ public final class ManifestService {
     private final Clock clock;
     private final SingleFlight<String, Manifest> fetches = new SingleFlight<>();
     private final SingleFlight<TagKey, Optional<Manifest>> revalidations = new SingleFlight<>();
+    /** Upstreams already reported as answering manifest HEADs without a digest. */
+    private final Set<String> headsWithoutDigest = java.util.concurrent.ConcurrentHashMap.newKeySet();
 
     public ManifestService(Blocking blocking, ManifestStore manifests, TagStore tags, MirrorMetrics metrics, Clock clock) {
         this.blocking = blocking;
@@ -82,12 +84,14 @@ public final class ManifestService {
 
     private Future<Served> byDigest(Route route, UpstreamClient upstream, Digest digest, Set<String> accepted) {
         return stored(digest).compose(found -> {
-            if (found.isPresent() && MediaTypes.allows(accepted, found.get().mediaType())) {
+            if (found.isPresent()) {
+                // Even when the client's Accept excludes its type: a digest names fixed bytes, so the
+                // upstream could only send the same manifest again (serve() answers 404 then).
                 metrics.cacheHit("manifest");
                 return Future.succeededFuture(new Served(found.get(), false));
             }
             metrics.cacheMiss("manifest");
-            return fetch(upstream, route.repository(), digest.toString(), accepted, found.isPresent())
+            return fetch(upstream, route.repository(), digest.toString(), accepted, false)
                     .compose(m -> store(m, null, null).map(new Served(m, true)));
         });
     }
@@ -162,13 +166,32 @@ public final class ManifestService {
         return upstream.sendOnce(HttpMethod.HEAD, path, route.repository(), headers, "manifest")
                 .compose(resp -> {
                     int status = resp.statusCode();
-                    String digestHeader = resp.getHeader("Docker-Content-Digest");
+                    String digestHeader = digestOf(resp);
                     if (status == 200 && entry.digest().toString().equals(digestHeader)) {
                         UpstreamClient.discard(resp);
                         metrics.cacheHit("tag");
                         return blocking.run(() -> {
                             tags.put(key, entry.checked(clock.instant()));
                             return Optional.of(cached);
+                        });
+                    }
+                    if (status == 200 && digestHeader == null) {
+                        // The HEAD does not say where the tag points: only a GET can tell.
+                        UpstreamClient.discard(resp);
+                        if (headsWithoutDigest.add(upstream.name())) {
+                            LOG.warn("upstream {}: its manifest HEAD answers carry neither Docker-Content-Digest nor a"
+                                    + " digest ETag, so each tag revalidation is a GET (counted against rate limits)",
+                                    upstream.name());
+                        }
+                        return fetch(upstream, route.repository(), route.tag(), Set.of(), false).compose(m -> {
+                            if (m.digest().equals(entry.digest())) {
+                                metrics.cacheHit("tag");
+                            } else {
+                                metrics.cacheMiss("tag");
+                                LOG.info("upstream {}: tag {}:{} moved to {}", upstream.name(), route.repository(),
+                                        route.tag(), m.digest());
+                            }
+                            return store(m, key, entryFor(m)).map(Optional.of(m));
                         });
                     }
                     if (status == 200) {
@@ -200,6 +223,29 @@ public final class ManifestService {
                             route.repository(), route.tag(), e.getMessage());
                     return Future.succeededFuture(Optional.of(cached));
                 });
+    }
+
+    /**
+     * The digest an upstream's manifest answer names: {@code Docker-Content-Digest}, else an
+     * {@code ETag} that holds a digest (Distribution sends {@code "sha256:…"}); null when neither does.
+     */
+    private static String digestOf(HttpClientResponse resp) {
+        String header = resp.getHeader("Docker-Content-Digest");
+        if (header != null) {
+            return header.trim();
+        }
+        String etag = resp.getHeader(HttpHeaders.ETAG);
+        if (etag == null) {
+            return null;
+        }
+        String bare = etag.trim();
+        if (bare.startsWith("W/")) {
+            bare = bare.substring(2);
+        }
+        if (bare.length() >= 2 && bare.startsWith("\"") && bare.endsWith("\"")) {
+            bare = bare.substring(1, bare.length() - 1);
+        }
+        return Digest.isValid(bare) ? bare : null;
     }
 
     /** GETs a manifest upstream (once, however many ask at the same time) and verifies it. */

@@ -1,6 +1,7 @@
 package dev.registrymirror.proxy.upstream;
 
 import dev.registrymirror.proxy.route.RegistryError;
+import dev.registrymirror.proxy.vertx.Futures;
 
 import com.github.benmanes.caffeine.cache.AsyncCache;
 import com.github.benmanes.caffeine.cache.Caffeine;
@@ -127,7 +128,8 @@ final class UpstreamAuth {
         String scope = scope(repository);
         CompletableFuture<Token> token = tokens.get(scope, (key, executor) -> fetch(c, key).toCompletionStage()
                 .toCompletableFuture());
-        return Future.fromCompletionStage(token).map(Token::header);
+        // The fetch is shared by every request for this scope, on whatever event loop: each continues on its own.
+        return Futures.onCallerContext(Future.fromCompletionStage(token)).map(Token::header);
     }
 
     /**

@@ -1,6 +1,7 @@
 package dev.registrymirror.proxy.upstream;
 
 import dev.registrymirror.proxy.route.RegistryError;
+import dev.registrymirror.proxy.vertx.Futures;
 
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.config.MirrorConfig;
@@ -139,6 +140,13 @@ public final class UpstreamClient {
         return send(method, "/v2/" + repository + "/blobs/" + digest, repository, headers, "blob");
     }
 
+    /** {@code GET} of bytes {@code first} to {@code last} (inclusive) of a blob, with the retries of {@link #send}. */
+    public Future<HttpClientResponse> blobRange(String repository, Digest digest, long first, long last) {
+        MultiMap headers = MultiMap.caseInsensitiveMultiMap().add(HttpHeaders.ACCEPT, "*/*")
+                .add("Range", "bytes=" + first + "-" + last);
+        return send(HttpMethod.GET, "/v2/" + repository + "/blobs/" + digest, repository, headers, "blob");
+    }
+
     /**
      * Like {@link #send(HttpMethod, String, String, MultiMap, String)}, without retries: for
      * questions that have a cached answer to fall back on, which is better served at once.
@@ -150,6 +158,11 @@ public final class UpstreamClient {
 
     private Future<HttpClientResponse> send(HttpMethod method, URI uri, String repository, MultiMap headers,
                                             String kind, int tries) {
+        return Futures.onCallerContext(attempts(method, uri, repository, headers, kind, tries));
+    }
+
+    private Future<HttpClientResponse> attempts(HttpMethod method, URI uri, String repository, MultiMap headers,
+                                                String kind, int tries) {
         Future<HttpClientResponse> answer = auth.authorization(repository)
                 .compose(authz -> attempt(method, uri, repository, headers, kind, authz, false));
         if (tries >= upstream.retries()) {
@@ -175,7 +188,7 @@ public final class UpstreamClient {
                     uri.getPath(), why, tries + 1, upstream.retries(), delay);
             metrics.upstreamRetry(upstream.name());
             Promise<HttpClientResponse> retried = Promise.promise();
-            vertx.setTimer(delay, t -> send(method, uri, repository, headers, kind, tries + 1).onComplete(retried));
+            vertx.setTimer(delay, t -> attempts(method, uri, repository, headers, kind, tries + 1).onComplete(retried));
             return retried.future();
         });
     }

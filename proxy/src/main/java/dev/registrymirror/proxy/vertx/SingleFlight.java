@@ -1,9 +1,7 @@
 package dev.registrymirror.proxy.vertx;
 
-import io.vertx.core.Context;
 import io.vertx.core.Future;
 import io.vertx.core.Promise;
-import io.vertx.core.Vertx;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentMap;
 import java.util.function.Supplier;
@@ -30,22 +28,6 @@ public final class SingleFlight<K, V> {
         } else {
             shared = existing;
         }
-        return onCallerContext(shared);
-    }
-
-    public static <T> Future<T> onCallerContext(Future<T> future) {
-        Context caller = Vertx.currentContext();
-        if (caller == null) {
-            return future;
-        }
-        Promise<T> p = Promise.promise();
-        future.onComplete(ar -> {
-            if (Vertx.currentContext() == caller) {
-                p.handle(ar);
-            } else {
-                caller.runOnContext(v -> p.handle(ar));
-            }
-        });
-        return p.future();
+        return Futures.onCallerContext(shared);
     }
 }

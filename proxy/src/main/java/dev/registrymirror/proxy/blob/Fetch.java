@@ -1,0 +1,467 @@
+package dev.registrymirror.proxy.blob;
+
+import dev.registrymirror.cache.BlobStore;
+import dev.registrymirror.cache.NotEnoughSpaceException;
+import dev.registrymirror.metrics.MirrorMetrics;
+import dev.registrymirror.proxy.route.RegistryError;
+import dev.registrymirror.proxy.upstream.UpstreamClient;
+import dev.registrymirror.proxy.vertx.Blocking;
+import dev.registrymirror.proxy.vertx.Owner;
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.ByteBufAllocator;
+import io.vertx.core.Future;
+import io.vertx.core.Promise;
+import io.vertx.core.Vertx;
+import io.vertx.core.buffer.Buffer;
+import io.vertx.core.file.AsyncFile;
+import io.vertx.core.file.OpenOptions;
+import io.vertx.core.http.HttpClientResponse;
+import io.vertx.core.http.HttpHeaders;
+import io.vertx.core.http.HttpMethod;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.TreeMap;
+import java.util.function.Consumer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * One blob's way from its upstream into the store: the upstream is asked and a temporary file made
+ * at the same time; then the {@link Pump} moves the {@link UpstreamBody} (hashed, size-checked, its
+ * end held back until verified) into the file and the download's window; once every byte is written
+ * and verified the file is committed to the store.
+ *
+ * <p>Implementation note: a fetch belongs to the event loop of the request that started it
+ * ({@link Owner}). Its upstream answer, file writes, timers and commit all complete there, and every
+ * method that changes the {@link Download} checks it; another loop's callback (a token fetched for
+ * another request, a reader's cancel, the stop) is brought back first. Writes may complete out of
+ * order, so the readable length advances only over the contiguous prefix of completed writes.
+ */
+final class Fetch {
+    private static final Logger LOG = LoggerFactory.getLogger(Fetch.class);
+    /** Free space a blob download leaves on the disk at least, beyond the blob itself. */
+    static final long HEADROOM = 64L << 20;
+    /** Bytes of a download that may wait to be written to its file before the upstream is paused. */
+    static final int WRITE_QUEUE_BYTES = 8 << 20;
+    /** A blob of unknown size re-reads the free space each time this much more has arrived. */
+    static final long SPACE_CHECK_BYTES = 64L << 20;
+
+    /** What every fetch shares. */
+    record Settings(Vertx vertx, Blocking blocking, BlobStore store, MirrorMetrics metrics, MemoryBudget budget,
+                    ByteBufAllocator allocator, long maxBlobSize, long minFree) {
+    }
+
+    /** A temporary file made ready for a download, and the free space seen when it was made. */
+    private record Temp(Path path, AsyncFile file, long free) {
+    }
+
+    private final Settings s;
+    private final Download d;
+    private final Owner owner;
+    private final UpstreamClient upstream;
+    private final String repository;
+    /** Told once the download has ended, stored or not. */
+    private final Consumer<Download> ended;
+    private final long startNanos = System.nanoTime();
+    private UpstreamBody body;
+    private FileSink sink;
+    /** The limit of a blob of unknown size, which the free space keeps lowering; null for a known size. */
+    private SpaceLimit spaceLimit;
+    /** Set once every byte has arrived and matched: the download then finishes whatever happens. */
+    private boolean complete;
+
+    Fetch(Settings settings, Download d, Owner owner, UpstreamClient upstream, String repository,
+          Consumer<Download> ended) {
+        this.s = settings;
+        this.d = d;
+        this.owner = owner;
+        this.upstream = upstream;
+        this.repository = repository;
+        this.ended = ended;
+    }
+
+    /** Starts the fetch; call it on the owner's event loop. */
+    void start(boolean stopping) {
+        owner.check();
+        // The upstream is asked first; the temporary file is made while it answers, so the first bytes do not wait for it.
+        Future<HttpClientResponse> answer = owner.on(upstream.blob(HttpMethod.GET, repository, d.digest));
+        Future<Temp> temp = owner.on(prepareTemp());
+        LOG.info("upstream {}: fetching blob {} for {}", upstream.name(), d.digest, repository);
+        Future.join(temp, answer).onComplete(ignored -> begin(answer, temp, stopping));
+    }
+
+    private void begin(Future<HttpClientResponse> answer, Future<Temp> temp, boolean stopping) {
+        owner.check();
+        if (answer.failed() || answer.result().statusCode() != 200 || stopping) {
+            temp.onSuccess(this::discard);
+            if (answer.failed()) {
+                fail(UpstreamClient.transportError(upstream.name(), "upstream", answer.cause()));
+            } else if (answer.result().statusCode() != 200) {
+                fail(upstream.failure(answer.result(), "BLOB_UNKNOWN", "blob " + d.digest));
+            } else {
+                abandon(answer.result());
+                fail(new RegistryError(503, "UNAVAILABLE", "the mirror is shutting down"));
+            }
+            return;
+        }
+        HttpClientResponse resp = answer.result();
+        long announced = length(resp);
+        if (announced > s.maxBlobSize()) {
+            temp.onSuccess(this::discard);
+            abandon(resp);
+            upstream.countError("protocol");
+            LOG.warn("upstream {}: blob {} announces {} bytes, more than storage.maxBlobSize ({}); refused",
+                    upstream.name(), d.digest, announced, s.maxBlobSize());
+            fail(tooLarge(announced));
+            return;
+        }
+        Throwable problem = temp.failed() ? temp.cause()
+                : temp.result().free() < Math.max(announced, 0) + HEADROOM
+                ? new NotEnoughSpaceException(temp.result().free(), Math.max(announced, 0) + HEADROOM)
+                : null;
+        if (problem != null) {
+            temp.onSuccess(this::discard);
+            abandon(resp);
+            storageFailed(new StorageUnavailable("cannot store blob " + d.digest + ": " + problem.getMessage(), problem));
+            return;
+        }
+        Temp t = temp.result();
+        if (!d.streaming(t.path(), announced)) {
+            // Cancelled (the mirror stopping) while the upstream was asked: it stays failed.
+            discard(t);
+            abandon(resp);
+            ended.accept(d);
+            return;
+        }
+        d.onTempFree(() -> discardLater(t.path()));
+        spaceLimit = announced < 0 ? new SpaceLimit(t.free()) : null;
+        body = new UpstreamBody(owner, s.vertx(), resp, upstream, d.digest, "blob " + d.digest, announced,
+                spaceLimit != null ? spaceLimit : limit(announced), UpstreamBody.HoldBack.NOTHING, s.budget());
+        sink = new FileSink(t.file());
+        d.onCancel(this::cancel);
+        Pump.pipe(body, sink).onComplete(ar -> {
+            if (ar.succeeded()) {
+                commit(t.path(), body.received());
+            } else if (ar.cause() instanceof StorageUnavailable e) {
+                storageFailed(e);
+            } else {
+                fail(ar.cause());
+            }
+        });
+    }
+
+    /** The mirror is stopping: the transfer stops, unless every byte is there already. */
+    private void cancel() {
+        owner.check();
+        if (complete || sink == null || sink.failed) {
+            return;
+        }
+        RegistryError stopping = new RegistryError(503, "UNAVAILABLE", "the mirror is shutting down");
+        LOG.warn("upstream {}: blob {} abandoned after {} bytes: the mirror is stopping", upstream.name(), d.digest,
+                body.received());
+        body.cancel();
+        sink.fail(stopping);
+        fail(stopping);
+    }
+
+    /** Every byte is verified and written: readers may finish now; then the file is closed and committed. */
+    private void commit(Path temp, long size) {
+        owner.check();
+        d.verified(size);
+        sink.file.close()
+                .compose(v -> s.blocking().run(() -> s.store().commit(temp, d.digest, size)))
+                .onComplete(ar -> owner.run(() -> {
+                    ended.accept(d);
+                    if (ar.succeeded()) {
+                        long millis = Math.max(1, (System.nanoTime() - startNanos) / 1_000_000);
+                        LOG.info("upstream {}: stored blob {} ({} bytes in {} ms, {} MiB/s)", upstream.name(),
+                                d.digest, size, millis, (size * 1000 / millis) >> 20);
+                    } else {
+                        StorageUnavailable e = new StorageUnavailable("cannot commit blob " + d.digest
+                                + " to the cache: " + ar.cause().getMessage(), ar.cause());
+                        s.metrics().storageError(e.reason);
+                        LOG.warn("{}; it was served but is not stored", e.getMessage());
+                    }
+                    d.done(size);
+                }));
+    }
+
+    /** The cache cannot take the blob: counted, logged, and the waiting requests go to the upstream directly. */
+    private void storageFailed(StorageUnavailable e) {
+        s.metrics().storageError(e.reason);
+        LOG.warn("{}; requests that have not started are answered from upstream {} without storing",
+                e.getMessage(), upstream.name());
+        fail(e);
+    }
+
+    private void fail(Throwable error) {
+        owner.check();
+        ended.accept(d);
+        d.failed(error);
+    }
+
+    private UpstreamBody.Limit limit(long announced) {
+        return new UpstreamBody.Limit() {
+            @Override
+            public long max() {
+                return announced; // checked against maxBlobSize before
+            }
+
+            @Override
+            public Throwable exceeded(long received) {
+                return tooLarge(received);
+            }
+        };
+    }
+
+    private RegistryError tooLarge(long bytes) {
+        return RegistryError.badGateway(upstream.name(), "blob " + d.digest + " has " + bytes
+                + " bytes or more, over storage.maxBlobSize (" + s.maxBlobSize() + ")", "protocol");
+    }
+
+    /**
+     * A blob of unknown size (no {@code Content-Length}) may grow to {@code storage.maxBlobSize}, or to
+     * the free space less {@code minFree} (and some headroom), whichever is less; the free space is
+     * read again as it grows ({@link FileSink}).
+     */
+    private final class SpaceLimit implements UpstreamBody.Limit {
+        private long spaceCap;
+
+        SpaceLimit(long free) {
+            this.spaceCap = free - s.minFree() - HEADROOM;
+        }
+
+        @Override
+        public long max() {
+            return Math.min(s.maxBlobSize(), spaceCap);
+        }
+
+        void freeNow(long received, long free) {
+            spaceCap = Math.min(spaceCap, received + free - s.minFree() - HEADROOM);
+        }
+
+        @Override
+        public Throwable exceeded(long received) {
+            if (received > s.maxBlobSize()) {
+                upstream.countError("protocol");
+                return tooLarge(received);
+            }
+            return new StorageUnavailable("cannot store blob " + d.digest + " of unknown size: " + received
+                    + " bytes would leave less than storage.minFree on the disk",
+                    new NotEnoughSpaceException(spaceCap - received, received));
+        }
+    }
+
+    /**
+     * Writes the pieces into the temporary file and the download's window: each piece is copied once
+     * into a pooled direct buffer, which the file write and every reader's socket take as it is.
+     */
+    private final class FileSink implements Pump.Sink {
+        private final AsyncFile file;
+        private final TreeMap<Long, Long> completed = new TreeMap<>();
+        private long received;
+        private long written;
+        private long nextSpaceCheck = SPACE_CHECK_BYTES;
+        private Runnable drained;
+        private Promise<Void> end;
+        private Consumer<Throwable> onFailure;
+        boolean failed;
+
+        FileSink(AsyncFile file) {
+            this.file = file;
+            // Vert.x's default (128 KiB) paused the upstream every few chunks: stop-and-go at a fraction
+            // of the link's speed. Writes to the page cache keep up; this only bounds a slow disk.
+            file.setWriteQueueMaxSize(WRITE_QUEUE_BYTES);
+            file.exceptionHandler(this::diskFailed);
+        }
+
+        @Override
+        public void write(Pump.Piece piece) {
+            owner.check();
+            int len = piece.length();
+            // One copy into a pooled direct buffer. Made before anything counts the piece as received: a
+            // chunk lost here must end the download, not leave a gap.
+            ByteBuf bytes;
+            try {
+                bytes = s.allocator().directBuffer(len, len);
+            } catch (OutOfMemoryError e) {
+                piece.release().run();
+                LOG.warn("upstream {}: blob {} failed after {} bytes: no memory for the next chunk ({})",
+                        upstream.name(), d.digest, received, e.getMessage());
+                fail(new RegistryError(503, "UNAVAILABLE", "the mirror is out of memory for downloads"));
+                return;
+            }
+            bytes.writeBytes(piece.bytes(), piece.bytes().readerIndex(), len);
+            piece.release().run();
+            long position = received;
+            received += len;
+            Download.Chunk chunk = new Download.Chunk(position, bytes, s.budget(), 2); // the window's, the write's
+            d.arrived(chunk);
+            file.write(Buffer.buffer(bytes), position).onComplete(ar -> {
+                chunk.release();
+                if (ar.succeeded()) {
+                    wrote(position, len);
+                } else {
+                    diskFailed(ar.cause());
+                }
+            });
+            if (spaceLimit != null && received >= nextSpaceCheck) {
+                // Other files (or other downloads) may be filling the disk meanwhile: look again.
+                nextSpaceCheck = received + SPACE_CHECK_BYTES;
+                long at = received;
+                owner.on(s.blocking().run(() -> s.store().usableSpace())).onSuccess(free -> spaceLimit.freeNow(at, free));
+            }
+        }
+
+        /**
+         * Whether the upstream must wait for the file: this download's write queue is full, or all
+         * transfers together hold their budget and this one has writes pending (one with none may
+         * always read a chunk, so none waits forever).
+         */
+        @Override
+        public boolean full() {
+            return file.writeQueueFull() || (received > written && s.budget().over());
+        }
+
+        @Override
+        public void whenDrained(Runnable action) {
+            drained = action;
+            if (file.writeQueueFull()) {
+                s.metrics().downloadPaused("disk");
+                file.drainHandler(v -> {
+                    file.drainHandler(null);
+                    maybeDrained();
+                });
+            } else {
+                s.metrics().downloadPaused("memory"); // each completed write looks again
+            }
+        }
+
+        private void maybeDrained() {
+            if (drained != null && !failed && !full()) {
+                Runnable r = drained;
+                drained = null;
+                r.run();
+            }
+        }
+
+        private void wrote(long position, long len) {
+            owner.check();
+            completed.put(position, len);
+            Long next;
+            long before = written;
+            while ((next = completed.remove(written)) != null) {
+                written += next;
+            }
+            if (written != before) {
+                d.written(written);
+                if (end != null && written == received) {
+                    complete = true;
+                    end.tryComplete();
+                }
+                maybeDrained();
+            }
+        }
+
+        @Override
+        public Future<Void> end() {
+            owner.check();
+            complete = true; // every byte arrived and matched: only the writes remain
+            end = Promise.promise();
+            if (written == received) {
+                end.tryComplete();
+            }
+            return end.future();
+        }
+
+        @Override
+        public void fail(Throwable cause) {
+            owner.check();
+            if (failed) {
+                return;
+            }
+            failed = true;
+            file.close();
+        }
+
+        @Override
+        public void onFailure(Consumer<Throwable> failed) {
+            this.onFailure = failed;
+        }
+
+        private void diskFailed(Throwable err) {
+            owner.check();
+            if (failed) {
+                return;
+            }
+            failed = true;
+            file.close();
+            StorageUnavailable e = new StorageUnavailable("cannot write blob " + d.digest + " to the cache after "
+                    + received + " bytes: " + err.getMessage(), err);
+            if (end != null) {
+                end.tryFail(e); // every byte had arrived; the pump waits for the writes
+            } else if (onFailure != null) {
+                onFailure.accept(e);
+            }
+        }
+    }
+
+    /**
+     * Creates and opens a temporary file on a worker (one hop), noting the free space. One byte is
+     * written to it first: readers are sent bytes from memory before the file has them, so a disk
+     * that refuses writes must be found now, while every request can still go to the upstream.
+     */
+    private Future<Temp> prepareTemp() {
+        Vertx vertx = s.vertx();
+        BlobStore store = s.store();
+        return s.blocking().run(() -> {
+            long free = store.usableSpace();
+            Path path = store.newTempFile();
+            try {
+                try (FileChannel probe = FileChannel.open(path, StandardOpenOption.WRITE)) {
+                    probe.write(ByteBuffer.allocate(1), 0);
+                    probe.truncate(0); // an empty blob stays empty
+                }
+                AsyncFile file = vertx.fileSystem().openBlocking(path.toString(),
+                        new OpenOptions().setWrite(true).setCreate(false).setRead(false));
+                return new Temp(path, file, free);
+            } catch (IOException | RuntimeException e) {
+                store.discard(path);
+                throw e;
+            }
+        });
+    }
+
+    private void discard(Temp temp) {
+        temp.file().close().onComplete(v -> discardLater(temp.path()));
+    }
+
+    /** Deletes a temporary file on a worker thread. */
+    private void discardLater(Path temp) {
+        s.blocking().run(() -> {
+            s.store().discard(temp);
+            return null;
+        });
+    }
+
+    private static void abandon(HttpClientResponse resp) {
+        resp.exceptionHandler(e -> { });
+        resp.request().reset();
+    }
+
+    private static long length(HttpClientResponse resp) {
+        String header = resp.getHeader(HttpHeaders.CONTENT_LENGTH);
+        if (header == null) {
+            return -1;
+        }
+        try {
+            long n = Long.parseLong(header.trim());
+            return n >= 0 ? n : -1;
+        } catch (NumberFormatException e) {
+            return -1;
+        }
+    }
+}
