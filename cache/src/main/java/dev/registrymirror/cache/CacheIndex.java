@@ -23,12 +23,15 @@ import org.slf4j.LoggerFactory;
  * decides what goes when the store is over {@code maxSize} (down to the low watermark) or content
  * is older than {@code maxAge}.
  *
- * <p>Implementation note: one monitor guards the map, and the stores make a file appear
- * ({@link #add} after linking it) or disappear (the {@link Deleter}s, called by {@link #maintain})
- * while holding it. So a reader that {@link #pin pinned} an entry holds a file that eviction will
- * not delete, and eviction never deletes a file that a concurrent commit has just announced.
- * Reads on an event loop must not wait for that monitor: they go through {@link #accessed}, a
- * lock-free note applied at the next maintenance.
+ * <p>Implementation note: one monitor guards the map, and the stores make a file appear ({@link #add}
+ * after linking it) while holding it. Eviction takes its victims out of the map under the monitor
+ * (a pinned entry is never one, so a reader that {@link #pin pinned} an entry holds a file eviction
+ * will not delete) and unlinks their files after letting go of it (the {@link Deleter}s): unlinking
+ * a large file takes tens of milliseconds, which lookups must not wait for. While a file is being
+ * unlinked its key is marked, and a store about to make that key's file appear again waits for the
+ * unlink first ({@link #awaitUnlinked}), so eviction never deletes a file a concurrent commit has
+ * just announced. Reads on an event loop never wait for the monitor: they go through
+ * {@link #accessed}, a lock-free note applied at the next maintenance.
  */
 final class CacheIndex {
     private static final Logger LOG = LoggerFactory.getLogger(CacheIndex.class);
@@ -50,7 +53,7 @@ final class CacheIndex {
     record Key(Kind kind, Digest digest) {
     }
 
-    /** Deletes the files of one kind of content. Called with the index's monitor held. */
+    /** Deletes the files of one kind of content. Called without the index's monitor. */
     interface Deleter {
         void delete(Digest digest) throws IOException;
     }
@@ -90,6 +93,8 @@ final class CacheIndex {
     private volatile boolean complete;
     /** The keys of {@link #lru}, readable without the monitor (changed only under it). */
     private final Set<Key> present = ConcurrentHashMap.newKeySet();
+    /** Keys whose files eviction is unlinking now (guarded by the monitor). */
+    private final Set<Key> unlinking = new HashSet<>();
 
     /**
      * @param maxBytes     the most bytes kept, 0 for no limit
@@ -175,6 +180,21 @@ final class CacheIndex {
         }
         e.persistedAccess = now;
         return true;
+    }
+
+    /**
+     * Waits until eviction has unlinked the file of {@code key}, if it is doing so: call it with the
+     * monitor held, before making that key's file appear. Blocks (a worker thread).
+     */
+    synchronized void awaitUnlinked(Key key) throws java.io.InterruptedIOException {
+        while (unlinking.contains(key)) {
+            try {
+                wait();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new java.io.InterruptedIOException("interrupted while " + key + " was being evicted");
+            }
+        }
     }
 
     /** Adds an item whose file now exists (the caller holds the monitor while making it exist). */
@@ -325,34 +345,62 @@ final class CacheIndex {
     /**
      * Removes up to {@link #BATCH} unpinned entries that {@code victim} selects, eldest first, stopping
      * once the stored bytes are down to the low watermark (for {@code size}) or {@code enough} bytes
-     * are removed.
+     * are removed. They leave the index under the monitor; their files are unlinked after it is let
+     * go. One whose file cannot be deleted comes back into the index (the disk stays the truth).
      */
-    private synchronized Evicted evictBatch(String reason, Victim victim, long enough) {
+    private Evicted evictBatch(String reason, Victim victim, long enough) {
+        List<Map.Entry<Key, Entry>> victims = new ArrayList<>();
+        synchronized (this) {
+            long selected = 0;
+            boolean bySize = reason.equals("size");
+            for (Iterator<Map.Entry<Key, Entry>> it = lru.entrySet().iterator(); it.hasNext() && victims.size() < BATCH; ) {
+                if ((bySize && totalBytes() <= lowBytes) || selected >= enough) {
+                    break;
+                }
+                Map.Entry<Key, Entry> me = it.next();
+                Entry e = me.getValue();
+                if (e.pins.get() > 0 || !victim.test(e)) {
+                    continue;
+                }
+                it.remove();
+                present.remove(me.getKey());
+                account(me.getKey().kind(), -e.size, -1);
+                unlinking.add(me.getKey());
+                victims.add(me);
+                selected += e.size;
+            }
+        }
         int removed = 0;
         long freed = 0;
-        boolean bySize = reason.equals("size");
-        for (Iterator<Map.Entry<Key, Entry>> it = lru.entrySet().iterator(); it.hasNext() && removed < BATCH; ) {
-            if ((bySize && totalBytes() <= lowBytes) || freed >= enough) {
-                break;
+        List<Map.Entry<Key, Entry>> kept = new ArrayList<>();
+        try {
+            for (Map.Entry<Key, Entry> v : victims) {
+                Key key = v.getKey();
+                try {
+                    deleters.get(key.kind()).delete(key.digest());
+                } catch (IOException ex) {
+                    LOG.warn("cannot delete {} {}: {}", key.kind().label, key.digest(), ex.toString());
+                    kept.add(v);
+                    continue;
+                }
+                events.evicted(key.kind().label, reason, v.getValue().size);
+                removed++;
+                freed += v.getValue().size;
             }
-            Map.Entry<Key, Entry> me = it.next();
-            Entry e = me.getValue();
-            if (e.pins.get() > 0 || !victim.test(e)) {
-                continue;
+        } finally {
+            synchronized (this) {
+                for (Map.Entry<Key, Entry> v : kept) {
+                    if (!lru.containsKey(v.getKey())) {
+                        lru.put(v.getKey(), v.getValue());
+                        present.add(v.getKey());
+                        account(v.getKey().kind(), v.getValue().size, 1);
+                    }
+                }
+                for (Map.Entry<Key, Entry> v : victims) {
+                    unlinking.remove(v.getKey());
+                }
+                notifyAll(); // stores waiting in awaitUnlinked
             }
-            Key key = me.getKey();
-            try {
-                deleters.get(key.kind()).delete(key.digest());
-            } catch (IOException ex) {
-                LOG.warn("cannot delete {} {}: {}", key.kind().label, key.digest(), ex.toString());
-                continue;
-            }
-            it.remove();
-            present.remove(key);
-            account(key.kind(), -e.size, -1);
-            events.evicted(key.kind().label, reason, e.size);
-            removed++;
-            freed += e.size;
         }
         return new Evicted(removed, freed);
     }

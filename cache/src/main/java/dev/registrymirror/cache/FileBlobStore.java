@@ -189,6 +189,7 @@ final class FileBlobStore implements BlobStore {
         Files.createDirectories(target.getParent());
         Key key = new Key(Kind.BLOB, digest);
         synchronized (index) {
+            index.awaitUnlinked(key); // an old copy being evicted goes first, or it would take the new one along
             try {
                 Files.createLink(target, temp);
             } catch (FileAlreadyExistsException e) {

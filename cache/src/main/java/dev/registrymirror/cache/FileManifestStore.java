@@ -127,6 +127,7 @@ final class FileManifestStore implements ManifestStore {
         try {
             bytes = AtomicFiles.prepare(p, manifest.bytes(), run);
             synchronized (index) {
+                index.awaitUnlinked(key);
                 AtomicFiles.install(type, typeFile(p));
                 AtomicFiles.install(bytes, p);
                 index.add(key, manifest.bytes().length, index.now(), true);

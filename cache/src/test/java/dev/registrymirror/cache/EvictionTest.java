@@ -245,4 +245,103 @@ class EvictionTest {
         assertThat(s.blobs().find(a.digest())).isEmpty();
         assertThat(s.lastFreeSpace()).isEqualTo(-1);
     }
+
+    @Test
+    void filesAreUnlinkedWithoutTheMonitorThatLookupsNeed() throws Exception {
+        Storage s = open(100, 60, null);
+        BlobStore.Blob a = put(s, 30, 1);
+        BlobStore.Blob b = put(s, 30, 2);
+        BlobStore.Blob c = put(s, 30, 3);
+        java.util.concurrent.CountDownLatch unlinking = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
+        FileBlobStore files = (FileBlobStore) s.blobs();
+        // Unlinking a large file takes tens of milliseconds; here it takes until the test says so.
+        s.index().deleter(CacheIndex.Kind.BLOB, digest -> {
+            unlinking.countDown();
+            try {
+                release.await();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            Files.deleteIfExists(files.pathOf(digest));
+        });
+        put(s, 30, 4); // 120 > 100: a and b must go
+        Thread evictor = daemon(upkeep::runAll);
+        try {
+            assertThat(unlinking.await(10, java.util.concurrent.TimeUnit.SECONDS)).isTrue();
+            // A lookup meanwhile is answered at once: it used to wait for the monitor eviction held while unlinking.
+            java.util.concurrent.CompletableFuture<java.util.Optional<BlobStore.Blob>> lookup =
+                    java.util.concurrent.CompletableFuture.supplyAsync(() -> {
+                        try {
+                            return s.blobs().find(c.digest());
+                        } catch (IOException e) {
+                            throw new java.io.UncheckedIOException(e);
+                        }
+                    });
+            assertThat(lookup.get(5, java.util.concurrent.TimeUnit.SECONDS)).isPresent();
+            assertThat(s.blobs().knownAbsent(a.digest())).as("out of the index before its file goes").isTrue();
+        } finally {
+            release.countDown();
+        }
+        evictor.join();
+        assertThat(events.evicted).containsExactly("blob/size/30", "blob/size/30");
+        assertThat(Files.exists(a.path())).isFalse();
+        assertThat(Files.exists(b.path())).isFalse();
+        assertThat(s.blobs().storedBytes()).isEqualTo(60);
+    }
+
+    @Test
+    void aCommitOfABlobBeingUnlinkedWaitsAndThenStandsOnDiskAndInTheIndex() throws Exception {
+        Storage s = open(100, 60, null);
+        BlobStore.Blob a = put(s, 30, 1);
+        put(s, 30, 2);
+        put(s, 30, 3);
+        java.util.concurrent.CountDownLatch unlinking = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
+        FileBlobStore files = (FileBlobStore) s.blobs();
+        s.index().deleter(CacheIndex.Kind.BLOB, digest -> {
+            if (digest.equals(a.digest())) {
+                unlinking.countDown();
+                try {
+                    release.await();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+            Files.deleteIfExists(files.pathOf(digest));
+        });
+        put(s, 30, 4);
+        Thread evictor = daemon(upkeep::runAll);
+        Thread committer;
+        try {
+            assertThat(unlinking.await(10, java.util.concurrent.TimeUnit.SECONDS)).isTrue();
+            // The same blob is downloaded again while its old file is being unlinked.
+            committer = daemon(() -> {
+                try {
+                    FileBlobStoreTest.put(s.blobs(), bytes(30, 1));
+                } catch (IOException e) {
+                    throw new java.io.UncheckedIOException(e);
+                }
+            });
+            long deadline = System.nanoTime() + 10_000_000_000L;
+            while (committer.getState() != Thread.State.WAITING && committer.getState() != Thread.State.BLOCKED
+                    && committer.isAlive() && System.nanoTime() < deadline) {
+                Thread.onSpinWait(); // the commit waits until the unlink is done
+            }
+        } finally {
+            release.countDown();
+        }
+        evictor.join();
+        committer.join();
+        assertThat(Files.exists(a.path())).as("the new commit's file, not deleted by the old eviction").isTrue();
+        assertThat(s.blobs().find(a.digest())).isPresent();
+        assertThat(s.blobs().knownPresent(a.digest())).isTrue();
+    }
+
+    private static Thread daemon(Runnable r) {
+        Thread t = new Thread(r);
+        t.setDaemon(true);
+        t.start();
+        return t;
+    }
 }
