@@ -105,12 +105,7 @@ class DownloadEdgeTest extends MirrorTestBase {
         Digest d = hub.putBlob(randomBytes(100_000, 5));
         Promise<Void> answer = Promise.promise();
         hub.holdBlobAnswers = answer;
-        mirror = await(Mirror.start(vertx, config(), clock, real -> new ForwardingBlobStore(real) {
-            @Override
-            public Path newTempFile() throws IOException {
-                throw new IOException("No space left on device");
-            }
-        }));
+        startMirrorWithNoRoomForDownloads();
         requestAndLeave("/v2/library/alpine/blobs/" + d);
         answer.complete();
         assertThat(downloadsLeft()).isZero();
@@ -118,6 +113,16 @@ class DownloadEdgeTest extends MirrorTestBase {
         // Before, a second upstream fetch started for nobody.
         assertThat(mirror.metrics().scrape()).contains("registrymirror_blob_passthrough_total 0.0");
         assertThat(hub.count("cdn", "GET", "/blobs/" + d)).isEqualTo(1);
+    }
+
+    /** A mirror whose disk refuses every temporary file: each miss is streamed without storing. */
+    private void startMirrorWithNoRoomForDownloads() {
+        mirror = await(Mirror.start(vertx, config(), clock, real -> new ForwardingBlobStore(real) {
+            @Override
+            public Path newTempFile() throws IOException {
+                throw new IOException("No space left on device");
+            }
+        }));
     }
 
     /** Sends a GET on a raw socket, waits until the mirror has started its download, and closes. */
@@ -223,12 +228,7 @@ class DownloadEdgeTest extends MirrorTestBase {
         Promise<Void> rest = Promise.promise();
         hub.holdSecondHalf = rest;
         idleTimeout = "30s";
-        mirror = await(Mirror.start(vertx, config(), clock, real -> new ForwardingBlobStore(real) {
-            @Override
-            public Path newTempFile() throws IOException {
-                throw new IOException("No space left on device");
-            }
-        }));
+        startMirrorWithNoRoomForDownloads();
         CompletableFuture<HttpResponse<byte[]>> client = http.sendAsync(HttpRequest.newBuilder(
                 URI.create(url("/v2/library/alpine/blobs/" + d))).build(), HttpResponse.BodyHandlers.ofByteArray());
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);

@@ -72,6 +72,8 @@ abstract class MirrorTestBase {
      * "paranoid"): any one fails the test during which it is reported.
      */
     private final ListAppender<ILoggingEvent> leaks = new ListAppender<>();
+    /** Failures nothing handled on an event loop (the mirror logs them): any one fails the test. */
+    private final ListAppender<ILoggingEvent> unhandled = new ListAppender<>();
 
     /**
      * Errors reported as fatal (which in production end the process): any one fails the test, unless
@@ -86,6 +88,8 @@ abstract class MirrorTestBase {
         ((Logger) LoggerFactory.getLogger("io.vertx.core.impl.BlockedThreadChecker")).addAppender(blocked);
         leaks.start();
         ((Logger) LoggerFactory.getLogger("io.netty.util.ResourceLeakDetector")).addAppender(leaks);
+        unhandled.start();
+        ((Logger) LoggerFactory.getLogger(Mirror.class)).addAppender(unhandled);
         // Any event-loop task running over 250 ms fails the test (see stopAll), with its stack in the log.
         // Lower limits flag cold-JVM class loading and GC pauses on a 2-core machine, not blocking calls.
         // More event loops than the mirror uses (EVENT_LOOPS), so that the fake hub's servers and the
@@ -124,6 +128,12 @@ abstract class MirrorTestBase {
         assertThat(leaks.list).extracting(ILoggingEvent::getFormattedMessage)
                 .as("a pooled buffer was never released").isEmpty();
         assertThat(fatal).as("an Error reached the fatal handler (the process would have ended)").isEmpty();
+        ((Logger) LoggerFactory.getLogger(Mirror.class)).detachAppender(unhandled);
+        assertThat(unhandled.list).filteredOn(e -> e.getFormattedMessage().startsWith("unhandled failure"))
+                .extracting(e -> e.getThrowableProxy() == null ? e.getFormattedMessage()
+                        : e.getFormattedMessage() + ": " + e.getThrowableProxy().getClassName() + ": "
+                        + e.getThrowableProxy().getMessage())
+                .as("a failure on an event loop that nothing handled").isEmpty();
     }
 
     /** The YAML for the upstreams; the default puts the fake hub at docker.io. */

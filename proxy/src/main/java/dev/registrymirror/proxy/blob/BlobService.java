@@ -6,6 +6,7 @@ import dev.registrymirror.metrics.MirrorMetrics;
 import dev.registrymirror.proxy.route.ByteRange;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.route.Route;
+import dev.registrymirror.proxy.upstream.Bodies;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
 import dev.registrymirror.proxy.vertx.Blocking;
 import dev.registrymirror.proxy.vertx.Futures;
@@ -294,13 +295,7 @@ public final class BlobService {
             }
             HttpServerResponse out = req.response();
             blobHeaders(out.headers(), digest);
-            String length = in.getHeader(HttpHeaders.CONTENT_LENGTH);
-            long announced = -1;
-            try {
-                announced = length == null ? -1 : Long.parseLong(length.trim());
-            } catch (NumberFormatException e) {
-                // no usable length: chunked
-            }
+            long announced = Bodies.length(in);
             if (announced >= 0) {
                 out.putHeader(HttpHeaders.CONTENT_LENGTH, Long.toString(announced));
             } else {

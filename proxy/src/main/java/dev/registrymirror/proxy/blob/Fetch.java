@@ -4,6 +4,7 @@ import dev.registrymirror.cache.BlobStore;
 import dev.registrymirror.cache.NotEnoughSpaceException;
 import dev.registrymirror.metrics.MirrorMetrics;
 import dev.registrymirror.proxy.route.RegistryError;
+import dev.registrymirror.proxy.upstream.Bodies;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
 import dev.registrymirror.proxy.vertx.Blocking;
 import dev.registrymirror.proxy.vertx.Owner;
@@ -16,7 +17,6 @@ import io.vertx.core.buffer.Buffer;
 import io.vertx.core.file.AsyncFile;
 import io.vertx.core.file.OpenOptions;
 import io.vertx.core.http.HttpClientResponse;
-import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpMethod;
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -108,7 +108,7 @@ final class Fetch {
             return;
         }
         HttpClientResponse resp = answer.result();
-        long announced = length(resp);
+        long announced = Bodies.length(resp);
         if (announced > s.maxBlobSize()) {
             temp.onSuccess(this::discard);
             abandon(resp);
@@ -291,7 +291,7 @@ final class Fetch {
                 piece.release().run();
                 LOG.warn("upstream {}: blob {} failed after {} bytes: no memory for the next chunk ({})",
                         upstream.name(), d.digest, received, e.getMessage());
-                fail(new RegistryError(503, "UNAVAILABLE", "the mirror is out of memory for downloads"));
+                breakDown(new RegistryError(503, "UNAVAILABLE", "the mirror is out of memory for downloads"));
                 return;
             }
             bytes.writeBytes(piece.bytes(), piece.bytes().readerIndex(), len);
@@ -323,7 +323,7 @@ final class Fetch {
          */
         @Override
         public boolean full() {
-            return file.writeQueueFull() || (received > written && s.budget().over());
+            return !failed && (file.writeQueueFull() || (received > written && s.budget().over()));
         }
 
         @Override
@@ -393,14 +393,18 @@ final class Fetch {
         }
 
         private void diskFailed(Throwable err) {
+            breakDown(new StorageUnavailable("cannot write blob " + d.digest + " to the cache after " + received
+                    + " bytes: " + err.getMessage(), err));
+        }
+
+        /** The sink cannot go on (the disk, or no memory for a chunk): the file closes, and the pump is told. */
+        private void breakDown(Throwable e) {
             owner.check();
             if (failed) {
                 return;
             }
             failed = true;
             file.close();
-            StorageUnavailable e = new StorageUnavailable("cannot write blob " + d.digest + " to the cache after "
-                    + received + " bytes: " + err.getMessage(), err);
             if (end != null) {
                 end.tryFail(e); // every byte had arrived; the pump waits for the writes
             } else if (onFailure != null) {
@@ -450,18 +454,5 @@ final class Fetch {
     private static void abandon(HttpClientResponse resp) {
         resp.exceptionHandler(e -> { });
         resp.request().reset();
-    }
-
-    private static long length(HttpClientResponse resp) {
-        String header = resp.getHeader(HttpHeaders.CONTENT_LENGTH);
-        if (header == null) {
-            return -1;
-        }
-        try {
-            long n = Long.parseLong(header.trim());
-            return n >= 0 ? n : -1;
-        } catch (NumberFormatException e) {
-            return -1;
-        }
     }
 }

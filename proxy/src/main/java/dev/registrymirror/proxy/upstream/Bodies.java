@@ -76,8 +76,8 @@ public final class Bodies {
         resp.request().reset();
     }
 
-    /** The announced {@code Content-Length}, or -1. */
-    static long length(HttpClientResponse resp) {
+    /** The announced {@code Content-Length} of an upstream answer, or -1 when there is none (or it is not a number). */
+    public static long length(HttpClientResponse resp) {
         String header = resp.getHeader(HttpHeaders.CONTENT_LENGTH);
         if (header == null) {
             return -1;
