@@ -78,6 +78,12 @@ public final class MirrorMetrics {
         }
         passThroughs();
         rangesFromUpstream();
+        for (String reason : List.of("limit", "per_client")) {
+            connectionsRefused(reason);
+        }
+        for (String reason : List.of("header_timeout", "keepalive_timeout")) {
+            connectionsClosed(reason);
+        }
         for (String upstream : upstreams) {
             for (String reason : List.of("unreachable", "error", "rate_limited")) {
                 staleCounter(upstream, reason);
@@ -214,6 +220,35 @@ public final class MirrorMetrics {
     }
 
     /** Registers the gauge of blob downloads from upstreams under way. */
+    /** Reports the client connections open now, and the most allowed at once. */
+    public void clientConnections(LongSupplier open, long limit) {
+        Gauge.builder(PREFIX + "client.connections", open, s -> s.getAsLong()).strongReference(true)
+                .description("Client connections open").register(registry);
+        Gauge.builder(PREFIX + "client.connections.limit", () -> limit).strongReference(true)
+                .description("Client connections allowed at once (server.maxConnections)").register(registry);
+    }
+
+    /** A client connection was refused as it opened: {@code limit} (all) or {@code per_client}. */
+    public void connectionRefused(String reason) {
+        connectionsRefused(reason).increment();
+    }
+
+    private Counter connectionsRefused(String reason) {
+        return counter("connections.refused", "Client connections closed as they opened, over a limit", "reason", reason);
+    }
+
+    /**
+     * A client connection was closed for idling: {@code header_timeout} (no whole request head in
+     * time) or {@code keepalive_timeout} (idle between requests).
+     */
+    public void connectionClosed(String reason) {
+        connectionsClosed(reason).increment();
+    }
+
+    private Counter connectionsClosed(String reason) {
+        return counter("connections.closed", "Client connections the mirror closed for idling", "reason", reason);
+    }
+
     public void downloadsInFlight(LongSupplier count) {
         Gauge.builder(PREFIX + "downloads.inflight", count, s -> s.getAsLong()).strongReference(true)
                 .description("Blob downloads from upstreams under way").register(registry);

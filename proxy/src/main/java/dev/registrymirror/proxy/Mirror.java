@@ -6,6 +6,7 @@ import dev.registrymirror.proxy.blob.InflightDownloads;
 import dev.registrymirror.proxy.manifest.ManifestService;
 import dev.registrymirror.proxy.manifest.Referrers;
 import dev.registrymirror.proxy.manifest.TagLists;
+import dev.registrymirror.proxy.http.ConnectionGuard;
 import dev.registrymirror.proxy.http.RegistryHandler;
 import dev.registrymirror.proxy.vertx.Blocking;
 import dev.registrymirror.proxy.vertx.Fatal;
@@ -54,6 +55,7 @@ public final class Mirror {
     private final MirrorConfig config;
     private final Storage storage;
     private final Blocking blocking;
+    private final ConnectionGuard connections;
     private String deployment;
     private volatile int port;
 
@@ -85,9 +87,9 @@ public final class Mirror {
                 allocator, sc.maxBlobSize(), sc.minFree());
         BlobService blobs = new BlobService(vertx, blocking, blobStore, downloads, metrics);
         ManifestService manifests = new ManifestService(blocking, manifestStore, tagStore, metrics, clock);
+        this.connections = new ConnectionGuard(config.server(), clock, metrics);
         this.handler = new RegistryHandler(vertx, config, Map.copyOf(upstreams), blobs, manifests,
-                new TagLists(metrics), new Referrers(),
-                metrics);
+                new TagLists(metrics), new Referrers(), metrics, connections);
         this.config = config;
     }
 
@@ -145,7 +147,7 @@ public final class Mirror {
         return vertx.deployVerticle(() -> new AbstractVerticle() {
                     @Override
                     public void start(Promise<Void> started) {
-                        vertx.createHttpServer(options).requestHandler(handler)
+                        vertx.createHttpServer(options).connectionHandler(connections::opened).requestHandler(handler)
                                 .invalidRequestHandler(RegistryHandler::invalidRequest).listen()
                                 .onSuccess(server -> {
                                     port = server.actualPort();
@@ -156,8 +158,11 @@ public final class Mirror {
                 }, new DeploymentOptions().setInstances(instances))
                 .map(id -> {
                     deployment = id;
-                    LOG.info("registry mirror listening on {}:{}, storage {}, upstreams {}", config.server().host(),
-                            port, config.storage().path().toAbsolutePath().normalize(),
+                    connections.start(vertx);
+                    LOG.info("registry mirror listening on {}:{} ({} event loops, at most {} client connections,"
+                                    + " {} per address), storage {}, upstreams {}", config.server().host(), port,
+                            instances, connections.maxConnections(), config.server().maxConnectionsPerClient(),
+                            config.storage().path().toAbsolutePath().normalize(),
                             String.join(", ", config.upstreams().stream()
                                     .map(u -> u.name() + "=" + u.url()).toList()));
                     return this;
@@ -212,6 +217,7 @@ public final class Mirror {
                     return null;
                 }))
                 .eventually(() -> {
+                    connections.stop(vertx);
                     upstreams.values().forEach(UpstreamClient::close);
                     blocking.close();
                     storage.close();

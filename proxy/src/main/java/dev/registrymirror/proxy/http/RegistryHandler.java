@@ -48,11 +48,14 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
     private final Referrers referrers;
     private final MirrorMetrics metrics;
     private final Vertx vertx;
+    private final ConnectionGuard connections;
     private final AtomicInteger active = new AtomicInteger();
     private volatile boolean draining;
 
     public RegistryHandler(Vertx vertx, MirrorConfig config, Map<String, UpstreamClient> upstreams, BlobService blobs,
-                    ManifestService manifests, TagLists tagLists, Referrers referrers, MirrorMetrics metrics) {
+                    ManifestService manifests, TagLists tagLists, Referrers referrers, MirrorMetrics metrics,
+                    ConnectionGuard connections) {
+        this.connections = connections;
         this.parser = new RouteParser(config);
         this.upstreams = upstreams;
         this.blobs = blobs;
@@ -97,6 +100,7 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
     public void handle(HttpServerRequest req) {
         long start = System.nanoTime();
         HttpServerResponse resp = req.response();
+        connections.requestStarted(req);
         resp.putHeader(API_VERSION_HEADER, "registry/2.0");
         if (draining) {
             resp.putHeader(HttpHeaders.CONNECTION, "close");
@@ -107,10 +111,11 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
         AtomicBoolean finished = new AtomicBoolean();
         Runnable done = () -> {
             if (finished.compareAndSet(false, true)) {
+                connections.requestEnded(req); // first: once no request is active, every connection is idle
                 active.decrementAndGet();
             }
         };
-        req.connection().closeHandler(v -> done.run());
+        connections.whenClosed(req, done);
         Route route;
         try {
             route = parser.parse(req.path(), req.getParam("ns"));
