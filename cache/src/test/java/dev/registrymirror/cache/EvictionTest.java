@@ -254,17 +254,8 @@ class EvictionTest {
         BlobStore.Blob c = put(s, 30, 3);
         java.util.concurrent.CountDownLatch unlinking = new java.util.concurrent.CountDownLatch(1);
         java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
-        FileBlobStore files = (FileBlobStore) s.blobs();
         // Unlinking a large file takes tens of milliseconds; here it takes until the test says so.
-        s.index().deleter(CacheIndex.Kind.BLOB, digest -> {
-            unlinking.countDown();
-            try {
-                release.await();
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-            }
-            Files.deleteIfExists(files.pathOf(digest));
-        });
+        holdUnlinks(s, digest -> true, unlinking, release);
         put(s, 30, 4); // 120 > 100: a and b must go
         Thread evictor = daemon(upkeep::runAll);
         try {
@@ -298,18 +289,7 @@ class EvictionTest {
         put(s, 30, 3);
         java.util.concurrent.CountDownLatch unlinking = new java.util.concurrent.CountDownLatch(1);
         java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
-        FileBlobStore files = (FileBlobStore) s.blobs();
-        s.index().deleter(CacheIndex.Kind.BLOB, digest -> {
-            if (digest.equals(a.digest())) {
-                unlinking.countDown();
-                try {
-                    release.await();
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                }
-            }
-            Files.deleteIfExists(files.pathOf(digest));
-        });
+        holdUnlinks(s, digest -> digest.equals(a.digest()), unlinking, release);
         put(s, 30, 4);
         Thread evictor = daemon(upkeep::runAll);
         Thread committer;
@@ -336,6 +316,27 @@ class EvictionTest {
         assertThat(Files.exists(a.path())).as("the new commit's file, not deleted by the old eviction").isTrue();
         assertThat(s.blobs().find(a.digest())).isPresent();
         assertThat(s.blobs().knownPresent(a.digest())).isTrue();
+    }
+
+    /**
+     * Makes the unlink of each blob file that {@code held} selects count down {@code unlinking}, then
+     * wait for {@code release} before it deletes the file.
+     */
+    private static void holdUnlinks(Storage s, java.util.function.Predicate<Digest> held,
+                                    java.util.concurrent.CountDownLatch unlinking,
+                                    java.util.concurrent.CountDownLatch release) {
+        FileBlobStore files = (FileBlobStore) s.blobs();
+        s.index().deleter(CacheIndex.Kind.BLOB, digest -> {
+            if (held.test(digest)) {
+                unlinking.countDown();
+                try {
+                    release.await();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+            Files.deleteIfExists(files.pathOf(digest));
+        });
     }
 
     private static Thread daemon(Runnable r) {

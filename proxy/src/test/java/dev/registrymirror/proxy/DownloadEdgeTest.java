@@ -149,15 +149,10 @@ class DownloadEdgeTest extends MirrorTestBase {
     @Test
     void smallRangesOfABlobStillDownloadingAreAnsweredAtOnceFromItOrTheUpstream() throws Exception {
         byte[] layer = randomBytes(24 << 20, 6);
-        int half = layer.length / 2;
         Digest d = hub.putBlob(layer);
-        Promise<Void> rest = Promise.promise();
-        hub.holdSecondHalf = rest;
-        idleTimeout = "30s";
+        Promise<Void> rest = holdSecondHalves();
         startMirror();
-        CompletableFuture<HttpResponse<byte[]>> whole = http.sendAsync(HttpRequest.newBuilder(
-                URI.create(url("/v2/library/alpine/blobs/" + d))).build(), HttpResponse.BodyHandlers.ofByteArray());
-        await(hub.firstHalfSent.future());
+        CompletableFuture<HttpResponse<byte[]>> whole = pullUntilHalfSent(d);
 
         // The start of the layer has arrived: answered from the download. It used to wait for all 24 MiB.
         HttpResponse<byte[]> start = rangeWithin5s(d, 0, 1023);
@@ -177,7 +172,22 @@ class DownloadEdgeTest extends MirrorTestBase {
         rest.complete();
         assertThat(whole.get(30, TimeUnit.SECONDS).body()).isEqualTo(layer);
         assertThat(storedBlobs()).hasSize(1);
-        assertThat(half).isPositive();
+    }
+
+    /** The fake's blobs stop halfway until the returned promise completes (the upstream is slow, not silent). */
+    private Promise<Void> holdSecondHalves() {
+        Promise<Void> rest = Promise.promise();
+        hub.holdSecondHalf = rest;
+        idleTimeout = "30s";
+        return rest;
+    }
+
+    /** Starts a pull of the whole blob and waits until the upstream has sent its first half. */
+    private CompletableFuture<HttpResponse<byte[]>> pullUntilHalfSent(Digest d) {
+        CompletableFuture<HttpResponse<byte[]>> whole = http.sendAsync(HttpRequest.newBuilder(
+                URI.create(url("/v2/library/alpine/blobs/" + d))).build(), HttpResponse.BodyHandlers.ofByteArray());
+        await(hub.firstHalfSent.future());
+        return whole;
     }
 
     private HttpResponse<byte[]> rangeWithin5s(Digest d, long first, long last) throws Exception {
@@ -193,14 +203,10 @@ class DownloadEdgeTest extends MirrorTestBase {
         byte[] layer = randomBytes(24 << 20, 7);
         int half = layer.length / 2;
         Digest d = hub.putBlob(layer);
-        Promise<Void> rest = Promise.promise();
-        hub.holdSecondHalf = rest;
-        idleTimeout = "30s";
+        Promise<Void> rest = holdSecondHalves();
         Counting allocator = new Counting();
         mirror = await(Mirror.start(vertx, config(), clock, UnaryOperator.identity(), allocator));
-        CompletableFuture<HttpResponse<byte[]>> first = http.sendAsync(HttpRequest.newBuilder(
-                URI.create(url("/v2/library/alpine/blobs/" + d))).build(), HttpResponse.BodyHandlers.ofByteArray());
-        await(hub.firstHalfSent.future());
+        CompletableFuture<HttpResponse<byte[]>> first = pullUntilHalfSent(d);
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
         while (allocator.bytes.get() < half - (256 << 10) && System.nanoTime() < deadline) {
             Thread.onSpinWait(); // until the download has taken in its first half
