@@ -86,8 +86,7 @@ public final class BlobService {
                     if (d == null) {
                         return retry(route, upstream, req, attempt, "blob was stored meanwhile");
                     }
-                    Download.State state = d.snapshot().state();
-                    if (state == Download.State.VERIFIED || state == Download.State.DONE) {
+                    if (d.snapshot().complete()) {
                         metrics.cacheHit("blob"); // all there and verified, the commit under way
                     } else {
                         metrics.cacheMiss("blob");
@@ -311,17 +310,8 @@ public final class BlobService {
 
     /** A limit of {@code max} bytes, beyond which the answer is a protocol error. */
     private static UpstreamBody.Limit exactly(long max) {
-        return new UpstreamBody.Limit() {
-            @Override
-            public long max() {
-                return max;
-            }
-
-            @Override
-            public Throwable exceeded(long received) {
-                return new RegistryError(502, "UNAVAILABLE", "upstream answer larger than " + max + " bytes");
-            }
-        };
+        return UpstreamBody.Limit.fixed(max, received -> new RegistryError(502, "UNAVAILABLE",
+                "upstream answer larger than " + max + " bytes"));
     }
 
     private Future<Void> headUpstream(Route route, UpstreamClient upstream, HttpServerRequest req) {

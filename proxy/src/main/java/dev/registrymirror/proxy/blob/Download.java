@@ -308,7 +308,7 @@ final class Download {
             if (onCancel != null) {
                 onCancel.run();
             } else {
-                failed(new RegistryError(503, "UNAVAILABLE", "the mirror is shutting down"));
+                failed(RegistryError.shuttingDown());
             }
         });
     }

@@ -102,8 +102,8 @@ final class Fetch {
             } else if (answer.result().statusCode() != 200) {
                 fail(upstream.failure(answer.result(), "BLOB_UNKNOWN", "blob " + d.digest));
             } else {
-                abandon(answer.result());
-                fail(new RegistryError(503, "UNAVAILABLE", "the mirror is shutting down"));
+                Bodies.close(answer.result());
+                fail(RegistryError.shuttingDown());
             }
             return;
         }
@@ -111,7 +111,7 @@ final class Fetch {
         long announced = Bodies.length(resp);
         if (announced > s.maxBlobSize()) {
             temp.onSuccess(this::discard);
-            abandon(resp);
+            Bodies.close(resp);
             upstream.countError("protocol");
             LOG.warn("upstream {}: blob {} announces {} bytes, more than storage.maxBlobSize ({}); refused",
                     upstream.name(), d.digest, announced, s.maxBlobSize());
@@ -124,7 +124,7 @@ final class Fetch {
                 : null;
         if (problem != null) {
             temp.onSuccess(this::discard);
-            abandon(resp);
+            Bodies.close(resp);
             storageFailed(new StorageUnavailable("cannot store blob " + d.digest + ": " + problem.getMessage(), problem));
             return;
         }
@@ -132,14 +132,16 @@ final class Fetch {
         if (!d.streaming(t.path(), announced)) {
             // Cancelled (the mirror stopping) while the upstream was asked: it stays failed.
             discard(t);
-            abandon(resp);
+            Bodies.close(resp);
             ended.accept(d);
             return;
         }
         d.onTempFree(() -> discardLater(t.path()));
         spaceLimit = announced < 0 ? new SpaceLimit(t.free()) : null;
-        body = new UpstreamBody(owner, s.vertx(), resp, upstream, d.digest, "blob " + d.digest, announced,
-                spaceLimit != null ? spaceLimit : limit(announced), UpstreamBody.HoldBack.NOTHING, s.budget());
+        UpstreamBody.Limit limit = spaceLimit != null ? spaceLimit
+                : UpstreamBody.Limit.fixed(announced, this::tooLarge); // announced was checked against maxBlobSize
+        body = new UpstreamBody(owner, s.vertx(), resp, upstream, d.digest, "blob " + d.digest, announced, limit,
+                UpstreamBody.HoldBack.NOTHING, s.budget());
         sink = new FileSink(t.file());
         d.onCancel(this::cancel);
         Pump.pipe(body, sink).onComplete(ar -> {
@@ -159,7 +161,7 @@ final class Fetch {
         if (complete || sink == null || sink.failed) {
             return;
         }
-        RegistryError stopping = new RegistryError(503, "UNAVAILABLE", "the mirror is shutting down");
+        RegistryError stopping = RegistryError.shuttingDown();
         LOG.warn("upstream {}: blob {} abandoned after {} bytes: the mirror is stopping", upstream.name(), d.digest,
                 body.received());
         body.cancel();
@@ -201,20 +203,6 @@ final class Fetch {
         owner.check();
         ended.accept(d);
         d.failed(error);
-    }
-
-    private UpstreamBody.Limit limit(long announced) {
-        return new UpstreamBody.Limit() {
-            @Override
-            public long max() {
-                return announced; // checked against maxBlobSize before
-            }
-
-            @Override
-            public Throwable exceeded(long received) {
-                return tooLarge(received);
-            }
-        };
     }
 
     private RegistryError tooLarge(long bytes) {
@@ -449,10 +437,5 @@ final class Fetch {
             s.store().discard(temp);
             return null;
         });
-    }
-
-    private static void abandon(HttpClientResponse resp) {
-        resp.exceptionHandler(e -> { });
-        resp.request().reset();
     }
 }

@@ -43,11 +43,6 @@ public final class InflightDownloads {
         metrics.downloadMemory(memory::used, memory.limit);
     }
 
-    /** The memory budget shared by all transfers. */
-    MemoryBudget memory() {
-        return memory;
-    }
-
     /** What every fetch shares (for readers and pass-through streams). */
     Fetch.Settings settings() {
         return settings;

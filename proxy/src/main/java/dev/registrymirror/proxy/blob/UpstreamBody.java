@@ -37,6 +37,21 @@ final class UpstreamBody implements Pump.Source {
 
         /** The failure for a body that went over {@link #max()} after {@code received} bytes. */
         Throwable exceeded(long received);
+
+        /** At most {@code max} bytes; more is the failure {@code exceeded} makes of the count. */
+        static Limit fixed(long max, java.util.function.LongFunction<Throwable> exceeded) {
+            return new Limit() {
+                @Override
+                public long max() {
+                    return max;
+                }
+
+                @Override
+                public Throwable exceeded(long received) {
+                    return exceeded.apply(received);
+                }
+            };
+        }
     }
 
     private final Owner owner;

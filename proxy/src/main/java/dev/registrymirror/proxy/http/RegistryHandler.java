@@ -104,7 +104,7 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
         resp.putHeader(API_VERSION_HEADER, "registry/2.0");
         if (draining) {
             resp.putHeader(HttpHeaders.CONNECTION, "close");
-            writeError(req, new RegistryError(503, "UNAVAILABLE", "the mirror is shutting down"));
+            writeError(req, RegistryError.shuttingDown());
             return;
         }
         active.incrementAndGet();

@@ -108,7 +108,8 @@ public final class Referrers {
         return new JsonObject().put("schemaVersion", 2).put("mediaType", MediaTypes.OCI_INDEX).put("manifests", manifests);
     }
 
-    private static Future<Void> send(HttpServerRequest req, String type, Buffer body) {
+    /** Answers {@code body} as {@code type} (headers only, with its length, for {@code HEAD}). */
+    static Future<Void> send(HttpServerRequest req, String type, Buffer body) {
         req.response().putHeader(HttpHeaders.CONTENT_TYPE, type);
         if (req.method() == HttpMethod.HEAD) {
             return req.response().putHeader(HttpHeaders.CONTENT_LENGTH, Integer.toString(body.length())).end();

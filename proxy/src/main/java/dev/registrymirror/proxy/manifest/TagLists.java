@@ -158,14 +158,10 @@ public final class TagLists {
     }
 
     private static Future<Void> send(Answer answer, HttpServerRequest req) {
-        req.response().putHeader(HttpHeaders.CONTENT_TYPE, "application/json");
         if (answer.link() != null) {
             req.response().putHeader("Link", answer.link());
         }
-        if (req.method() == HttpMethod.HEAD) {
-            return req.response().putHeader(HttpHeaders.CONTENT_LENGTH, Integer.toString(answer.body().length())).end();
-        }
-        return req.response().end(answer.body());
+        return Referrers.send(req, "application/json", answer.body());
     }
 
     private static String encode(String s) {

@@ -41,6 +41,11 @@ public final class RegistryError extends RuntimeException {
                 null, null, size);
     }
 
+    /** The mirror is stopping: new requests, and downloads it abandons, get this. */
+    public static RegistryError shuttingDown() {
+        return new RegistryError(503, "UNAVAILABLE", "the mirror is shutting down");
+    }
+
     public static RegistryError nameInvalid(String name) {
         return new RegistryError(400, "NAME_INVALID", "invalid repository name: " + name);
     }

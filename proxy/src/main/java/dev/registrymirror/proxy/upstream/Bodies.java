@@ -69,7 +69,7 @@ public final class Bodies {
     }
 
     /** Stops reading {@code resp} and closes its connection. */
-    static void close(HttpClientResponse resp) {
+    public static void close(HttpClientResponse resp) {
         resp.handler(null);
         resp.endHandler(null);
         resp.exceptionHandler(err -> { });
