@@ -23,17 +23,8 @@ public interface BlobStore {
     Optional<Blob> acquire(Digest digest) throws IOException;
 
     /**
-     * Whether the blob is certainly not stored, answered from memory: never blocks, safe on an event
-     * loop. False when it may be stored (then ask {@link #acquire}). A blob may be committed right
-     * after the answer, as after any lookup.
-     */
-    default boolean knownAbsent(Digest digest) {
-        return false;
-    }
-
-    /**
-     * Whether the blob is certainly stored, answered from memory: never blocks, safe on an event
-     * loop. For a request that looked it up just before it was committed.
+     * Whether the blob was committed moments ago, answered from memory: never blocks, safe on an event
+     * loop. For a request that looked it up just before it was committed; false does not mean absent.
      */
     default boolean knownPresent(Digest digest) {
         return false;
@@ -49,7 +40,7 @@ public interface BlobStore {
     boolean verify(Blob blob) throws IOException;
 
     /** Forgets a blob whose file turned out to be missing (deleted by hand, say). */
-    void forget(Blob blob);
+    void forget(Blob blob) throws IOException;
 
     /** A new, empty temporary file on the same file system as the store. */
     Path newTempFile() throws IOException;
@@ -77,9 +68,9 @@ public interface BlobStore {
         private final Path path;
         private final long size;
         private final boolean verified;
-        final CacheIndex.Entry pinned;
+        final CacheIndex.Key pinned;
 
-        Blob(Digest digest, Path path, long size, boolean verified, CacheIndex.Entry pinned) {
+        Blob(Digest digest, Path path, long size, boolean verified, CacheIndex.Key pinned) {
             this.digest = digest;
             this.path = path;
             this.size = size;

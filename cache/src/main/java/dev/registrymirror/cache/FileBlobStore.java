@@ -14,9 +14,7 @@ import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.nio.file.attribute.BasicFileAttributes;
-import java.nio.file.attribute.FileTime;
 import java.security.MessageDigest;
-import java.util.List;
 import java.util.Optional;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -28,10 +26,11 @@ import org.slf4j.LoggerFactory;
  * <p>Implementation note: {@link #commit} hard-links the temporary file to its final name. The link
  * is atomic and fails if the name exists, so a committed file is never replaced, and readers that
  * opened the temporary file by name keep working until it is discarded. Files appear and disappear
- * only while the {@link CacheIndex}'s monitor is held, so the index and the disk agree. Commits do
- * not wait for the disk (no fsync): blobs are hashed again on their first read after a start.
+ * only while the {@link CacheIndex#lockFor item's lock} is held, and a commit records the blob in the
+ * index before its file appears, so the index never lacks a file. Commits do not wait for the disk
+ * (no fsync): blobs are hashed again on their first read after a start.
  */
-final class FileBlobStore implements BlobStore {
+final class FileBlobStore implements BlobStore, StorageScan.ContentFolder {
     private static final Logger LOG = LoggerFactory.getLogger(FileBlobStore.class);
 
     private final Path blobs;
@@ -62,20 +61,36 @@ final class FileBlobStore implements BlobStore {
         return StorageScan.fanOut(blobs, digest);
     }
 
-    /** Adds what is under {@code blobs/} to {@code into}; files not named by a digest are left alone. */
-    void scan(List<CacheIndex.Scanned> into) throws IOException {
-        StorageScan.contentFiles(blobs, (d, attrs) -> into.add(new CacheIndex.Scanned(new Key(Kind.BLOB, d),
-                attrs.size(), attrs.lastModifiedTime().toMillis())), (p, attrs) -> { });
+    @Override
+    public Kind kind() {
+        return Kind.BLOB;
+    }
+
+    @Override
+    public Path folder() {
+        return blobs;
+    }
+
+    @Override
+    public boolean forgetIfMissing(Digest digest) throws IOException {
+        Key key = new Key(Kind.BLOB, digest);
+        synchronized (index.lockFor(key)) {
+            if (!Files.exists(pathOf(digest))) {
+                index.remove(key);
+                return true;
+            }
+            return false;
+        }
+    }
+
+    @Override
+    public void otherFile(Path file) {
+        // not the mirror's: left alone
     }
 
     @Override
     public Optional<Blob> find(Digest digest) throws IOException {
         return find(digest, false);
-    }
-
-    @Override
-    public boolean knownAbsent(Digest digest) {
-        return index.knownAbsent(new Key(Kind.BLOB, digest));
     }
 
     @Override
@@ -93,8 +108,8 @@ final class FileBlobStore implements BlobStore {
         Path p = pathOf(digest);
         Entry e = pin ? index.pin(key) : index.lookup(key);
         if (e == null && !index.complete()) {
-            // The start-up scan has not reached it yet: the disk decides.
-            synchronized (index) {
+            // The reconciliation has not reached it yet: the disk decides.
+            synchronized (index.lockFor(key)) {
                 BasicFileAttributes a;
                 try {
                     a = Files.readAttributes(p, BasicFileAttributes.class);
@@ -111,15 +126,7 @@ final class FileBlobStore implements BlobStore {
         if (e == null) {
             return Optional.empty();
         }
-        long now = index.now();
-        if (index.shouldPersist(e, now)) {
-            try {
-                Files.setLastModifiedTime(p, FileTime.fromMillis(now));
-            } catch (IOException ex) {
-                // the next start sees an older last use; harmless
-            }
-        }
-        return Optional.of(new Blob(digest, p, e.size, e.verified, pin ? e : null));
+        return Optional.of(new Blob(digest, p, e.size(), e.verified(), pin ? key : null));
     }
 
     @Override
@@ -148,14 +155,11 @@ final class FileBlobStore implements BlobStore {
         }
         Key key = new Key(Kind.BLOB, blob.digest());
         if (size == blob.size() && blob.digest().matches(hasher.digest())) {
-            Entry e = index.lookup(key);
-            if (e != null) {
-                e.verified = true;
-            }
+            index.verified(key);
             return true;
         }
         LOG.warn("stored blob {} does not match its digest ({} bytes on disk); dropped", blob.digest(), size);
-        synchronized (index) {
+        synchronized (index.lockFor(key)) {
             Files.deleteIfExists(blob.path());
             index.remove(key);
         }
@@ -164,12 +168,8 @@ final class FileBlobStore implements BlobStore {
     }
 
     @Override
-    public void forget(Blob blob) {
-        synchronized (index) {
-            if (!Files.exists(blob.path())) {
-                index.remove(new Key(Kind.BLOB, blob.digest()));
-            }
-        }
+    public void forget(Blob blob) throws IOException {
+        forgetIfMissing(blob.digest());
     }
 
     @Override
@@ -188,19 +188,34 @@ final class FileBlobStore implements BlobStore {
         Path target = pathOf(digest);
         Files.createDirectories(target.getParent());
         Key key = new Key(Kind.BLOB, digest);
-        synchronized (index) {
-            index.awaitUnlinked(key); // an old copy being evicted goes first, or it would take the new one along
+        synchronized (index.lockFor(key)) {
+            index.hold(key); // eviction leaves it alone between its row and its file
             try {
-                Files.createLink(target, temp);
-            } catch (FileAlreadyExistsException e) {
-                // Committed concurrently or earlier: same digest, same bytes.
-            } catch (UnsupportedOperationException e) {
-                copyInto(temp, target);
+                index.awaitUnlinked(key); // an old copy being evicted goes first, or it would take the new one along
+                index.add(key, size, index.now(), true); // first the row: a crash then leaves no file unlisted
+                try {
+                    link(temp, target);
+                } catch (IOException | RuntimeException e) {
+                    index.remove(key);
+                    throw e;
+                }
+            } finally {
+                index.unpin(key);
             }
-            index.add(key, size, index.now(), true).verified = true;
         }
         grew.run();
         return new Blob(digest, target, size, true, null);
+    }
+
+    /** Makes {@code target} name the bytes of {@code temp}; quiet if it already exists (same digest, same bytes). */
+    private void link(Path temp, Path target) throws IOException {
+        try {
+            Files.createLink(target, temp);
+        } catch (FileAlreadyExistsException e) {
+            // Committed concurrently or earlier.
+        } catch (UnsupportedOperationException e) {
+            copyInto(temp, target);
+        }
     }
 
     private void copyInto(Path temp, Path target) throws IOException {

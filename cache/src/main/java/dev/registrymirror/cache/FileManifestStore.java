@@ -9,7 +9,6 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
-import java.util.List;
 import java.util.Optional;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -17,9 +16,11 @@ import org.slf4j.LoggerFactory;
 /**
  * {@link ManifestStore} as files {@code manifests/<algorithm>/<first two hex>/<hex>} holding the exact
  * bytes, each with a {@code <hex>.type} file holding the media type. The type is put in place first,
- * so a manifest file without its type is never seen. In front, a Caffeine cache bounded by bytes.
+ * so a manifest file without its type is never seen; both appear under the item's
+ * {@link CacheIndex#lockFor lock}, after its row is in the index. In front, a Caffeine cache bounded by
+ * bytes.
  */
-final class FileManifestStore implements ManifestStore {
+final class FileManifestStore implements ManifestStore, StorageScan.ContentFolder {
     private static final Logger LOG = LoggerFactory.getLogger(FileManifestStore.class);
 
     private final Path root;
@@ -51,14 +52,49 @@ final class FileManifestStore implements ManifestStore {
         return StorageScan.fanOut(root, digest);
     }
 
-    /** Adds the manifests on disk to {@code into}, and deletes temporary files a crash left behind. */
-    void scan(List<CacheIndex.Scanned> into) throws IOException {
-        StorageScan.contentFiles(root, (d, attrs) -> into.add(new CacheIndex.Scanned(new Key(Kind.MANIFEST, d),
-                attrs.size(), attrs.lastModifiedTime().toMillis())), (p, attrs) -> {
-                    if (AtomicFiles.isLeftover(p.getFileName().toString(), run)) {
-                        Files.deleteIfExists(p);
+    @Override
+    public Kind kind() {
+        return Kind.MANIFEST;
+    }
+
+    @Override
+    public Path folder() {
+        return root;
+    }
+
+    @Override
+    public boolean forgetIfMissing(Digest digest) throws IOException {
+        Key key = new Key(Kind.MANIFEST, digest);
+        synchronized (index.lockFor(key)) {
+            if (!Files.exists(pathOf(digest))) {
+                memory.invalidate(digest);
+                index.remove(key);
+                return true;
+            }
+            return false;
+        }
+    }
+
+    /** Deletes a crash's temporary files, and a type file whose manifest never appeared. */
+    @Override
+    public void otherFile(Path file) throws IOException {
+        String name = file.getFileName().toString();
+        if (AtomicFiles.isLeftover(name, run)) {
+            Files.deleteIfExists(file);
+            return;
+        }
+        if (name.endsWith(".type")) {
+            String hex = name.substring(0, name.length() - ".type".length());
+            String alg = file.getParent().getParent().getFileName().toString();
+            if (Digest.isValid(alg + ":" + hex)) {
+                Key key = new Key(Kind.MANIFEST, Digest.parse(alg + ":" + hex));
+                synchronized (index.lockFor(key)) {
+                    if (!Files.exists(file.resolveSibling(hex))) {
+                        Files.deleteIfExists(file);
                     }
-                });
+                }
+            }
+        }
     }
 
     @Override
@@ -84,18 +120,12 @@ final class FileManifestStore implements ManifestStore {
             bytes = Files.readAllBytes(p);
             type = Files.readString(typeFile(p), StandardCharsets.UTF_8).trim();
         } catch (NoSuchFileException e) {
-            // Under the monitor that put() holds while it installs files: a manifest put since the read
-            // above keeps its entry.
-            synchronized (index) {
-                if (!Files.exists(p)) {
-                    index.remove(key);
-                }
-            }
+            forgetIfMissing(digest); // under the lock put() holds: a manifest put since the read stays
             return Optional.empty();
         }
         if (!Digest.of(digest.algorithm(), bytes).equals(digest)) {
             LOG.warn("stored manifest {} does not match its digest; dropped", digest);
-            synchronized (index) {
+            synchronized (index.lockFor(key)) {
                 Files.deleteIfExists(p);
                 Files.deleteIfExists(typeFile(p));
                 index.remove(key);
@@ -103,9 +133,11 @@ final class FileManifestStore implements ManifestStore {
             events.corruptDropped(Kind.MANIFEST.label);
             return Optional.empty();
         }
-        synchronized (index) {
-            if (index.lookup(key) == null && Files.exists(p)) {
-                index.add(key, bytes.length, index.now(), true);
+        if (index.lookup(key) == null) {
+            synchronized (index.lockFor(key)) { // the file found before the reconciliation reached it
+                if (Files.exists(p)) {
+                    index.add(key, bytes.length, index.now(), true);
+                }
             }
         }
         Manifest m = new Manifest(digest, type, bytes);
@@ -126,11 +158,23 @@ final class FileManifestStore implements ManifestStore {
         Path bytes = null;
         try {
             bytes = AtomicFiles.prepare(p, manifest.bytes(), run);
-            synchronized (index) {
-                index.awaitUnlinked(key);
-                AtomicFiles.install(type, typeFile(p));
-                AtomicFiles.install(bytes, p);
-                index.add(key, manifest.bytes().length, index.now(), true);
+            synchronized (index.lockFor(key)) {
+                index.hold(key); // eviction leaves it alone between its row and its files
+                try {
+                    index.awaitUnlinked(key); // an old copy being evicted goes first
+                    index.add(key, manifest.bytes().length, index.now(), true); // the row first, then the files
+                    try {
+                        AtomicFiles.install(type, typeFile(p));
+                        AtomicFiles.install(bytes, p);
+                    } catch (IOException | RuntimeException e) {
+                        if (!Files.exists(p)) {
+                            index.remove(key);
+                        }
+                        throw e;
+                    }
+                } finally {
+                    index.unpin(key);
+                }
             }
         } finally {
             Files.deleteIfExists(type);

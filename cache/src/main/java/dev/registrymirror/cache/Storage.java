@@ -5,13 +5,13 @@ import java.io.IOException;
 import java.nio.file.FileStore;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.attribute.FileTime;
 import java.time.Clock;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.HashSet;
 import java.util.HexFormat;
 import java.util.List;
-import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.Executor;
 import java.util.concurrent.Executors;
@@ -28,10 +28,12 @@ import org.slf4j.LoggerFactory;
  * The cache's folder: blobs, manifests and tags, one index of what is stored, and the upkeep that
  * keeps it within its limits.
  *
- * <p>Opening takes milliseconds whatever the size of the cache: the temporary folder a crash left
- * behind is set aside by one rename, and a background scan then deletes it and fills the index.
- * Until the scan is done, lookups that the index cannot answer ask the disk, and nothing is
- * evicted. Every minute, whenever a commit takes the store over {@code maxSize}, and whenever a
+ * <p>Opening takes milliseconds whatever the size of the cache: the index is a database that
+ * outlives the process ({@link CacheIndex}), and the temporary folder a crash left behind is set aside
+ * by one rename. A background task then deletes that folder and, unless the last run stopped cleanly,
+ * reconciles the index with the disk one fan-out folder at a time: files without a row are added,
+ * rows without a file forgotten. Until it is done, lookups that the index cannot answer ask the disk,
+ * and nothing is evicted. Every minute, whenever a commit takes the store over {@code maxSize}, and whenever a
  * commit or a new download finds less than {@code minFree} free on the file system, the upkeep
  * evicts what the limits say must go.
  */
@@ -40,6 +42,8 @@ public final class Storage implements AutoCloseable {
     private static final long UPKEEP_SECONDS = 60;
     /** A failed start-up scan is tried again after this long. */
     private static final long SCAN_RETRY_SECONDS = 60;
+    /** How often a long reconciliation logs its progress. */
+    private static final long PROGRESS_NANOS = TimeUnit.SECONDS.toNanos(10);
 
     /**
      * @param maxBytes bytes kept at most, 0 for no limit
@@ -87,14 +91,20 @@ public final class Storage implements AutoCloseable {
         this.upkeep = upkeep;
         this.ownExecutor = ownExecutor;
         this.minFree = limits.minFree();
-        this.index = new CacheIndex(clock, limits.maxBytes(), limits.lowBytes(), limits.maxAge(), events);
         String run = HexFormat.of().toHexDigits(ThreadLocalRandom.current().nextInt());
         Files.createDirectories(root);
         this.freeSpace = freeSpace != null ? freeSpace : fileSystemOf(root);
         setAsideTemp();
-        this.blobs = new FileBlobStore(root, index, events, this::grew, this::usableSpace);
-        this.manifests = new FileManifestStore(root, manifestMemoryBytes, index, events, run, this::grew);
-        this.tags = new FileTagStore(root, tagMemoryEntries, run);
+        this.index = CacheIndex.open(root.resolve("index").resolve("index.db"), clock, limits.maxBytes(),
+                limits.lowBytes(), limits.maxAge(), events, this::requestUpkeep);
+        try {
+            this.blobs = new FileBlobStore(root, index, events, this::grew, this::usableSpace);
+            this.manifests = new FileManifestStore(root, manifestMemoryBytes, index, events, run, this::grew);
+            this.tags = new FileTagStore(root, tagMemoryEntries, run);
+        } catch (IOException | RuntimeException e) {
+            index.close();
+            throw e;
+        }
     }
 
     private static FreeSpace fileSystemOf(Path root) throws IOException {
@@ -153,7 +163,7 @@ public final class Storage implements AutoCloseable {
         return tags;
     }
 
-    /** The index (for tests, which hold its monitor to order concurrent operations). */
+    /** The index (for tests, which hold its locks to order concurrent operations). */
     CacheIndex index() {
         return index;
     }
@@ -226,9 +236,6 @@ public final class Storage implements AutoCloseable {
                 long target = minFree > Long.MAX_VALUE / 2 ? Long.MAX_VALUE : minFree + minFree / 10;
                 long toFree = usable >= 0 && usable < minFree ? target - usable : 0;
                 CacheIndex.Upkeep done = index.maintain(toFree);
-                for (Map.Entry<CacheIndex.Key, Long> touched : done.toPersist()) {
-                    persistAccess(touched.getKey(), touched.getValue());
-                }
                 if (toFree > 0) {
                     reportShortOfSpace(usable, toFree, done.freedForDisk());
                 } else if (shortOfSpace && usable >= 0) {
@@ -236,8 +243,8 @@ public final class Storage implements AutoCloseable {
                     LOG.info("free space on the cache's file system is back over storage.minFree: {} MiB free",
                             usable >> 20);
                 }
-            } catch (RuntimeException e) {
-                LOG.error("storage upkeep failed; it runs again within a minute", e);
+            } catch (IOException | RuntimeException e) {
+                LOG.error("storage upkeep failed; it runs again within a minute: {}", e.toString(), e);
                 events.failed("upkeep", e);
             }
         }
@@ -288,15 +295,6 @@ public final class Storage implements AutoCloseable {
         }
     }
 
-    private void persistAccess(CacheIndex.Key key, long millis) {
-        Path p = key.kind() == Kind.BLOB ? blobs.pathOf(key.digest()) : manifests.pathOf(key.digest());
-        try {
-            Files.setLastModifiedTime(p, FileTime.fromMillis(millis));
-        } catch (IOException e) {
-            // evicted meanwhile, or read-only: the next start sees an older last use
-        }
-    }
-
     /** Moves a non-empty {@code tmp/} aside, to be deleted by the scan; the new {@code tmp/} is empty. */
     private void setAsideTemp() throws IOException {
         Path tmp = root.resolve("tmp");
@@ -318,38 +316,110 @@ public final class Storage implements AutoCloseable {
     }
 
     private void scan() {
-        if (index.complete()) {
-            return; // a retry queued twice
+        if (index.complete() || closed) {
+            return; // a retry queued twice, or stopping
         }
         long started = System.nanoTime();
         try {
+            long free = readFreeSpace();
+            boolean walk = !index.wasClean();
+            String how;
+            if (walk) {
+                index.reconciling();
+                LOG.info("reconciling the cache index with the folder {} ({}); until it is done, lookups the index"
+                        + " cannot answer ask the disk, and nothing is evicted", root,
+                        index.created() ? "no index yet" : "the last run did not stop cleanly");
+                Progress progress = new Progress(started);
+                for (StorageScan.ContentFolder folder : List.<StorageScan.ContentFolder>of(blobs, manifests)) {
+                    reconcile(folder, progress);
+                    if (closed) {
+                        return;
+                    }
+                }
+                tags.scan();
+                how = "reconciled with the disk (" + progress.added + " files added, " + progress.forgotten
+                        + " missing files forgotten)";
+            } else {
+                how = "as the last run left it";
+            }
+            index.reconciled();
+            long millis = (System.nanoTime() - started) / 1_000_000;
+            long items = index.count(Kind.BLOB) + index.count(Kind.MANIFEST);
+            LOG.info("cache index ready: {} blobs, {} manifests, {} bytes, {}, in {} ms", index.count(Kind.BLOB),
+                    index.count(Kind.MANIFEST), index.totalBytes(), how, millis);
+            events.indexReady(items, index.totalBytes(), millis);
+            indexed.complete(null);
             int leftovers = 0;
             for (Path stale : staleTemp) {
                 leftovers += StorageScan.deleteTree(stale);
             }
+            staleTemp.clear();
             if (leftovers > 0) {
                 LOG.info("removed {} temporary files left by an earlier run", leftovers);
             }
-            long free = readFreeSpace();
-            List<CacheIndex.Scanned> found = new ArrayList<>();
-            blobs.scan(found);
-            manifests.scan(found);
-            tags.scan();
-            index.loaded(found);
-            long millis = (System.nanoTime() - started) / 1_000_000;
-            long items = index.count(Kind.BLOB) + index.count(Kind.MANIFEST);
-            LOG.info("cache index ready: {} blobs, {} manifests, {} bytes, scanned in {} ms", index.count(Kind.BLOB),
-                    index.count(Kind.MANIFEST), index.totalBytes(), millis);
-            events.indexReady(items, index.totalBytes(), millis);
-            indexed.complete(null);
-            if (index.overLimit() || (free >= 0 && free < minFree)) {
+            if (index.overLimit() || (free >= 0 && free < minFree) || walk) {
                 requestUpkeep();
             }
         } catch (IOException | RuntimeException e) {
-            LOG.error("cannot scan the cache folder {}: {}; trying again in {} s (until then nothing is evicted)",
+            LOG.error("cannot index the cache folder {}: {}; trying again in {} s (until then nothing is evicted)",
                     root, e.toString(), SCAN_RETRY_SECONDS);
             events.failed("scan", e);
             retryScan();
+        }
+    }
+
+    /** What a reconciliation has done so far. */
+    private static final class Progress {
+        long added;
+        long forgotten;
+        long files;
+        long lastLog;
+
+        Progress(long started) {
+            this.lastLog = started;
+        }
+    }
+
+    /**
+     * Makes the index agree with one content folder, a fan-out folder at a time: the rows under it are
+     * read (a few tens of thousands at most, even with ten million items), then its files are listed;
+     * files without a row are added in batches, rows without a file forgotten. Commits and lookups go on
+     * meanwhile: a row inserted after the read is ignored by the insert, an item removed meanwhile is
+     * left out by {@link CacheIndex#load}, and a missing file is checked again under the item's lock.
+     */
+    private void reconcile(StorageScan.ContentFolder folder, Progress progress) throws IOException {
+        Kind kind = folder.kind();
+        for (String algorithm : StorageScan.ALGORITHMS) {
+            for (String prefix : StorageScan.prefixes()) {
+                if (closed) {
+                    return;
+                }
+                Set<Digest> rows = new HashSet<>(index.rowsUnder(kind, algorithm, prefix));
+                List<CacheIndex.Scanned> found = new ArrayList<>();
+                StorageScan.contentFilesIn(folder.folder(), algorithm, prefix, (digest, attrs) -> {
+                    progress.files++;
+                    if (!rows.remove(digest)) {
+                        found.add(new CacheIndex.Scanned(new CacheIndex.Key(kind, digest), attrs.size(),
+                                attrs.lastModifiedTime().toMillis()));
+                        if (found.size() >= CacheIndex.LOAD_BATCH) {
+                            progress.added += index.load(found);
+                            found.clear();
+                        }
+                    }
+                }, (file, attrs) -> folder.otherFile(file));
+                progress.added += index.load(found);
+                for (Digest d : rows) {
+                    if (folder.forgetIfMissing(d)) {
+                        progress.forgotten++;
+                    }
+                }
+                long now = System.nanoTime();
+                if (now - progress.lastLog >= PROGRESS_NANOS) {
+                    progress.lastLog = now;
+                    LOG.info("reconciling the cache index: {}s {}/{} of 256, {} files seen, {} added, {} forgotten",
+                            kind.label, algorithm, prefix, progress.files, progress.added, progress.forgotten);
+                }
+            }
         }
     }
 
@@ -380,14 +450,27 @@ public final class Storage implements AutoCloseable {
         }
     }
 
-    /** Stops the upkeep thread. */
+    /**
+     * Stops the scan and the upkeep (waiting for the batch under way), then closes the index, noting
+     * that it agrees with the disk if the scan had finished. Call it once nothing uses the stores.
+     * Blocks: not on an event loop.
+     */
     @Override
     public void close() {
-        synchronized (upkeepLock) {
-            closed = true;
-        }
+        closed = true;
+        index.stop();
         if (ownExecutor != null) {
             ownExecutor.shutdownNow();
+            try {
+                if (!ownExecutor.awaitTermination(30, TimeUnit.SECONDS)) {
+                    LOG.warn("the storage upkeep did not stop within 30 s; closing its index anyway");
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+        synchronized (upkeepLock) {
+            index.close();
         }
     }
 }

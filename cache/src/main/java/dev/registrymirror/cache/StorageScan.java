@@ -22,6 +22,20 @@ final class StorageScan {
         void accept(Path file, BasicFileAttributes attrs) throws IOException;
     }
 
+    /** A folder of content files that the index lists: what a reconciliation needs of it. */
+    interface ContentFolder {
+        CacheIndex.Kind kind();
+
+        /** The folder, holding {@code <algorithm>/<first two hex>/<hex>}. */
+        Path folder();
+
+        /** Forgets {@code digest} if its file is missing (checked under the item's lock); yields whether it did. */
+        boolean forgetIfMissing(Digest digest) throws IOException;
+
+        /** A file in a fan-out folder not named by a digest (a crash's leftover, say). */
+        void otherFile(Path file) throws IOException;
+    }
+
     interface ContentConsumer {
         void accept(Digest digest, BasicFileAttributes attrs) throws IOException;
     }
@@ -31,15 +45,28 @@ final class StorageScan {
         return dir.resolve(digest.algorithm()).resolve(digest.hex().substring(0, 2)).resolve(digest.hex());
     }
 
+    /** The digest algorithms whose folders a reconciliation looks at. */
+    static final java.util.List<String> ALGORITHMS = java.util.List.of("sha256", "sha512");
+
+    /** The two-hex-digit names of the fan-out folders, 00 to ff. */
+    static java.util.List<String> prefixes() {
+        java.util.List<String> all = new java.util.ArrayList<>(256);
+        for (int i = 0; i < 256; i++) {
+            all.add(String.format("%02x", i));
+        }
+        return all;
+    }
+
     /**
-     * Calls {@code content} for every file under {@code dir} that sits where {@link #fanOut} puts a
-     * digest's file, and {@code other} for every other regular file.
+     * Calls {@code content} for every file in the fan-out folder {@code <dir>/<algorithm>/<prefix>}
+     * named by a digest that belongs there, and {@code other} for every other regular file in it.
      */
-    static void contentFiles(Path dir, ContentConsumer content, FileConsumer other) throws IOException {
-        files(dir, 3, (p, attrs) -> {
-            Path rel = dir.relativize(p);
-            String text = rel.getNameCount() == 3 ? rel.getName(0) + ":" + rel.getName(2) : "";
-            if (Digest.isValid(text) && fanOut(dir, Digest.parse(text)).equals(p)) {
+    static void contentFilesIn(Path dir, String algorithm, String prefix, ContentConsumer content,
+                               FileConsumer other) throws IOException {
+        files(dir.resolve(algorithm).resolve(prefix), 1, (p, attrs) -> {
+            String name = p.getFileName().toString();
+            String text = algorithm + ":" + name;
+            if (name.startsWith(prefix) && Digest.isValid(text)) {
                 content.accept(Digest.parse(text), attrs);
             } else {
                 other.accept(p, attrs);

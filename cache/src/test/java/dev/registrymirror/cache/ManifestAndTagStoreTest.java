@@ -59,9 +59,9 @@ class ManifestAndTagStoreTest {
                 throw new java.io.UncheckedIOException(e);
             }
         });
-        // The finder misses on disk, then waits for the index's monitor, which put() also takes: the put
+        // The finder misses on disk, then waits for the item's lock, which put() also takes: the put
         // lands exactly between the finder's miss and its removal of the (then) missing entry.
-        synchronized (storage.index()) {
+        synchronized (storage.index().lockFor(new CacheIndex.Key(CacheIndex.Kind.MANIFEST, d))) {
             finder.start();
             while (finder.getState() != Thread.State.BLOCKED && finder.isAlive()) {
                 Thread.onSpinWait();

@@ -199,7 +199,7 @@ public final class Mirror {
      * {@code server.shutdownTimeout}); then the server closes and downloads still under way are
      * abandoned, except those that have every byte: their writes and commits finish (for at most
      * {@code server.shutdownTimeout} again, at least a second), so a blob a client was served is
-     * stored. Then temporary files are deleted and the upstream clients released. The Vert.x
+     * stored. Then temporary files are deleted, the cache index closed (noted as agreeing with the disk) and the upstream clients released. The Vert.x
      * instance is the caller's to close.
      */
     public Future<Void> stop() {
@@ -216,11 +216,14 @@ public final class Mirror {
                     storage.removeTemporaryFiles();
                     return null;
                 }))
+                .eventually(() -> blocking.run(() -> {
+                    storage.close(); // waits for the upkeep's batch under way, then closes the index
+                    return null;
+                }))
                 .eventually(() -> {
                     connections.stop(vertx);
                     upstreams.values().forEach(UpstreamClient::close);
                     blocking.close();
-                    storage.close();
                     return Future.succeededFuture();
                 });
     }

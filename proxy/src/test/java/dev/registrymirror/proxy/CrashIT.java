@@ -82,7 +82,88 @@ class CrashIT extends FakeHubIT {
             assertThat(hub.count("cdn", "GET", "/blobs/" + doneDigest)).isEqualTo(upstreamBefore); // from disk
             assertThat(get(port, "/v2/library/app/manifests/1").statusCode()).isEqualTo(200);
             awaitTrue("leftovers removed", () -> staleTempDirs(data) == 0 && partialBytes(data.resolve("tmp")) == 0);
-            assertThat(mirror.log()).contains("cache index ready");
+            assertThat(mirror.log()).contains("cache index ready")
+                    .contains("the last run did not stop cleanly").contains("reconciled with the disk");
+            assertTotalsMatchTheDisk(port, data);
+        }
+        // A clean stop now: the next start takes the index as it is, with the same totals.
+        try (RealParts.Child mirror = startMirror(port, data)) {
+            awaitTrue("index ready", () -> mirror.log().contains("cache index ready"));
+            assertThat(mirror.log()).contains("as the last run left it").doesNotContain("reconciling");
+            assertTotalsMatchTheDisk(port, data);
+            mirror.process.destroy();
+            assertThat(mirror.process.waitFor(20, TimeUnit.SECONDS)).isTrue();
+        }
+        try (RealParts.Child mirror = startMirror(port, data)) {
+            awaitTrue("index ready", () -> mirror.log().contains("cache index ready"));
+            assertThat(mirror.log()).contains("as the last run left it");
+            assertTotalsMatchTheDisk(port, data);
+            assertThat(get(port, "/v2/library/app/blobs/" + doneDigest).body()).isEqualTo(done);
+        }
+    }
+
+    @Test
+    void sigkillInTheMiddleOfCommitsLosesNothingAndServesNothingWrong() throws Exception {
+        // Many small blobs committed as fast as they come, the process killed while they are.
+        int n = 300;
+        List<byte[]> blobs = new ArrayList<>();
+        List<Digest> digests = new ArrayList<>();
+        for (int i = 0; i < n; i++) {
+            blobs.add(MirrorTestBase.randomBytes(1000 + i, 100 + i));
+            digests.add(hub.putBlob(blobs.get(i)));
+        }
+        int port = RealParts.freePort();
+        Path data = dir.resolve("data");
+        try (RealParts.Child mirror = startMirror(port, data)) {
+            List<CompletableFuture<HttpResponse<byte[]>>> pulls = new ArrayList<>();
+            for (Digest d : digests) {
+                pulls.add(http.sendAsync(request(port, "/v2/library/app/blobs/" + d), HttpResponse.BodyHandlers.ofByteArray()));
+            }
+            awaitTrue("some blobs committed", () -> storedBlobFiles(data) >= 20);
+            mirror.process.destroyForcibly();
+            assertThat(mirror.process.waitFor(10, TimeUnit.SECONDS)).isTrue();
+            for (CompletableFuture<HttpResponse<byte[]>> pull : pulls) {
+                pull.handle((r, e) -> null).get(10, TimeUnit.SECONDS);
+            }
+        }
+        try (RealParts.Child mirror = startMirror(port, data)) {
+            awaitTrue("index ready", () -> mirror.log().contains("cache index ready"));
+            assertTotalsMatchTheDisk(port, data);
+            long stored = storedBlobFiles(data);
+            long before = hub.count("cdn", "GET", "/blobs/");
+            for (int i = 0; i < n; i++) {
+                HttpResponse<byte[]> r = get(port, "/v2/library/app/blobs/" + digests.get(i));
+                assertThat(r.statusCode()).isEqualTo(200);
+                assertThat(r.body()).as("blob %d", i).isEqualTo(blobs.get(i));
+            }
+            assertThat(hub.count("cdn", "GET", "/blobs/") - before).as("only what was not stored came from upstream")
+                    .isEqualTo(n - stored);
+            assertTotalsMatchTheDisk(port, data);
+        }
+    }
+
+    /** The stored items and bytes the mirror reports are those of the blob files on disk. */
+    private void assertTotalsMatchTheDisk(int port, Path data) throws Exception {
+        long[] files = {0, 0};
+        try (Stream<Path> s = Files.walk(data.resolve("blobs"))) {
+            s.filter(Files::isRegularFile).forEach(p -> {
+                files[0]++;
+                files[1] += p.toFile().length();
+            });
+        }
+        awaitTrue("the stored totals match the disk", () -> {
+            String metrics = new String(get(port, "/metrics").body(), java.nio.charset.StandardCharsets.UTF_8);
+            return metrics.contains("registrymirror_stored_items{kind=\"blob\"} " + (double) files[0])
+                    && metrics.contains("registrymirror_stored_bytes{kind=\"blob\"} " + (double) files[1]);
+        });
+    }
+
+    private static long storedBlobFiles(Path data) throws IOException {
+        if (!Files.isDirectory(data.resolve("blobs"))) {
+            return 0;
+        }
+        try (Stream<Path> s = Files.walk(data.resolve("blobs"))) {
+            return s.filter(Files::isRegularFile).count();
         }
     }
 

@@ -18,11 +18,6 @@ class FatalTest extends MirrorTestBase {
         Digest d = hub.putBlob(randomBytes(1000, 1));
         mirror = await(Mirror.start(vertx, config(), clock, real -> new ForwardingBlobStore(real) {
             @Override
-            public boolean knownAbsent(Digest digest) {
-                return false; // so that the lookup goes to a worker thread
-            }
-
-            @Override
             public Optional<Blob> acquire(Digest digest) {
                 throw new StackOverflowError("thrown by the test");
             }
@@ -39,8 +34,8 @@ class FatalTest extends MirrorTestBase {
         Digest d = hub.putBlob(randomBytes(1000, 2));
         mirror = await(Mirror.start(vertx, config(), clock, real -> new ForwardingBlobStore(real) {
             @Override
-            public boolean knownAbsent(Digest digest) {
-                throw new NoClassDefFoundError("thrown by the test"); // knownAbsent runs on the event loop
+            public boolean knownPresent(Digest digest) {
+                throw new NoClassDefFoundError("thrown by the test"); // on the event loop, as a miss is handled
             }
         }));
         try {
@@ -48,7 +43,12 @@ class FatalTest extends MirrorTestBase {
         } catch (RuntimeException e) {
             // no answer: the request's handler died with the Error
         }
-        assertThat(fatal.poll(10, TimeUnit.SECONDS)).isEqualTo("an event loop: java.lang.NoClassDefFoundError: thrown by the test");
+        assertThat(fatal.poll(10, TimeUnit.SECONDS)).isEqualTo("a blob request: java.lang.NoClassDefFoundError: thrown by the test");
+        // One thrown by an event-loop callback outside any request reaches the handler the mirror installs.
+        vertx.setTimer(1, id -> {
+            throw new NoClassDefFoundError("thrown by a timer");
+        });
+        assertThat(fatal.poll(10, TimeUnit.SECONDS)).isEqualTo("an event loop: java.lang.NoClassDefFoundError: thrown by a timer");
     }
 
     @Test

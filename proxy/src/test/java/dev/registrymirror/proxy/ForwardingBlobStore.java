@@ -25,11 +25,6 @@ abstract class ForwardingBlobStore implements BlobStore {
     }
 
     @Override
-    public boolean knownAbsent(Digest digest) {
-        return real.knownAbsent(digest);
-    }
-
-    @Override
     public boolean knownPresent(Digest digest) {
         return real.knownPresent(digest);
     }
@@ -45,7 +40,7 @@ abstract class ForwardingBlobStore implements BlobStore {
     }
 
     @Override
-    public void forget(Blob blob) {
+    public void forget(Blob blob) throws IOException {
         real.forget(blob);
     }
 

@@ -62,10 +62,9 @@ public final class BlobService {
 
     private Future<Void> serve(Route route, UpstreamClient upstream, HttpServerRequest req, int attempt) {
         boolean head = req.method() == HttpMethod.HEAD;
-        // A blob the index knows is absent needs no trip to a worker thread before the upstream is asked.
-        Future<Optional<BlobStore.Blob>> lookup = store.knownAbsent(route.digest())
-                ? Future.succeededFuture(Optional.empty())
-                : blocking.run(() -> head ? store.find(route.digest()) : store.acquire(route.digest()));
+        // The index lives on disk: even a blob that is not stored is looked up on a worker thread.
+        Future<Optional<BlobStore.Blob>> lookup =
+                blocking.run(() -> head ? store.find(route.digest()) : store.acquire(route.digest()));
         return lookup
                 .compose(found -> {
                     if (found.isPresent()) {
