@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit and integration tests (fake upstream) and the end-to-end tests with real
 # parts (CNCF Distribution as upstream, skopeo as client, promtool for the metrics), then the
-# benchmark in its smoke mode (seconds), so that it keeps working.
+# benchmarks in their smoke modes (seconds), so that they keep working.
 # Installs the Debian packages those need when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,4 +25,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 mvn -B -ntp verify "$@"
+bench/scale.sh 2000   # the large-cache benchmark on a small cache (seconds), so that it keeps working
 exec bench/run.sh --smoke

@@ -20,7 +20,8 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.ReentrantLock;
 import org.slf4j.Logger;
@@ -72,6 +73,10 @@ final class CacheIndex implements AutoCloseable {
     static final int LOAD_BATCH = 2000;
     /** Noted uses past which the upkeep is asked to write them at once. */
     private static final int NOTES_FLUSH_AT = 50_000;
+    /** Connections for lookups; a lookup takes about 10 µs, so a few serve every worker thread. */
+    private static final int READERS = 8;
+    /** Threads that delete evicted files. */
+    private static final int UNLINK_THREADS = 2;
     /** How many recent commits {@link #knownPresent} remembers. */
     private static final int RECENT_COMMITS = 10_000;
 
@@ -107,8 +112,8 @@ final class CacheIndex implements AutoCloseable {
     record Scanned(Key key, long size, long modifiedMillis) {
     }
 
-    /** What {@link #maintain} did: the bytes removed for the disk's sake. */
-    record Upkeep(long freedForDisk) {
+    /** What {@link #maintain} did: the items and bytes it removed, those of them for the disk's sake. */
+    record Upkeep(long items, long bytes, long freedForDisk) {
     }
 
     private final Path file;
@@ -128,8 +133,15 @@ final class CacheIndex implements AutoCloseable {
     private final Cache<Key, Boolean> recentCommits = Caffeine.newBuilder().maximumSize(RECENT_COMMITS).build();
     private final Object[] stripes = new Object[256];
     private final ReentrantLock writeLock = new ReentrantLock();
+    private final java.util.concurrent.ExecutorService unlinkers = java.util.concurrent.Executors.newFixedThreadPool(
+            UNLINK_THREADS, r -> {
+                Thread t = new Thread(r, "cache-unlink");
+                t.setDaemon(true);
+                return t;
+            });
     private final Connection writer;
-    private final ConcurrentLinkedQueue<Reader> readers = new ConcurrentLinkedQueue<>();
+    /** Connections for lookups, all opened at the start: a fixed number of descriptors and page caches. */
+    private final LinkedBlockingQueue<Reader> readers = new LinkedBlockingQueue<>();
     private final List<Reader> allReaders = new ArrayList<>();
     /** This start's number: an item verified since this start carries it. */
     private final long run;
@@ -144,6 +156,9 @@ final class CacheIndex implements AutoCloseable {
     private volatile boolean closed;
     /** Set by {@link #stop}: eviction ends after its batch. */
     private volatile boolean stopping;
+    /** Items and bytes evicted since this start (written by the upkeep only). */
+    private long evictedItems;
+    private long evictedBytes;
 
     private CacheIndex(Path file, Clock clock, long maxBytes, long lowBytes, Duration maxAge, StorageEvents events,
                        Runnable manyNotes, Connection writer, boolean created) throws SQLException {
@@ -179,6 +194,11 @@ final class CacheIndex implements AutoCloseable {
             this.run = r;
             this.wasClean = clean && !created;
             s.executeUpdate("UPDATE meta SET value = 0 WHERE key = 'clean'"); // until close() says otherwise
+            for (int i = 0; i < READERS; i++) {
+                Reader reader = new Reader(connect(file, 2 << 10));
+                allReaders.add(reader);
+                readers.add(reader);
+            }
             try (ResultSet rs = s.executeQuery("SELECT kind, items, bytes FROM totals")) {
                 while (rs.next()) {
                     Kind k = Kind.of(rs.getInt(1));
@@ -200,12 +220,7 @@ final class CacheIndex implements AutoCloseable {
      */
     static CacheIndex open(Path file, Clock clock, long maxBytes, long lowBytes, Duration maxAge, StorageEvents events,
                            Runnable manyNotes) throws IOException {
-        Files.createDirectories(file.getParent());
-        if (System.getProperty("org.sqlite.tmpdir") == null) {
-            // The driver unpacks its native library once per process: next to the index, not in a /tmp
-            // that may be read-only or mounted noexec in a container.
-            System.setProperty("org.sqlite.tmpdir", file.getParent().toString());
-        }
+        loadDriver(file.getParent());
         try {
             return openOnce(file, clock, maxBytes, lowBytes, maxAge, events, manyNotes);
         } catch (SQLException e) {
@@ -223,6 +238,25 @@ final class CacheIndex implements AutoCloseable {
             } catch (SQLException again) {
                 throw new IOException("cannot create the cache index " + file + ": " + again.getMessage(), again);
             }
+        }
+    }
+
+    /**
+     * Loads SQLite's native library (about a quarter of a second: unpacked from the jar, then loaded),
+     * unpacking it into {@code folder} (the index's): not into a /tmp that may be read-only or mounted
+     * noexec in a container. Safe to call from several threads; the first call does the work.
+     */
+    static void loadDriver(Path folder) throws IOException {
+        Files.createDirectories(folder);
+        synchronized (CacheIndex.class) {
+            if (System.getProperty("org.sqlite.tmpdir") == null) {
+                System.setProperty("org.sqlite.tmpdir", folder.toString());
+            }
+        }
+        try {
+            org.sqlite.SQLiteJDBCLoader.initialize();
+        } catch (Exception e) {
+            throw new IOException("cannot load SQLite's native library (unpacked into " + folder + "): " + e, e);
         }
     }
 
@@ -288,6 +322,7 @@ final class CacheIndex implements AutoCloseable {
         config.setBusyTimeout(30_000);
         config.setCacheSize(-cacheKib);
         config.setTempStore(SQLiteConfig.TempStore.MEMORY);
+        config.setPragma(SQLiteConfig.Pragma.WAL_AUTOCHECKPOINT, "10000");
         return config.createConnection("jdbc:sqlite:" + file);
     }
 
@@ -305,19 +340,18 @@ final class CacheIndex implements AutoCloseable {
         }
     }
 
+    /** A reader connection, waiting for one if all are in use (for microseconds: lookups are short). */
     private Reader reader() throws SQLException {
-        Reader r = readers.poll();
-        if (r != null) {
+        try {
+            Reader r = closed ? null : readers.poll(30, TimeUnit.SECONDS);
+            if (r == null) {
+                throw new SQLException(closed ? "the cache index is closed" : "no reader connection free for 30 s");
+            }
             return r;
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new SQLException("interrupted while waiting for a reader connection", e);
         }
-        if (closed) {
-            throw new SQLException("the cache index is closed");
-        }
-        r = new Reader(connect(file, 2 << 10));
-        synchronized (allReaders) {
-            allReaders.add(r);
-        }
-        return r;
     }
 
     void deleter(Kind kind, Deleter deleter) {
@@ -707,8 +741,10 @@ final class CacheIndex implements AutoCloseable {
     Upkeep maintain(long bytesToFree) throws IOException {
         writeNotes();
         if (!complete) {
-            return new Upkeep(0);
+            return new Upkeep(0, 0, 0);
         }
+        long itemsBefore = evictedItems;
+        long bytesBefore = evictedBytes;
         if (maxAgeMillis > 0) {
             long cutoff = now() - maxAgeMillis;
             evict("age", cutoff, Long.MAX_VALUE);
@@ -717,7 +753,7 @@ final class CacheIndex implements AutoCloseable {
             evict("size", Long.MAX_VALUE, Long.MAX_VALUE);
         }
         long freed = bytesToFree > 0 ? evict("disk", Long.MAX_VALUE, bytesToFree) : 0;
-        return new Upkeep(freed);
+        return new Upkeep(evictedItems - itemsBefore, evictedBytes - bytesBefore, freed);
     }
 
     /** Writes the noted uses to the database, in one transaction; a use newer than a row's stays. */
@@ -860,6 +896,7 @@ final class CacheIndex implements AutoCloseable {
             } finally {
                 writeLock.unlock();
             }
+            boolean[] failed = unlink(victims, sizes);
             long freed = 0;
             List<Integer> kept = new ArrayList<>();
             for (int i = 0; i < victims.size(); i++) {
@@ -867,17 +904,14 @@ final class CacheIndex implements AutoCloseable {
                 if (sizes[i] < 0) {
                     continue; // removed meanwhile
                 }
-                recentCommits.invalidate(key);
-                recent.remove(key);
-                try {
-                    deleters.get(key.kind()).delete(key.digest());
-                } catch (IOException | RuntimeException ex) {
-                    LOG.warn("cannot delete {} {}; it stays: {}", key.kind().label, key.digest(), ex.toString());
+                if (failed[i]) {
                     kept.add(i);
                     continue;
                 }
                 events.evicted(key.kind().label, reason, sizes[i]);
                 freed += sizes[i];
+                evictedItems++;
+                evictedBytes += sizes[i];
             }
             for (int i : kept) {
                 add(victims.get(i), sizes[i], now(), false);
@@ -886,6 +920,51 @@ final class CacheIndex implements AutoCloseable {
         } finally {
             unlinked(victims);
         }
+    }
+
+    /**
+     * Deletes the files of the victims whose rows were removed ({@code sizes[i] >= 0}), on
+     * {@value #UNLINK_THREADS} threads: an unlink takes tens of microseconds, mostly waiting for the
+     * file system, so they overlap well. Yields which could not be deleted (logged).
+     */
+    private boolean[] unlink(List<Key> victims, long[] sizes) throws IOException {
+        boolean[] failed = new boolean[victims.size()];
+        int chunk = Math.max(1, (victims.size() + UNLINK_THREADS - 1) / UNLINK_THREADS);
+        List<java.util.concurrent.Future<?>> parts = new ArrayList<>();
+        for (int from = 0; from < victims.size(); from += chunk) {
+            int start = from;
+            int end = Math.min(victims.size(), from + chunk);
+            parts.add(unlinkers.submit(() -> {
+                for (int i = start; i < end; i++) {
+                    if (sizes[i] < 0) {
+                        continue; // removed meanwhile
+                    }
+                    Key key = victims.get(i);
+                    recentCommits.invalidate(key);
+                    recent.remove(key);
+                    try {
+                        deleters.get(key.kind()).delete(key.digest());
+                    } catch (IOException | RuntimeException ex) {
+                        LOG.warn("cannot delete {} {}; it stays: {}", key.kind().label, key.digest(), ex.toString());
+                        failed[i] = true;
+                    }
+                }
+            }));
+        }
+        for (java.util.concurrent.Future<?> part : parts) {
+            try {
+                part.get();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new InterruptedIOException("interrupted while evicted files were deleted");
+            } catch (java.util.concurrent.ExecutionException e) {
+                if (e.getCause() instanceof Error err) {
+                    throw err;
+                }
+                throw new IOException("cannot delete evicted files", e.getCause());
+            }
+        }
+        return failed;
     }
 
     private void unlinked(List<Key> keys) {
@@ -944,6 +1023,7 @@ final class CacheIndex implements AutoCloseable {
         } finally {
             writeLock.unlock();
         }
+        unlinkers.shutdownNow();
         synchronized (allReaders) {
             for (Reader r : allReaders) {
                 try {

@@ -113,6 +113,23 @@ public final class Storage implements AutoCloseable {
     }
 
     /**
+     * Starts loading what opening the storage under {@code root} needs (the index database's native
+     * library) on a thread of its own, so that it overlaps the rest of start-up. Optional: {@link #open}
+     * does it otherwise, and reports any failure.
+     */
+    public static void preload(Path root) {
+        Thread t = new Thread(() -> {
+            try {
+                CacheIndex.loadDriver(root.resolve("index"));
+            } catch (IOException | RuntimeException e) {
+                // open() tries again and reports it
+            }
+        }, "storage-preload");
+        t.setDaemon(true);
+        t.start();
+    }
+
+    /**
      * Opens (creating if needed) the storage under {@code root} and starts its background scan and
      * upkeep on a thread of its own.
      */
@@ -235,7 +252,13 @@ public final class Storage implements AutoCloseable {
                 // Below minFree: make a tenth more than that free, so that every commit does not evict again.
                 long target = minFree > Long.MAX_VALUE / 2 ? Long.MAX_VALUE : minFree + minFree / 10;
                 long toFree = usable >= 0 && usable < minFree ? target - usable : 0;
+                long started = System.nanoTime();
                 CacheIndex.Upkeep done = index.maintain(toFree);
+                if (done.items() > 0) {
+                    LOG.info("storage upkeep removed {} blobs and manifests ({} MiB) in {} ms; {} items, {} MiB stored",
+                            done.items(), done.bytes() >> 20, (System.nanoTime() - started) / 1_000_000,
+                            index.count(Kind.BLOB) + index.count(Kind.MANIFEST), index.totalBytes() >> 20);
+                }
                 if (toFree > 0) {
                     reportShortOfSpace(usable, toFree, done.freedForDisk());
                 } else if (shortOfSpace && usable >= 0) {
@@ -357,7 +380,7 @@ public final class Storage implements AutoCloseable {
             if (leftovers > 0) {
                 LOG.info("removed {} temporary files left by an earlier run", leftovers);
             }
-            if (index.overLimit() || (free >= 0 && free < minFree) || walk) {
+            if (index.overLimit() || (free >= 0 && free < minFree)) {
                 requestUpkeep();
             }
         } catch (IOException | RuntimeException e) {

@@ -73,6 +73,9 @@ public final class MirrorMetrics {
         for (String reason : List.of("disk_full", "io")) {
             storageErrors(reason);
         }
+        for (String task : List.of("scan", "upkeep")) {
+            storageTaskFailures(task);
+        }
         for (String reason : List.of("disk", "memory")) {
             downloadPauses(reason);
         }
@@ -331,6 +334,23 @@ public final class MirrorMetrics {
     }
 
     /** A stored file did not match its digest and was deleted (it is fetched again when asked for). */
+    /** The storage's start-up scan or upkeep failed (logged; it is tried again). */
+    public void storageTaskFailed(String task) {
+        storageTaskFailures(task).increment();
+    }
+
+    private Counter storageTaskFailures(String task) {
+        return counter("storage.task.failures", "Failures of the storage's start-up scan or upkeep, each retried",
+                "task", task);
+    }
+
+    /** Registers the gauge that is 1 once the cache index agrees with the disk (eviction works only then). */
+    public void storageIndexReady(java.util.function.BooleanSupplier ready) {
+        Gauge.builder(PREFIX + "storage.index.ready", ready, r -> r.getAsBoolean() ? 1 : 0).strongReference(true)
+                .description("1 once the cache index agrees with the disk; until then nothing is evicted")
+                .register(registry);
+    }
+
     public void corruptDropped(String kind) {
         corruptCounter(kind).increment();
     }

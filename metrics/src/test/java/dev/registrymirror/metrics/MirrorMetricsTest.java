@@ -26,8 +26,15 @@ class MirrorMetricsTest {
         m.rateLimitRemaining("docker.io", 75);
         m.downloadMemory(() -> 262144, 32 << 20);
         m.downloadPaused("memory");
+        java.util.concurrent.atomic.AtomicBoolean ready = new java.util.concurrent.atomic.AtomicBoolean();
+        m.storageIndexReady(ready::get);
+        m.storageTaskFailed("scan");
+        assertThat(m.scrape()).contains("registrymirror_storage_index_ready 0.0");
+        ready.set(true);
 
         String text = m.scrape();
+        assertThat(text).contains("registrymirror_storage_index_ready 1.0")
+                .contains("registrymirror_storage_task_failures_total{task=\"scan\"} 1.0");
         assertThat(text).contains("registrymirror_requests_seconds_count{method=\"GET\",route=\"blob\",status=\"200\"} 2");
         assertThat(text).contains("registrymirror_cache_hits_total{kind=\"blob\"} 1.0");
         assertThat(text).contains("registrymirror_cache_misses_total{kind=\"manifest\"} 1.0");
@@ -63,6 +70,7 @@ class MirrorMetricsTest {
                 .contains("registrymirror_evicted_bytes_total{kind=\"blob\",reason=\"size\"} 0.0")
                 .contains("registrymirror_corrupt_dropped_total{kind=\"blob\"} 0.0")
                 .contains("registrymirror_storage_errors_total{reason=\"disk_full\"} 0.0")
+                .contains("registrymirror_storage_task_failures_total{task=\"upkeep\"} 0.0")
                 .contains("registrymirror_download_pauses_total{reason=\"memory\"} 0.0")
                 .contains("registrymirror_blob_passthrough_total 0.0")
                 .contains("registrymirror_stale_served_total{reason=\"unreachable\",upstream=\"ghcr.io\"} 0.0")

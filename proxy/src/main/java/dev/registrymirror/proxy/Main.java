@@ -3,6 +3,7 @@ package dev.registrymirror.proxy;
 import dev.registrymirror.config.ConfigException;
 import dev.registrymirror.config.ConfigLoader;
 import dev.registrymirror.config.MirrorConfig;
+import dev.registrymirror.cache.Storage;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import io.vertx.core.Vertx;
@@ -64,6 +65,7 @@ public final class Main implements Callable<Integer> {
             System.err.println("registry-mirror: " + e.getMessage());
             return 2;
         }
+        Storage.preload(cfg.storage().path()); // while Vert.x starts
         CountDownLatch stopped = new CountDownLatch(1);
         Vertx vertx = Mirror.newVertx(cfg);
         Mirror mirror;

@@ -78,6 +78,7 @@ public final class Mirror {
             metrics.storageLimit(sc.maxSize());
         }
         metrics.storageFreeSpace(storage::lastFreeSpace, sc.minFree());
+        metrics.storageIndexReady(() -> storage.indexed().isDone());
         this.upstreams = new LinkedHashMap<>();
         for (MirrorConfig.Upstream u : config.upstreams()) {
             upstreams.put(u.name(), new UpstreamClient(vertx, u, metrics, clock));

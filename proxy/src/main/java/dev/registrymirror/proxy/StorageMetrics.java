@@ -29,6 +29,8 @@ final class StorageMetrics implements StorageEvents {
 
     @Override
     public void failed(String task, Throwable error) {
-        Fatal.check("the storage's " + task, error); // anything else the storage logs and retries itself
+        if (!Fatal.check("the storage's " + task, error)) { // anything else the storage logs and retries itself
+            metrics.storageTaskFailed(task);
+        }
     }
 }

@@ -38,7 +38,9 @@ class CacheLimitsTest extends MirrorTestBase {
         assertThat(metrics).contains("registrymirror_evictions_total{kind=\"blob\",reason=\"size\"} 1.0")
                 .contains("registrymirror_evicted_bytes_total{kind=\"blob\",reason=\"size\"} " + (double) (25 << 20))
                 .contains("registrymirror_storage_limit_bytes " + (double) (64L << 20))
-                .contains("registrymirror_stored_items{kind=\"blob\"} 2.0");
+                .contains("registrymirror_stored_items{kind=\"blob\"} 2.0")
+                .contains("registrymirror_storage_index_ready 1.0")
+                .contains("registrymirror_storage_task_failures_total{task=\"upkeep\"} 0.0");
         long fetches = hub.count("cdn", "GET", "/blobs/" + db);
         assertThat(get("/v2/library/alpine/blobs/" + da).body()).isEqualTo(a);
         assertThat(get("/v2/library/alpine/blobs/" + dc).body()).isEqualTo(c);
