@@ -995,6 +995,21 @@ final class CacheIndex implements AutoCloseable {
         stopping = true;
     }
 
+    /** Closes the connections as a crash would: nothing noted is written, the index is not marked clean. */
+    void abandon() {
+        closed = true;
+        unlinkers.shutdownNow();
+        writeLock.lock();
+        try {
+            writer.close();
+        } catch (SQLException e) {
+            // as a crash would
+        } finally {
+            writeLock.unlock();
+        }
+        closeReaders();
+    }
+
     /**
      * Writes the noted uses, records that rows and files agree (when the reconciliation finished) and
      * closes the database. Call it once nothing else uses the index.
@@ -1024,6 +1039,10 @@ final class CacheIndex implements AutoCloseable {
             writeLock.unlock();
         }
         unlinkers.shutdownNow();
+        closeReaders();
+    }
+
+    private void closeReaders() {
         synchronized (allReaders) {
             for (Reader r : allReaders) {
                 try {

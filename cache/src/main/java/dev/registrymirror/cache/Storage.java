@@ -2,7 +2,11 @@ package dev.registrymirror.cache;
 
 import dev.registrymirror.cache.CacheIndex.Kind;
 import java.io.IOException;
+import java.nio.channels.FileChannel;
+import java.nio.channels.FileLock;
+import java.nio.channels.OverlappingFileLockException;
 import java.nio.file.FileStore;
+import java.nio.file.StandardOpenOption;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Clock;
@@ -64,6 +68,7 @@ public final class Storage implements AutoCloseable {
     }
 
     private final Path root;
+    private final FileChannel folderLock;
     private final CacheIndex index;
     private final StorageEvents events;
     private final Executor upkeep;
@@ -92,18 +97,57 @@ public final class Storage implements AutoCloseable {
         this.ownExecutor = ownExecutor;
         this.minFree = limits.minFree();
         String run = HexFormat.of().toHexDigits(ThreadLocalRandom.current().nextInt());
-        Files.createDirectories(root);
+        Files.createDirectories(root.resolve("index"));
         this.freeSpace = freeSpace != null ? freeSpace : fileSystemOf(root);
-        setAsideTemp();
-        this.index = CacheIndex.open(root.resolve("index").resolve("index.db"), clock, limits.maxBytes(),
-                limits.lowBytes(), limits.maxAge(), events, this::requestUpkeep);
+        this.folderLock = lockFolder(root);
+        CacheIndex opened = null;
         try {
+            setAsideTemp();
+            opened = CacheIndex.open(root.resolve("index").resolve("index.db"), clock, limits.maxBytes(),
+                    limits.lowBytes(), limits.maxAge(), events, this::requestUpkeep);
+            this.index = opened;
             this.blobs = new FileBlobStore(root, index, events, this::grew, this::usableSpace);
             this.manifests = new FileManifestStore(root, manifestMemoryBytes, index, events, run, this::grew);
             this.tags = new FileTagStore(root, tagMemoryEntries, run);
         } catch (IOException | RuntimeException e) {
-            index.close();
+            if (opened != null) {
+                opened.close();
+            }
+            unlockFolder();
             throw e;
+        }
+    }
+
+    /**
+     * Takes the folder for this process: an exclusive lock on {@code index/lock}, which the kernel
+     * lets go of when the process ends, however it ends. A second mirror on the same folder would move
+     * the first one's temporary files aside and keep an index of its own commits only.
+     */
+    private static FileChannel lockFolder(Path root) throws IOException {
+        Path file = root.resolve("index").resolve("lock");
+        FileChannel channel = FileChannel.open(file, StandardOpenOption.CREATE, StandardOpenOption.WRITE);
+        FileLock lock;
+        try {
+            lock = channel.tryLock();
+        } catch (OverlappingFileLockException e) {
+            lock = null; // this process has it already
+        } catch (IOException | RuntimeException e) {
+            channel.close();
+            throw e;
+        }
+        if (lock == null) {
+            channel.close();
+            throw new IOException("the cache folder " + root.toAbsolutePath().normalize() + " is in use by another"
+                    + " mirror process (" + file.getFileName() + " is locked); give each mirror its own storage.path");
+        }
+        return channel;
+    }
+
+    private void unlockFolder() {
+        try {
+            folderLock.close(); // releases the lock
+        } catch (IOException e) {
+            LOG.warn("cannot release the lock of the cache folder {}: {}", root, e.toString());
         }
     }
 
@@ -495,5 +539,20 @@ public final class Storage implements AutoCloseable {
         synchronized (upkeepLock) {
             index.close();
         }
+        unlockFolder();
+    }
+
+    /**
+     * Ends this storage as a crash would, for tests: nothing more is written, the index is not marked
+     * as agreeing with the disk, and the folder is let go so that it can be opened again.
+     */
+    void crash() {
+        closed = true;
+        index.stop();
+        if (ownExecutor != null) {
+            ownExecutor.shutdownNow();
+        }
+        index.abandon();
+        unlockFolder();
     }
 }

@@ -33,8 +33,20 @@ class CacheIndexTest {
     final ManualExecutor upkeep = new ManualExecutor();
     final RecordingEvents events = new RecordingEvents();
 
+    /** The storage opened last: the next one opened on the folder finds it crashed, unless it was closed. */
+    Storage last;
+
+    /** Opens the folder, the storage opened before it crashing first if it was not closed; the scan not run yet. */
+    Storage openQueued(Storage.Limits limits) throws IOException {
+        if (last != null) {
+            last.crash();
+        }
+        last = Storage.open(root, limits, clock, events, upkeep);
+        return last;
+    }
+
     Storage open(Storage.Limits limits) throws IOException {
-        Storage s = Storage.open(root, limits, clock, events, upkeep);
+        Storage s = openQueued(limits);
         upkeep.runAll();
         return s;
     }
@@ -98,7 +110,7 @@ class CacheIndexTest {
         Files.delete(vanished.path());
         Digest byHand = putByHand(7, 3);
 
-        Storage second = Storage.open(root, Storage.Limits.NONE, clock, events, upkeep);
+        Storage second = openQueued(Storage.Limits.NONE);
         assertThat(second.indexed()).isNotDone();
         assertThat(second.blobs().find(byHand)).as("before the reconciliation reaches it, the disk decides")
                 .isPresent();
@@ -121,7 +133,7 @@ class CacheIndexTest {
         // What a commit does first; the process dies before the file is linked.
         first.index().add(new Key(Kind.BLOB, never), 40, clock.millis(), true);
 
-        Storage second = Storage.open(root, Storage.Limits.NONE, clock, events, upkeep);
+        Storage second = openQueued(Storage.Limits.NONE);
         assertThat(second.blobs().storedBytes()).isEqualTo(50); // as the row says, until reconciled
         upkeep.runAll();
         assertThat(second.storedCount("blob")).isEqualTo(1);
@@ -139,6 +151,19 @@ class CacheIndexTest {
         s.blobs().release(stale);
         assertThat(s.blobs().find(b.digest())).isEmpty();
         assertThat(s.blobs().storedBytes()).isZero();
+    }
+
+    @Test
+    void aFolderInUseCannotBeOpenedTwice() throws IOException {
+        Storage first = open();
+        Path downloading = first.blobs().newTempFile(); // a download under way
+        org.assertj.core.api.Assertions.assertThatThrownBy(
+                        () -> Storage.open(root, Storage.Limits.NONE, clock, events, upkeep))
+                .isInstanceOf(IOException.class).hasMessageContaining("is in use by another mirror process");
+        assertThat(downloading).as("the first one's temporary files left alone").exists();
+        first.close();
+        Storage again = Storage.open(root, Storage.Limits.NONE, clock, events, upkeep);
+        again.close();
     }
 
     @Test
@@ -176,7 +201,7 @@ class CacheIndexTest {
 
     @Test
     void aReconciliationLeavesOutWhatWasRemovedWhileItRan() throws IOException {
-        Storage s = Storage.open(root, Storage.Limits.NONE, clock, events, upkeep);
+        Storage s = openQueued(Storage.Limits.NONE);
         CacheIndex index = s.index();
         Key k = new Key(Kind.BLOB, Digest.of("sha256", bytes(3, 1)));
         // It listed the file, then the file went (a corrupt drop, say) before the batch was written.

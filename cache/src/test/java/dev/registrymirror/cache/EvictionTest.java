@@ -21,8 +21,15 @@ class EvictionTest {
     final ManualExecutor upkeep = new ManualExecutor();
     final RecordingEvents events = new RecordingEvents();
 
+    /** The storage opened last: opening the folder again makes it crash first, unless it was closed. */
+    Storage last;
+
     Storage open(long max, long low, Duration maxAge) throws IOException {
+        if (last != null) {
+            last.crash();
+        }
         Storage s = Storage.open(root, new Storage.Limits(max, low, maxAge, 0), clock, events, upkeep);
+        last = s;
         upkeep.runAll();
         return s;
     }

@@ -18,8 +18,15 @@ class FileBlobStoreTest {
     final ManualExecutor upkeep = new ManualExecutor();
     final RecordingEvents events = new RecordingEvents();
 
+    /** The storage opened last: opening the folder again makes it crash first, unless it was closed. */
+    Storage last;
+
     Storage open() throws IOException {
-        return Storage.open(root, Storage.Limits.NONE, clock, events, upkeep);
+        if (last != null) {
+            last.crash();
+        }
+        last = Storage.open(root, Storage.Limits.NONE, clock, events, upkeep);
+        return last;
     }
 
     static BlobStore.Blob put(BlobStore store, byte[] bytes) throws IOException {

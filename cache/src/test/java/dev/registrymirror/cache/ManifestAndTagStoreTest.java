@@ -22,10 +22,17 @@ class ManifestAndTagStoreTest {
         return storage().manifests();
     }
 
+    /** The storage opened last: opening the folder again makes it crash first. */
+    Storage last;
+
     Storage storage() throws IOException {
+        if (last != null) {
+            last.crash();
+        }
         ManualExecutor upkeep = new ManualExecutor();
         Storage s = Storage.open(root, Storage.Limits.NONE, new TestClock(), StorageEvents.NONE, upkeep);
         upkeep.runAll();
+        last = s;
         return s;
     }
 

@@ -42,6 +42,24 @@ class StartupIT {
         }
     }
 
+    @Test
+    void aSecondMirrorOnTheSameFolderStopsWithAClearMessageAndTheFirstGoesOn() throws Exception {
+        int port = RealParts.freePort();
+        Path data = dir.resolve("data");
+        try (RealParts.Child mirror = RealParts.mirror(dir, port, "--storage", data.toString(),
+                "--upstream", "http://127.0.0.1:1")) {
+            RealParts.awaitUp("http://127.0.0.1:" + port + "/v2/", mirror);
+            Process second = new ProcessBuilder(java(), "-jar", jar(), "--port", String.valueOf(RealParts.freePort()),
+                    "--storage", data.toString(), "--upstream", "http://127.0.0.1:1").redirectErrorStream(true).start();
+            assertThat(second.waitFor(60, TimeUnit.SECONDS)).isTrue();
+            String out = new String(second.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+            assertThat(second.exitValue()).as(out).isEqualTo(1);
+            assertThat(out).contains("is in use by another mirror process").contains("give each mirror its own storage.path");
+            assertThat(RealParts.get("http://127.0.0.1:" + port + "/v2/")).isNotNull();
+            assertThat(mirror.process.isAlive()).isTrue();
+        }
+    }
+
     private static String java() {
         return Path.of(System.getProperty("java.home"), "bin", "java").toString();
     }
