@@ -321,7 +321,11 @@ final class CacheIndex implements AutoCloseable {
         config.setSynchronous(SQLiteConfig.SynchronousMode.NORMAL);
         config.setBusyTimeout(30_000);
         config.setCacheSize(-cacheKib);
-        config.setTempStore(SQLiteConfig.TempStore.MEMORY);
+        // Sorts too large for the page cache (building the index by last use over millions of rows)
+        // spill to files next to the index, which SQLite deletes as it opens them: not to memory, where
+        // ten million rows took 800 MiB, nor to a /tmp that may be small or read-only in a container.
+        config.setTempStore(SQLiteConfig.TempStore.FILE);
+        config.setTempStoreDirectory(file.getParent().toString());
         config.setPragma(SQLiteConfig.Pragma.WAL_AUTOCHECKPOINT, "10000");
         return config.createConnection("jdbc:sqlite:" + file);
     }

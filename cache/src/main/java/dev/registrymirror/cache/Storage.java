@@ -174,8 +174,9 @@ public final class Storage implements AutoCloseable {
     }
 
     /**
-     * Opens (creating if needed) the storage under {@code root} and starts its background scan and
-     * upkeep on a thread of its own.
+     * Opens (creating if needed) the storage under {@code root}, ready for lookups and commits; its
+     * background work (the reconciliation, if needed, and the upkeep) runs on a thread of its own once
+     * {@link #start} is called, so that it does not slow the rest of start-up.
      */
     public static Storage open(Path root, Limits limits, Clock clock, StorageEvents events, long manifestMemoryBytes,
                                int tagMemoryEntries) throws IOException {
@@ -192,10 +193,21 @@ public final class Storage implements AutoCloseable {
             executor.shutdownNow();
             throw e;
         }
-        // Every task goes through guarded(): an executor would keep what a task throws in a future nobody reads.
-        executor.execute(s.guarded("scan", s::scan));
-        executor.scheduleWithFixedDelay(s.guarded("upkeep", s::upkeep), UPKEEP_SECONDS, UPKEEP_SECONDS, TimeUnit.SECONDS);
         return s;
+    }
+
+    /**
+     * Starts the background work of a storage from {@link #open(Path, Limits, Clock, StorageEvents, long, int)}:
+     * the reconciliation (if the index needs one), then the upkeep every minute. Call it once.
+     */
+    public void start() {
+        if (ownExecutor == null) {
+            return; // tests run the tasks themselves
+        }
+        // Every task goes through guarded(): an executor would keep what a task throws in a future nobody reads.
+        ownExecutor.execute(guarded("scan", this::scan));
+        ownExecutor.scheduleWithFixedDelay(guarded("upkeep", this::upkeep), UPKEEP_SECONDS, UPKEEP_SECONDS,
+                TimeUnit.SECONDS);
     }
 
     /** Like {@link #open}, with the scan and upkeep run by {@code upkeep} (tests hold them back with it). */
