@@ -263,6 +263,9 @@ def measure(label, run, real, manifest, blobs, manifests, expect_log):
     status, _ = run.request("GET", f"/v2/bench/repo0/manifests/{manifest[0]}")
     if status != 200:
         fail(f"{label}: stored manifest {manifest[0]} not served ({status})")
+    status, _ = run.request("GET", "/v2/bench/repo0/manifests/t0")  # a tag: one small file, read when asked
+    if status != 200:
+        fail(f"{label}: stored tag bench/repo0:t0 not served ({status})")
     ready, m = run.wait_log(r"cache index ready: (\d+) blobs, (\d+) manifests, (\d+) bytes, ([^\n]*), in (\d+) ms")
     if expect_log not in m.group(4):
         fail(f"{label}: the index was not {expect_log!r}: {m.group(0)}")
