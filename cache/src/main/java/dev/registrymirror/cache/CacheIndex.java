@@ -251,12 +251,32 @@ final class CacheIndex implements AutoCloseable {
         synchronized (CacheIndex.class) {
             if (System.getProperty("org.sqlite.tmpdir") == null) {
                 System.setProperty("org.sqlite.tmpdir", folder.toString());
+                removeUnpackedLibraries(folder);
             }
         }
         try {
             org.sqlite.SQLiteJDBCLoader.initialize();
         } catch (Exception e) {
             throw new IOException("cannot load SQLite's native library (unpacked into " + folder + "): " + e, e);
+        }
+    }
+
+    /**
+     * Deletes the copies of the native library that processes killed before their exit left in
+     * {@code folder} (the driver deletes its copy at a normal exit only): about 1 MiB per crash. One
+     * still mapped by a running process stays mapped; Linux frees it when that process ends.
+     */
+    private static void removeUnpackedLibraries(Path folder) {
+        try (java.util.stream.Stream<Path> files = Files.list(folder)) {
+            for (Path p : (Iterable<Path>) files::iterator) {
+                String name = p.getFileName().toString();
+                if (name.startsWith("sqlite-") && (name.endsWith("libsqlitejdbc.so") || name.endsWith("libsqlitejdbc.so.lck")
+                        || name.endsWith("sqlitejdbc.dll") || name.endsWith("libsqlitejdbc.dylib"))) {
+                    Files.deleteIfExists(p);
+                }
+            }
+        } catch (IOException e) {
+            LOG.debug("cannot clean {} of old copies of SQLite's library: {}", folder, e.toString());
         }
     }
 

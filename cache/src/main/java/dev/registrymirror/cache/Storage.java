@@ -69,6 +69,8 @@ public final class Storage implements AutoCloseable {
 
     private final Path root;
     private final FileChannel folderLock;
+    /** Whether the folder held no content before this start (then there is nothing to reconcile). */
+    private final boolean newFolder;
     private final CacheIndex index;
     private final StorageEvents events;
     private final Executor upkeep;
@@ -103,6 +105,7 @@ public final class Storage implements AutoCloseable {
         CacheIndex opened = null;
         try {
             setAsideTemp();
+            this.newFolder = !Files.exists(root.resolve("blobs")) && !Files.exists(root.resolve("manifests"));
             opened = CacheIndex.open(root.resolve("index").resolve("index.db"), clock, limits.maxBytes(),
                     limits.lowBytes(), limits.maxAge(), events, this::requestUpkeep);
             this.index = opened;
@@ -401,7 +404,7 @@ public final class Storage implements AutoCloseable {
         long started = System.nanoTime();
         try {
             long free = readFreeSpace();
-            boolean walk = !index.wasClean();
+            boolean walk = !index.wasClean() && !(newFolder && index.created());
             String how;
             if (walk) {
                 index.reconciling();
@@ -419,7 +422,7 @@ public final class Storage implements AutoCloseable {
                 how = "reconciled with the disk (" + progress.added + " files added, " + progress.forgotten
                         + " missing files forgotten)";
             } else {
-                how = "as the last run left it";
+                how = newFolder && index.created() ? "a new cache folder" : "as the last run left it";
             }
             index.reconciled();
             long millis = (System.nanoTime() - started) / 1_000_000;

@@ -160,13 +160,13 @@ public final class Mirror {
                 .map(id -> {
                     deployment = id;
                     connections.start(vertx);
-                    storage.start(); // the reconciliation, if any, once the server answers
                     LOG.info("registry mirror listening on {}:{} ({} event loops, at most {} client connections,"
                                     + " {} per address), storage {}, upstreams {}", config.server().host(), port,
                             instances, connections.maxConnections(), config.server().maxConnectionsPerClient(),
                             config.storage().path().toAbsolutePath().normalize(),
                             String.join(", ", config.upstreams().stream()
                                     .map(u -> u.name() + "=" + u.url()).toList()));
+                    storage.start(); // the reconciliation, if any, once the server answers
                     return this;
                 });
     }

@@ -85,6 +85,11 @@ class CrashIT extends FakeHubIT {
             assertThat(mirror.log()).contains("cache index ready")
                     .contains("the last run did not stop cleanly").contains("reconciled with the disk");
             assertTotalsMatchTheDisk(port, data);
+            // The killed process's copy of SQLite's native library is gone; only this one's is there.
+            try (Stream<Path> index = Files.list(data.resolve("index"))) {
+                assertThat(index.map(p -> p.getFileName().toString()).filter(n -> n.endsWith("libsqlitejdbc.so")))
+                        .hasSize(1);
+            }
         }
         // A clean stop now: the next start takes the index as it is, with the same totals.
         try (RealParts.Child mirror = startMirror(port, data)) {
