@@ -580,31 +580,44 @@ final class CacheIndex implements AutoCloseable {
         }
     }
 
-    /** Deletes the rows of {@code keys} in one transaction (write lock held); yields the sizes of those found. */
-    private long[] delete(List<Key> keys) throws SQLException {
-        long[] sizes = new long[keys.size()];
-        boolean auto = writer.getAutoCommit();
+    /** Work on the writer connection that may fail as JDBC does. */
+    private interface WriterWork {
+        void run() throws SQLException;
+    }
+
+    /** Runs {@code work} in one transaction of the writer (the write lock held by the caller); rolled back if it fails. */
+    private void inTransaction(WriterWork work) throws SQLException {
         writer.setAutoCommit(false);
-        try (PreparedStatement del = writer.prepareStatement(
-                "DELETE FROM item WHERE kind = ? AND digest = ? RETURNING size")) {
-            for (int i = 0; i < keys.size(); i++) {
-                Key k = keys.get(i);
-                del.setInt(1, k.kind().code);
-                del.setBytes(2, bytesOf(k.digest()));
-                sizes[i] = -1;
-                try (ResultSet rs = del.executeQuery()) {
-                    if (rs.next()) {
-                        sizes[i] = rs.getLong(1);
-                    }
-                }
-            }
+        try {
+            work.run();
             writer.commit();
         } catch (SQLException | RuntimeException e) {
             writer.rollback();
             throw e;
         } finally {
-            writer.setAutoCommit(auto);
+            writer.setAutoCommit(true);
         }
+    }
+
+    /** Deletes the rows of {@code keys} in one transaction (write lock held); yields the sizes of those found. */
+    private long[] delete(List<Key> keys) throws SQLException {
+        long[] sizes = new long[keys.size()];
+        inTransaction(() -> {
+            try (PreparedStatement del = writer.prepareStatement(
+                    "DELETE FROM item WHERE kind = ? AND digest = ? RETURNING size")) {
+                for (int i = 0; i < keys.size(); i++) {
+                    Key k = keys.get(i);
+                    del.setInt(1, k.kind().code);
+                    del.setBytes(2, bytesOf(k.digest()));
+                    sizes[i] = -1;
+                    try (ResultSet rs = del.executeQuery()) {
+                        if (rs.next()) {
+                            sizes[i] = rs.getLong(1);
+                        }
+                    }
+                }
+            }
+        });
         for (int i = 0; i < keys.size(); i++) {
             if (sizes[i] >= 0) {
                 account(keys.get(i).kind(), -sizes[i], -1);
@@ -633,39 +646,34 @@ final class CacheIndex implements AutoCloseable {
             return 0;
         }
         int added = 0;
+        long[] sizes = new long[found.size()];
         synchronized (loadLock) {
             writeLock.lock();
             try {
-                writer.setAutoCommit(false);
-                try (PreparedStatement insert = writer.prepareStatement(
-                        "INSERT OR IGNORE INTO item(kind, digest, size, access, verified) VALUES(?, ?, ?, ?, 0)")) {
-                    long[] sizes = new long[found.size()];
-                    for (int i = 0; i < found.size(); i++) {
-                        Scanned s = found.get(i);
-                        sizes[i] = -1;
-                        if (removedWhileLoading != null && removedWhileLoading.contains(s.key())) {
-                            continue;
-                        }
-                        insert.setInt(1, s.key().kind().code);
-                        insert.setBytes(2, bytesOf(s.key().digest()));
-                        insert.setLong(3, s.size());
-                        insert.setLong(4, s.modifiedMillis());
-                        if (insert.executeUpdate() == 1) {
-                            sizes[i] = s.size();
-                        }
-                    }
-                    writer.commit();
-                    for (int i = 0; i < found.size(); i++) {
-                        if (sizes[i] >= 0) {
-                            account(found.get(i).key().kind(), sizes[i], 1);
-                            added++;
+                inTransaction(() -> {
+                    try (PreparedStatement insert = writer.prepareStatement(
+                            "INSERT OR IGNORE INTO item(kind, digest, size, access, verified) VALUES(?, ?, ?, ?, 0)")) {
+                        for (int i = 0; i < found.size(); i++) {
+                            Scanned s = found.get(i);
+                            sizes[i] = -1;
+                            if (removedWhileLoading != null && removedWhileLoading.contains(s.key())) {
+                                continue;
+                            }
+                            insert.setInt(1, s.key().kind().code);
+                            insert.setBytes(2, bytesOf(s.key().digest()));
+                            insert.setLong(3, s.size());
+                            insert.setLong(4, s.modifiedMillis());
+                            if (insert.executeUpdate() == 1) {
+                                sizes[i] = s.size();
+                            }
                         }
                     }
-                } catch (SQLException | RuntimeException e) {
-                    writer.rollback();
-                    throw e;
-                } finally {
-                    writer.setAutoCommit(true);
+                });
+                for (int i = 0; i < found.size(); i++) {
+                    if (sizes[i] >= 0) {
+                        account(found.get(i).key().kind(), sizes[i], 1);
+                        added++;
+                    }
                 }
             } catch (SQLException e) {
                 throw failure("add " + found.size() + " found files to", e);
@@ -793,23 +801,18 @@ final class CacheIndex implements AutoCloseable {
         }
         writeLock.lock();
         try {
-            writer.setAutoCommit(false);
-            try (PreparedStatement touch = writer.prepareStatement(
-                    "UPDATE item SET access = ? WHERE kind = ? AND digest = ? AND access < ?")) {
-                for (Map.Entry<Key, Long> n : noted) {
-                    touch.setLong(1, n.getValue());
-                    touch.setInt(2, n.getKey().kind().code);
-                    touch.setBytes(3, bytesOf(n.getKey().digest()));
-                    touch.setLong(4, n.getValue());
-                    touch.executeUpdate();
+            inTransaction(() -> {
+                try (PreparedStatement touch = writer.prepareStatement(
+                        "UPDATE item SET access = ? WHERE kind = ? AND digest = ? AND access < ?")) {
+                    for (Map.Entry<Key, Long> n : noted) {
+                        touch.setLong(1, n.getValue());
+                        touch.setInt(2, n.getKey().kind().code);
+                        touch.setBytes(3, bytesOf(n.getKey().digest()));
+                        touch.setLong(4, n.getValue());
+                        touch.executeUpdate();
+                    }
                 }
-                writer.commit();
-            } catch (SQLException | RuntimeException e) {
-                writer.rollback();
-                throw e;
-            } finally {
-                writer.setAutoCommit(true);
-            }
+            });
         } catch (SQLException e) {
             for (Map.Entry<Key, Long> n : noted) {
                 recent.merge(n.getKey(), n.getValue(), Math::max); // tried again next time
