@@ -257,7 +257,9 @@ final class CacheIndex implements AutoCloseable {
         try {
             org.sqlite.SQLiteJDBCLoader.initialize();
         } catch (Exception e) {
-            throw new IOException("cannot load SQLite's native library (unpacked into " + folder + "): " + e, e);
+            String dir = System.getProperty("org.sqlite.tmpdir");
+            throw new IOException("cannot load SQLite's native library, unpacked into " + dir + " (a file system mounted"
+                    + " noexec? start java with -Dorg.sqlite.tmpdir=<a folder that allows executing files>): " + e, e);
         }
     }
 
