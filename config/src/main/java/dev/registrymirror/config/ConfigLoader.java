@@ -117,7 +117,7 @@ public final class ConfigLoader {
 
     private MirrorConfig build(JsonNode root, Overrides cli) {
         ObjectNode top = object(root, "(top level)");
-        onlyKeys(top, "", Set.of("server", "storage", "upstreams"));
+        onlyKeys(top, "", Set.of("server", "storage", "upstreams", "prefetch"));
 
         ObjectNode server = objectOrEmpty(top, "server");
         onlyKeys(server, "server.", Set.of("host", "port", "eventLoops", "shutdownTimeout", "downloadMemory",
@@ -204,9 +204,77 @@ public final class ConfigLoader {
                         + "\" is used by an earlier upstream");
             }
         }
+        List<MirrorConfig.Prefetch> prefetch = new ArrayList<>();
+        JsonNode images = top.get("prefetch");
+        if (images != null && !images.isNull()) {
+            if (!images.isArray()) {
+                throw new ConfigException("prefetch: must be a list");
+            }
+            for (int i = 0; i < images.size(); i++) {
+                prefetch.add(prefetch(images.get(i), "prefetch[" + i + "].", upstreams));
+            }
+        }
         return new MirrorConfig(new MirrorConfig.Server(host, port, eventLoops, shutdownTimeout, downloadMemory,
                 headerTimeout, keepAliveTimeout, maxConnections, maxConnectionsPerClient),
-                new MirrorConfig.Storage(Path.of(storagePath), maxSize, maxAge, minFree, maxBlobSize), upstreams);
+                new MirrorConfig.Storage(Path.of(storagePath), maxSize, maxAge, minFree, maxBlobSize), upstreams,
+                prefetch);
+    }
+
+    private static final Pattern REPOSITORY =
+            Pattern.compile("[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*");
+    private static final Pattern TAG = Pattern.compile("[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}");
+    private static final Pattern PLATFORM = Pattern.compile("[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?");
+
+    private MirrorConfig.Prefetch prefetch(JsonNode node, String prefix, List<MirrorConfig.Upstream> upstreams) {
+        ObjectNode entry = object(node, prefix.substring(0, prefix.length() - 1));
+        onlyKeys(entry, prefix, Set.of("image", "platforms", "every"));
+        String key = prefix + "image";
+        String image = string(entry, key, "image", null);
+        if (image == null || image.isBlank()) {
+            throw new ConfigException(key + ": required, e.g. docker.io/library/alpine:3.19");
+        }
+        int slash = image.indexOf('/');
+        int colon = image.lastIndexOf(':');
+        if (slash <= 0 || colon < slash) {
+            throw new ConfigException(key + ": \"" + image + "\" is not <upstream name>/<repository>:<tag>"
+                    + " (e.g. docker.io/library/alpine:3.19)");
+        }
+        String name = image.substring(0, slash);
+        MirrorConfig.Upstream upstream = upstreams.stream().filter(u -> u.name().equalsIgnoreCase(name)).findFirst()
+                .orElseThrow(() -> new ConfigException(key + ": \"" + image + "\" names upstream \"" + name
+                        + "\", which is not configured (upstreams: " + String.join(", ",
+                        upstreams.stream().map(MirrorConfig.Upstream::name).toList()) + ")"));
+        String repository = image.substring(slash + 1, colon);
+        String tag = image.substring(colon + 1);
+        if (upstream.name().equals("docker.io") && !repository.contains("/")) {
+            repository = "library/" + repository;
+        }
+        if (!REPOSITORY.matcher(repository).matches()) {
+            throw new ConfigException(key + ": \"" + image + "\": \"" + repository + "\" is not a repository name");
+        }
+        if (!TAG.matcher(tag).matches()) {
+            throw new ConfigException(key + ": \"" + image + "\": \"" + tag + "\" is not a tag");
+        }
+        List<String> platforms = new ArrayList<>();
+        JsonNode list = entry.get("platforms");
+        if (list != null && !list.isNull()) {
+            if (!list.isArray()) {
+                throw new ConfigException(prefix + "platforms: must be a list, e.g. [linux/amd64, linux/arm64]");
+            }
+            for (int i = 0; i < list.size(); i++) {
+                String p = list.get(i).asText();
+                if (!PLATFORM.matcher(p).matches()) {
+                    throw new ConfigException(prefix + "platforms[" + i + "]: \"" + p
+                            + "\" is not <os>/<architecture>[/<variant>] (e.g. linux/arm64/v8)");
+                }
+                platforms.add(p);
+            }
+        }
+        Duration every = duration(entry, prefix + "every", "every", null, true);
+        if (every != null && every.compareTo(Duration.ofMinutes(1)) < 0) {
+            throw new ConfigException(prefix + "every: \"" + entry.get("every").asText() + "\" is too short (at least 1m)");
+        }
+        return new MirrorConfig.Prefetch(upstream.name(), repository, tag, platforms, every);
     }
 
     private static MirrorConfig.Upstream defaultUpstream() {

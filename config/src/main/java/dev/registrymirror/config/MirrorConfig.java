@@ -12,13 +12,39 @@ import java.util.Optional;
  * @param server    the listening side
  * @param storage   where blobs, manifests and tags are kept
  * @param upstreams the registries this mirror pulls from; the first one is the default
+ * @param prefetch  images fetched at start-up (and on a schedule) before any client asks
  */
-public record MirrorConfig(Server server, Storage storage, List<Upstream> upstreams) {
+public record MirrorConfig(Server server, Storage storage, List<Upstream> upstreams, List<Prefetch> prefetch) {
+
+    public MirrorConfig(Server server, Storage storage, List<Upstream> upstreams) {
+        this(server, storage, upstreams, List.of());
+    }
 
     public MirrorConfig {
         upstreams = List.copyOf(upstreams);
+        prefetch = List.copyOf(prefetch);
         if (upstreams.isEmpty()) {
             throw new ConfigException("upstreams: at least one upstream is required");
+        }
+    }
+
+    /**
+     * An image to fetch before clients ask for it.
+     *
+     * @param upstream   the name of the upstream it comes from
+     * @param repository the repository there ({@code library/alpine})
+     * @param tag        the tag
+     * @param platforms  {@code os/arch[/variant]} to fetch of an index; empty for all
+     * @param every      how often the tag is resolved again and what changed fetched; {@code null}: only at start-up
+     */
+    public record Prefetch(String upstream, String repository, String tag, List<String> platforms, Duration every) {
+        public Prefetch {
+            platforms = List.copyOf(platforms);
+        }
+
+        /** {@code <upstream>/<repository>:<tag>}, as configured. */
+        public String image() {
+            return upstream + "/" + repository + ":" + tag;
         }
     }
 

@@ -214,4 +214,41 @@ class ConfigLoaderTest {
         assertError("upstreams: [{name: a.io, url: 'http://x', trustedRealms: ['https://auth.a.io/token']}]",
                 "upstreams[0].trustedRealms[0]: \"https://auth.a.io/token\" is not a host name");
     }
+
+    @Test
+    void prefetchEntriesAreReadAndChecked() {
+        MirrorConfig c = ConfigLoader.parse("""
+                upstreams:
+                  - {name: docker.io, url: "https://registry-1.docker.io"}
+                  - {name: ghcr.io, url: "https://ghcr.io"}
+                prefetch:
+                  - image: docker.io/alpine:3.19
+                    platforms: [linux/amd64, linux/arm64/v8]
+                    every: 1h
+                  - image: ghcr.io/acme/tools/app:v1.2.3
+                """, Map.of(), NONE);
+        assertThat(c.prefetch()).containsExactly(
+                new MirrorConfig.Prefetch("docker.io", "library/alpine", "3.19", java.util.List.of("linux/amd64", "linux/arm64/v8"),
+                        Duration.ofHours(1)),
+                new MirrorConfig.Prefetch("ghcr.io", "acme/tools/app", "v1.2.3", java.util.List.of(), null));
+        assertThat(ConfigLoader.parse("", Map.of(), NONE).prefetch()).isEmpty();
+
+        String[][] bad = {
+                {"prefetch: [{image: quay.io/x/y:1}]", "prefetch[0].image: \"quay.io/x/y:1\" names upstream \"quay.io\","
+                        + " which is not configured (upstreams: docker.io)"},
+                {"prefetch: [{image: alpine}]", "prefetch[0].image: \"alpine\" is not <upstream name>/<repository>:<tag>"
+                        + " (e.g. docker.io/library/alpine:3.19)"},
+                {"prefetch: [{image: docker.io/Alpine:3}]", "prefetch[0].image: \"docker.io/Alpine:3\": \"library/Alpine\""
+                        + " is not a repository name"},
+                {"prefetch: [{image: 'docker.io/alpine:-x'}]", "prefetch[0].image: \"docker.io/alpine:-x\": \"-x\" is not a tag"},
+                {"prefetch: [{image: docker.io/alpine:3, platforms: [amd64]}]",
+                        "prefetch[0].platforms[0]: \"amd64\" is not <os>/<architecture>[/<variant>] (e.g. linux/arm64/v8)"},
+                {"prefetch: [{image: docker.io/alpine:3, every: 10s}]", "prefetch[0].every: \"10s\" is too short (at least 1m)"},
+                {"prefetch: [{image: docker.io/alpine:3, tag: x}]", "prefetch[0].tag: unknown key"},
+                {"prefetch: [{}]", "prefetch[0].image: required, e.g. docker.io/library/alpine:3.19"},
+        };
+        for (String[] b : bad) {
+            assertThatThrownBy(() -> ConfigLoader.parse(b[0], Map.of(), NONE)).as(b[0]).hasMessageStartingWith(b[1]);
+        }
+    }
 }

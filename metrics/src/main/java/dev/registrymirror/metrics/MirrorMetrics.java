@@ -76,6 +76,9 @@ public final class MirrorMetrics {
         for (String task : List.of("scan", "upkeep")) {
             storageTaskFailures(task);
         }
+        for (String result : List.of("ok", "failed")) {
+            prefetchRuns(result);
+        }
         for (String reason : List.of("disk", "memory")) {
             downloadPauses(reason);
         }
@@ -334,6 +337,15 @@ public final class MirrorMetrics {
     }
 
     /** A stored file did not match its digest and was deleted (it is fetched again when asked for). */
+    /** A run of a {@code prefetch:} image ended: {@code ok} or {@code failed}. */
+    public void prefetchRun(String result) {
+        prefetchRuns(result).increment();
+    }
+
+    private Counter prefetchRuns(String result) {
+        return counter("prefetch.runs", "Runs of the configured prefetch images, by result", "result", result);
+    }
+
     /** The storage's start-up scan or upkeep failed (logged; it is tried again). */
     public void storageTaskFailed(String task) {
         storageTaskFailures(task).increment();

@@ -56,12 +56,15 @@ public final class Mirror {
     private final Storage storage;
     private final Blocking blocking;
     private final ConnectionGuard connections;
+    private final Clock clock;
     private String deployment;
     private volatile int port;
+    private Prefetcher prefetcher;
 
     private Mirror(Vertx vertx, MirrorConfig config, Clock clock, UnaryOperator<BlobStore> blobStoreWrapper,
                    ByteBufAllocator allocator) throws IOException {
         this.vertx = vertx;
+        this.clock = clock;
         this.metrics = MirrorMetrics.create();
         metrics.startAtZero(config.upstreams().stream().map(MirrorConfig.Upstream::name).toList());
         MirrorConfig.Storage sc = config.storage();
@@ -167,8 +170,17 @@ public final class Mirror {
                             String.join(", ", config.upstreams().stream()
                                     .map(u -> u.name() + "=" + u.url()).toList()));
                     storage.start(); // the reconciliation, if any, once the server answers
+                    prefetcher = new Prefetcher(vertx, "127.0.0.1".equals(config.server().host())
+                            || "0.0.0.0".equals(config.server().host()) ? "127.0.0.1" : config.server().host(), port,
+                            config.prefetch(), clock, metrics);
+                    prefetcher.start(); // in the background: start-up does not wait for it
                     return this;
                 });
+    }
+
+    /** The runner of the configured {@code prefetch:} images (null before the server listens). */
+    Prefetcher prefetcher() {
+        return prefetcher;
     }
 
     /** The port the server listens on (useful with port 0). */
@@ -205,7 +217,8 @@ public final class Mirror {
      * instance is the caller's to close.
      */
     public Future<Void> stop() {
-        return handler.drain(config.server().shutdownTimeout())
+        Future<Void> prefetchStopped = prefetcher == null ? Future.succeededFuture() : prefetcher.stop();
+        return prefetchStopped.eventually(() -> handler.drain(config.server().shutdownTimeout()))
                 .compose(v -> deployment == null ? Future.<Void>succeededFuture() : vertx.undeploy(deployment))
                 .eventually(() -> downloads.abandonAll()
                         .timeout(Math.max(1000, config.server().shutdownTimeout().toMillis()), TimeUnit.MILLISECONDS)

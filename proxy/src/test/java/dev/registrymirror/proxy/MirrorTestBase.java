@@ -164,12 +164,18 @@ abstract class MirrorTestBase {
     MirrorConfig config() {
         String yaml = "server: {port: 0, host: 127.0.0.1, eventLoops: " + EVENT_LOOPS + ", shutdownTimeout: "
                 + shutdownTimeout() + serverYaml() + "}\n"
-                + "storage: {path: '" + storage + "', minFree: " + minFree + storageYaml() + "}\n" + upstreamsYaml();
+                + "storage: {path: '" + storage + "', minFree: " + minFree + storageYaml() + "}\n" + upstreamsYaml()
+                + topLevelYaml();
         return ConfigLoader.parse(yaml, Map.of(), ConfigLoader.Overrides.none());
     }
 
     /** More keys for {@code server:}, each starting with a comma. */
     String serverYaml() {
+        return "";
+    }
+
+    /** More top-level sections (a {@code prefetch:} list, say), each on lines of its own. */
+    String topLevelYaml() {
         return "";
     }
 

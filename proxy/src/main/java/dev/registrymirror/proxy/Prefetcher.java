@@ -1,0 +1,208 @@
+package dev.registrymirror.proxy;
+
+import dev.registrymirror.config.MirrorConfig;
+import dev.registrymirror.metrics.MirrorMetrics;
+import dev.registrymirror.proxy.manifest.MediaTypes;
+import io.vertx.core.Future;
+import io.vertx.core.Vertx;
+import io.vertx.core.http.HttpClient;
+import io.vertx.core.http.HttpClientOptions;
+import io.vertx.core.http.HttpMethod;
+import io.vertx.core.http.PoolOptions;
+import io.vertx.core.http.RequestOptions;
+import io.vertx.core.json.JsonArray;
+import io.vertx.core.json.JsonObject;
+import java.time.Clock;
+import java.util.ArrayList;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ConcurrentLinkedDeque;
+import java.util.concurrent.atomic.AtomicLong;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Fetches the configured {@code prefetch:} images through the mirror itself, over loopback, exactly
+ * as a client pulls: the tag is resolved (answered from cache within its TTL, revalidated after), the
+ * platforms asked for are picked from an index, and every blob goes through the one download per
+ * digest that clients share. So a client pulling meanwhile shares the download, and a later pull of a
+ * prefetched image costs the upstream no blob request. At start-up (without delaying it) and then
+ * whenever an entry's {@code every} has passed, checked each minute against the mirror's clock.
+ */
+final class Prefetcher {
+    private static final Logger LOG = LoggerFactory.getLogger(Prefetcher.class);
+    /** Blobs of one image fetched at once. */
+    static final int CONCURRENCY = 4;
+    private static final String ACCEPT = String.join(", ", MediaTypes.OCI_INDEX, MediaTypes.DOCKER_LIST,
+            MediaTypes.OCI_MANIFEST, MediaTypes.DOCKER_MANIFEST);
+
+    private final Vertx vertx;
+    private final HttpClient client;
+    private final List<MirrorConfig.Prefetch> images;
+    private final Clock clock;
+    private final MirrorMetrics metrics;
+    private final Map<MirrorConfig.Prefetch, Long> lastRun = new ConcurrentHashMap<>();
+    private final Set<MirrorConfig.Prefetch> running = ConcurrentHashMap.newKeySet();
+    private long timer = -1;
+
+    /** What one run fetched. */
+    record Result(int manifests, int blobs, long bytes) {
+    }
+
+    Prefetcher(Vertx vertx, String host, int port, List<MirrorConfig.Prefetch> images, Clock clock,
+               MirrorMetrics metrics) {
+        this.vertx = vertx;
+        this.client = vertx.createHttpClient(new HttpClientOptions().setDefaultHost(host).setDefaultPort(port)
+                .setKeepAlive(true), new PoolOptions().setHttp1MaxSize(CONCURRENCY));
+        this.images = images;
+        this.clock = clock;
+        this.metrics = metrics;
+    }
+
+    /** Runs every image once, in the background, then checks each minute for those due again. */
+    void start() {
+        if (images.isEmpty()) {
+            return;
+        }
+        images.forEach(this::run);
+        timer = vertx.setPeriodic(60_000, id -> runDue());
+    }
+
+    /** Runs the images whose {@code every} has passed since their last run began. */
+    void runDue() {
+        long now = clock.millis();
+        for (MirrorConfig.Prefetch p : images) {
+            Long last = lastRun.get(p);
+            if (p.every() != null && last != null && now - last >= p.every().toMillis()) {
+                run(p);
+            }
+        }
+    }
+
+    /** Fetches one image (unless it is being fetched already); logged and counted either way. */
+    Future<Result> run(MirrorConfig.Prefetch p) {
+        if (!running.add(p)) {
+            return Future.succeededFuture();
+        }
+        lastRun.put(p, clock.millis());
+        long started = System.nanoTime();
+        String base = "/v2/" + p.upstream() + "/" + p.repository();
+        return manifest(base, p.tag())
+                .compose(root -> manifests(base, p, root))
+                .compose(manifests -> {
+                    Set<String> blobs = new LinkedHashSet<>();
+                    for (JsonObject m : manifests) {
+                        JsonObject config = m.getJsonObject("config");
+                        if (config != null) {
+                            blobs.add(config.getString("digest"));
+                        }
+                        for (Object layer : m.getJsonArray("layers", new JsonArray())) {
+                            blobs.add(((JsonObject) layer).getString("digest"));
+                        }
+                    }
+                    return blobs(base, new ArrayList<>(blobs)).map(bytes -> new Result(manifests.size(), blobs.size(), bytes));
+                })
+                .onSuccess(r -> {
+                    metrics.prefetchRun("ok");
+                    LOG.info("prefetched {}: {} manifests, {} blobs, {} MiB through the cache in {} ms", p.image(),
+                            r.manifests(), r.blobs(), r.bytes() >> 20, (System.nanoTime() - started) / 1_000_000);
+                })
+                .onFailure(err -> {
+                    metrics.prefetchRun("failed");
+                    LOG.warn("prefetch of {} failed: {}; {}", p.image(), err.getMessage(),
+                            p.every() != null ? "tried again in " + p.every().toString().substring(2).toLowerCase()
+                                    : "tried again at the next start");
+                })
+                .andThen(ar -> running.remove(p));
+    }
+
+    private Future<JsonObject> manifest(String base, String reference) {
+        return client.request(new RequestOptions().setMethod(HttpMethod.GET).setURI(base + "/manifests/" + reference)
+                        .putHeader("Accept", ACCEPT))
+                .compose(req -> req.send())
+                .compose(resp -> resp.body().compose(body -> resp.statusCode() == 200
+                        ? Future.succeededFuture(body.toJsonObject())
+                        : Future.failedFuture("manifest " + reference + ": HTTP " + resp.statusCode() + " "
+                                + body.toString().replaceAll("\\s+", " "))));
+    }
+
+    /** The image manifests to fetch: {@code root} itself, or the children of an index for the platforms asked for. */
+    private Future<List<JsonObject>> manifests(String base, MirrorConfig.Prefetch p, JsonObject root) {
+        JsonArray children = root.getJsonArray("manifests");
+        if (children == null) {
+            return Future.succeededFuture(List.of(root));
+        }
+        List<Future<JsonObject>> wanted = new ArrayList<>();
+        for (Object c : children) {
+            JsonObject child = (JsonObject) c;
+            if (p.platforms().isEmpty() || matches(child.getJsonObject("platform"), p.platforms())) {
+                wanted.add(manifest(base, child.getString("digest")));
+            }
+        }
+        if (wanted.isEmpty()) {
+            return Future.failedFuture("the index has none of the platforms " + p.platforms());
+        }
+        return Future.all(wanted).map(all -> {
+            List<JsonObject> list = new ArrayList<>();
+            for (int i = 0; i < all.size(); i++) {
+                list.add(all.resultAt(i));
+            }
+            return list;
+        });
+    }
+
+    /** Whether an index entry's platform is one of {@code platforms} ({@code os/arch}, or {@code os/arch/variant}). */
+    static boolean matches(JsonObject platform, List<String> platforms) {
+        if (platform == null) {
+            return false;
+        }
+        String osArch = platform.getString("os") + "/" + platform.getString("architecture");
+        String variant = platform.getString("variant");
+        for (String wanted : platforms) {
+            if (wanted.equals(osArch) || (variant != null && wanted.equals(osArch + "/" + variant))) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** GETs every blob, {@value #CONCURRENCY} at a time, the bodies counted and dropped; yields the bytes. */
+    private Future<Long> blobs(String base, List<String> digests) {
+        ConcurrentLinkedDeque<String> queue = new ConcurrentLinkedDeque<>(digests);
+        AtomicLong bytes = new AtomicLong();
+        List<Future<Void>> workers = new ArrayList<>();
+        for (int i = 0; i < Math.min(CONCURRENCY, digests.size()); i++) {
+            workers.add(next(base, queue, bytes));
+        }
+        return Future.all(workers).map(v -> bytes.get());
+    }
+
+    private Future<Void> next(String base, ConcurrentLinkedDeque<String> queue, AtomicLong bytes) {
+        String digest = queue.poll();
+        if (digest == null) {
+            return Future.succeededFuture();
+        }
+        return client.request(HttpMethod.GET, base + "/blobs/" + digest)
+                .compose(req -> req.send())
+                .compose(resp -> {
+                    if (resp.statusCode() != 200) {
+                        return resp.body().compose(b -> Future.<Void>failedFuture("blob " + digest + ": HTTP "
+                                + resp.statusCode()));
+                    }
+                    resp.handler(buf -> bytes.addAndGet(buf.length()));
+                    return resp.end();
+                })
+                .compose(v -> next(base, queue, bytes));
+    }
+
+    /** Stops the schedule and the client (runs under way fail). */
+    Future<Void> stop() {
+        if (timer >= 0) {
+            vertx.cancelTimer(timer);
+        }
+        return client.close();
+    }
+}
