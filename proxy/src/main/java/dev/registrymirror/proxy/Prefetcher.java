@@ -107,8 +107,9 @@ final class Prefetcher {
                 })
                 .onSuccess(r -> {
                     metrics.prefetchRun("ok");
-                    LOG.info("prefetched {}: {} manifests, {} blobs, {} MiB through the cache in {} ms", p.image(),
-                            r.manifests(), r.blobs(), r.bytes() >> 20, (System.nanoTime() - started) / 1_000_000);
+                    LOG.info("prefetched {}: {} image manifest{}, {} blob{}, {} MiB through the cache in {} ms",
+                            p.image(), r.manifests(), r.manifests() == 1 ? "" : "s", r.blobs(), r.blobs() == 1 ? "" : "s",
+                            r.bytes() >> 20, (System.nanoTime() - started) / 1_000_000);
                 })
                 .onFailure(err -> {
                     metrics.prefetchRun("failed");
