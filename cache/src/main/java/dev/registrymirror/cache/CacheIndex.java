@@ -140,6 +140,11 @@ final class CacheIndex implements AutoCloseable {
                 return t;
             });
     private final Connection writer;
+    /** The writer's statements, prepared once; used with the write lock held. */
+    private final PreparedStatement insertItem;
+    private final PreparedStatement markVerified;
+    private final PreparedStatement deleteItem;
+    private final PreparedStatement touchItem;
     /** Connections for lookups, all opened at the start: a fixed number of descriptors and page caches. */
     private final LinkedBlockingQueue<Reader> readers = new LinkedBlockingQueue<>();
     private final List<Reader> allReaders = new ArrayList<>();
@@ -171,6 +176,12 @@ final class CacheIndex implements AutoCloseable {
         this.manyNotes = manyNotes;
         this.writer = writer;
         this.created = created;
+        this.insertItem = writer.prepareStatement(
+                "INSERT OR IGNORE INTO item(kind, digest, size, access, verified) VALUES(?, ?, ?, ?, ?)");
+        this.markVerified = writer.prepareStatement("UPDATE item SET verified = ? WHERE kind = ? AND digest = ?");
+        this.deleteItem = writer.prepareStatement("DELETE FROM item WHERE kind = ? AND digest = ? RETURNING size");
+        this.touchItem = writer.prepareStatement(
+                "UPDATE item SET access = ? WHERE kind = ? AND digest = ? AND access < ?");
         for (int i = 0; i < stripes.length; i++) {
             stripes[i] = new Object();
         }
@@ -206,6 +217,9 @@ final class CacheIndex implements AutoCloseable {
                     bytes.get(k).set(rs.getLong(3));
                 }
             }
+        } catch (SQLException | RuntimeException e) {
+            closeReaders(); // the writer is closed by openOnce
+            throw e;
         }
         writer.setAutoCommit(true);
     }
@@ -511,20 +525,16 @@ final class CacheIndex implements AutoCloseable {
     void add(Key key, long size, long accessMillis, boolean verified) throws IOException {
         writeLock.lock();
         try {
-            PreparedStatement insert = writer.prepareStatement(
-                    "INSERT OR IGNORE INTO item(kind, digest, size, access, verified) VALUES(?, ?, ?, ?, ?)");
-            try (insert) {
-                byte[] d = bytesOf(key.digest());
-                insert.setInt(1, key.kind().code);
-                insert.setBytes(2, d);
-                insert.setLong(3, size);
-                insert.setLong(4, accessMillis);
-                insert.setLong(5, verified ? run : 0);
-                if (insert.executeUpdate() == 1) {
-                    account(key.kind(), size, 1);
-                } else if (verified) {
-                    setVerified(key, d);
-                }
+            byte[] d = bytesOf(key.digest());
+            insertItem.setInt(1, key.kind().code);
+            insertItem.setBytes(2, d);
+            insertItem.setLong(3, size);
+            insertItem.setLong(4, accessMillis);
+            insertItem.setLong(5, verified ? run : 0);
+            if (insertItem.executeUpdate() == 1) {
+                account(key.kind(), size, 1);
+            } else if (verified) {
+                setVerified(key, d);
             }
         } catch (SQLException e) {
             throw failure("record " + key.digest() + " in", e);
@@ -554,13 +564,10 @@ final class CacheIndex implements AutoCloseable {
     }
 
     private void setVerified(Key key, byte[] digest) throws SQLException {
-        try (PreparedStatement update = writer.prepareStatement(
-                "UPDATE item SET verified = ? WHERE kind = ? AND digest = ?")) {
-            update.setLong(1, run);
-            update.setInt(2, key.kind().code);
-            update.setBytes(3, digest);
-            update.executeUpdate();
-        }
+        markVerified.setLong(1, run);
+        markVerified.setInt(2, key.kind().code);
+        markVerified.setBytes(3, digest);
+        markVerified.executeUpdate();
     }
 
     /** Forgets an item whose file is gone or was dropped (call it with {@link #lockFor} held). */
@@ -605,17 +612,14 @@ final class CacheIndex implements AutoCloseable {
     private long[] delete(List<Key> keys) throws SQLException {
         long[] sizes = new long[keys.size()];
         inTransaction(() -> {
-            try (PreparedStatement del = writer.prepareStatement(
-                    "DELETE FROM item WHERE kind = ? AND digest = ? RETURNING size")) {
-                for (int i = 0; i < keys.size(); i++) {
-                    Key k = keys.get(i);
-                    del.setInt(1, k.kind().code);
-                    del.setBytes(2, bytesOf(k.digest()));
-                    sizes[i] = -1;
-                    try (ResultSet rs = del.executeQuery()) {
-                        if (rs.next()) {
-                            sizes[i] = rs.getLong(1);
-                        }
+            for (int i = 0; i < keys.size(); i++) {
+                Key k = keys.get(i);
+                deleteItem.setInt(1, k.kind().code);
+                deleteItem.setBytes(2, bytesOf(k.digest()));
+                sizes[i] = -1;
+                try (ResultSet rs = deleteItem.executeQuery()) {
+                    if (rs.next()) {
+                        sizes[i] = rs.getLong(1);
                     }
                 }
             }
@@ -653,21 +657,19 @@ final class CacheIndex implements AutoCloseable {
             writeLock.lock();
             try {
                 inTransaction(() -> {
-                    try (PreparedStatement insert = writer.prepareStatement(
-                            "INSERT OR IGNORE INTO item(kind, digest, size, access, verified) VALUES(?, ?, ?, ?, 0)")) {
-                        for (int i = 0; i < found.size(); i++) {
-                            Scanned s = found.get(i);
-                            sizes[i] = -1;
-                            if (removedWhileLoading != null && removedWhileLoading.contains(s.key())) {
-                                continue;
-                            }
-                            insert.setInt(1, s.key().kind().code);
-                            insert.setBytes(2, bytesOf(s.key().digest()));
-                            insert.setLong(3, s.size());
-                            insert.setLong(4, s.modifiedMillis());
-                            if (insert.executeUpdate() == 1) {
-                                sizes[i] = s.size();
-                            }
+                    for (int i = 0; i < found.size(); i++) {
+                        Scanned s = found.get(i);
+                        sizes[i] = -1;
+                        if (removedWhileLoading != null && removedWhileLoading.contains(s.key())) {
+                            continue;
+                        }
+                        insertItem.setInt(1, s.key().kind().code);
+                        insertItem.setBytes(2, bytesOf(s.key().digest()));
+                        insertItem.setLong(3, s.size());
+                        insertItem.setLong(4, s.modifiedMillis());
+                        insertItem.setLong(5, 0); // not hashed by this run
+                        if (insertItem.executeUpdate() == 1) {
+                            sizes[i] = s.size();
                         }
                     }
                 });
@@ -804,15 +806,12 @@ final class CacheIndex implements AutoCloseable {
         writeLock.lock();
         try {
             inTransaction(() -> {
-                try (PreparedStatement touch = writer.prepareStatement(
-                        "UPDATE item SET access = ? WHERE kind = ? AND digest = ? AND access < ?")) {
-                    for (Map.Entry<Key, Long> n : noted) {
-                        touch.setLong(1, n.getValue());
-                        touch.setInt(2, n.getKey().kind().code);
-                        touch.setBytes(3, bytesOf(n.getKey().digest()));
-                        touch.setLong(4, n.getValue());
-                        touch.executeUpdate();
-                    }
+                for (Map.Entry<Key, Long> n : noted) {
+                    touchItem.setLong(1, n.getValue());
+                    touchItem.setInt(2, n.getKey().kind().code);
+                    touchItem.setBytes(3, bytesOf(n.getKey().digest()));
+                    touchItem.setLong(4, n.getValue());
+                    touchItem.executeUpdate();
                 }
             });
         } catch (SQLException e) {

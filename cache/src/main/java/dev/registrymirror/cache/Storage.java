@@ -404,7 +404,8 @@ public final class Storage implements AutoCloseable {
         long started = System.nanoTime();
         try {
             long free = readFreeSpace();
-            boolean walk = !index.wasClean() && !(newFolder && index.created());
+            boolean fresh = newFolder && index.created(); // nothing was ever stored here
+            boolean walk = !index.wasClean() && !fresh;
             String how;
             if (walk) {
                 index.reconciling();
@@ -422,7 +423,7 @@ public final class Storage implements AutoCloseable {
                 how = "reconciled with the disk (" + progress.added + " files added, " + progress.forgotten
                         + " missing files forgotten)";
             } else {
-                how = newFolder && index.created() ? "a new cache folder" : "as the last run left it";
+                how = fresh ? "a new cache folder" : "as the last run left it";
             }
             index.reconciled();
             long millis = (System.nanoTime() - started) / 1_000_000;

@@ -170,9 +170,8 @@ public final class Mirror {
                             String.join(", ", config.upstreams().stream()
                                     .map(u -> u.name() + "=" + u.url()).toList()));
                     storage.start(); // the reconciliation, if any, once the server answers
-                    prefetcher = new Prefetcher(vertx, "127.0.0.1".equals(config.server().host())
-                            || "0.0.0.0".equals(config.server().host()) ? "127.0.0.1" : config.server().host(), port,
-                            config.prefetch(), clock, metrics);
+                    prefetcher = new Prefetcher(vertx, "0.0.0.0".equals(config.server().host()) ? "127.0.0.1"
+                            : config.server().host(), port, config.prefetch(), clock, metrics);
                     prefetcher.start(); // in the background: start-up does not wait for it
                     return this;
                 });
