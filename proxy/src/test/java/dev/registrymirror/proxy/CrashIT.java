@@ -149,18 +149,22 @@ class CrashIT extends FakeHubIT {
 
     /** The stored items and bytes the mirror reports are those of the blob files on disk. */
     private void assertTotalsMatchTheDisk(int port, Path data) throws Exception {
-        long[] files = {0, 0};
-        try (Stream<Path> s = Files.walk(data.resolve("blobs"))) {
-            s.filter(Files::isRegularFile).forEach(p -> {
-                files[0]++;
-                files[1] += p.toFile().length();
-            });
-        }
+        String[] last = {""};
+        // The disk is read again on each try: a download whose client has every byte may still be committing.
         awaitTrue("the stored totals match the disk", () -> {
+            long[] files = {0, 0};
+            try (Stream<Path> s = Files.walk(data.resolve("blobs"))) {
+                s.filter(Files::isRegularFile).forEach(p -> {
+                    files[0]++;
+                    files[1] += p.toFile().length();
+                });
+            }
             String metrics = new String(get(port, "/metrics").body(), java.nio.charset.StandardCharsets.UTF_8);
+            last[0] = files[0] + " files, " + files[1] + " bytes on disk; the mirror says "
+                    + metrics.lines().filter(l -> l.startsWith("registrymirror_stored_")).toList();
             return metrics.contains("registrymirror_stored_items{kind=\"blob\"} " + (double) files[0])
                     && metrics.contains("registrymirror_stored_bytes{kind=\"blob\"} " + (double) files[1]);
-        });
+        }, () -> last[0]);
     }
 
     private static long storedBlobFiles(Path data) throws IOException {
@@ -240,10 +244,15 @@ class CrashIT extends FakeHubIT {
 
     /** Polls a condition of another process (its files, its log) until it holds, for at most 20 s. */
     private static void awaitTrue(String what, Check check) throws Exception {
+        awaitTrue(what, check, () -> "");
+    }
+
+    /** Like {@link #awaitTrue(String, Check)}, the failure saying what {@code state} last said. */
+    private static void awaitTrue(String what, Check check, java.util.function.Supplier<String> state) throws Exception {
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
         while (!check.test()) {
             if (System.nanoTime() > deadline) {
-                throw new AssertionError("not reached in 20 s: " + what);
+                throw new AssertionError("not reached in 20 s: " + what + (state.get().isEmpty() ? "" : ": " + state.get()));
             }
             Thread.sleep(20); // polling another process, not waiting for time to pass
         }
