@@ -371,10 +371,12 @@ final class CacheIndex implements AutoCloseable {
         final Connection connection;
         final PreparedStatement find;
         final PreparedStatement prefix;
+        final PreparedStatement peek;
 
         Reader(Connection connection) throws SQLException {
             this.connection = connection;
             this.find = connection.prepareStatement("SELECT size, verified FROM item WHERE kind = ? AND digest = ?");
+            this.peek = connection.prepareStatement("SELECT size, access FROM item WHERE kind = ? AND digest = ?");
             this.prefix = connection.prepareStatement(
                     "SELECT digest FROM item WHERE kind = ? AND digest >= ? AND digest < ?");
         }
@@ -455,6 +457,35 @@ final class CacheIndex implements AutoCloseable {
                 r.find.setBytes(2, bytesOf(key.digest()));
                 try (ResultSet rs = r.find.executeQuery()) {
                     return rs.next() ? new Entry(rs.getLong(1), rs.getLong(2) == run) : null;
+                }
+            } finally {
+                readers.add(r);
+            }
+        } catch (SQLException e) {
+            throw failure("look up " + key.digest() + " in", e);
+        }
+    }
+
+    /** Size and last use of a stored item. */
+    record Use(long size, long lastUseMillis) {
+    }
+
+    /**
+     * The item's size and last use (the database's, or a use noted since), without counting this as
+     * a use; {@code null} when it has no row. Blocks (a worker thread).
+     */
+    Use peek(Key key) throws IOException {
+        try {
+            Reader r = reader();
+            try {
+                r.peek.setInt(1, key.kind().code);
+                r.peek.setBytes(2, bytesOf(key.digest()));
+                try (ResultSet rs = r.peek.executeQuery()) {
+                    if (!rs.next()) {
+                        return null;
+                    }
+                    Long noted = recent.get(key);
+                    return new Use(rs.getLong(1), Math.max(rs.getLong(2), noted == null ? 0 : noted));
                 }
             } finally {
                 readers.add(r);

@@ -177,6 +177,20 @@ final class FileBlobStore implements BlobStore, StorageScan.ContentFolder {
         return Files.createTempFile(tmp, "blob-", ".part");
     }
 
+    /**
+     * Deletes a blob and its row (an operator's removal): true if either was there. A client being
+     * sent it keeps its open file; the next request downloads it again. Blocks.
+     */
+    boolean remove(Digest digest) throws IOException {
+        Key key = new Key(Kind.BLOB, digest);
+        synchronized (index.lockFor(key)) {
+            boolean listed = index.peek(key) != null;
+            boolean file = Files.deleteIfExists(pathOf(digest));
+            index.remove(key);
+            return listed || file;
+        }
+    }
+
     @Override
     public Blob commit(Path temp, Digest digest, long size) throws IOException {
         long actual = Files.size(temp);

@@ -97,6 +97,38 @@ final class FileManifestStore implements ManifestStore, StorageScan.ContentFolde
         }
     }
 
+    /** Deletes a manifest, its type file and its row (an operator's removal): true if any was there. Blocks. */
+    boolean remove(Digest digest) throws IOException {
+        Key key = new Key(Kind.MANIFEST, digest);
+        synchronized (index.lockFor(key)) {
+            memory.invalidate(digest);
+            boolean listed = index.peek(key) != null;
+            Path p = pathOf(digest);
+            boolean file = Files.deleteIfExists(p);
+            Files.deleteIfExists(typeFile(p));
+            index.remove(key);
+            return listed || file;
+        }
+    }
+
+    /**
+     * The manifest from memory or disk without counting it as a use or keeping it in memory (an
+     * operator's listing must not change what eviction picks); empty if absent or not matching. Blocks.
+     */
+    Optional<Manifest> peek(Digest digest) throws IOException {
+        Manifest m = memory.getIfPresent(digest);
+        if (m != null) {
+            return Optional.of(m);
+        }
+        Path p = pathOf(digest);
+        try {
+            return Optional.of(new Manifest(digest, Files.readString(typeFile(p), StandardCharsets.UTF_8).trim(),
+                    Files.readAllBytes(p)));
+        } catch (NoSuchFileException | IllegalArgumentException e) {
+            return Optional.empty(); // a mismatch is dropped by the next real read
+        }
+    }
+
     @Override
     public Optional<Manifest> cached(Digest digest) {
         Manifest m = memory.getIfPresent(digest);

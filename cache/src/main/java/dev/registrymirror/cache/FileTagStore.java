@@ -8,7 +8,12 @@ import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.time.Instant;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Optional;
+import java.util.SortedMap;
+import java.util.TreeMap;
+import java.util.stream.Stream;
 
 /**
  * {@link TagStore} as one small file per tag: {@code tags/<upstream>/<repository>/_tags/<tag>},
@@ -84,5 +89,71 @@ final class FileTagStore implements TagStore {
     public void remove(TagKey key) throws IOException {
         memory.invalidate(key);
         Files.deleteIfExists(pathOf(key));
+    }
+
+    @Override
+    public List<String> repositories() throws IOException {
+        List<String> names = new ArrayList<>();
+        collect(root, "", names);
+        names.sort(REPOSITORY_ORDER);
+        return names;
+    }
+
+    /** Adds the {@code upstream/repository} names under {@code dir} that have a {@code _tags} folder. */
+    private static void collect(Path dir, String prefix, List<String> names) throws IOException {
+        List<Path> children;
+        try (Stream<Path> list = Files.list(dir)) {
+            children = list.filter(Files::isDirectory).toList();
+        } catch (NoSuchFileException e) {
+            return; // removed meanwhile
+        }
+        for (Path child : children) {
+            String name = child.getFileName().toString();
+            if (name.equals("_tags")) {
+                if (prefix.indexOf('/') > 0 && hasTag(child)) {
+                    names.add(prefix);
+                }
+            } else {
+                collect(child, prefix.isEmpty() ? name : prefix + "/" + name, names);
+            }
+        }
+    }
+
+    private static boolean hasTag(Path tagsFolder) throws IOException {
+        try (Stream<Path> list = Files.list(tagsFolder)) {
+            return list.anyMatch(p -> !p.getFileName().toString().startsWith("."));
+        } catch (NoSuchFileException e) {
+            return false;
+        }
+    }
+
+    @Override
+    public SortedMap<String, TagEntry> tags(String upstream, String repository) throws IOException {
+        SortedMap<String, TagEntry> tags = new TreeMap<>();
+        Path folder = root.resolve(upstream).resolve(repository).resolve("_tags");
+        List<String> names;
+        try (Stream<Path> list = Files.list(folder)) {
+            names = list.map(p -> p.getFileName().toString()).filter(n -> !AtomicFiles.isLeftover(n, run)
+                    && !n.startsWith(".")).toList();
+        } catch (NoSuchFileException e) {
+            return tags;
+        }
+        for (String tag : names) {
+            find(new TagKey(upstream, repository, tag)).ifPresent(e -> tags.put(tag, e));
+        }
+        return tags;
+    }
+
+    @Override
+    public int removeRepository(String upstream, String repository) throws IOException {
+        int removed = 0;
+        for (String tag : tags(upstream, repository).keySet()) {
+            TagKey key = new TagKey(upstream, repository, tag);
+            memory.invalidate(key);
+            if (Files.deleteIfExists(pathOf(key))) {
+                removed++;
+            }
+        }
+        return removed;
     }
 }

@@ -11,10 +11,12 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Clock;
 import java.time.Duration;
+import java.time.Instant;
 import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.HexFormat;
 import java.util.List;
+import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.Executor;
@@ -247,6 +249,46 @@ public final class Storage implements AutoCloseable {
     /** Completes when the start-up scan has indexed everything on disk (a failed scan is tried again). */
     public CompletableFuture<Void> indexed() {
         return indexed;
+    }
+
+    /** A stored item as an operator sees it: its size and last use. */
+    public record Item(long size, Instant lastUse) {
+    }
+
+    /** The stored blob's size and last use, without counting this as a use. Blocks. */
+    public Optional<Item> blob(Digest digest) throws IOException {
+        return item(new CacheIndex.Key(Kind.BLOB, digest));
+    }
+
+    /** The stored manifest's size and last use, without counting this as a use. Blocks. */
+    public Optional<Item> manifest(Digest digest) throws IOException {
+        return item(new CacheIndex.Key(Kind.MANIFEST, digest));
+    }
+
+    private Optional<Item> item(CacheIndex.Key key) throws IOException {
+        CacheIndex.Use u = index.peek(key);
+        return u == null ? Optional.empty() : Optional.of(new Item(u.size(), Instant.ofEpochMilli(u.lastUseMillis())));
+    }
+
+    /** A stored manifest's bytes, without counting this as a use or caching it. Blocks. */
+    public Optional<ManifestStore.Manifest> readManifest(Digest digest) throws IOException {
+        return manifests.peek(digest);
+    }
+
+    /**
+     * Removes whatever is stored under {@code digest} (a blob, a manifest, or both) at an operator's
+     * request; yields the kinds removed ({@code blob}, {@code manifest}), empty if none was stored.
+     * A tag that pointed at a removed manifest fetches it again on its next pull. Blocks.
+     */
+    public List<String> remove(Digest digest) throws IOException {
+        List<String> removed = new ArrayList<>();
+        if (blobs.remove(digest)) {
+            removed.add(Kind.BLOB.label);
+        }
+        if (manifests.remove(digest)) {
+            removed.add(Kind.MANIFEST.label);
+        }
+        return removed;
     }
 
     /** How many items of a kind ({@code blob}, {@code manifest}) are stored. */

@@ -117,7 +117,7 @@ public final class ConfigLoader {
 
     private MirrorConfig build(JsonNode root, Overrides cli) {
         ObjectNode top = object(root, "(top level)");
-        onlyKeys(top, "", Set.of("server", "storage", "upstreams", "prefetch"));
+        onlyKeys(top, "", Set.of("server", "storage", "upstreams", "prefetch", "admin"));
 
         ObjectNode server = objectOrEmpty(top, "server");
         onlyKeys(server, "server.", Set.of("host", "port", "eventLoops", "shutdownTimeout", "downloadMemory",
@@ -217,44 +217,32 @@ public final class ConfigLoader {
         return new MirrorConfig(new MirrorConfig.Server(host, port, eventLoops, shutdownTimeout, downloadMemory,
                 headerTimeout, keepAliveTimeout, maxConnections, maxConnectionsPerClient),
                 new MirrorConfig.Storage(Path.of(storagePath), maxSize, maxAge, minFree, maxBlobSize), upstreams,
-                prefetch);
+                prefetch, admin(objectOrEmpty(top, "admin")));
     }
 
-    private static final Pattern REPOSITORY =
-            Pattern.compile("[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*");
-    private static final Pattern TAG = Pattern.compile("[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}");
-    private static final Pattern PLATFORM = Pattern.compile("[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?");
+    /** Admin tokens shorter than this are refused: the token is all that guards removals. */
+    static final int MIN_ADMIN_TOKEN = 16;
+
+    private MirrorConfig.Admin admin(ObjectNode admin) {
+        onlyKeys(admin, "admin.", Set.of("token"));
+        String token = string(admin, "admin.token", "token", null);
+        if (token == null) {
+            return MirrorConfig.Admin.OFF;
+        }
+        token = token.strip();
+        if (token.length() < MIN_ADMIN_TOKEN) {
+            // the value is a secret: the message gives its length only
+            throw new ConfigException("admin.token: too short (" + token.length() + " characters; at least "
+                    + MIN_ADMIN_TOKEN + ", e.g. from `openssl rand -hex 24`)");
+        }
+        return new MirrorConfig.Admin(token);
+    }
 
     private MirrorConfig.Prefetch prefetch(JsonNode node, String prefix, List<MirrorConfig.Upstream> upstreams) {
         ObjectNode entry = object(node, prefix.substring(0, prefix.length() - 1));
         onlyKeys(entry, prefix, Set.of("image", "platforms", "every"));
         String key = prefix + "image";
         String image = string(entry, key, "image", null);
-        if (image == null || image.isBlank()) {
-            throw new ConfigException(key + ": required, e.g. docker.io/library/alpine:3.19");
-        }
-        int slash = image.indexOf('/');
-        int colon = image.lastIndexOf(':');
-        if (slash <= 0 || colon < slash) {
-            throw new ConfigException(key + ": \"" + image + "\" is not <upstream name>/<repository>:<tag>"
-                    + " (e.g. docker.io/library/alpine:3.19)");
-        }
-        String name = image.substring(0, slash);
-        MirrorConfig.Upstream upstream = upstreams.stream().filter(u -> u.name().equalsIgnoreCase(name)).findFirst()
-                .orElseThrow(() -> new ConfigException(key + ": \"" + image + "\" names upstream \"" + name
-                        + "\", which is not configured (upstreams: " + String.join(", ",
-                        upstreams.stream().map(MirrorConfig.Upstream::name).toList()) + ")"));
-        String repository = image.substring(slash + 1, colon);
-        String tag = image.substring(colon + 1);
-        if (upstream.name().equals("docker.io") && !repository.contains("/")) {
-            repository = "library/" + repository;
-        }
-        if (!REPOSITORY.matcher(repository).matches()) {
-            throw new ConfigException(key + ": \"" + image + "\": \"" + repository + "\" is not a repository name");
-        }
-        if (!TAG.matcher(tag).matches()) {
-            throw new ConfigException(key + ": \"" + image + "\": \"" + tag + "\" is not a tag");
-        }
         List<String> platforms = new ArrayList<>();
         JsonNode list = entry.get("platforms");
         if (list != null && !list.isNull()) {
@@ -263,9 +251,10 @@ public final class ConfigLoader {
             }
             for (int i = 0; i < list.size(); i++) {
                 String p = list.get(i).asText();
-                if (!PLATFORM.matcher(p).matches()) {
-                    throw new ConfigException(prefix + "platforms[" + i + "]: \"" + p
-                            + "\" is not <os>/<architecture>[/<variant>] (e.g. linux/arm64/v8)");
+                try {
+                    MirrorConfig.Prefetch.checkPlatform(p);
+                } catch (IllegalArgumentException e) {
+                    throw new ConfigException(prefix + "platforms[" + i + "]: " + e.getMessage());
                 }
                 platforms.add(p);
             }
@@ -274,7 +263,11 @@ public final class ConfigLoader {
         if (every != null && every.compareTo(Duration.ofMinutes(1)) < 0) {
             throw new ConfigException(prefix + "every: \"" + entry.get("every").asText() + "\" is too short (at least 1m)");
         }
-        return new MirrorConfig.Prefetch(upstream.name(), repository, tag, platforms, every);
+        try {
+            return MirrorConfig.Prefetch.parse(image, platforms, every, upstreams);
+        } catch (IllegalArgumentException e) {
+            throw new ConfigException(key + ": " + e.getMessage());
+        }
     }
 
     private static MirrorConfig.Upstream defaultUpstream() {

@@ -5,6 +5,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
 import java.util.Optional;
+import java.util.regex.Pattern;
 
 /**
  * The whole configuration of one mirror instance, validated. Built by {@link ConfigLoader}.
@@ -13,16 +14,23 @@ import java.util.Optional;
  * @param storage   where blobs, manifests and tags are kept
  * @param upstreams the registries this mirror pulls from; the first one is the default
  * @param prefetch  images fetched at start-up (and on a schedule) before any client asks
+ * @param admin     the admin API; {@link Admin#OFF} unless a token is configured
  */
-public record MirrorConfig(Server server, Storage storage, List<Upstream> upstreams, List<Prefetch> prefetch) {
+public record MirrorConfig(Server server, Storage storage, List<Upstream> upstreams, List<Prefetch> prefetch,
+                           Admin admin) {
 
     public MirrorConfig(Server server, Storage storage, List<Upstream> upstreams) {
         this(server, storage, upstreams, List.of());
     }
 
+    public MirrorConfig(Server server, Storage storage, List<Upstream> upstreams, List<Prefetch> prefetch) {
+        this(server, storage, upstreams, prefetch, Admin.OFF);
+    }
+
     public MirrorConfig {
         upstreams = List.copyOf(upstreams);
         prefetch = List.copyOf(prefetch);
+        admin = admin == null ? Admin.OFF : admin;
         if (upstreams.isEmpty()) {
             throw new ConfigException("upstreams: at least one upstream is required");
         }
@@ -45,6 +53,73 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
         /** {@code <upstream>/<repository>:<tag>}, as configured. */
         public String image() {
             return upstream + "/" + repository + ":" + tag;
+        }
+
+        private static final Pattern REPOSITORY =
+                Pattern.compile("[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*");
+        private static final Pattern TAG = Pattern.compile("[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}");
+        private static final Pattern PLATFORM = Pattern.compile("[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?");
+
+        /**
+         * Reads {@code <upstream name>/<repository>:<tag>} ({@code docker.io/alpine:3.19} is
+         * {@code library/alpine} on Docker Hub), checked against the configured upstreams.
+         *
+         * @throws IllegalArgumentException saying what is wrong, without naming a key (the caller does)
+         */
+        public static Prefetch parse(String image, List<String> platforms, Duration every, List<Upstream> upstreams) {
+            if (image == null || image.isBlank()) {
+                throw new IllegalArgumentException("required, e.g. docker.io/library/alpine:3.19");
+            }
+            int slash = image.indexOf('/');
+            int colon = image.lastIndexOf(':');
+            if (slash <= 0 || colon < slash) {
+                throw new IllegalArgumentException("\"" + image + "\" is not <upstream name>/<repository>:<tag>"
+                        + " (e.g. docker.io/library/alpine:3.19)");
+            }
+            String name = image.substring(0, slash);
+            Upstream upstream = upstreams.stream().filter(u -> u.name().equalsIgnoreCase(name)).findFirst()
+                    .orElseThrow(() -> new IllegalArgumentException("\"" + image + "\" names upstream \"" + name
+                            + "\", which is not configured (upstreams: " + String.join(", ",
+                            upstreams.stream().map(Upstream::name).toList()) + ")"));
+            String repository = image.substring(slash + 1, colon);
+            String tag = image.substring(colon + 1);
+            if (upstream.isDockerHub() && !repository.contains("/")) {
+                repository = "library/" + repository;
+            }
+            if (!REPOSITORY.matcher(repository).matches()) {
+                throw new IllegalArgumentException("\"" + image + "\": \"" + repository + "\" is not a repository name");
+            }
+            if (!TAG.matcher(tag).matches()) {
+                throw new IllegalArgumentException("\"" + image + "\": \"" + tag + "\" is not a tag");
+            }
+            platforms.forEach(Prefetch::checkPlatform);
+            return new Prefetch(upstream.name(), repository, tag, platforms, every);
+        }
+
+        /** @throws IllegalArgumentException unless {@code platform} is {@code os/arch[/variant]} */
+        public static void checkPlatform(String platform) {
+            if (platform == null || !PLATFORM.matcher(platform).matches()) {
+                throw new IllegalArgumentException("\"" + platform
+                        + "\" is not <os>/<architecture>[/<variant>] (e.g. linux/arm64/v8)");
+            }
+        }
+    }
+
+    /**
+     * The admin API (prefetch jobs, the cache's contents, removals).
+     *
+     * @param token the bearer token every call must present; {@code null}: the API is off
+     */
+    public record Admin(String token) {
+        public static final Admin OFF = new Admin(null);
+
+        public boolean enabled() {
+            return token != null;
+        }
+
+        @Override
+        public String toString() {
+            return enabled() ? "Admin[token=(set)]" : "Admin[off]";
         }
     }
 

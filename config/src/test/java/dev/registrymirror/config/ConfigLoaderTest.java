@@ -251,4 +251,20 @@ class ConfigLoaderTest {
             assertThatThrownBy(() -> ConfigLoader.parse(b[0], Map.of(), NONE)).as(b[0]).hasMessageStartingWith(b[1]);
         }
     }
+
+    @Test
+    void theAdminApiIsOffUnlessATokenIsSetAndAShortTokenIsRefusedWithoutShowingIt() {
+        assertThat(ConfigLoader.parse("", Map.of(), NONE).admin().enabled()).isFalse();
+        MirrorConfig c = ConfigLoader.parse("admin: {token: '${ADMIN_TOKEN}'}",
+                Map.of("ADMIN_TOKEN", "0123456789abcdef0123"), NONE);
+        assertThat(c.admin().token()).isEqualTo("0123456789abcdef0123");
+        assertThat(c.toString()).doesNotContain("0123456789abcdef0123");
+        assertThatThrownBy(() -> ConfigLoader.parse("admin: {token: s3cret}", Map.of(), NONE))
+                .hasMessage("admin.token: too short (6 characters; at least 16, e.g. from `openssl rand -hex 24`)")
+                .message().doesNotContain("s3cret");
+        assertThatThrownBy(() -> ConfigLoader.parse("admin: {token: '${NOPE}'}", Map.of(), NONE))
+                .hasMessage("admin.token: refers to environment variable NOPE, which is not set");
+        assertThatThrownBy(() -> ConfigLoader.parse("admin: {tokn: x}", Map.of(), NONE))
+                .hasMessageStartingWith("admin.tokn: unknown key");
+    }
 }

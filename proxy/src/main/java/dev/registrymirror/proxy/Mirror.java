@@ -59,7 +59,7 @@ public final class Mirror {
     private final Clock clock;
     private String deployment;
     private volatile int port;
-    private Prefetcher prefetcher;
+    private volatile Prefetcher prefetcher;
 
     private Mirror(Vertx vertx, MirrorConfig config, Clock clock, UnaryOperator<BlobStore> blobStoreWrapper,
                    ByteBufAllocator allocator) throws IOException {
@@ -95,6 +95,18 @@ public final class Mirror {
         this.handler = new RegistryHandler(vertx, config, Map.copyOf(upstreams), blobs, manifests,
                 new TagLists(metrics), new Referrers(), metrics, connections);
         this.config = config;
+        AdminApi admin = new AdminApi(config, storage, blocking, () -> prefetcher);
+        handler.operatorRoutes(new dev.registrymirror.proxy.http.OperatorRoutes() {
+            @Override
+            public String route(io.vertx.core.http.HttpServerRequest req) {
+                return AdminApi.claims(req) ? "admin" : null;
+            }
+
+            @Override
+            public Future<Void> serve(io.vertx.core.http.HttpServerRequest req) {
+                return admin.serve(req);
+            }
+        });
     }
 
     /**

@@ -14,10 +14,8 @@ import io.vertx.core.json.JsonArray;
 import io.vertx.core.json.JsonObject;
 import java.time.Clock;
 import java.util.ArrayList;
-import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
-import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentLinkedDeque;
 import java.util.concurrent.atomic.AtomicLong;
@@ -45,11 +43,60 @@ final class Prefetcher {
     private final Clock clock;
     private final MirrorMetrics metrics;
     private final Map<MirrorConfig.Prefetch, Long> lastRun = new ConcurrentHashMap<>();
-    private final Set<MirrorConfig.Prefetch> running = ConcurrentHashMap.newKeySet();
+    /** Jobs under way, one per image: asking for an image being fetched joins its job. */
+    private final Map<String, Job> running = new ConcurrentHashMap<>();
+    /** The last {@value #KEPT_JOBS} jobs, newest last, for the admin API and the status page. */
+    private final ConcurrentLinkedDeque<Job> recent = new ConcurrentLinkedDeque<>();
+    private final AtomicLong ids = new AtomicLong();
     private long timer = -1;
+    static final int KEPT_JOBS = 100;
 
     /** What one run fetched. */
     record Result(int manifests, int blobs, long bytes) {
+    }
+
+    /**
+     * One run of one image, its progress readable from any thread while it runs (counters only go
+     * up; {@link #state} is set last).
+     */
+    static final class Job {
+        final String id;
+        final MirrorConfig.Prefetch image;
+        final String trigger;
+        final long startedMillis;
+        final AtomicLong manifests = new AtomicLong();
+        final AtomicLong blobs = new AtomicLong(-1);
+        final AtomicLong blobsDone = new AtomicLong();
+        final AtomicLong bytesTotal = new AtomicLong(-1);
+        final AtomicLong bytesDone = new AtomicLong();
+        volatile String error;
+        volatile long finishedMillis;
+        volatile String state = "running";
+        final io.vertx.core.Promise<Result> done = io.vertx.core.Promise.promise();
+
+        Job(String id, MirrorConfig.Prefetch image, String trigger, long startedMillis) {
+            this.id = id;
+            this.image = image;
+            this.trigger = trigger;
+            this.startedMillis = startedMillis;
+        }
+
+        /** The job as the admin API shows it. */
+        JsonObject toJson() {
+            JsonObject j = new JsonObject().put("id", id).put("image", image.image())
+                    .put("platforms", new JsonArray(image.platforms())).put("trigger", trigger).put("state", state)
+                    .put("started", java.time.Instant.ofEpochMilli(startedMillis).toString())
+                    .put("manifests", manifests.get())
+                    .put("blobs", blobs.get() < 0 ? null : blobs.get()).put("blobsDone", blobsDone.get())
+                    .put("bytes", bytesTotal.get() < 0 ? null : bytesTotal.get()).put("bytesDone", bytesDone.get());
+            if (finishedMillis > 0) {
+                j.put("finished", java.time.Instant.ofEpochMilli(finishedMillis).toString());
+            }
+            if (error != null) {
+                j.put("error", error);
+            }
+            return j;
+        }
     }
 
     Prefetcher(Vertx vertx, String host, int port, List<MirrorConfig.Prefetch> images, Clock clock,
@@ -67,7 +114,7 @@ final class Prefetcher {
         if (images.isEmpty()) {
             return;
         }
-        images.forEach(this::run);
+        images.forEach(p -> submit(p, "start-up"));
         timer = vertx.setPeriodic(60_000, id -> runDue());
     }
 
@@ -77,47 +124,77 @@ final class Prefetcher {
         for (MirrorConfig.Prefetch p : images) {
             Long last = lastRun.get(p);
             if (p.every() != null && last != null && now - last >= p.every().toMillis()) {
-                run(p);
+                submit(p, "schedule");
             }
         }
     }
 
-    /** Fetches one image (unless it is being fetched already); logged and counted either way. */
-    Future<Result> run(MirrorConfig.Prefetch p) {
-        if (!running.add(p)) {
-            return Future.succeededFuture();
+    /** The job fetching {@code p}: a new one, or the one already under way for that image. */
+    Job submit(MirrorConfig.Prefetch p, String trigger) {
+        Job job = new Job(Long.toString(ids.incrementAndGet()), p, trigger, clock.millis());
+        String what = p.image() + " " + p.platforms();
+        Job existing = running.putIfAbsent(what, job);
+        if (existing != null) {
+            return existing;
+        }
+        recent.addLast(job);
+        while (recent.size() > KEPT_JOBS) {
+            recent.pollFirst();
         }
         lastRun.put(p, clock.millis());
         long started = System.nanoTime();
         String base = "/v2/" + p.upstream() + "/" + p.repository();
-        return manifest(base, p.tag())
+        manifest(base, p.tag())
                 .compose(root -> manifests(base, p, root))
                 .compose(manifests -> {
-                    Set<String> blobs = new LinkedHashSet<>();
+                    job.manifests.set(manifests.size());
+                    Map<String, Long> blobs = new java.util.LinkedHashMap<>();
                     for (JsonObject m : manifests) {
                         JsonObject config = m.getJsonObject("config");
                         if (config != null) {
-                            blobs.add(config.getString("digest"));
+                            blobs.put(config.getString("digest"), config.getLong("size", 0L));
                         }
                         for (Object layer : m.getJsonArray("layers", new JsonArray())) {
-                            blobs.add(((JsonObject) layer).getString("digest"));
+                            blobs.put(((JsonObject) layer).getString("digest"), ((JsonObject) layer).getLong("size", 0L));
                         }
                     }
-                    return blobs(base, new ArrayList<>(blobs)).map(bytes -> new Result(manifests.size(), blobs.size(), bytes));
+                    job.bytesTotal.set(blobs.values().stream().mapToLong(Long::longValue).sum());
+                    job.blobs.set(blobs.size());
+                    return blobs(base, new ArrayList<>(blobs.keySet()), job)
+                            .map(bytes -> new Result(manifests.size(), blobs.size(), bytes));
                 })
                 .onSuccess(r -> {
+                    job.finishedMillis = clock.millis();
+                    job.state = "done";
                     metrics.prefetchRun("ok");
-                    LOG.info("prefetched {}: {} image manifest{}, {} blob{}, {} MiB through the cache in {} ms",
-                            p.image(), r.manifests(), r.manifests() == 1 ? "" : "s", r.blobs(), r.blobs() == 1 ? "" : "s",
+                    LOG.info("prefetched {} ({}, job {}): {} image manifest{}, {} blob{}, {} MiB through the cache in {} ms",
+                            p.image(), trigger, job.id, r.manifests(), r.manifests() == 1 ? "" : "s", r.blobs(), r.blobs() == 1 ? "" : "s",
                             r.bytes() >> 20, (System.nanoTime() - started) / 1_000_000);
                 })
                 .onFailure(err -> {
+                    job.finishedMillis = clock.millis();
+                    job.error = err.getMessage();
+                    job.state = "failed";
                     metrics.prefetchRun("failed");
-                    LOG.warn("prefetch of {} failed: {}; {}", p.image(), err.getMessage(),
-                            p.every() != null ? "tried again in " + p.every().toString().substring(2).toLowerCase()
-                                    : "tried again at the next start");
+                    LOG.warn("prefetch of {} failed: {}{}", p.image(), err.getMessage(), trigger.equals("api") ? ""
+                            : p.every() != null ? "; tried again in " + p.every().toString().substring(2).toLowerCase()
+                                    : "; tried again at the next start");
                 })
-                .andThen(ar -> running.remove(p));
+                .andThen(ar -> running.remove(what, job))
+                .onComplete(job.done);
+        return job;
+    }
+
+    /** The job with this id, if it is among the last {@value #KEPT_JOBS}. */
+    java.util.Optional<Job> job(String id) {
+        return recent.stream().filter(j -> j.id.equals(id)).findFirst();
+    }
+
+    /** The last {@value #KEPT_JOBS} jobs, newest first. */
+    List<Job> jobs() {
+        List<Job> list = new ArrayList<>(recent);
+        java.util.Collections.reverse(list);
+        return list;
     }
 
     private Future<JsonObject> manifest(String base, String reference) {
@@ -171,17 +248,16 @@ final class Prefetcher {
     }
 
     /** GETs every blob, {@value #CONCURRENCY} at a time, the bodies counted and dropped; yields the bytes. */
-    private Future<Long> blobs(String base, List<String> digests) {
+    private Future<Long> blobs(String base, List<String> digests, Job job) {
         ConcurrentLinkedDeque<String> queue = new ConcurrentLinkedDeque<>(digests);
-        AtomicLong bytes = new AtomicLong();
         List<Future<Void>> workers = new ArrayList<>();
         for (int i = 0; i < Math.min(CONCURRENCY, digests.size()); i++) {
-            workers.add(next(base, queue, bytes));
+            workers.add(next(base, queue, job));
         }
-        return Future.all(workers).map(v -> bytes.get());
+        return Future.all(workers).map(v -> job.bytesDone.get());
     }
 
-    private Future<Void> next(String base, ConcurrentLinkedDeque<String> queue, AtomicLong bytes) {
+    private Future<Void> next(String base, ConcurrentLinkedDeque<String> queue, Job job) {
         String digest = queue.poll();
         if (digest == null) {
             return Future.succeededFuture();
@@ -193,10 +269,13 @@ final class Prefetcher {
                         return resp.body().compose(b -> Future.<Void>failedFuture("blob " + digest + ": HTTP "
                                 + resp.statusCode()));
                     }
-                    resp.handler(buf -> bytes.addAndGet(buf.length()));
+                    resp.handler(buf -> job.bytesDone.addAndGet(buf.length()));
                     return resp.end();
                 })
-                .compose(v -> next(base, queue, bytes));
+                .compose(v -> {
+                    job.blobsDone.incrementAndGet();
+                    return next(base, queue, job);
+                });
     }
 
     /** Stops the schedule and the client (runs under way fail). */

@@ -206,6 +206,11 @@ final class FakeHub extends AbstractVerticle {
         return d;
     }
 
+    /** The bytes of a manifest put under {@code repo}. */
+    byte[] manifestBytes(String repo, Digest digest) {
+        return manifests.get(repo + "@" + digest).bytes();
+    }
+
     void removeTag(String repo, String tag) {
         tags.remove(repo + ":" + tag);
     }

@@ -51,6 +51,7 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
     private final ConnectionGuard connections;
     private final AtomicInteger active = new AtomicInteger();
     private volatile boolean draining;
+    private volatile OperatorRoutes operatorRoutes;
 
     public RegistryHandler(Vertx vertx, MirrorConfig config, Map<String, UpstreamClient> upstreams, BlobService blobs,
                     ManifestService manifests, TagLists tagLists, Referrers referrers, MirrorMetrics metrics,
@@ -64,6 +65,11 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
         this.referrers = referrers;
         this.metrics = metrics;
         this.vertx = vertx;
+    }
+
+    /** Routes asked before the registry API's (the admin API, the status page). */
+    public void operatorRoutes(OperatorRoutes routes) {
+        this.operatorRoutes = routes;
     }
 
     /** Requests being answered now. */
@@ -116,6 +122,30 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
             }
         };
         connections.whenClosed(req, done);
+        OperatorRoutes extra = operatorRoutes;
+        String operatorLabel = extra == null ? null : extra.route(req);
+        if (operatorLabel != null) {
+            resp.endHandler(v -> {
+                done.run();
+                metrics.requestServed(operatorLabel, req.method().name(), resp.getStatusCode(),
+                        System.nanoTime() - start);
+            });
+            Future<Void> answer;
+            try {
+                answer = extra.serve(req);
+            } catch (RuntimeException e) {
+                answer = Future.failedFuture(e);
+            }
+            answer.onFailure(err -> {
+                RegistryError e = err instanceof RegistryError re ? re : internal(operatorLabel, err);
+                if (resp.headWritten() || resp.ended()) {
+                    resp.reset();
+                } else {
+                    writeError(req, e);
+                }
+            });
+            return;
+        }
         Route route;
         try {
             route = parser.parse(req.path(), req.getParam("ns"));
@@ -148,7 +178,7 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
             answer = Future.failedFuture(e);
         }
         answer.onFailure(err -> {
-            RegistryError e = err instanceof RegistryError re ? re : internal(route, err);
+            RegistryError e = err instanceof RegistryError re ? re : internal(route.toString(), err);
             if (e.isUpstreamFailure() && e.status != 429) {
                 LOG.warn("{} {}: {}", req.method(), req.path(), e.getMessage());
             }
@@ -176,9 +206,9 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
         return upstreams.get(route.upstream().name());
     }
 
-    private static RegistryError internal(Route route, Throwable err) {
+    private static RegistryError internal(String route, Throwable err) {
         // An Error that failed a future on the way (a continuation threw it) is as fatal as one on a thread.
-        if (!Fatal.check("a " + route.kind().label + " request", err)) {
+        if (!Fatal.check("a request for " + route, err)) {
             LOG.error("{} failed unexpectedly", route, err);
         }
         return new RegistryError(500, "UNKNOWN", "internal error");
@@ -221,6 +251,9 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
         resp.setStatusCode(e.status).putHeader(HttpHeaders.CONTENT_TYPE, "application/json");
         if (e.retryAfter != null) {
             resp.putHeader(HttpHeaders.RETRY_AFTER, e.retryAfter);
+        }
+        if (e.challenge != null) {
+            resp.putHeader("WWW-Authenticate", e.challenge);
         }
         if (e.unsatisfiedSize >= 0) {
             resp.putHeader(HttpHeaders.CONTENT_RANGE, "bytes */" + e.unsatisfiedSize);

@@ -16,6 +16,8 @@ public final class RegistryError extends RuntimeException {
     public final String upstreamReason;
     /** The size of the blob a 416 is about, sent as {@code Content-Range: bytes *}{@code /size}; -1 otherwise. */
     public final long unsatisfiedSize;
+    /** The challenge sent as {@code WWW-Authenticate} with a 401, or {@code null}. */
+    public final String challenge;
 
     public RegistryError(int status, String code, String message) {
         this(status, code, message, null, null);
@@ -27,12 +29,23 @@ public final class RegistryError extends RuntimeException {
 
     private RegistryError(int status, String code, String message, String retryAfter, String upstreamReason,
                           long unsatisfiedSize) {
+        this(status, code, message, retryAfter, upstreamReason, unsatisfiedSize, null);
+    }
+
+    private RegistryError(int status, String code, String message, String retryAfter, String upstreamReason,
+                          long unsatisfiedSize, String challenge) {
         super(message, null, false, false);
+        this.challenge = challenge;
         this.status = status;
         this.code = code;
         this.retryAfter = retryAfter;
         this.upstreamReason = upstreamReason;
         this.unsatisfiedSize = unsatisfiedSize;
+    }
+
+    /** A 401 {@code UNAUTHORIZED} with {@code WWW-Authenticate: challenge}. */
+    public static RegistryError challenge(String message, String challenge) {
+        return new RegistryError(401, "UNAUTHORIZED", message, null, null, -1, challenge);
     }
 
     /** A {@code Range} wholly outside a blob of {@code size} bytes. */
