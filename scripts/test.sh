@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit and integration tests (fake upstream) and the end-to-end tests with real
-# parts (CNCF Distribution as upstream, skopeo as client, promtool for the metrics), then the
+# parts (CNCF Distribution as upstream, skopeo as client, promtool for the metrics, Chromium for the
+# status page), then the
 # benchmarks in their smoke modes (seconds), so that they keep working.
 # Installs the Debian packages those need when they are missing.
 set -euo pipefail
@@ -17,6 +18,8 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)          # the status page's browser test
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""

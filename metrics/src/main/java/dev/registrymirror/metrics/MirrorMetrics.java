@@ -134,6 +134,27 @@ public final class MirrorMetrics {
                 "route", route, "method", method, "status", Integer.toString(status)).record(nanos, TimeUnit.NANOSECONDS);
     }
 
+    /**
+     * Counts since start, for the status page.
+     *
+     * @param hits              requests answered from the cache (blobs, manifests, tags)
+     * @param misses            requests that needed the upstream
+     * @param bytesFromCache    bytes sent to clients from the cache: what the upstreams did not have to send
+     * @param bytesFromUpstream bytes sent to clients as they arrived from an upstream
+     */
+    public record Totals(long hits, long misses, long bytesFromCache, long bytesFromUpstream) {
+    }
+
+    public Totals totals() {
+        long hits = 0;
+        long misses = 0;
+        for (String kind : List.of("blob", "manifest", "tag")) {
+            hits += (long) cacheHits(kind).count();
+            misses += (long) cacheMisses(kind).count();
+        }
+        return new Totals(hits, misses, (long) servedFromCache.count(), (long) servedFromUpstream.count());
+    }
+
     /** A request was answered from the cache. {@code kind}: blob, manifest or tag. */
     public void cacheHit(String kind) {
         cacheHits(kind).increment();

@@ -23,7 +23,7 @@ import picocli.CommandLine.Option;
  * {@code java -jar registry-mirror.jar [--config FILE] [--port N] [--storage DIR] [--upstream URL]} runs the
  * mirror; {@code java -jar registry-mirror.jar prefetch --mirror URL IMAGE...} talks to a running one.
  */
-@Command(name = "registry-mirror", mixinStandardHelpOptions = true, version = "registry-mirror 0.1.0",
+@Command(name = "registry-mirror", mixinStandardHelpOptions = true, version = "registry-mirror " + Mirror.VERSION,
         description = "A pull-through cache for OCI / Docker registries. Without a command: runs the mirror.",
         subcommands = PrefetchCommand.class)
 public final class Main implements Callable<Integer> {

@@ -42,6 +42,8 @@ import org.slf4j.LoggerFactory;
  */
 public final class Mirror {
     private static final Logger LOG = LoggerFactory.getLogger(Mirror.class);
+    /** This version, as {@code --version} and the status page say. */
+    public static final String VERSION = "0.1.0";
     static final long MANIFEST_MEMORY_BYTES = 64L << 20;
     static final int TAG_MEMORY_ENTRIES = 100_000;
     /** Threads that hash stored blobs on their first read after a start (CPU-bound work). */
@@ -96,15 +98,17 @@ public final class Mirror {
                 new TagLists(metrics), new Referrers(), metrics, connections);
         this.config = config;
         AdminApi admin = new AdminApi(config, storage, blocking, () -> prefetcher);
+        StatusPage status = new StatusPage(config, metrics, Map.copyOf(upstreams), downloads, storage,
+                () -> blobStore.storedBytes() + manifestStore.storedBytes(), handler.pulls(), () -> prefetcher, clock);
         handler.operatorRoutes(new dev.registrymirror.proxy.http.OperatorRoutes() {
             @Override
             public String route(io.vertx.core.http.HttpServerRequest req) {
-                return AdminApi.claims(req) ? "admin" : null;
+                return AdminApi.claims(req) ? "admin" : StatusPage.claims(req) ? "status" : null;
             }
 
             @Override
             public Future<Void> serve(io.vertx.core.http.HttpServerRequest req) {
-                return admin.serve(req);
+                return AdminApi.claims(req) ? admin.serve(req) : status.serve(req);
             }
         });
     }

@@ -108,7 +108,12 @@ final class Download {
     private Runnable onCancel;
     private final List<Waiter> waiters = new ArrayList<>();
 
-    Download(Digest digest, Owner owner, MemoryBudget budget) {
+    /** Where it comes from ({@code upstream/repository}), and since when: for the status page. */
+    final String source;
+    final long startedNanos = System.nanoTime();
+
+    Download(Digest digest, Owner owner, MemoryBudget budget, String source) {
+        this.source = source;
         this.digest = digest;
         this.owner = owner;
         this.budget = budget;

@@ -61,6 +61,30 @@ public final class InflightDownloads {
         return s.state() == Download.State.FAILED ? -1 : s.size();
     }
 
+    /**
+     * A download under way as the status page shows it.
+     *
+     * @param source  {@code upstream/repository} it was first asked for
+     * @param bytes   bytes received so far
+     * @param size    the blob's size once the upstream announced it, else -1
+     * @param seconds since it started
+     */
+    public record Progress(String digest, String source, long bytes, long size, double seconds) {
+    }
+
+    /** The downloads under way now, longest-running first. */
+    public java.util.List<Progress> progress() {
+        long now = System.nanoTime();
+        return downloads.values().stream()
+                .sorted(java.util.Comparator.comparingLong((Download d) -> d.startedNanos))
+                .map(d -> {
+                    Download.Snapshot s = d.snapshot();
+                    return new Progress(d.digest.toString(), d.source, s.available(), s.size(),
+                            (now - d.startedNanos) / 1e9);
+                })
+                .toList();
+    }
+
     /** Downloads under way now. */
     public int size() {
         return downloads.size();
@@ -103,7 +127,7 @@ public final class InflightDownloads {
                 return null;
             }
             started[0] = true;
-            return new Download(k, owner, memory);
+            return new Download(k, owner, memory, upstream.name() + "/" + repository);
         });
         if (started[0]) {
             new Fetch(settings, d, owner, upstream, repository, this::remove).start(stopping);

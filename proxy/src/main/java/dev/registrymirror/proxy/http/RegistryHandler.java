@@ -52,6 +52,7 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
     private final AtomicInteger active = new AtomicInteger();
     private volatile boolean draining;
     private volatile OperatorRoutes operatorRoutes;
+    private final PullCounts pulls = new PullCounts();
 
     public RegistryHandler(Vertx vertx, MirrorConfig config, Map<String, UpstreamClient> upstreams, BlobService blobs,
                     ManifestService manifests, TagLists tagLists, Referrers referrers, MirrorMetrics metrics,
@@ -70,6 +71,11 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
     /** Routes asked before the registry API's (the admin API, the status page). */
     public void operatorRoutes(OperatorRoutes routes) {
         this.operatorRoutes = routes;
+    }
+
+    /** Pulls per repository since start. */
+    public PullCounts pulls() {
+        return pulls;
     }
 
     /** Requests being answered now. */
@@ -170,6 +176,9 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
             done.run();
             metrics.requestServed(route.kind().label, req.method().name(), resp.getStatusCode(),
                     System.nanoTime() - start);
+            if (route.kind() == Route.Kind.MANIFEST && route.tag() != null && resp.getStatusCode() == 200) {
+                pulls.pulled(route.upstream().name() + "/" + route.repository());
+            }
         });
         Future<Void> answer;
         try {

@@ -84,10 +84,15 @@ public final class UpstreamClient {
     private final ConcurrentMap<Thread, HttpClient> perLoop = new ConcurrentHashMap<>();
     private final UpstreamAuth auth;
     private final MirrorMetrics metrics;
+    /** The last outcome of an exchange, for the status page: updated by any event loop, read as a whole. */
+    private final java.util.concurrent.atomic.AtomicReference<Health> health =
+            new java.util.concurrent.atomic.AtomicReference<>(new Health("unknown", null, null, null, -1));
+    private final Clock clock;
     private final Vertx vertx;
 
     public UpstreamClient(Vertx vertx, MirrorConfig.Upstream upstream, MirrorMetrics metrics, Clock clock) {
         this.vertx = vertx;
+        this.clock = clock;
         this.upstream = upstream;
         this.metrics = metrics;
         this.options = new HttpClientOptions()
@@ -236,6 +241,13 @@ public final class UpstreamClient {
             metrics.upstreamRequest(upstream.name(), kind, resp.statusCode(), System.nanoTime() - start);
             rateLimit(resp);
             int status = resp.statusCode();
+            if (status == 429) {
+                noteFailure("rate-limited", "answered 429 Too Many Requests for a " + kind + " request");
+            } else if (status >= 500) {
+                noteFailure("failing", "answered " + status + " for a " + kind + " request");
+            } else {
+                noteAnswer();
+            }
             String location = resp.getHeader(HttpHeaders.LOCATION);
             boolean redirect = status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
             if (!redirect || location == null) {
@@ -267,8 +279,38 @@ public final class UpstreamClient {
             metrics.upstreamRequest(upstream.name(), kind, 0, System.nanoTime() - start);
             RegistryError e = transportError(upstream.name(), uri.getHost(), err);
             metrics.upstreamError(upstream.name(), e.upstreamReason);
+            noteFailure("unreachable", e.getMessage());
             return Future.failedFuture(e);
         });
+    }
+
+    /**
+     * An upstream's state as the status page shows it.
+     *
+     * @param state              {@code unknown} (not asked since start), {@code up} (its last answer was
+     *                           one), {@code rate-limited} (a 429), {@code failing} (a 5xx or a bad
+     *                           answer), {@code unreachable} (no answer: refused, timed out, TLS)
+     * @param lastAnswer         when it last answered (other than a 5xx or 429), or null
+     * @param lastError          when it last failed, or null
+     * @param lastErrorMessage   how (as clients were told), or null
+     * @param rateLimitRemaining pulls left as its {@code RateLimit-Remaining} last said, -1 if it never did
+     */
+    public record Health(String state, java.time.Instant lastAnswer, java.time.Instant lastError,
+                         String lastErrorMessage, long rateLimitRemaining) {
+    }
+
+    public Health health() {
+        return health.get();
+    }
+
+    private void noteAnswer() {
+        java.time.Instant now = clock.instant();
+        health.updateAndGet(h -> new Health("up", now, h.lastError(), h.lastErrorMessage(), h.rateLimitRemaining()));
+    }
+
+    private void noteFailure(String state, String message) {
+        java.time.Instant now = clock.instant();
+        health.updateAndGet(h -> new Health(state, h.lastAnswer(), now, message, h.rateLimitRemaining()));
     }
 
     private void rateLimit(HttpClientResponse resp) {
@@ -276,8 +318,9 @@ public final class UpstreamClient {
         if (remaining != null) {
             int semi = remaining.indexOf(';');
             try {
-                metrics.rateLimitRemaining(upstream.name(),
-                        Long.parseLong((semi >= 0 ? remaining.substring(0, semi) : remaining).trim()));
+                long left = Long.parseLong((semi >= 0 ? remaining.substring(0, semi) : remaining).trim());
+                health.updateAndGet(h -> new Health(h.state(), h.lastAnswer(), h.lastError(), h.lastErrorMessage(), left));
+                metrics.rateLimitRemaining(upstream.name(), left);
             } catch (NumberFormatException e) {
                 // Not a number: ignore, the header is advisory.
             }
@@ -324,6 +367,7 @@ public final class UpstreamClient {
     /** Counts a failed exchange with this upstream. */
     public void countError(String reason) {
         metrics.upstreamError(upstream.name(), reason);
+        noteFailure("failing", "bad answer (" + reason.replace('_', ' ') + ")");
     }
 
     /** A transport failure while reading an answer of this upstream, counted. */

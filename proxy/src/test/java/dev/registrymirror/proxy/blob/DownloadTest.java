@@ -37,7 +37,7 @@ class DownloadTest {
     void onAnEventLoop() {
         vertx = Vertx.vertx();
         loop = vertx.getOrCreateContext();
-        d = on(() -> new Download(Digest.of("sha256", new byte[] {1}), Owner.current(), budget));
+        d = on(() -> new Download(Digest.of("sha256", new byte[] {1}), Owner.current(), budget, "test/repo"));
     }
 
     @AfterEach
@@ -160,8 +160,8 @@ class DownloadTest {
     @Test
     void overTheSharedBudgetWrittenChunksLeaveAtOnceAndUnwrittenOnesStay() {
         MemoryBudget small = new MemoryBudget(3L * CHUNK);
-        Download a = on(() -> new Download(Digest.of("sha256", new byte[] {3}), Owner.current(), small));
-        Download b = on(() -> new Download(Digest.of("sha256", new byte[] {4}), Owner.current(), small));
+        Download a = on(() -> new Download(Digest.of("sha256", new byte[] {3}), Owner.current(), small, "test/repo"));
+        Download b = on(() -> new Download(Digest.of("sha256", new byte[] {4}), Owner.current(), small, "test/repo"));
         run(() -> {
             a.streaming(Path.of("unused"), 8L * CHUNK);
             b.streaming(Path.of("unused"), 8L * CHUNK);
@@ -222,7 +222,7 @@ class DownloadTest {
         assertThat(d.snapshot().onDisk()).isEqualTo(3L * CHUNK);
         assertThat(chunks).allMatch(c -> c.refCnt() == 0);
 
-        Download other = on(() -> new Download(Digest.of("sha256", new byte[] {2}), Owner.current(), budget));
+        Download other = on(() -> new Download(Digest.of("sha256", new byte[] {2}), Owner.current(), budget, "test/repo"));
         Download.Chunk c = on(() -> {
             other.streaming(Path.of("unused"), 3L * CHUNK);
             Download.Chunk first = chunk(0, 0, budget);

@@ -1,0 +1,173 @@
+package dev.registrymirror.proxy;
+
+import dev.registrymirror.cache.Storage;
+import dev.registrymirror.config.MirrorConfig;
+import dev.registrymirror.metrics.MirrorMetrics;
+import dev.registrymirror.proxy.blob.InflightDownloads;
+import dev.registrymirror.proxy.http.PullCounts;
+import dev.registrymirror.proxy.upstream.UpstreamClient;
+import io.vertx.core.Future;
+import io.vertx.core.buffer.Buffer;
+import io.vertx.core.http.HttpHeaders;
+import io.vertx.core.http.HttpMethod;
+import io.vertx.core.http.HttpServerRequest;
+import io.vertx.core.json.JsonArray;
+import io.vertx.core.json.JsonObject;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.UncheckedIOException;
+import java.time.Clock;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.Map;
+import java.util.function.LongSupplier;
+import java.util.function.Supplier;
+
+/**
+ * The status page for people: {@code GET /} from a browser ({@code Accept: text/html}) or
+ * {@code GET /status} answers a page from the jar, which fetches {@code /status.json} every two
+ * seconds. Its script and style come from this server only, which its Content-Security-Policy
+ * enforces. Registry clients never ask for {@code /}; other {@code Accept} headers get the
+ * registry's answer as before.
+ */
+final class StatusPage {
+    static final String JSON_PATH = "/status.json";
+    /** Content-Security-Policy: nothing from other hosts, no inline script or style. */
+    static final String POLICY = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
+            + " img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+    static final int TOP_REPOSITORIES = 10;
+    static final int RECENT_JOBS = 5;
+
+    private static final Map<String, String> ASSETS = Map.of(
+            "/status/status.js", "application/javascript; charset=utf-8",
+            "/status/status.css", "text/css; charset=utf-8");
+
+    private final Buffer page = resource("index.html");
+    private final Map<String, Buffer> assets = Map.of(
+            "/status/status.js", resource("status.js"),
+            "/status/status.css", resource("status.css"));
+    private final MirrorConfig config;
+    private final MirrorMetrics metrics;
+    private final Map<String, UpstreamClient> upstreams;
+    private final InflightDownloads downloads;
+    private final Storage storage;
+    private final LongSupplier storedBytes;
+    private final PullCounts pulls;
+    private final Supplier<Prefetcher> prefetcher;
+    private final Clock clock;
+    private final Instant started;
+
+    StatusPage(MirrorConfig config, MirrorMetrics metrics, Map<String, UpstreamClient> upstreams,
+               InflightDownloads downloads, Storage storage, LongSupplier storedBytes, PullCounts pulls,
+               Supplier<Prefetcher> prefetcher, Clock clock) {
+        this.config = config;
+        this.metrics = metrics;
+        this.upstreams = upstreams;
+        this.downloads = downloads;
+        this.storage = storage;
+        this.storedBytes = storedBytes;
+        this.pulls = pulls;
+        this.prefetcher = prefetcher;
+        this.clock = clock;
+        this.started = clock.instant();
+    }
+
+    /** Whether this is a request for the page, its assets or its data. */
+    static boolean claims(HttpServerRequest req) {
+        if (req.method() != HttpMethod.GET) {
+            return false;
+        }
+        String path = req.path();
+        return path.equals("/status") || path.equals(JSON_PATH) || ASSETS.containsKey(path)
+                || path.equals("/") && wantsHtml(req.getHeader(HttpHeaders.ACCEPT));
+    }
+
+    /** A browser's {@code Accept} ({@code text/html,application/xhtml+xml,...}); registry clients never send it. */
+    static boolean wantsHtml(String accept) {
+        return accept != null && accept.toLowerCase(java.util.Locale.ROOT).contains("text/html");
+    }
+
+    Future<Void> serve(HttpServerRequest req) {
+        var resp = req.response().putHeader("X-Content-Type-Options", "nosniff");
+        String path = req.path();
+        if (path.equals(JSON_PATH)) {
+            return resp.putHeader(HttpHeaders.CONTENT_TYPE, "application/json")
+                    .putHeader(HttpHeaders.CACHE_CONTROL, "no-store").end(status().toBuffer());
+        }
+        if (ASSETS.containsKey(path)) {
+            return resp.putHeader(HttpHeaders.CONTENT_TYPE, ASSETS.get(path))
+                    .putHeader(HttpHeaders.CACHE_CONTROL, "no-cache").end(assets.get(path));
+        }
+        return resp.putHeader(HttpHeaders.CONTENT_TYPE, "text/html; charset=utf-8")
+                .putHeader("Content-Security-Policy", POLICY).putHeader("Referrer-Policy", "no-referrer")
+                .putHeader(HttpHeaders.CACHE_CONTROL, "no-cache").end(page);
+    }
+
+    /** What the page shows, as {@code /status.json} answers it. Reads memory only: never blocks. */
+    JsonObject status() {
+        Instant now = clock.instant();
+        MirrorMetrics.Totals t = metrics.totals();
+        long asked = t.hits() + t.misses();
+        JsonObject cache = new JsonObject().put("hits", t.hits()).put("misses", t.misses())
+                .put("hitRatio", asked == 0 ? null : (double) t.hits() / asked)
+                .put("bytesFromCache", t.bytesFromCache()).put("bytesFromUpstream", t.bytesFromUpstream());
+
+        JsonArray ups = new JsonArray();
+        for (UpstreamClient u : upstreams.values()) {
+            UpstreamClient.Health h = u.health();
+            ups.add(new JsonObject().put("name", u.name()).put("state", h.state())
+                    .put("lastAnswer", iso(h.lastAnswer())).put("lastError", iso(h.lastError()))
+                    .put("lastErrorMessage", h.lastErrorMessage())
+                    .put("rateLimitRemaining", h.rateLimitRemaining() < 0 ? null : h.rateLimitRemaining()));
+        }
+
+        long free = storage.lastFreeSpace();
+        JsonObject disk = new JsonObject().put("path", config.storage().path().toAbsolutePath().normalize().toString())
+                .put("usedBytes", storedBytes.getAsLong())
+                .put("limitBytes", config.storage().maxSize() > 0 ? config.storage().maxSize() : null)
+                .put("freeBytes", free < 0 ? null : free)
+                .put("blobs", storage.storedCount("blob")).put("manifests", storage.storedCount("manifest"));
+
+        JsonArray dl = new JsonArray();
+        for (InflightDownloads.Progress p : downloads.progress()) {
+            dl.add(new JsonObject().put("digest", p.digest()).put("source", p.source()).put("bytes", p.bytes())
+                    .put("size", p.size() < 0 ? null : p.size()).put("seconds", round(p.seconds()))
+                    .put("bytesPerSecond", p.seconds() > 0 ? (long) (p.bytes() / p.seconds()) : null));
+        }
+
+        JsonArray top = new JsonArray();
+        for (PullCounts.Count c : pulls.top(TOP_REPOSITORIES)) {
+            top.add(new JsonObject().put("name", c.name()).put("pulls", c.pulls()));
+        }
+
+        JsonArray jobs = new JsonArray();
+        Prefetcher p = prefetcher.get();
+        if (p != null) {
+            p.jobs().stream().limit(RECENT_JOBS).forEach(j -> jobs.add(j.toJson()));
+        }
+
+        return new JsonObject().put("version", Mirror.VERSION).put("started", started.toString())
+                .put("now", now.toString()).put("uptimeSeconds", Duration.between(started, now).toSeconds())
+                .put("cache", cache).put("upstreams", ups).put("storage", disk).put("downloads", dl)
+                .put("topRepositories", top).put("otherPulls", pulls.others()).put("prefetch", jobs);
+    }
+
+    private static double round(double seconds) {
+        return Math.round(seconds * 10) / 10.0;
+    }
+
+    private static String iso(Instant i) {
+        return i == null ? null : i.toString();
+    }
+
+    private static Buffer resource(String name) {
+        try (InputStream in = StatusPage.class.getResourceAsStream("/status/" + name)) {
+            if (in == null) {
+                throw new IllegalStateException("the jar lacks /status/" + name);
+            }
+            return Buffer.buffer(in.readAllBytes());
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+}
