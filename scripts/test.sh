@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit and integration tests (fake upstream) and the end-to-end tests with real
 # parts (CNCF Distribution as upstream, skopeo as client, promtool for the metrics, Chromium for the
-# status page), then the
-# benchmarks in their smoke modes (seconds), so that they keep working.
+# status page), then the benchmarks in their smoke modes (seconds), so that they keep working.
 # Installs the Debian packages those need when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,4 +29,11 @@ fi
 
 mvn -B -ntp verify "$@"
 bench/scale.sh 2000   # the large-cache benchmark on a small cache (seconds), so that it keeps working
-exec bench/run.sh --smoke
+bench/run.sh --smoke
+# The container image, built and run with a real Docker daemon (about four minutes from nothing);
+# it starts its own dockerd, which needs root.
+if [ "$(id -u)" -eq 0 ]; then
+  scripts/container-check.sh
+else
+  echo "container-check skipped: it starts a Docker daemon, which needs root (sudo scripts/container-check.sh)"
+fi

@@ -179,9 +179,10 @@ public final class Mirror {
                 .map(id -> {
                     deployment = id;
                     connections.start(vertx);
-                    LOG.info("registry mirror listening on {}:{} ({} event loops, at most {} client connections,"
-                                    + " {} per address), storage {}, upstreams {}", config.server().host(), port,
-                            instances, connections.maxConnections(), config.server().maxConnectionsPerClient(),
+                    LOG.info("registry mirror {} listening on {}:{} ({} event loops, at most {} client connections,"
+                                    + " {} per address, heap {} MiB), storage {}, upstreams {}", VERSION,
+                            config.server().host(), port, instances, connections.maxConnections(),
+                            config.server().maxConnectionsPerClient(), Runtime.getRuntime().maxMemory() >> 20,
                             config.storage().path().toAbsolutePath().normalize(),
                             String.join(", ", config.upstreams().stream()
                                     .map(u -> u.name() + "=" + u.url()).toList()));
