@@ -143,7 +143,8 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
                 answer = Future.failedFuture(e);
             }
             answer.onFailure(err -> {
-                RegistryError e = err instanceof RegistryError re ? re : internal(operatorLabel, err);
+                RegistryError e = err instanceof RegistryError re ? re : internal("a " + operatorLabel + " request",
+                        req.method() + " " + req.path(), err);
                 if (resp.headWritten() || resp.ended()) {
                     resp.reset();
                 } else {
@@ -187,7 +188,8 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
             answer = Future.failedFuture(e);
         }
         answer.onFailure(err -> {
-            RegistryError e = err instanceof RegistryError re ? re : internal(route.toString(), err);
+            RegistryError e = err instanceof RegistryError re ? re : internal("a " + route.kind().label + " request",
+                    route, err);
             if (e.isUpstreamFailure() && e.status != 429) {
                 LOG.warn("{} {}: {}", req.method(), req.path(), e.getMessage());
             }
@@ -215,10 +217,10 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
         return upstreams.get(route.upstream().name());
     }
 
-    private static RegistryError internal(String route, Throwable err) {
+    private static RegistryError internal(String what, Object request, Throwable err) {
         // An Error that failed a future on the way (a continuation threw it) is as fatal as one on a thread.
-        if (!Fatal.check("a request for " + route, err)) {
-            LOG.error("{} failed unexpectedly", route, err);
+        if (!Fatal.check(what, err)) {
+            LOG.error("{} failed unexpectedly", request, err);
         }
         return new RegistryError(500, "UNKNOWN", "internal error");
     }
