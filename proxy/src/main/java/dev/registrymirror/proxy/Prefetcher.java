@@ -204,7 +204,18 @@ final class Prefetcher {
                 .compose(resp -> resp.body().compose(body -> resp.statusCode() == 200
                         ? Future.succeededFuture(body.toJsonObject())
                         : Future.failedFuture("manifest " + reference + ": HTTP " + resp.statusCode() + " "
-                                + body.toString().replaceAll("\\s+", " "))));
+                                + reason(body))));
+    }
+
+    /** The mirror's OCI error as {@code CODE: message}, or the body's first 200 characters. */
+    static String reason(io.vertx.core.buffer.Buffer body) {
+        try {
+            JsonObject e = body.toJsonObject().getJsonArray("errors").getJsonObject(0);
+            return e.getString("code") + ": " + e.getString("message");
+        } catch (RuntimeException notOci) {
+            String text = body.toString().replaceAll("\\s+", " ");
+            return text.length() > 200 ? text.substring(0, 200) + "..." : text;
+        }
     }
 
     /** The image manifests to fetch: {@code root} itself, or the children of an index for the platforms asked for. */

@@ -126,7 +126,8 @@ class AdminApiTest extends MirrorTestBase {
         JsonObject job = json(call("POST", "/admin/prefetch", "{\"image\": \"docker.io/library/missing:1\"}"), 202);
         JsonObject done = awaitJob(job.getString("id"));
         assertThat(done.getString("state")).isEqualTo("failed");
-        assertThat(done.getString("error")).contains("manifest 1: HTTP 404");
+        assertThat(done.getString("error")).isEqualTo("manifest 1: HTTP 404 MANIFEST_UNKNOWN: manifest library/missing:1"
+                + " not found upstream (docker.io)");
         assertThat(json(call("GET", "/admin/prefetch/999", null), 404).encode()).contains("no prefetch job 999");
     }
 
