@@ -121,7 +121,8 @@ public final class ConfigLoader {
 
         ObjectNode server = objectOrEmpty(top, "server");
         onlyKeys(server, "server.", Set.of("host", "port", "eventLoops", "shutdownTimeout", "downloadMemory",
-                "headerTimeout", "keepAliveTimeout", "maxConnections", "maxConnectionsPerClient"));
+                "headerTimeout", "keepAliveTimeout", "maxConnections", "maxConnectionsPerClient", "tls"));
+        MirrorConfig.Tls tls = tls(server);
         String host = string(server, "server.host", "host", "0.0.0.0");
         Duration shutdownTimeout = duration(server, "server.shutdownTimeout", "shutdownTimeout",
                 DEFAULT_SHUTDOWN_TIMEOUT, false);
@@ -215,9 +216,36 @@ public final class ConfigLoader {
             }
         }
         return new MirrorConfig(new MirrorConfig.Server(host, port, eventLoops, shutdownTimeout, downloadMemory,
-                headerTimeout, keepAliveTimeout, maxConnections, maxConnectionsPerClient),
+                headerTimeout, keepAliveTimeout, maxConnections, maxConnectionsPerClient, tls),
                 new MirrorConfig.Storage(Path.of(storagePath), maxSize, maxAge, minFree, maxBlobSize), upstreams,
                 prefetch, admin(objectOrEmpty(top, "admin")));
+    }
+
+    private MirrorConfig.Tls tls(ObjectNode server) {
+        if (!server.has("tls") || server.get("tls").isNull()) {
+            return null;
+        }
+        ObjectNode tls = object(server.get("tls"), "server.tls");
+        onlyKeys(tls, "server.tls.", Set.of("certFile", "keyFile", "clientCaFile"));
+        Path cert = readableFile(tls, "server.tls.certFile", "certFile");
+        Path key = readableFile(tls, "server.tls.keyFile", "keyFile");
+        if (cert == null || key == null) {
+            throw new ConfigException("server.tls." + (cert == null ? "certFile" : "keyFile")
+                    + ": required with server.tls (PEM files: the certificate with its chain, and its private key)");
+        }
+        return new MirrorConfig.Tls(cert, key, readableFile(tls, "server.tls.clientCaFile", "clientCaFile"));
+    }
+
+    private Path readableFile(ObjectNode node, String key, String field) {
+        String text = string(node, key, field, null);
+        if (text == null) {
+            return null;
+        }
+        Path p = Path.of(text);
+        if (!Files.isRegularFile(p) || !Files.isReadable(p)) {
+            throw new ConfigException(key + ": \"" + text + "\" is not a readable file");
+        }
+        return p;
     }
 
     /** Admin tokens shorter than this are refused: the token is all that guards removals. */

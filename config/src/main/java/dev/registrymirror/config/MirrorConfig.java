@@ -148,7 +148,23 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
      */
     public record Server(String host, int port, int eventLoops, Duration shutdownTimeout, long downloadMemory,
                          Duration headerTimeout, Duration keepAliveTimeout, int maxConnections,
-                         int maxConnectionsPerClient) {
+                         int maxConnectionsPerClient, Tls tls) {
+        public Server(String host, int port, int eventLoops, Duration shutdownTimeout, long downloadMemory,
+                      Duration headerTimeout, Duration keepAliveTimeout, int maxConnections, int maxConnectionsPerClient) {
+            this(host, port, eventLoops, shutdownTimeout, downloadMemory, headerTimeout, keepAliveTimeout, maxConnections,
+                    maxConnectionsPerClient, null);
+        }
+    }
+
+    /**
+     * HTTPS served by the mirror itself; the files are read again when they change.
+     *
+     * @param certFile     PEM certificate, followed by its chain
+     * @param keyFile      PEM private key (PKCS#8, or PKCS#1 RSA)
+     * @param clientCaFile PEM certificates of the CA that signs client certificates; when set, every
+     *                     client must present one (mutual TLS); {@code null}: none asked for
+     */
+    public record Tls(Path certFile, Path keyFile, Path clientCaFile) {
     }
 
     /**

@@ -267,4 +267,20 @@ class ConfigLoaderTest {
         assertThatThrownBy(() -> ConfigLoader.parse("admin: {tokn: x}", Map.of(), NONE))
                 .hasMessageStartingWith("admin.tokn: unknown key");
     }
+
+    @Test
+    void tlsNeedsReadableCertificateAndKeyFiles(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+        java.nio.file.Path cert = java.nio.file.Files.writeString(dir.resolve("tls.crt"), "x");
+        java.nio.file.Path key = java.nio.file.Files.writeString(dir.resolve("tls.key"), "x");
+        assertThat(ConfigLoader.parse("", Map.of(), NONE).server().tls()).isNull();
+        MirrorConfig c = ConfigLoader.parse("server: {tls: {certFile: '" + cert + "', keyFile: '" + key + "'}}", Map.of(), NONE);
+        assertThat(c.server().tls()).isEqualTo(new MirrorConfig.Tls(cert, key, null));
+        assertThatThrownBy(() -> ConfigLoader.parse("server: {tls: {certFile: '" + cert + "'}}", Map.of(), NONE))
+                .hasMessageStartingWith("server.tls.keyFile: required with server.tls");
+        assertThatThrownBy(() -> ConfigLoader.parse("server: {tls: {certFile: '" + cert + "', keyFile: '" + key
+                + "', clientCaFile: /nope/ca.crt}}", Map.of(), NONE))
+                .hasMessage("server.tls.clientCaFile: \"/nope/ca.crt\" is not a readable file");
+        assertThatThrownBy(() -> ConfigLoader.parse("server: {tls: {cert: x}}", Map.of(), NONE))
+                .hasMessageStartingWith("server.tls.cert: unknown key");
+    }
 }

@@ -62,6 +62,23 @@ public final class Mirror {
     private String deployment;
     private volatile int port;
     private volatile Prefetcher prefetcher;
+    /** HTTPS, when {@code server.tls} is set; null otherwise. */
+    private final dev.registrymirror.proxy.http.ServerTls tls;
+    private long tlsTimer = -1;
+    /**
+     * A plain-HTTP listener on loopback for the mirror's own requests (prefetch), which cannot present
+     * a client certificate to the TLS listener: it answers only requests carrying {@link #internalSecret}.
+     */
+    private io.vertx.core.http.HttpServer internal;
+    private final String internalSecret = newSecret();
+    /** The header that carries {@link #internalSecret}. */
+    static final String INTERNAL_HEADER = "X-Registry-Mirror-Internal";
+
+    private static String newSecret() {
+        byte[] b = new byte[32];
+        new java.security.SecureRandom().nextBytes(b);
+        return java.util.HexFormat.of().formatHex(b);
+    }
 
     private Mirror(Vertx vertx, MirrorConfig config, Clock clock, UnaryOperator<BlobStore> blobStoreWrapper,
                    ByteBufAllocator allocator) throws IOException {
@@ -97,6 +114,7 @@ public final class Mirror {
         this.handler = new RegistryHandler(vertx, config, Map.copyOf(upstreams), blobs, manifests,
                 new TagLists(metrics), new Referrers(), metrics, connections);
         this.config = config;
+        this.tls = config.server().tls() == null ? null : new dev.registrymirror.proxy.http.ServerTls(vertx, config.server().tls());
         AdminApi admin = new AdminApi(config, storage, blocking, () -> prefetcher);
         StatusPage status = new StatusPage(config, metrics, Map.copyOf(upstreams), downloads, storage,
                 () -> blobStore.storedBytes() + manifestStore.storedBytes(), handler.pulls(), () -> prefetcher, clock);
@@ -164,34 +182,81 @@ public final class Mirror {
                 .setTcpNoDelay(true)
                 .setMaxInitialLineLength(8192)
                 .setMaxHeaderSize(16384);
+        if (tls != null) {
+            tls.apply(options);
+        }
         return vertx.deployVerticle(() -> new AbstractVerticle() {
                     @Override
                     public void start(Promise<Void> started) {
-                        vertx.createHttpServer(options).connectionHandler(connections::opened).requestHandler(handler)
+                        io.vertx.core.http.HttpServer server = vertx.createHttpServer(options);
+                        server.connectionHandler(connections::opened).requestHandler(handler)
                                 .invalidRequestHandler(RegistryHandler::invalidRequest).listen()
-                                .onSuccess(server -> {
-                                    port = server.actualPort();
+                                .onSuccess(s -> {
+                                    port = s.actualPort();
+                                    if (tls != null) {
+                                        tls.serving(s);
+                                    }
                                     started.complete();
                                 })
                                 .onFailure(started::fail);
                     }
                 }, new DeploymentOptions().setInstances(instances))
-                .map(id -> {
+                .compose(id -> {
                     deployment = id;
+                    return listenInternal();
+                })
+                .map(internalPort -> {
                     connections.start(vertx);
-                    LOG.info("registry mirror {} listening on {}:{} ({} event loops, at most {} client connections,"
+                    if (tls != null) {
+                        tlsTimer = vertx.setPeriodic(dev.registrymirror.proxy.http.ServerTls.CHECK_MILLIS,
+                                t -> tls.reloadIfChanged(vertx));
+                    }
+                    LOG.info("registry mirror {} listening on {}://{}:{} ({} event loops, at most {} client connections,"
                                     + " {} per address, heap {} MiB), storage {}, upstreams {}", VERSION,
-                            config.server().host(), port, instances, connections.maxConnections(),
-                            config.server().maxConnectionsPerClient(), Runtime.getRuntime().maxMemory() >> 20,
+                            tls == null ? "http" : "https", config.server().host(), port, instances,
+                            connections.maxConnections(), config.server().maxConnectionsPerClient(),
+                            Runtime.getRuntime().maxMemory() >> 20,
                             config.storage().path().toAbsolutePath().normalize(),
                             String.join(", ", config.upstreams().stream()
                                     .map(u -> u.name() + "=" + u.url()).toList()));
+                    if (tls != null) {
+                        LOG.info("TLS: serving {}{}", dev.registrymirror.proxy.http.ServerTls.describe(tls.certificate()),
+                                config.server().tls().clientCaFile() != null
+                                        ? "; client certificates signed by " + config.server().tls().clientCaFile()
+                                        + " required" : "");
+                    }
                     storage.start(); // the reconciliation, if any, once the server answers
-                    prefetcher = new Prefetcher(vertx, "0.0.0.0".equals(config.server().host()) ? "127.0.0.1"
-                            : config.server().host(), port, config.prefetch(), clock, metrics);
+                    prefetcher = new Prefetcher(vertx, "127.0.0.1", internalPort, INTERNAL_HEADER, internalSecret,
+                            config.prefetch(), clock, metrics);
                     prefetcher.start(); // in the background: start-up does not wait for it
                     return this;
                 });
+    }
+
+    /** The loopback listener for the mirror's own requests; yields its port. */
+    private Future<Integer> listenInternal() {
+        byte[] secret = internalSecret.getBytes(java.nio.charset.StandardCharsets.US_ASCII);
+        internal = vertx.createHttpServer(new HttpServerOptions().setHost("127.0.0.1").setPort(0)
+                .setCompressionSupported(false).setTcpNoDelay(true));
+        return internal.connectionHandler(connections::opened).requestHandler(req -> {
+                    String given = req.getHeader(INTERNAL_HEADER);
+                    if (given != null && java.security.MessageDigest.isEqual(
+                            given.getBytes(java.nio.charset.StandardCharsets.US_ASCII), secret)) {
+                        handler.handle(req);
+                    } else {
+                        req.response().setStatusCode(403).putHeader("Connection", "close").end();
+                    }
+                }).listen().map(io.vertx.core.http.HttpServer::actualPort);
+    }
+
+    /** The loopback listener's port (tests). */
+    int internalPort() {
+        return internal.actualPort();
+    }
+
+    /** Reads {@code server.tls}'s files again now, as the periodic check does (tests call it). */
+    Future<Boolean> reloadTls() {
+        return tls == null ? Future.succeededFuture(false) : tls.reloadIfChanged(vertx);
     }
 
     /** The runner of the configured {@code prefetch:} images (null before the server listens). */
@@ -233,9 +298,13 @@ public final class Mirror {
      * instance is the caller's to close.
      */
     public Future<Void> stop() {
+        if (tlsTimer >= 0) {
+            vertx.cancelTimer(tlsTimer);
+        }
         Future<Void> prefetchStopped = prefetcher == null ? Future.succeededFuture() : prefetcher.stop();
         return prefetchStopped.eventually(() -> handler.drain(config.server().shutdownTimeout()))
                 .compose(v -> deployment == null ? Future.<Void>succeededFuture() : vertx.undeploy(deployment))
+                .eventually(() -> internal == null ? Future.succeededFuture() : internal.close())
                 .eventually(() -> downloads.abandonAll()
                         .timeout(Math.max(1000, config.server().shutdownTimeout().toMillis()), TimeUnit.MILLISECONDS)
                         .otherwise(err -> {

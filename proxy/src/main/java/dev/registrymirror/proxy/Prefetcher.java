@@ -99,8 +99,14 @@ final class Prefetcher {
         }
     }
 
-    Prefetcher(Vertx vertx, String host, int port, List<MirrorConfig.Prefetch> images, Clock clock,
-               MirrorMetrics metrics) {
+    /** The header and value that the mirror's loopback listener asks of its own requests. */
+    private final String secretHeader;
+    private final String secret;
+
+    Prefetcher(Vertx vertx, String host, int port, String secretHeader, String secret,
+               List<MirrorConfig.Prefetch> images, Clock clock, MirrorMetrics metrics) {
+        this.secretHeader = secretHeader;
+        this.secret = secret;
         this.vertx = vertx;
         this.client = vertx.createHttpClient(new HttpClientOptions().setDefaultHost(host).setDefaultPort(port)
                 .setKeepAlive(true), new PoolOptions().setHttp1MaxSize(CONCURRENCY));
@@ -199,7 +205,7 @@ final class Prefetcher {
 
     private Future<JsonObject> manifest(String base, String reference) {
         return client.request(new RequestOptions().setMethod(HttpMethod.GET).setURI(base + "/manifests/" + reference)
-                        .putHeader("Accept", ACCEPT))
+                        .putHeader("Accept", ACCEPT).putHeader(secretHeader, secret))
                 .compose(req -> req.send())
                 .compose(resp -> resp.body().compose(body -> resp.statusCode() == 200
                         ? Future.succeededFuture(body.toJsonObject())
@@ -273,7 +279,8 @@ final class Prefetcher {
         if (digest == null) {
             return Future.succeededFuture();
         }
-        return client.request(HttpMethod.GET, base + "/blobs/" + digest)
+        return client.request(new RequestOptions().setMethod(HttpMethod.GET).setURI(base + "/blobs/" + digest)
+                        .putHeader(secretHeader, secret))
                 .compose(req -> req.send())
                 .compose(resp -> {
                     if (resp.statusCode() != 200) {

@@ -1,0 +1,156 @@
+package dev.registrymirror.proxy;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import ch.qos.logback.classic.Logger;
+import ch.qos.logback.classic.spi.ILoggingEvent;
+import ch.qos.logback.core.read.ListAppender;
+import dev.registrymirror.cache.Digest;
+import java.io.IOException;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.security.cert.X509Certificate;
+import java.time.Duration;
+import javax.net.ssl.SSLContext;
+import javax.net.ssl.SSLParameters;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.slf4j.LoggerFactory;
+
+/** {@code server.tls}: HTTPS with TLS 1.2 and 1.3, certificates renewed without a restart, client certificates. */
+class TlsTest extends MirrorTestBase {
+    @TempDir
+    Path pki;
+    TestPki ca;
+    Path cert;
+    Path key;
+    Path clientCa;
+    boolean mutual;
+    String prefetch = "";
+
+    @BeforeEach
+    void certificates() throws Exception {
+        ca = new TestPki("Test CA");
+        Path[] files = ca.server("mirror-1").write(pki, "tls");
+        cert = files[0];
+        key = files[1];
+        clientCa = ca.writeCa(pki.resolve("clients-ca.crt"));
+    }
+
+    @Override
+    String serverYaml() {
+        return ", tls: {certFile: '" + cert + "', keyFile: '" + key + "'"
+                + (mutual ? ", clientCaFile: '" + clientCa + "'" : "") + "}";
+    }
+
+    @Override
+    String topLevelYaml() {
+        return prefetch.isEmpty() ? "" : "\nprefetch:\n" + prefetch;
+    }
+
+    private HttpResponse<byte[]> https(SSLContext ctx, String path, String... protocols) throws Exception {
+        HttpClient.Builder b = HttpClient.newBuilder().sslContext(ctx).connectTimeout(Duration.ofSeconds(5));
+        if (protocols.length > 0) {
+            b.sslParameters(new SSLParameters(null, protocols));
+        }
+        return b.build().send(HttpRequest.newBuilder(URI.create("https://localhost:" + mirror.port() + path))
+                .timeout(Duration.ofSeconds(10)).build(), HttpResponse.BodyHandlers.ofByteArray());
+    }
+
+    private static String servedCn(HttpResponse<?> r) throws Exception {
+        X509Certificate c = (X509Certificate) r.sslSession().orElseThrow().getPeerCertificates()[0];
+        return c.getSubjectX500Principal().getName();
+    }
+
+    @Test
+    void servesHttpsWithTls12And13Only() throws Exception {
+        startMirror();
+        HttpResponse<byte[]> r = https(ca.trustingContext(), "/v2/");
+        assertThat(r.statusCode()).isEqualTo(200);
+        assertThat(r.sslSession().orElseThrow().getProtocol()).isEqualTo("TLSv1.3");
+        assertThat(https(ca.trustingContext(), "/v2/", "TLSv1.2").sslSession().orElseThrow().getProtocol())
+                .isEqualTo("TLSv1.2");
+        assertThatThrownBy(() -> https(ca.trustingContext(), "/v2/", "TLSv1.1")).isInstanceOf(IOException.class);
+        assertThatThrownBy(() -> get("/v2/")).as("plain HTTP on the TLS port").isInstanceOf(RuntimeException.class);
+    }
+
+    @Test
+    void aRenewedCertificateIsServedWithoutARestartAndABrokenOneIsNot() throws Exception {
+        startMirror();
+        assertThat(servedCn(https(ca.trustingContext(), "/v2/"))).isEqualTo("CN=mirror-1");
+        assertThat(await(mirror.reloadTls())).as("nothing changed").isFalse();
+
+        // Renewed as cert-manager does it: new files moved into place.
+        Path[] renewed = ca.server("mirror-2").write(pki, "renewed");
+        Files.move(renewed[0], cert, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+        Files.move(renewed[1], key, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+        assertThat(await(mirror.reloadTls())).isTrue();
+        assertThat(servedCn(https(ca.trustingContext(), "/v2/"))).isEqualTo("CN=mirror-2");
+
+        // A certificate whose key does not match: kept out, logged once.
+        ListAppender<ILoggingEvent> logs = new ListAppender<>();
+        logs.start();
+        Logger root = (Logger) LoggerFactory.getLogger(org.slf4j.Logger.ROOT_LOGGER_NAME);
+        root.addAppender(logs);
+        try {
+            Path[] other = ca.server("mirror-3").write(pki, "other");
+            Files.copy(other[0], cert, StandardCopyOption.REPLACE_EXISTING); // its key stays mirror-2's
+            assertThat(await(mirror.reloadTls())).isFalse();
+            assertThat(await(mirror.reloadTls())).as("not tried again until the files change again").isFalse();
+            assertThat(servedCn(https(ca.trustingContext(), "/v2/"))).isEqualTo("CN=mirror-2");
+            assertThat(logs.list).extracting(ILoggingEvent::getFormattedMessage)
+                    .filteredOn(m -> m.startsWith("TLS files changed but cannot be used")).hasSize(1)
+                    .allMatch(m -> m.contains("still serving CN=mirror-2"));
+        } finally {
+            root.detachAppender(logs);
+        }
+    }
+
+    @Test
+    void withAClientCaEveryClientMustPresentACertificateItSigned() throws Exception {
+        mutual = true;
+        startMirror();
+        assertThatThrownBy(() -> https(ca.trustingContext(), "/v2/")).as("no client certificate")
+                .isInstanceOf(IOException.class);
+        TestPki other = new TestPki("Other CA");
+        assertThatThrownBy(() -> https(other.client("mallory").clientContext(ca), "/v2/"))
+                .as("a certificate of another CA").isInstanceOf(IOException.class);
+        assertThat(https(ca.client("node-1").clientContext(ca), "/v2/").statusCode()).isEqualTo(200);
+    }
+
+    @Test
+    void prefetchWorksBehindMutualTlsThroughTheLoopbackListenerWhichAsksForItsSecret() throws Exception {
+        mutual = true;
+        byte[] layer = randomBytes(50_000, 51);
+        hub.putImage("library/alpine", "3.19", layer);
+        prefetch = "  - {image: docker.io/alpine:3.19}\n";
+        startMirror();
+        long deadline = System.nanoTime() + 20_000_000_000L;
+        while (Exposition.value(mirror.metrics().scrape(), "registrymirror_prefetch_runs_total{result=\"ok\"}") < 1) {
+            assertThat(System.nanoTime()).as("prefetched within 20 s").isLessThan(deadline);
+            Thread.sleep(10); // polling the mirror's own work, not waiting for time to pass
+        }
+        assertThat(hub.count("cdn", "GET", "/blobs/" + Digest.of("sha256", layer))).isEqualTo(1);
+
+        // The loopback listener answers nobody who lacks the mirror's secret.
+        HttpResponse<byte[]> r = send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + mirror.internalPort()
+                + "/v2/library/alpine/manifests/3.19")).GET(), "X-Registry-Mirror-Internal", "guess");
+        assertThat(r.statusCode()).isEqualTo(403);
+        assertThat(send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + mirror.internalPort() + "/v2/")).GET())
+                .statusCode()).isEqualTo(403);
+    }
+
+    @Test
+    void aKeyThatIsNotTheCertificatesStopsTheStartNamingTheKey() throws Exception {
+        key = ca.server("someone-else").write(pki, "else")[1];
+        assertThatThrownBy(this::startMirror).hasMessageContaining("server.tls.keyFile: \"" + key + "\" cannot serve")
+                .hasMessageContaining("the key is not the certificate's");
+    }
+}
