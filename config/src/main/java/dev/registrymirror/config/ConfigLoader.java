@@ -117,7 +117,7 @@ public final class ConfigLoader {
 
     private MirrorConfig build(JsonNode root, Overrides cli) {
         ObjectNode top = object(root, "(top level)");
-        onlyKeys(top, "", Set.of("server", "storage", "upstreams", "prefetch", "admin"));
+        onlyKeys(top, "", Set.of("server", "storage", "upstreams", "prefetch", "admin", "access"));
 
         ObjectNode server = objectOrEmpty(top, "server");
         onlyKeys(server, "server.", Set.of("host", "port", "eventLoops", "shutdownTimeout", "downloadMemory",
@@ -218,7 +218,90 @@ public final class ConfigLoader {
         return new MirrorConfig(new MirrorConfig.Server(host, port, eventLoops, shutdownTimeout, downloadMemory,
                 headerTimeout, keepAliveTimeout, maxConnections, maxConnectionsPerClient, tls),
                 new MirrorConfig.Storage(Path.of(storagePath), maxSize, maxAge, minFree, maxBlobSize), upstreams,
-                prefetch, admin(objectOrEmpty(top, "admin")));
+                prefetch, admin(objectOrEmpty(top, "admin")), access(objectOrEmpty(top, "access"), upstreams));
+    }
+
+    private static final Pattern CIDR = Pattern.compile("(\\d{1,3}(?:\\.\\d{1,3}){3}|[0-9a-fA-F:]+)/(\\d{1,3})");
+    private static final Pattern PRINCIPAL = Pattern.compile("[A-Za-z0-9][A-Za-z0-9._@-]{0,127}");
+    private static final Pattern GLOB = Pattern.compile("[a-z0-9*][a-z0-9._/*-]*");
+
+    private MirrorConfig.Access access(ObjectNode access, List<MirrorConfig.Upstream> upstreams) {
+        onlyKeys(access, "access.", Set.of("users", "networks", "rules", "metrics", "admin", "requestsPerSecond"));
+        Path users = readableFile(access, "access.users", "users");
+        List<String> networks = new ArrayList<>();
+        for (String n : list(access, "access.networks", "[10.0.0.0/8, 192.168.0.0/16]")) {
+            java.util.regex.Matcher m = CIDR.matcher(n);
+            int max = n.contains(":") ? 128 : 32;
+            if (!m.matches() || Integer.parseInt(m.group(2)) > max) {
+                throw new ConfigException("access.networks: \"" + n + "\" is not a CIDR block (e.g. 10.0.0.0/8)");
+            }
+            networks.add(n);
+        }
+        List<MirrorConfig.Rule> rules = new ArrayList<>();
+        JsonNode list = access.get("rules");
+        if (list != null && !list.isNull()) {
+            if (!list.isArray()) {
+                throw new ConfigException("access.rules: must be a list of {repositories: [...], pull: [...]}");
+            }
+            for (int i = 0; i < list.size(); i++) {
+                String prefix = "access.rules[" + i + "].";
+                ObjectNode rule = object(list.get(i), "access.rules[" + i + "]");
+                onlyKeys(rule, prefix, Set.of("repositories", "pull"));
+                List<String> repositories = list(rule, prefix + "repositories", "[\"docker.io/acme/**\"]");
+                if (repositories.isEmpty()) {
+                    throw new ConfigException(prefix + "repositories: required, e.g. [\"docker.io/acme/**\"]");
+                }
+                for (String g : repositories) {
+                    String upstream = g.contains("/") ? g.substring(0, g.indexOf('/')) : g;
+                    if (!GLOB.matcher(g).matches() || !g.equals("**") && !upstream.contains("*")
+                            && upstreams.stream().noneMatch(u -> u.name().equals(upstream))) {
+                        throw new ConfigException(prefix + "repositories: \"" + g + "\" is not <upstream name>/<repository glob>"
+                                + " with a configured upstream (upstreams: " + String.join(", ",
+                                upstreams.stream().map(MirrorConfig.Upstream::name).toList()) + ")");
+                    }
+                }
+                rules.add(new MirrorConfig.Rule(repositories, principals(rule, prefix + "pull", users)));
+            }
+        }
+        List<String> metrics = access.has("metrics") ? principals(access, "access.metrics", users) : null;
+        List<String> admin = access.has("admin") ? principals(access, "access.admin", users) : null;
+        int rps = access.has("requestsPerSecond")
+                ? positive(access, "access.requestsPerSecond", "requestsPerSecond", 0, 1_000_000) : 0;
+        return new MirrorConfig.Access(users, networks, rules, metrics, admin, rps);
+    }
+
+    private List<String> principals(ObjectNode node, String key, Path users) {
+        String field = key.substring(key.lastIndexOf('.') + 1);
+        List<String> names = list(node, key, "[alice, authenticated, anonymous]");
+        for (String p : names) {
+            if (!PRINCIPAL.matcher(p).matches()) {
+                throw new ConfigException(key + ": \"" + p + "\" is not a user or client-certificate name,"
+                        + " \"authenticated\" or \"anonymous\"");
+            }
+        }
+        if (names.isEmpty() && !node.get(field).isArray()) {
+            throw new ConfigException(key + ": must be a list, e.g. [alice, authenticated, anonymous]");
+        }
+        return names;
+    }
+
+    /** A list of strings under {@code key}; empty when absent. */
+    private List<String> list(ObjectNode node, String key, String example) {
+        JsonNode n = node.get(key.substring(key.lastIndexOf('.') + 1));
+        List<String> out = new ArrayList<>();
+        if (n == null || n.isNull()) {
+            return out;
+        }
+        if (!n.isArray()) {
+            throw new ConfigException(key + ": must be a list, e.g. " + example);
+        }
+        for (JsonNode e : n) {
+            if (!e.isValueNode()) {
+                throw new ConfigException(key + ": must be a list of strings, e.g. " + example);
+            }
+            out.add(expand(key, e.asText()));
+        }
+        return out;
     }
 
     private MirrorConfig.Tls tls(ObjectNode server) {

@@ -17,7 +17,11 @@ import java.util.regex.Pattern;
  * @param admin     the admin API; {@link Admin#OFF} unless a token is configured
  */
 public record MirrorConfig(Server server, Storage storage, List<Upstream> upstreams, List<Prefetch> prefetch,
-                           Admin admin) {
+                           Admin admin, Access access) {
+
+    public MirrorConfig(Server server, Storage storage, List<Upstream> upstreams, List<Prefetch> prefetch, Admin admin) {
+        this(server, storage, upstreams, prefetch, admin, Access.OPEN);
+    }
 
     public MirrorConfig(Server server, Storage storage, List<Upstream> upstreams) {
         this(server, storage, upstreams, List.of());
@@ -31,6 +35,7 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
         upstreams = List.copyOf(upstreams);
         prefetch = List.copyOf(prefetch);
         admin = admin == null ? Admin.OFF : admin;
+        access = access == null ? Access.OPEN : access;
         if (upstreams.isEmpty()) {
             throw new ConfigException("upstreams: at least one upstream is required");
         }
@@ -102,6 +107,47 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
                 throw new IllegalArgumentException("\"" + platform
                         + "\" is not <os>/<architecture>[/<variant>] (e.g. linux/arm64/v8)");
             }
+        }
+    }
+
+    /**
+     * Who may pull what.
+     *
+     * @param users    htpasswd file of bcrypt entries, read again when it changes; {@code null}: no users
+     * @param networks CIDR blocks clients must come from; empty: any
+     * @param rules    first match wins; empty: everyone pulls everything
+     * @param metrics  who may read {@code /metrics}, the status page and {@code /status.json}; {@code null}: everyone
+     * @param admin    who may call the admin API, besides presenting its token; {@code null}: everyone with the token
+     * @param requestsPerSecond requests a second one client (user, else address) may make; 0: no limit
+     */
+    public record Access(Path users, List<String> networks, List<Rule> rules, List<String> metrics, List<String> admin,
+                         int requestsPerSecond) {
+        public static final Access OPEN = new Access(null, List.of(), List.of(), null, null, 0);
+
+        public Access {
+            networks = List.copyOf(networks);
+            rules = List.copyOf(rules);
+            metrics = metrics == null ? null : List.copyOf(metrics);
+            admin = admin == null ? null : List.copyOf(admin);
+        }
+
+        /** Whether anything is restricted (else requests are not even looked at). */
+        public boolean restricts() {
+            return users != null || !networks.isEmpty() || !rules.isEmpty() || metrics != null || admin != null
+                    || requestsPerSecond > 0;
+        }
+    }
+
+    /**
+     * @param repositories {@code <upstream name>/<repository>} globs: {@code *} within a path component,
+     *                     {@code **} across them
+     * @param pull         user or client-certificate names, {@code authenticated} (any of them), or
+     *                     {@code anonymous} (everyone, with credentials or without)
+     */
+    public record Rule(List<String> repositories, List<String> pull) {
+        public Rule {
+            repositories = List.copyOf(repositories);
+            pull = List.copyOf(pull);
         }
     }
 

@@ -59,6 +59,9 @@ public final class MirrorMetrics {
      * gauge stays absent until an upstream reports one.)
      */
     public void startAtZero(List<String> upstreams) {
+        for (String reason : List.of("network", "bad_credentials", "unauthenticated", "forbidden", "rate_limited")) {
+            counter("access.denied", "Client requests refused by the access rules, by reason", "reason", reason);
+        }
         for (String kind : List.of("blob", "manifest", "tag")) {
             cacheHits(kind);
             cacheMisses(kind);
@@ -132,6 +135,11 @@ public final class MirrorMetrics {
     public void requestServed(String route, String method, int status, long nanos) {
         timer(requestTimers, "requests", "Client requests answered, by route, method and status",
                 "route", route, "method", method, "status", Integer.toString(status)).record(nanos, TimeUnit.NANOSECONDS);
+    }
+
+    /** Refused client requests, by reason: network, bad_credentials, unauthenticated, forbidden, rate_limited. */
+    public void accessDenied(String reason) {
+        counter("access.denied", "Client requests refused by the access rules, by reason", "reason", reason).increment();
     }
 
     /**

@@ -62,6 +62,8 @@ public final class Mirror {
     private String deployment;
     private volatile int port;
     private volatile Prefetcher prefetcher;
+    /** {@code access:}, when it restricts anything; null otherwise. */
+    private final dev.registrymirror.proxy.access.AccessControl access;
     /** HTTPS, when {@code server.tls} is set; null otherwise. */
     private final dev.registrymirror.proxy.http.ServerTls tls;
     private long tlsTimer = -1;
@@ -111,8 +113,10 @@ public final class Mirror {
         BlobService blobs = new BlobService(vertx, blocking, blobStore, downloads, metrics);
         ManifestService manifests = new ManifestService(blocking, manifestStore, tagStore, metrics, clock);
         this.connections = new ConnectionGuard(config.server(), clock, metrics);
+        this.access = config.access().restricts()
+                ? new dev.registrymirror.proxy.access.AccessControl(vertx, config.access(), clock, metrics) : null;
         this.handler = new RegistryHandler(vertx, config, Map.copyOf(upstreams), blobs, manifests,
-                new TagLists(metrics), new Referrers(), metrics, connections);
+                new TagLists(metrics), new Referrers(), metrics, connections, access);
         this.config = config;
         this.tls = config.server().tls() == null ? null : new dev.registrymirror.proxy.http.ServerTls(vertx, config.server().tls());
         AdminApi admin = new AdminApi(config, storage, blocking, () -> prefetcher);
@@ -225,6 +229,16 @@ public final class Mirror {
                                         ? "; client certificates signed by " + config.server().tls().clientCaFile()
                                         + " required" : "");
                     }
+                    if (access != null) {
+                        access.start();
+                        LOG.info("access: {}{}{}{}", access.userCount() >= 0 ? access.userCount() + " users in "
+                                        + config.access().users() : "no users",
+                                config.access().networks().isEmpty() ? "" : ", clients from " + config.access().networks(),
+                                config.access().rules().isEmpty() ? ", no rules (everyone pulls everything)"
+                                        : ", " + config.access().rules().size() + " rules",
+                                config.access().requestsPerSecond() > 0 ? ", at most "
+                                        + config.access().requestsPerSecond() + " requests/s per client" : "");
+                    }
                     storage.start(); // the reconciliation, if any, once the server answers
                     prefetcher = new Prefetcher(vertx, "127.0.0.1", internalPort, INTERNAL_HEADER, internalSecret,
                             config.prefetch(), clock, metrics);
@@ -242,11 +256,16 @@ public final class Mirror {
                     String given = req.getHeader(INTERNAL_HEADER);
                     if (given != null && java.security.MessageDigest.isEqual(
                             given.getBytes(java.nio.charset.StandardCharsets.US_ASCII), secret)) {
-                        handler.handle(req);
+                        handler.handleInternal(req);
                     } else {
                         req.response().setStatusCode(403).putHeader("Connection", "close").end();
                     }
                 }).listen().map(io.vertx.core.http.HttpServer::actualPort);
+    }
+
+    /** {@code access:} (tests reload its users); null when nothing is restricted. */
+    dev.registrymirror.proxy.access.AccessControl access() {
+        return access;
     }
 
     /** The loopback listener's port (tests). */
@@ -300,6 +319,9 @@ public final class Mirror {
     public Future<Void> stop() {
         if (tlsTimer >= 0) {
             vertx.cancelTimer(tlsTimer);
+        }
+        if (access != null) {
+            access.stop();
         }
         Future<Void> prefetchStopped = prefetcher == null ? Future.succeededFuture() : prefetcher.stop();
         return prefetchStopped.eventually(() -> handler.drain(config.server().shutdownTimeout()))

@@ -52,11 +52,14 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
     private final AtomicInteger active = new AtomicInteger();
     private volatile boolean draining;
     private volatile OperatorRoutes operatorRoutes;
+    /** {@code access:}; null when nothing is restricted. */
+    private final dev.registrymirror.proxy.access.AccessControl access;
     private final PullCounts pulls = new PullCounts();
 
     public RegistryHandler(Vertx vertx, MirrorConfig config, Map<String, UpstreamClient> upstreams, BlobService blobs,
                     ManifestService manifests, TagLists tagLists, Referrers referrers, MirrorMetrics metrics,
-                    ConnectionGuard connections) {
+                    ConnectionGuard connections, dev.registrymirror.proxy.access.AccessControl access) {
+        this.access = access;
         this.connections = connections;
         this.parser = new RouteParser(config);
         this.upstreams = upstreams;
@@ -110,7 +113,17 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
 
     @Override
     public void handle(HttpServerRequest req) {
+        handle(req, false);
+    }
+
+    /** A request of the mirror's own (the prefetcher's, from the loopback listener): no access rules apply. */
+    public void handleInternal(HttpServerRequest req) {
+        handle(req, true);
+    }
+
+    private void handle(HttpServerRequest req, boolean internal) {
         long start = System.nanoTime();
+        dev.registrymirror.proxy.access.AccessControl access = internal ? null : this.access;
         HttpServerResponse resp = req.response();
         connections.requestStarted(req);
         resp.putHeader(API_VERSION_HEADER, "registry/2.0");
@@ -128,6 +141,24 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
             }
         };
         connections.whenClosed(req, done);
+        if (access != null) {
+            RegistryError outside = access.network(req);
+            String label = outside != null ? "denied"
+                    : req.path().equals(dev.registrymirror.proxy.access.AccessControl.TOKEN_PATH) ? "token" : null;
+            if (label != null) {
+                resp.endHandler(v -> {
+                    done.run();
+                    metrics.requestServed(label, req.method().name(), resp.getStatusCode(), System.nanoTime() - start);
+                });
+                Future<Void> answer = outside != null ? Future.failedFuture(outside) : access.serveToken(req);
+                answer.onFailure(err -> {
+                    if (!resp.headWritten() && !resp.ended()) {
+                        writeError(req, err instanceof RegistryError re ? re : internal("a token request", req.path(), err));
+                    }
+                });
+                return;
+            }
+        }
         OperatorRoutes extra = operatorRoutes;
         String operatorLabel = extra == null ? null : extra.route(req);
         if (operatorLabel != null) {
@@ -138,7 +169,18 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
             });
             Future<Void> answer;
             try {
-                answer = extra.serve(req);
+                if (access == null) {
+                    answer = extra.serve(req);
+                } else {
+                    boolean admin = operatorLabel.equals("admin");
+                    answer = access.identify(req, !admin).compose(id -> {
+                        RegistryError refused = access.rateLimit(req, id);
+                        if (refused == null) {
+                            refused = admin ? access.admin(req, id) : access.metrics(req, id);
+                        }
+                        return refused != null ? Future.failedFuture(refused) : extra.serve(req);
+                    });
+                }
             } catch (RuntimeException e) {
                 answer = Future.failedFuture(e);
             }
@@ -183,7 +225,18 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
         });
         Future<Void> answer;
         try {
-            answer = dispatch(route, req);
+            answer = access == null ? dispatch(route, req) : access.identify(req, true).compose(id -> {
+                RegistryError refused = access.rateLimit(req, id);
+                if (refused == null) {
+                    refused = switch (route.kind()) {
+                        case BASE -> access.base(req, id);
+                        case METRICS -> access.metrics(req, id);
+                        default -> access.pull(req, id, route.upstream().name() + "/" + route.repository(),
+                                route.clientName());
+                    };
+                }
+                return refused != null ? Future.failedFuture(refused) : dispatch(route, req);
+            });
         } catch (RegistryError e) {
             answer = Future.failedFuture(e);
         }

@@ -1,0 +1,52 @@
+package dev.registrymirror.proxy.access;
+
+import dev.registrymirror.config.MirrorConfig;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.regex.Pattern;
+
+/** {@code access.rules}: the first rule whose globs match a repository says who may pull it. */
+public final class Rules {
+    private record Compiled(List<Pattern> globs, List<String> pull) {
+    }
+
+    private final List<Compiled> rules = new ArrayList<>();
+
+    public Rules(List<MirrorConfig.Rule> rules) {
+        for (MirrorConfig.Rule r : rules) {
+            this.rules.add(new Compiled(r.repositories().stream().map(Rules::glob).toList(), r.pull()));
+        }
+    }
+
+    /** {@code **} spans path components, {@code *} stays within one; the rest is literal. */
+    static Pattern glob(String glob) {
+        StringBuilder re = new StringBuilder();
+        for (int i = 0; i < glob.length(); i++) {
+            char c = glob.charAt(i);
+            if (c == '*' && i + 1 < glob.length() && glob.charAt(i + 1) == '*') {
+                re.append(".*");
+                i++;
+            } else if (c == '*') {
+                re.append("[^/]*");
+            } else {
+                re.append(Pattern.quote(String.valueOf(c)));
+            }
+        }
+        return Pattern.compile(re.toString());
+    }
+
+    /** Who may pull {@code upstream/repository}: the first matching rule's list; everyone without rules; nobody past the last rule. */
+    public List<String> pullers(String name) {
+        if (rules.isEmpty()) {
+            return List.of(Identity.ANONYMOUS);
+        }
+        for (Compiled r : rules) {
+            for (Pattern g : r.globs()) {
+                if (g.matcher(name).matches()) {
+                    return r.pull();
+                }
+            }
+        }
+        return List.of();
+    }
+}

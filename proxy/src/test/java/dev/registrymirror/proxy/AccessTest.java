@@ -1,0 +1,218 @@
+package dev.registrymirror.proxy;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import at.favre.lib.crypto.bcrypt.BCrypt;
+import ch.qos.logback.classic.Logger;
+import ch.qos.logback.classic.spi.ILoggingEvent;
+import ch.qos.logback.core.read.ListAppender;
+import dev.registrymirror.cache.Digest;
+import io.vertx.core.json.JsonObject;
+import java.net.URI;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Base64;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.slf4j.LoggerFactory;
+
+/** {@code access:}: users, the token flow, rules, networks, rate limits, and what is never logged. */
+class AccessTest extends MirrorTestBase {
+    static final String ALICE_PW = "alice-secret-pw";
+    static final String BOB_PW = "bob-secret-pw";
+    @TempDir
+    Path dir;
+    Path htpasswd;
+    String access;
+    final ListAppender<ILoggingEvent> logs = new ListAppender<>();
+    byte[] publicLayer;
+    byte[] privateLayer;
+
+    static String entry(String user, String password) {
+        return user + ":" + new String(BCrypt.with(BCrypt.Version.VERSION_2Y).hash(5, password.toCharArray()),
+                StandardCharsets.US_ASCII) + "\n";
+    }
+
+    @BeforeEach
+    void setUp() throws Exception {
+        htpasswd = Files.writeString(dir.resolve("htpasswd"), entry("alice", ALICE_PW) + entry("bob", BOB_PW));
+        access = """
+                access:
+                  users: '%s'
+                  rules:
+                    - repositories: ["docker.io/private/**"]
+                      pull: [alice]
+                    - repositories: ["**"]
+                      pull: [anonymous]
+                """.formatted(htpasswd);
+        publicLayer = randomBytes(20_000, 61);
+        privateLayer = randomBytes(20_000, 62);
+        hub.putImage("library/alpine", "3.19", publicLayer);
+        hub.putImage("private/app", "1", privateLayer);
+        logs.start();
+        ((Logger) LoggerFactory.getLogger(org.slf4j.Logger.ROOT_LOGGER_NAME)).addAppender(logs);
+    }
+
+    @AfterEach
+    void nothingSecretIsLogged() {
+        ((Logger) LoggerFactory.getLogger(org.slf4j.Logger.ROOT_LOGGER_NAME)).detachAppender(logs);
+        assertThat(logs.list).extracting(ILoggingEvent::getFormattedMessage)
+                .noneMatch(m -> m.contains(ALICE_PW) || m.contains(BOB_PW) || m.contains("Basic ") || m.contains("Bearer ey"));
+    }
+
+    @Override
+    String topLevelYaml() {
+        return "\n" + access;
+    }
+
+    static String basic(String user, String password) {
+        return "Basic " + Base64.getEncoder().encodeToString((user + ":" + password).getBytes(StandardCharsets.UTF_8));
+    }
+
+    private String token(String... authorization) {
+        HttpResponse<byte[]> r = get("/token?service=registry-mirror&scope=repository:private/app:pull", authorization);
+        assertThat(r.statusCode()).as(body(r)).isEqualTo(200);
+        JsonObject t = new JsonObject(body(r));
+        assertThat(t.getString("access_token")).isEqualTo(t.getString("token"));
+        assertThat(t.getLong("expires_in")).isEqualTo(900);
+        return t.getString("token");
+    }
+
+    private int pull(String repo, String tag, byte[] layer, String... authorization) {
+        String[] h = new String[authorization.length + 2];
+        h[0] = "Accept";
+        h[1] = TYPES;
+        System.arraycopy(authorization, 0, h, 2, authorization.length);
+        HttpResponse<byte[]> m = get("/v2/" + repo + "/manifests/" + tag, h);
+        if (m.statusCode() != 200) {
+            return m.statusCode();
+        }
+        HttpResponse<byte[]> b = get("/v2/" + repo + "/blobs/" + Digest.of("sha256", layer), authorization);
+        if (b.statusCode() == 200) {
+            assertThat(b.body()).isEqualTo(layer);
+        }
+        return b.statusCode();
+    }
+
+    @Test
+    void anonymousClientsCompleteTheTokenFlowAndPullWhatIsPublic() {
+        startMirror();
+        HttpResponse<byte[]> base = get("/v2/");
+        assertThat(base.statusCode()).isEqualTo(401);
+        assertThat(base.headers().firstValue("WWW-Authenticate")).contains("Bearer realm=\"http://127.0.0.1:"
+                + mirror.port() + "/token\",service=\"registry-mirror\"");
+        String anonymous = token();
+        assertThat(get("/v2/", "Authorization", "Bearer " + anonymous).statusCode()).isEqualTo(200);
+        assertThat(pull("library/alpine", "3.19", publicLayer, "Authorization", "Bearer " + anonymous)).isEqualTo(200);
+        assertThat(pull("library/alpine", "3.19", publicLayer)).as("no token at all: public is public").isEqualTo(200);
+
+        HttpResponse<byte[]> denied = get("/v2/private/app/manifests/1", "Authorization", "Bearer " + anonymous);
+        assertThat(denied.statusCode()).isEqualTo(401);
+        assertThat(denied.headers().firstValue("WWW-Authenticate").orElse(""))
+                .contains("scope=\"repository:private/app:pull\"");
+        assertThat(body(denied)).contains("\"code\":\"UNAUTHORIZED\"");
+        assertThat(hub.count("registry", "GET", "/private/app/")).as("the upstream was not asked").isZero();
+    }
+
+    @Test
+    void usersPullWhatTheRulesAllowThemWithBasicCredentialsOrTheirToken() {
+        startMirror();
+        assertThat(pull("private/app", "1", privateLayer, "Authorization", basic("alice", ALICE_PW))).isEqualTo(200);
+        String aliceToken = token("Authorization", basic("alice", ALICE_PW));
+        assertThat(pull("private/app", "1", privateLayer, "Authorization", "Bearer " + aliceToken)).isEqualTo(200);
+
+        HttpResponse<byte[]> bob = get("/v2/private/app/manifests/1", "Accept", TYPES, "Authorization", basic("bob", BOB_PW));
+        assertThat(bob.statusCode()).isEqualTo(403);
+        assertThat(body(bob)).contains("\"code\":\"DENIED\"").contains("bob may not pull docker.io/private/app");
+        String bobToken = token("Authorization", basic("bob", BOB_PW));
+        assertThat(get("/v2/private/app/blobs/" + Digest.of("sha256", privateLayer), "Authorization", "Bearer " + bobToken)
+                .statusCode()).as("nor its blobs, by digest").isEqualTo(403);
+        assertThat(pull("library/alpine", "3.19", publicLayer, "Authorization", "Bearer " + bobToken)).isEqualTo(200);
+
+        HttpResponse<byte[]> wrong = get("/v2/private/app/manifests/1", "Accept", TYPES, "Authorization", basic("alice", "nope"));
+        assertThat(wrong.statusCode()).isEqualTo(401);
+        assertThat(body(wrong)).contains("wrong user name or password");
+        assertThat(get("/token", "Authorization", basic("alice", "nope")).statusCode()).isEqualTo(401);
+        assertThat(get("/v2/", "Authorization", "Bearer forged.123.abc").statusCode()).isEqualTo(401);
+
+        String scrape = mirror.metrics().scrape();
+        assertThat(Exposition.value(scrape, "registrymirror_access_denied_total{reason=\"forbidden\"}")).isEqualTo(2);
+        assertThat(Exposition.value(scrape, "registrymirror_access_denied_total{reason=\"bad_credentials\"}")).isEqualTo(3);
+        assertThat(logs.list).extracting(ILoggingEvent::getFormattedMessage).anyMatch(m -> m.equals(
+                "access: refused GET /v2/private/app/manifests/1 from 127.0.0.1 (bob): a pull of docker.io/private/app (403 DENIED)"));
+    }
+
+    @Test
+    void theOAuth2PasswordFormOfTheTokenEndpointWorks() {
+        startMirror();
+        HttpResponse<byte[]> r = send(HttpRequest.newBuilder(URI.create(url("/token"))).POST(HttpRequest.BodyPublishers
+                        .ofString("grant_type=password&service=registry-mirror&client_id=containerd&username=alice&password="
+                                + ALICE_PW)), "Content-Type", "application/x-www-form-urlencoded");
+        assertThat(r.statusCode()).as(body(r)).isEqualTo(200);
+        String token = new JsonObject(body(r)).getString("access_token");
+        assertThat(pull("private/app", "1", privateLayer, "Authorization", "Bearer " + token)).isEqualTo(200);
+    }
+
+    @Test
+    void theUsersFileIsReadAgainWhenItChanges() throws Exception {
+        startMirror();
+        assertThat(pull("private/app", "1", privateLayer, "Authorization", basic("alice", ALICE_PW))).isEqualTo(200);
+        Files.writeString(htpasswd, entry("alice", "new-password-1"));
+        assertThat(mirror.access().reloadUsers()).isTrue();
+        assertThat(get("/v2/private/app/manifests/1", "Accept", TYPES, "Authorization", basic("alice", ALICE_PW))
+                .statusCode()).as("the old password, remembered before, is forgotten").isEqualTo(401);
+        assertThat(pull("private/app", "1", privateLayer, "Authorization", basic("alice", "new-password-1"))).isEqualTo(200);
+        assertThat(get("/v2/", "Authorization", basic("bob", BOB_PW)).statusCode()).isEqualTo(401);
+
+        Files.writeString(htpasswd, "alice:{SHA}notbcrypt\n");
+        assertThat(mirror.access().reloadUsers()).isFalse();
+        assertThat(pull("private/app", "1", privateLayer, "Authorization", basic("alice", "new-password-1"))).isEqualTo(200);
+        assertThat(logs.list).extracting(ILoggingEvent::getFormattedMessage).anyMatch(m -> m.contains(
+                "changed but cannot be used (line 1 (alice) is not a bcrypt entry; make it with htpasswd -B)"));
+    }
+
+    @Test
+    void clientsFromOtherNetworksAreDenied() {
+        access = "access:\n  networks: [10.0.0.0/8, 192.168.0.0/16]\n";
+        startMirror();
+        HttpResponse<byte[]> r = get("/v2/");
+        assertThat(r.statusCode()).isEqualTo(403);
+        assertThat(body(r)).contains("\"code\":\"DENIED\"").contains("does not serve 127.0.0.1");
+        assertThat(get("/metrics").statusCode()).isEqualTo(403);
+        assertThat(Exposition.value(mirror.metrics().scrape(), "registrymirror_access_denied_total{reason=\"network\"}"))
+                .isEqualTo(2);
+    }
+
+    @Test
+    void aClientOverItsRequestRateGets429WithRetryAfter() {
+        access = "access:\n  requestsPerSecond: 3\n";
+        startMirror();
+        int limited = 0;
+        String retryAfter = null;
+        for (int i = 0; i < 12; i++) {
+            HttpResponse<byte[]> r = get("/v2/");
+            if (r.statusCode() == 429) {
+                limited++;
+                retryAfter = r.headers().firstValue("Retry-After").orElse(null);
+                assertThat(body(r)).contains("TOOMANYREQUESTS");
+            }
+        }
+        assertThat(limited).isGreaterThan(0);
+        assertThat(retryAfter).isEqualTo("1");
+    }
+
+    @Test
+    void metricsCanBeKeptToSomeClients() {
+        access = access + "  metrics: [alice]\n";
+        startMirror();
+        assertThat(get("/metrics").statusCode()).isEqualTo(401);
+        assertThat(get("/status.json").statusCode()).isEqualTo(401);
+        assertThat(get("/metrics", "Authorization", basic("bob", BOB_PW)).statusCode()).isEqualTo(403);
+        assertThat(get("/metrics", "Authorization", basic("alice", ALICE_PW)).statusCode()).isEqualTo(200);
+    }
+}
