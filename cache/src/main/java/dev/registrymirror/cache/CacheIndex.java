@@ -339,6 +339,13 @@ final class CacheIndex implements AutoCloseable {
                         + " UPDATE totals SET items = items + 1, bytes = bytes + NEW.size WHERE kind = NEW.kind; END");
                 s.executeUpdate("CREATE TRIGGER IF NOT EXISTS item_removed AFTER DELETE ON item BEGIN"
                         + " UPDATE totals SET items = items - 1, bytes = bytes - OLD.size WHERE kind = OLD.kind; END");
+                // origin: the <upstream>/<repository> names each item was fetched for or confirmed under
+                // (access rules serve content fetched for a protected repository only to its clients).
+                // Added by this version; older ones ignore the table, and rows go with their item.
+                s.executeUpdate("CREATE TABLE IF NOT EXISTS origin(kind INTEGER NOT NULL, digest BLOB NOT NULL,"
+                        + " repo TEXT NOT NULL, PRIMARY KEY(kind, digest, repo)) WITHOUT ROWID");
+                s.executeUpdate("CREATE TRIGGER IF NOT EXISTS item_origin_removed AFTER DELETE ON item BEGIN"
+                        + " DELETE FROM origin WHERE kind = OLD.kind AND digest = OLD.digest; END");
                 // The index by last use is made once the first reconciliation has filled the table.
             }
             c.commit();
@@ -463,6 +470,44 @@ final class CacheIndex implements AutoCloseable {
             }
         } catch (SQLException e) {
             throw failure("look up " + key.digest() + " in", e);
+        }
+    }
+
+    /** The names the item was fetched for or confirmed under (at most 100). Blocks. */
+    List<String> origins(Key key) throws IOException {
+        try {
+            Reader r = reader();
+            try (PreparedStatement q = r.connection.prepareStatement(
+                    "SELECT repo FROM origin WHERE kind = ? AND digest = ? LIMIT 100")) {
+                q.setInt(1, key.kind().code);
+                q.setBytes(2, bytesOf(key.digest()));
+                List<String> names = new ArrayList<>();
+                try (ResultSet rs = q.executeQuery()) {
+                    while (rs.next()) {
+                        names.add(rs.getString(1));
+                    }
+                }
+                return names;
+            } finally {
+                readers.add(r);
+            }
+        } catch (SQLException e) {
+            throw failure("read the origins of " + key.digest() + " from", e);
+        }
+    }
+
+    /** Records that the item was fetched for, or confirmed under, {@code name}. Blocks. */
+    void addOrigin(Key key, String name) throws IOException {
+        writeLock.lock();
+        try (PreparedStatement insert = writer.prepareStatement("INSERT OR IGNORE INTO origin VALUES(?, ?, ?)")) {
+            insert.setInt(1, key.kind().code);
+            insert.setBytes(2, bytesOf(key.digest()));
+            insert.setString(3, name);
+            insert.executeUpdate();
+        } catch (SQLException e) {
+            throw failure("record an origin of " + key.digest() + " in", e);
+        } finally {
+            writeLock.unlock();
         }
     }
 

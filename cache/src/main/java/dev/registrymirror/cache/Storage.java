@@ -270,6 +270,19 @@ public final class Storage implements AutoCloseable {
         return u == null ? Optional.empty() : Optional.of(new Item(u.size(), Instant.ofEpochMilli(u.lastUseMillis())));
     }
 
+    /**
+     * The {@code <upstream>/<repository>} names a blob ({@code kind} "blob") or manifest ("manifest")
+     * was fetched for or confirmed under; empty when none was recorded. Blocks.
+     */
+    public List<String> origins(String kind, Digest digest) throws IOException {
+        return index.origins(new CacheIndex.Key(kind.equals("blob") ? Kind.BLOB : Kind.MANIFEST, digest));
+    }
+
+    /** Records that a blob or manifest was fetched for, or confirmed under, {@code name}. Blocks. */
+    public void addOrigin(String kind, Digest digest, String name) throws IOException {
+        index.addOrigin(new CacheIndex.Key(kind.equals("blob") ? Kind.BLOB : Kind.MANIFEST, digest), name);
+    }
+
     /** A stored manifest's bytes, without counting this as a use or caching it. Blocks. */
     public Optional<ManifestStore.Manifest> readManifest(Digest digest) throws IOException {
         return manifests.peek(digest);

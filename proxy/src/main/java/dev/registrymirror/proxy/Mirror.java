@@ -114,7 +114,8 @@ public final class Mirror {
         ManifestService manifests = new ManifestService(blocking, manifestStore, tagStore, metrics, clock);
         this.connections = new ConnectionGuard(config.server(), clock, metrics);
         this.access = config.access().restricts()
-                ? new dev.registrymirror.proxy.access.AccessControl(vertx, config.access(), clock, metrics) : null;
+                ? new dev.registrymirror.proxy.access.AccessControl(vertx, config.access(), clock, metrics,
+                storage, blocking, d -> downloads.sourceOf(d)) : null;
         this.handler = new RegistryHandler(vertx, config, Map.copyOf(upstreams), blobs, manifests,
                 new TagLists(metrics), new Referrers(), metrics, connections, access);
         this.config = config;

@@ -215,4 +215,38 @@ class AccessTest extends MirrorTestBase {
         assertThat(get("/metrics", "Authorization", basic("bob", BOB_PW)).statusCode()).isEqualTo(403);
         assertThat(get("/metrics", "Authorization", basic("alice", ALICE_PW)).statusCode()).isEqualTo(200);
     }
+
+    @Test
+    void contentFetchedForAProtectedRepositoryIsUnknownUnderAnotherNameUnlessItsUpstreamConfirmsIt() {
+        Digest privateDigest = Digest.of("sha256", privateLayer);
+        hub.blobOnlyIn.put(privateDigest.toString(), "private/app");
+        byte[] shared = randomBytes(10_000, 63);
+        Digest sharedDigest = Digest.of("sha256", shared);
+        hub.putImage("acme/tool", "1", shared); // the same layer is public there too
+        startMirror();
+        assertThat(pull("private/app", "1", privateLayer, "Authorization", basic("alice", ALICE_PW))).isEqualTo(200);
+
+        // Under a public name, the private layer is unknown: its upstream does not have it there.
+        HttpResponse<byte[]> leak = get("/v2/library/alpine/blobs/" + privateDigest);
+        assertThat(leak.statusCode()).isEqualTo(404);
+        assertThat(body(leak)).contains("BLOB_UNKNOWN");
+        assertThat(hub.count("registry", "HEAD", "/library/alpine/blobs/" + privateDigest)).as("asked").isEqualTo(1);
+        assertThat(get("/v2/library/alpine/blobs/" + privateDigest, "Authorization", basic("alice", ALICE_PW))
+                .statusCode()).as("nor for alice, under that name").isEqualTo(404);
+
+        // A blob the upstream has under the other name too is confirmed once, then served from the cache.
+        hub.putImage("private/app", "2", shared);
+        assertThat(pull("private/app", "2", shared, "Authorization", basic("alice", ALICE_PW))).isEqualTo(200);
+        long cdn = hub.count("cdn", "GET", "/blobs/" + sharedDigest);
+        assertThat(get("/v2/acme/tool/blobs/" + sharedDigest).body()).isEqualTo(shared);
+        assertThat(get("/v2/acme/tool/blobs/" + sharedDigest).body()).isEqualTo(shared);
+        assertThat(hub.count("registry", "HEAD", "/acme/tool/blobs/" + sharedDigest)).as("confirmed once").isEqualTo(1);
+        assertThat(hub.count("cdn", "GET", "/blobs/" + sharedDigest)).as("and served from the cache").isEqualTo(cdn);
+
+        // Content first fetched under a public name is public wherever it is asked for.
+        assertThat(pull("library/alpine", "3.19", publicLayer)).isEqualTo(200);
+        long heads = hub.count("registry", "HEAD", "/blobs/");
+        assertThat(get("/v2/acme/other/blobs/" + Digest.of("sha256", publicLayer)).statusCode()).isEqualTo(200);
+        assertThat(hub.count("registry", "HEAD", "/blobs/")).isEqualTo(heads);
+    }
 }

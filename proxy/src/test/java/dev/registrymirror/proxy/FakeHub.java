@@ -211,6 +211,9 @@ final class FakeHub extends AbstractVerticle {
         return manifests.get(repo + "@" + digest).bytes();
     }
 
+    /** Blobs that only one repository has (others answer 404), as a registry with private repositories. */
+    final Map<String, String> blobOnlyIn = new ConcurrentHashMap<>();
+
     void removeTag(String repo, String tag) {
         tags.remove(repo + ":" + tag);
     }
@@ -378,7 +381,11 @@ final class FakeHub extends AbstractVerticle {
         } else if (m.group(2).equals("manifests")) {
             manifest(req, repo, ref);
         } else {
-            blob(req, ref, seen);
+            if (blobOnlyIn.containsKey(ref) && !blobOnlyIn.get(ref).equals(repo)) {
+                error(req.response(), 404, "BLOB_UNKNOWN", "blob unknown to repository");
+            } else {
+                blob(req, ref, seen);
+            }
         }
     }
 

@@ -85,6 +85,12 @@ public final class InflightDownloads {
                 .toList();
     }
 
+    /** The {@code upstream/repository} a download under way of {@code digest} was started for; null if none. */
+    public String sourceOf(Digest digest) {
+        Download d = downloads.get(digest);
+        return d == null ? null : d.source;
+    }
+
     /** Downloads under way now. */
     public int size() {
         return downloads.size();

@@ -222,6 +222,9 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
             if (route.kind() == Route.Kind.MANIFEST && route.tag() != null && resp.getStatusCode() == 200) {
                 pulls.pulled(route.upstream().name() + "/" + route.repository());
             }
+            if (access != null && (resp.getStatusCode() == 200 || resp.getStatusCode() == 206)) {
+                access.provenance().served(route, resp.headers().get("Docker-Content-Digest"));
+            }
         });
         Future<Void> answer;
         try {
@@ -235,7 +238,11 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
                                 route.clientName());
                     };
                 }
-                return refused != null ? Future.failedFuture(refused) : dispatch(route, req);
+                if (refused != null) {
+                    return Future.failedFuture(refused);
+                }
+                return route.kind() == Route.Kind.BASE || route.kind() == Route.Kind.METRICS ? dispatch(route, req)
+                        : access.provenance().check(route, upstream(route)).compose(v -> dispatch(route, req));
             });
         } catch (RegistryError e) {
             answer = Future.failedFuture(e);
