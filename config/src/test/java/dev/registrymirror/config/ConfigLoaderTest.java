@@ -283,4 +283,47 @@ class ConfigLoaderTest {
         assertThatThrownBy(() -> ConfigLoader.parse("server: {tls: {cert: x}}", Map.of(), NONE))
                 .hasMessageStartingWith("server.tls.cert: unknown key");
     }
+
+    @Test
+    void accessIsReadAndCheckedNamingTheKey(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) throws Exception {
+        java.nio.file.Path users = java.nio.file.Files.writeString(dir.resolve("htpasswd"), "");
+        MirrorConfig c = ConfigLoader.parse("""
+                upstreams: [{name: docker.io, url: "https://registry-1.docker.io"}, {name: ghcr.io, url: "https://ghcr.io"}]
+                access:
+                  users: '%s'
+                  networks: [10.0.0.0/8, "fd00::/8"]
+                  rules:
+                    - repositories: ["docker.io/private/**", "ghcr.io/acme/**"]
+                      pull: [alice, ci-bot]
+                    - repositories: ["**"]
+                      pull: [anonymous]
+                  metrics: [authenticated]
+                  requestsPerSecond: 50
+                """.formatted(users), Map.of(), NONE);
+        assertThat(c.access().users()).isEqualTo(users);
+        assertThat(c.access().networks()).containsExactly("10.0.0.0/8", "fd00::/8");
+        assertThat(c.access().rules()).containsExactly(
+                new MirrorConfig.Rule(java.util.List.of("docker.io/private/**", "ghcr.io/acme/**"), java.util.List.of("alice", "ci-bot")),
+                new MirrorConfig.Rule(java.util.List.of("**"), java.util.List.of("anonymous")));
+        assertThat(c.access().metrics()).containsExactly("authenticated");
+        assertThat(c.access().admin()).isNull();
+        assertThat(c.access().requestsPerSecond()).isEqualTo(50);
+        assertThat(ConfigLoader.parse("", Map.of(), NONE).access().restricts()).isFalse();
+
+        String[][] bad = {
+                {"access: {networks: [10.0.0.0]}", "access.networks: \"10.0.0.0\" is not a CIDR block (e.g. 10.0.0.0/8)"},
+                {"access: {networks: [10.0.0.0/33]}", "access.networks: \"10.0.0.0/33\" is not a CIDR block"},
+                {"access: {users: /nope/htpasswd}", "access.users: \"/nope/htpasswd\" is not a readable file"},
+                {"access: {rules: [{repositories: [quay.io/x/**], pull: [a]}]}",
+                        "access.rules[0].repositories: \"quay.io/x/**\" is not <upstream name>/<repository glob> with a configured upstream"},
+                {"access: {rules: [{repositories: [\"**\"], pull: [\"a b\"]}]}",
+                        "access.rules[0].pull: \"a b\" is not a user or client-certificate name"},
+                {"access: {rules: [{pull: [a]}]}", "access.rules[0].repositories: required"},
+                {"access: {rules: [{repositories: [\"**\"], push: [a]}]}", "access.rules[0].push: unknown key"},
+                {"access: {requestsPerSecond: 0}", "access.requestsPerSecond: \"0\" must be between 1"},
+        };
+        for (String[] b : bad) {
+            assertThatThrownBy(() -> ConfigLoader.parse(b[0], Map.of(), NONE)).as(b[0]).hasMessageStartingWith(b[1]);
+        }
+    }
 }

@@ -50,9 +50,11 @@ class TlsTest extends MirrorTestBase {
                 + (mutual ? ", clientCaFile: '" + clientCa + "'" : "") + "}";
     }
 
+    String access = "";
+
     @Override
     String topLevelYaml() {
-        return prefetch.isEmpty() ? "" : "\nprefetch:\n" + prefetch;
+        return (prefetch.isEmpty() ? "" : "\nprefetch:\n" + prefetch) + access;
     }
 
     private HttpResponse<byte[]> https(SSLContext ctx, String path, String... protocols) throws Exception {
@@ -152,5 +154,29 @@ class TlsTest extends MirrorTestBase {
         key = ca.server("someone-else").write(pki, "else")[1];
         assertThatThrownBy(this::startMirror).hasMessageContaining("server.tls.keyFile: \"" + key + "\" cannot serve")
                 .hasMessageContaining("the key is not the certificate's");
+    }
+
+    @Test
+    void aClientCertificateCountsAsItsNamesInTheAccessRules() throws Exception {
+        mutual = true;
+        access = """
+
+                access:
+                  rules:
+                    - repositories: ["docker.io/private/**"]
+                      pull: [node-1]
+                    - repositories: ["**"]
+                      pull: [anonymous]
+                """;
+        byte[] layer = randomBytes(10_000, 52);
+        hub.putImage("private/app", "1", layer);
+        startMirror();
+        SSLContext node1 = ca.client("node-1").clientContext(ca);
+        SSLContext node2 = ca.client("node-2").clientContext(ca);
+        assertThat(https(node1, "/v2/private/app/blobs/" + Digest.of("sha256", layer)).statusCode()).isEqualTo(200);
+        HttpResponse<byte[]> denied = https(node2, "/v2/private/app/blobs/" + Digest.of("sha256", layer));
+        assertThat(denied.statusCode()).isEqualTo(403);
+        assertThat(new String(denied.body(), java.nio.charset.StandardCharsets.UTF_8)).contains("node-2 may not pull");
+        assertThat(https(node2, "/v2/").statusCode()).as("no users: no challenge").isEqualTo(200);
     }
 }
