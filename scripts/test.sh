@@ -32,12 +32,13 @@ bench/scale.sh 2000   # the large-cache benchmark on a small cache (seconds), so
 bench/run.sh --smoke
 # The container image, built and run with a real Docker daemon (about four minutes from nothing);
 # it starts its own dockerd, which needs root.
-# Then HTTPS and client certificates with Docker's daemon and containerd (seconds). Both start
-# their own daemons, which needs root.
+# Then HTTPS and client certificates with Docker's daemon and containerd, and the access rules with
+# skopeo, Podman, containerd and Docker (seconds each). They start their own daemons: root only.
 if [ "$(id -u)" -eq 0 ]; then
   scripts/container-check.sh
   scripts/tls-check.sh
+  scripts/access-check.sh
 else
-  echo "container-check and tls-check skipped: they start a Docker daemon, which needs root" \
-       "(sudo scripts/container-check.sh; sudo scripts/tls-check.sh)"
+  echo "container-check, tls-check and access-check skipped: they start a Docker daemon, which needs root" \
+       "(sudo scripts/container-check.sh; sudo scripts/tls-check.sh; sudo scripts/access-check.sh)"
 fi
