@@ -226,7 +226,8 @@ public final class ConfigLoader {
     private static final Pattern GLOB = Pattern.compile("[a-z0-9*][a-z0-9._/*-]*");
 
     private MirrorConfig.Access access(ObjectNode access, List<MirrorConfig.Upstream> upstreams) {
-        onlyKeys(access, "access.", Set.of("users", "networks", "rules", "metrics", "admin", "requestsPerSecond"));
+        onlyKeys(access, "access.", Set.of("users", "networks", "rules", "metrics", "admin", "requestsPerSecond",
+                "upstreamFetchesPerMinute"));
         Path users = readableFile(access, "access.users", "users");
         List<String> networks = new ArrayList<>();
         for (String n : list(access, "access.networks", "[10.0.0.0/8, 192.168.0.0/16]")) {
@@ -267,7 +268,9 @@ public final class ConfigLoader {
         List<String> admin = access.has("admin") ? principals(access, "access.admin", users) : null;
         int rps = access.has("requestsPerSecond")
                 ? positive(access, "access.requestsPerSecond", "requestsPerSecond", 0, 1_000_000) : 0;
-        return new MirrorConfig.Access(users, networks, rules, metrics, admin, rps);
+        int fetches = access.has("upstreamFetchesPerMinute") ? positive(access, "access.upstreamFetchesPerMinute",
+                "upstreamFetchesPerMinute", 0, 1_000_000) : 0;
+        return new MirrorConfig.Access(users, networks, rules, metrics, admin, rps, fetches);
     }
 
     private List<String> principals(ObjectNode node, String key, Path users) {

@@ -119,10 +119,11 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
      * @param metrics  who may read {@code /metrics}, the status page and {@code /status.json}; {@code null}: everyone
      * @param admin    who may call the admin API, besides presenting its token; {@code null}: everyone with the token
      * @param requestsPerSecond requests a second one client (user, else address) may make; 0: no limit
+     * @param upstreamFetchesPerMinute upstream GETs a minute one client's requests may cause; 0: no limit
      */
     public record Access(Path users, List<String> networks, List<Rule> rules, List<String> metrics, List<String> admin,
-                         int requestsPerSecond) {
-        public static final Access OPEN = new Access(null, List.of(), List.of(), null, null, 0);
+                         int requestsPerSecond, int upstreamFetchesPerMinute) {
+        public static final Access OPEN = new Access(null, List.of(), List.of(), null, null, 0, 0);
 
         public Access {
             networks = List.copyOf(networks);
@@ -134,7 +135,7 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
         /** Whether anything is restricted (else requests are not even looked at). */
         public boolean restricts() {
             return users != null || !networks.isEmpty() || !rules.isEmpty() || metrics != null || admin != null
-                    || requestsPerSecond > 0;
+                    || requestsPerSecond > 0 || upstreamFetchesPerMinute > 0;
         }
     }
 

@@ -249,4 +249,25 @@ class AccessTest extends MirrorTestBase {
         assertThat(get("/v2/acme/other/blobs/" + Digest.of("sha256", publicLayer)).statusCode()).isEqualTo(200);
         assertThat(hub.count("registry", "HEAD", "/blobs/")).isEqualTo(heads);
     }
+
+    @Test
+    void aClientOverItsUpstreamFetchesGets429ForMissesWhileOthersAndCachedContentAreServed() {
+        access = access + "  upstreamFetchesPerMinute: 2\n";
+        for (int i = 0; i < 4; i++) {
+            hub.putImage("library/img" + i, "1", randomBytes(1000, 70 + i));
+        }
+        startMirror();
+        // alice: img0's manifest and layer are 2 upstream GETs, then img1's manifest is one too many.
+        assertThat(pull("library/img0", "1", randomBytes(1000, 70), "Authorization", basic("alice", ALICE_PW))).isEqualTo(200);
+        HttpResponse<byte[]> over = get("/v2/library/img1/manifests/1", "Accept", TYPES, "Authorization", basic("alice", ALICE_PW));
+        assertThat(over.statusCode()).isEqualTo(429);
+        assertThat(over.headers().firstValue("Retry-After")).isPresent();
+        assertThat(body(over)).contains("alice is over 2 upstream fetches per minute");
+        assertThat(Exposition.value(mirror.metrics().scrape(), "registrymirror_access_denied_total{reason=\"rate_limited\"}"))
+                .isEqualTo(1);
+        assertThat(pull("library/img0", "1", randomBytes(1000, 70), "Authorization", basic("alice", ALICE_PW)))
+                .as("what is cached is still served").isEqualTo(200);
+        assertThat(pull("library/img1", "1", randomBytes(1000, 71), "Authorization", basic("bob", BOB_PW)))
+                .as("bob has an allowance of his own").isEqualTo(200);
+    }
 }

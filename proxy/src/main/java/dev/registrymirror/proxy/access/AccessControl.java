@@ -183,12 +183,25 @@ public final class AccessControl {
         return result.future();
     }
 
-    /** Over {@code access.requestsPerSecond} for this client (user, else address): the 429 to answer, else null. */
+    private final Cache<String, Bucket> fetchBuckets = Caffeine.newBuilder().maximumSize(100_000)
+            .expireAfterAccess(Duration.ofMinutes(10)).build();
+
+    /**
+     * Over {@code access.requestsPerSecond} for this client (user, else address): the 429 to answer,
+     * else null. Also gives the request the client's allowance of upstream fetches, if limited.
+     */
     public RegistryError rateLimit(HttpServerRequest req, Identity id) {
+        String key = id.authenticated() ? "user:" + id.display() : "address:" + address(req);
+        if (config.upstreamFetchesPerMinute() > 0) {
+            int n = config.upstreamFetchesPerMinute();
+            Bucket fetches = fetchBuckets.get(key, k -> Bucket.builder().addLimit(Bandwidth.builder()
+                    .capacity(n).refillGreedy(n, Duration.ofMinutes(1)).build()).build());
+            dev.registrymirror.proxy.upstream.UpstreamBudget.attach(fetches,
+                    id.authenticated() ? id.display() : address(req), n, () -> metrics.accessDenied("rate_limited"));
+        }
         if (config.requestsPerSecond() <= 0) {
             return null;
         }
-        String key = id.authenticated() ? "user:" + id.display() : "address:" + address(req);
         Bucket bucket = buckets.get(key, k -> Bucket.builder().addLimit(Bandwidth.builder()
                 .capacity(config.requestsPerSecond()).refillGreedy(config.requestsPerSecond(), Duration.ofSeconds(1))
                 .build()).build());

@@ -163,6 +163,12 @@ public final class UpstreamClient {
 
     private Future<HttpClientResponse> send(HttpMethod method, URI uri, String repository, MultiMap headers,
                                             String kind, int tries) {
+        if (method == HttpMethod.GET) {
+            RegistryError over = UpstreamBudget.spend(upstream.name());
+            if (over != null) {
+                return Future.failedFuture(over);
+            }
+        }
         return Futures.onCallerContext(attempts(method, uri, repository, headers, kind, tries));
     }
 
