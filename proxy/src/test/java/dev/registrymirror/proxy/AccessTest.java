@@ -210,8 +210,12 @@ class AccessTest extends MirrorTestBase {
     void metricsCanBeKeptToSomeClients() {
         access = access + "  metrics: [alice]\n";
         startMirror();
-        assertThat(get("/metrics").statusCode()).isEqualTo(401);
+        HttpResponse<byte[]> anonymous = get("/metrics");
+        assertThat(anonymous.statusCode()).isEqualTo(401);
+        assertThat(anonymous.headers().firstValue("WWW-Authenticate").orElse(""))
+                .as("a browser prompts for Basic").startsWith("Basic realm=\"registry-mirror\"");
         assertThat(get("/status.json").statusCode()).isEqualTo(401);
+        assertThat(get("/status.json", "Authorization", basic("alice", ALICE_PW)).statusCode()).isEqualTo(200);
         assertThat(get("/metrics", "Authorization", basic("bob", BOB_PW)).statusCode()).isEqualTo(403);
         assertThat(get("/metrics", "Authorization", basic("alice", ALICE_PW)).statusCode()).isEqualTo(200);
     }

@@ -179,4 +179,24 @@ class TlsTest extends MirrorTestBase {
         assertThat(new String(denied.body(), java.nio.charset.StandardCharsets.UTF_8)).contains("node-2 may not pull");
         assertThat(https(node2, "/v2/").statusCode()).as("no users: no challenge").isEqualTo(200);
     }
+
+    @Test
+    void theAdminApiCanBeKeptToSomeClientCertificates() throws Exception {
+        mutual = true;
+        access = """
+
+                admin: {token: admin-token-0123456789abcdef}
+                access:
+                  admin: [ops-laptop]
+                """;
+        startMirror();
+        HttpClient ops = HttpClient.newBuilder().sslContext(ca.client("ops-laptop").clientContext(ca)).build();
+        HttpClient node = HttpClient.newBuilder().sslContext(ca.client("node-1").clientContext(ca)).build();
+        HttpRequest list = HttpRequest.newBuilder(URI.create("https://localhost:" + mirror.port() + "/admin/repositories"))
+                .header("Authorization", "Bearer admin-token-0123456789abcdef").build();
+        assertThat(ops.send(list, HttpResponse.BodyHandlers.ofString()).statusCode()).isEqualTo(200);
+        HttpResponse<String> refused = node.send(list, HttpResponse.BodyHandlers.ofString());
+        assertThat(refused.statusCode()).isEqualTo(403);
+        assertThat(refused.body()).contains("node-1 may not read /admin/repositories");
+    }
 }

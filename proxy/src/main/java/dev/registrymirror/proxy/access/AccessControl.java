@@ -252,8 +252,9 @@ public final class AccessControl {
             return null;
         }
         if (!id.authenticated() && !what.equals("admin")) {
-            return deny(req, id, "unauthenticated", "the " + what + " endpoints",
-                    challenge(req, null, "authentication required for " + req.path()));
+            // Basic, not the token flow: browsers (the status page) prompt for it, Prometheus sends it.
+            return deny(req, id, "unauthenticated", "the " + what + " endpoints", RegistryError.challenge(
+                    "authentication required for " + req.path(), "Basic realm=\"" + SERVICE + "\", charset=\"UTF-8\""));
         }
         return deny(req, id, "forbidden", "the " + what + " endpoints",
                 new RegistryError(403, "DENIED", id.display() + " may not read " + req.path()));
