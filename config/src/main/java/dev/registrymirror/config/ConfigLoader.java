@@ -227,7 +227,7 @@ public final class ConfigLoader {
 
     private MirrorConfig.Access access(ObjectNode access, List<MirrorConfig.Upstream> upstreams) {
         onlyKeys(access, "access.", Set.of("users", "networks", "rules", "metrics", "admin", "requestsPerSecond",
-                "upstreamFetchesPerMinute"));
+                "upstreamFetchesPerMinute", "tokenKey"));
         Path users = readableFile(access, "access.users", "users");
         List<String> networks = new ArrayList<>();
         for (String n : list(access, "access.networks", "[10.0.0.0/8, 192.168.0.0/16]")) {
@@ -270,7 +270,13 @@ public final class ConfigLoader {
                 ? positive(access, "access.requestsPerSecond", "requestsPerSecond", 0, 1_000_000) : 0;
         int fetches = access.has("upstreamFetchesPerMinute") ? positive(access, "access.upstreamFetchesPerMinute",
                 "upstreamFetchesPerMinute", 0, 1_000_000) : 0;
-        return new MirrorConfig.Access(users, networks, rules, metrics, admin, rps, fetches);
+        String tokenKey = string(access, "access.tokenKey", "tokenKey", null);
+        if (tokenKey != null && tokenKey.strip().length() < 32) {
+            throw new ConfigException("access.tokenKey: too short (" + tokenKey.strip().length()
+                    + " characters; at least 32, e.g. from `openssl rand -hex 32`)");
+        }
+        return new MirrorConfig.Access(users, networks, rules, metrics, admin, rps, fetches,
+                tokenKey == null ? null : tokenKey.strip());
     }
 
     private List<String> principals(ObjectNode node, String key, Path users) {

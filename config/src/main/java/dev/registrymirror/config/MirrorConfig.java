@@ -120,10 +120,18 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
      * @param admin    who may call the admin API, besides presenting its token; {@code null}: everyone with the token
      * @param requestsPerSecond requests a second one client (user, else address) may make; 0: no limit
      * @param upstreamFetchesPerMinute upstream GETs a minute one client's requests may cause; 0: no limit
+     * @param tokenKey the secret the mirror's tokens are signed with, shared by replicas; {@code null}: one made at start
      */
     public record Access(Path users, List<String> networks, List<Rule> rules, List<String> metrics, List<String> admin,
-                         int requestsPerSecond, int upstreamFetchesPerMinute) {
-        public static final Access OPEN = new Access(null, List.of(), List.of(), null, null, 0, 0);
+                         int requestsPerSecond, int upstreamFetchesPerMinute, String tokenKey) {
+        public static final Access OPEN = new Access(null, List.of(), List.of(), null, null, 0, 0, null);
+
+        @Override
+        public String toString() {
+            return "Access[users=" + users + ", networks=" + networks + ", rules=" + rules + ", metrics=" + metrics
+                    + ", admin=" + admin + ", requestsPerSecond=" + requestsPerSecond + ", upstreamFetchesPerMinute="
+                    + upstreamFetchesPerMinute + ", tokenKey=" + (tokenKey == null ? "none" : "(set)") + "]";
+        }
 
         public Access {
             networks = List.copyOf(networks);

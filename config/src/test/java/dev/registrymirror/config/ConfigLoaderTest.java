@@ -309,6 +309,9 @@ class ConfigLoaderTest {
         assertThat(c.access().admin()).isNull();
         assertThat(c.access().requestsPerSecond()).isEqualTo(50);
         assertThat(ConfigLoader.parse("", Map.of(), NONE).access().restricts()).isFalse();
+        MirrorConfig keyed = ConfigLoader.parse("access: {tokenKey: '${KEY}'}", Map.of("KEY", "k".repeat(40)), NONE);
+        assertThat(keyed.access().tokenKey()).isEqualTo("k".repeat(40));
+        assertThat(keyed.toString()).doesNotContain("kkkk");
 
         String[][] bad = {
                 {"access: {networks: [10.0.0.0]}", "access.networks: \"10.0.0.0\" is not a CIDR block (e.g. 10.0.0.0/8)"},
@@ -321,6 +324,7 @@ class ConfigLoaderTest {
                 {"access: {rules: [{pull: [a]}]}", "access.rules[0].repositories: required"},
                 {"access: {rules: [{repositories: [\"**\"], push: [a]}]}", "access.rules[0].push: unknown key"},
                 {"access: {requestsPerSecond: 0}", "access.requestsPerSecond: \"0\" must be between 1"},
+                {"access: {tokenKey: short-secret}", "access.tokenKey: too short (12 characters; at least 32"},
         };
         for (String[] b : bad) {
             assertThatThrownBy(() -> ConfigLoader.parse(b[0], Map.of(), NONE)).as(b[0]).hasMessageStartingWith(b[1]);

@@ -269,9 +269,26 @@ class AccessTest extends MirrorTestBase {
         assertThat(body(over)).contains("alice is over 2 upstream fetches per minute");
         assertThat(Exposition.value(mirror.metrics().scrape(), "registrymirror_access_denied_total{reason=\"rate_limited\"}"))
                 .isEqualTo(1);
+        assertThat(get("/v2/library/img2/manifests/1", "Accept", TYPES, "Authorization", basic("alice", ALICE_PW))
+                .statusCode()).isEqualTo(429);
+        assertThat(logs.list).extracting(ILoggingEvent::getFormattedMessage)
+                .filteredOn(m -> m.startsWith("access: alice is over 2 upstream fetches per minute")).hasSize(1);
         assertThat(pull("library/img0", "1", randomBytes(1000, 70), "Authorization", basic("alice", ALICE_PW)))
                 .as("what is cached is still served").isEqualTo(200);
         assertThat(pull("library/img1", "1", randomBytes(1000, 71), "Authorization", basic("bob", BOB_PW)))
                 .as("bob has an allowance of his own").isEqualTo(200);
+    }
+
+    @Test
+    void tokensLastUntilTheirExpiryAndReplicasSharingATokenKeyAcceptEachOthers() {
+        dev.registrymirror.proxy.access.Tokens a = new dev.registrymirror.proxy.access.Tokens(clock, "k".repeat(40));
+        dev.registrymirror.proxy.access.Tokens b = new dev.registrymirror.proxy.access.Tokens(clock, "k".repeat(40));
+        dev.registrymirror.proxy.access.Tokens other = new dev.registrymirror.proxy.access.Tokens(clock, null);
+        String t = a.issue("alice");
+        assertThat(b.verify(t)).isEqualTo("alice");
+        assertThat(other.verify(t)).isNull();
+        assertThat(b.verify(t.substring(0, t.length() - 2) + "xx")).isNull();
+        clock.advance(java.time.Duration.ofMinutes(16));
+        assertThat(b.verify(t)).as("expired").isNull();
     }
 }

@@ -70,7 +70,7 @@ public final class AccessControl {
         this.vertx = vertx;
         this.config = config;
         this.users = config.users() == null ? null : new Users(config.users());
-        this.tokens = new Tokens(clock);
+        this.tokens = new Tokens(clock, config.tokenKey());
         this.rules = new Rules(config.rules());
         this.networks = new Networks(config.networks());
         this.metrics = metrics;
@@ -185,6 +185,8 @@ public final class AccessControl {
 
     private final Cache<String, Bucket> fetchBuckets = Caffeine.newBuilder().maximumSize(100_000)
             .expireAfterAccess(Duration.ofMinutes(10)).build();
+    private final Cache<String, Boolean> spentLogged = Caffeine.newBuilder().maximumSize(10_000)
+            .expireAfterWrite(Duration.ofMinutes(1)).build();
 
     /**
      * Over {@code access.requestsPerSecond} for this client (user, else address): the 429 to answer,
@@ -196,8 +198,15 @@ public final class AccessControl {
             int n = config.upstreamFetchesPerMinute();
             Bucket fetches = fetchBuckets.get(key, k -> Bucket.builder().addLimit(Bandwidth.builder()
                     .capacity(n).refillGreedy(n, Duration.ofMinutes(1)).build()).build());
-            dev.registrymirror.proxy.upstream.UpstreamBudget.attach(fetches,
-                    id.authenticated() ? id.display() : address(req), n, () -> metrics.accessDenied("rate_limited"));
+            String who = id.authenticated() ? id.display() : address(req);
+            dev.registrymirror.proxy.upstream.UpstreamBudget.attach(fetches, who, n, () -> {
+                metrics.accessDenied("rate_limited");
+                // One line a minute per client: a runaway job would otherwise write one per request.
+                if (spentLogged.asMap().putIfAbsent(key, Boolean.TRUE) == null) {
+                    LOG.warn("access: {} is over {} upstream fetches per minute (access.upstreamFetchesPerMinute);"
+                            + " its misses get 429 until the allowance refills, cached content is still served", who, n);
+                }
+            });
         }
         if (config.requestsPerSecond() <= 0) {
             return null;

@@ -12,9 +12,9 @@ import javax.crypto.Mac;
 import javax.crypto.spec.SecretKeySpec;
 
 /**
- * The mirror's own bearer tokens: who the client is and until when, signed with HMAC-SHA256 under a
- * key made at start (so a restart ends every token, and clients fetch new ones as they do from
- * Docker Hub). They say nothing of repositories: the rules are applied to each request.
+ * The mirror's own bearer tokens: who the client is and until when, signed with HMAC-SHA256 under
+ * {@code access.tokenKey} (hashed; replicas that share it accept each other's tokens) or else a key
+ * made at start (so a restart ends every token, and clients fetch new ones as they do from Docker Hub). They say nothing of repositories: the rules are applied to each request.
  * Format: {@code base64url(name) "." expiryEpochSeconds "." base64url(hmac)}.
  */
 public final class Tokens {
@@ -23,8 +23,13 @@ public final class Tokens {
     private final byte[] key = new byte[32];
     private final Clock clock;
 
-    public Tokens(Clock clock) {
-        new SecureRandom().nextBytes(key);
+    /** @param secret {@code access.tokenKey}, or null for a key of this process only */
+    public Tokens(Clock clock, String secret) {
+        if (secret == null) {
+            new SecureRandom().nextBytes(key);
+        } else {
+            System.arraycopy(Users.sha256(secret.getBytes(StandardCharsets.UTF_8)), 0, key, 0, key.length);
+        }
         this.clock = clock;
     }
 
