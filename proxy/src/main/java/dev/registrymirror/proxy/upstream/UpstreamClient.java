@@ -60,7 +60,7 @@ import org.slf4j.LoggerFactory;
  * inside the LAN and hand the answer to a client.
  */
 public final class UpstreamClient {
-    public static final String USER_AGENT = "registry-mirror/0.1";
+    public static final String USER_AGENT = "registry-mirror/" + dev.registrymirror.proxy.Mirror.VERSION;
     private static final Logger LOG = LoggerFactory.getLogger(UpstreamClient.class);
     private static final int MAX_REDIRECTS = 5;
 
