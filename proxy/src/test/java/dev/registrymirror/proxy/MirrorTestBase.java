@@ -217,6 +217,20 @@ abstract class MirrorTestBase {
         }
     }
 
+    /** Polls the mirror's own work (never waiting for time to pass) until {@code condition} holds, for at most 20 s. */
+    static void awaitTrue(String what, java.util.function.BooleanSupplier condition) {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+        while (!condition.getAsBoolean()) {
+            assertThat(System.nanoTime()).as(what + " within 20 s").isLessThan(deadline);
+            try {
+                Thread.sleep(10);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new AssertionError("interrupted while waiting for " + what, e);
+            }
+        }
+    }
+
     static <T> T await(Future<T> f) {
         try {
             return f.toCompletionStage().toCompletableFuture().get(30, TimeUnit.SECONDS);

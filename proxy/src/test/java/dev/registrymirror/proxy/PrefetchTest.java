@@ -64,13 +64,6 @@ class PrefetchTest extends MirrorTestBase {
         return Exposition.value(mirror.metrics().scrape(), "registrymirror_cache_misses_total{kind=\"blob\"}");
     }
 
-    private static void awaitTrue(String what, java.util.function.BooleanSupplier condition) throws InterruptedException {
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
-        while (!condition.getAsBoolean()) {
-            assertThat(System.nanoTime()).as(what + " within 20 s").isLessThan(deadline);
-            Thread.sleep(10); // polling the mirror's own work, not waiting for time to pass
-        }
-    }
 
     @Test
     void everyResolvesTheTagAgainAndFetchesWhatChanged() throws Exception {

@@ -108,11 +108,4 @@ class StatusPageBrowserTest extends MirrorTestBase {
         }
     }
 
-    private static void awaitTrue(String what, java.util.function.BooleanSupplier condition) throws InterruptedException {
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
-        while (!condition.getAsBoolean()) {
-            assertThat(System.nanoTime()).as(what + " within 20 s").isLessThan(deadline);
-            Thread.sleep(50); // polling the page's own work, not waiting for time to pass
-        }
-    }
 }

@@ -101,15 +101,4 @@ class StatusPageTest extends MirrorTestBase {
         return new JsonObject(body(r));
     }
 
-    private static void awaitTrue(String what, java.util.function.BooleanSupplier condition) {
-        long deadline = System.nanoTime() + 20_000_000_000L;
-        while (!condition.getAsBoolean()) {
-            assertThat(System.nanoTime()).as(what + " within 20 s").isLessThan(deadline);
-            try {
-                Thread.sleep(5); // polling the mirror's own work, not waiting for time to pass
-            } catch (InterruptedException e) {
-                throw new AssertionError(e);
-            }
-        }
-    }
 }
