@@ -323,23 +323,17 @@ final class AdminApi {
                 }
             }
         }
-        List<Object> blobs = new ArrayList<>(json.getJsonArray("layers", new JsonArray()).getList());
-        if (json.getValue("config") instanceof JsonObject) {
-            blobs.add(json.getJsonObject("config"));
+        JsonArray blobs = json.getJsonArray("layers", new JsonArray()).copy(); // iterating yields JsonObjects
+        if (json.getValue("config") instanceof JsonObject config) {
+            blobs.add(config);
         }
         for (Object b : blobs) {
-            JsonObject desc = b instanceof JsonObject o ? o : b instanceof Map<?, ?> map ? new JsonObject(castMap(map)) : null;
-            if (desc != null && Digest.isValid(desc.getString("digest", ""))) {
+            if (b instanceof JsonObject desc && Digest.isValid(desc.getString("digest", ""))) {
                 Digest d = Digest.parse(desc.getString("digest"));
                 parts.put(d, new long[]{desc.getLong("size", 0L), storage.blob(d).isPresent() ? 1 : 0});
             }
         }
         return last;
-    }
-
-    @SuppressWarnings("unchecked")
-    private static Map<String, Object> castMap(Map<?, ?> map) {
-        return (Map<String, Object>) map;
     }
 
     private static long total(Map<Digest, long[]> parts, boolean storedOnly) {

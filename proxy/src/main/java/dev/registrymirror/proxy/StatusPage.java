@@ -38,14 +38,15 @@ final class StatusPage {
     static final int TOP_REPOSITORIES = 10;
     static final int RECENT_JOBS = 5;
 
+    /** The page's script and style: their paths and types. */
     private static final Map<String, String> ASSETS = Map.of(
             "/status/status.js", "application/javascript; charset=utf-8",
             "/status/status.css", "text/css; charset=utf-8");
 
     private final Buffer page = resource("index.html");
-    private final Map<String, Buffer> assets = Map.of(
-            "/status/status.js", resource("status.js"),
-            "/status/status.css", resource("status.css"));
+    /** The assets' bytes, read from the jar once, by path. */
+    private final Map<String, Buffer> assets = ASSETS.keySet().stream().collect(java.util.stream.Collectors.toMap(
+            path -> path, path -> resource(path.substring("/status/".length()))));
     private final MirrorConfig config;
     private final MirrorMetrics metrics;
     private final Map<String, UpstreamClient> upstreams;

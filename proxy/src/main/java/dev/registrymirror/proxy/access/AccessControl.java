@@ -146,6 +146,21 @@ public final class AccessControl {
                 challenge(req, null, "send Basic credentials or a bearer token from " + TOKEN_PATH)));
     }
 
+    /**
+     * Who the client is, if it may go on: identified ({@link #identify}), within its request rate
+     * ({@link #rateLimit}), and let through by {@code check}; else failed with the refusal.
+     */
+    public Future<Identity> admit(HttpServerRequest req, boolean useAuthorization,
+                                  java.util.function.Function<Identity, RegistryError> check) {
+        return identify(req, useAuthorization).compose(id -> {
+            RegistryError refused = rateLimit(req, id);
+            if (refused == null) {
+                refused = check.apply(id);
+            }
+            return refused == null ? Future.succeededFuture(id) : Future.failedFuture(refused);
+        });
+    }
+
     /** The user of Basic credentials, checked off the event loop; a 401 if they are wrong. */
     private Future<String> basic(HttpServerRequest req, String encoded) {
         String decoded;
@@ -196,8 +211,7 @@ public final class AccessControl {
         String key = id.authenticated() ? "user:" + id.display() : "address:" + address(req);
         if (config.upstreamFetchesPerMinute() > 0) {
             int n = config.upstreamFetchesPerMinute();
-            Bucket fetches = fetchBuckets.get(key, k -> Bucket.builder().addLimit(Bandwidth.builder()
-                    .capacity(n).refillGreedy(n, Duration.ofMinutes(1)).build()).build());
+            Bucket fetches = fetchBuckets.get(key, k -> bucket(n, Duration.ofMinutes(1)));
             String who = id.authenticated() ? id.display() : address(req);
             dev.registrymirror.proxy.upstream.UpstreamBudget.attach(fetches, who, n, () -> {
                 metrics.accessDenied("rate_limited");
@@ -211,9 +225,7 @@ public final class AccessControl {
         if (config.requestsPerSecond() <= 0) {
             return null;
         }
-        Bucket bucket = buckets.get(key, k -> Bucket.builder().addLimit(Bandwidth.builder()
-                .capacity(config.requestsPerSecond()).refillGreedy(config.requestsPerSecond(), Duration.ofSeconds(1))
-                .build()).build());
+        Bucket bucket = buckets.get(key, k -> bucket(config.requestsPerSecond(), Duration.ofSeconds(1)));
         ConsumptionProbe probe = bucket.tryConsumeAndReturnRemaining(1);
         if (probe.isConsumed()) {
             return null;
@@ -223,6 +235,11 @@ public final class AccessControl {
                 + " requests per second for " + (id.authenticated() ? id.display() : address(req)),
                 Long.toString(seconds), null);
         return deny(req, id, "rate_limited", "over access.requestsPerSecond", e);
+    }
+
+    /** A token bucket of {@code n} tokens, all refilled over {@code period}. */
+    private static Bucket bucket(int n, Duration period) {
+        return Bucket.builder().addLimit(Bandwidth.builder().capacity(n).refillGreedy(n, period).build()).build();
     }
 
     /** {@code GET /v2/}: a client with no credentials gets the challenge that starts the token flow (when there are users). */

@@ -151,11 +151,7 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
                     metrics.requestServed(label, req.method().name(), resp.getStatusCode(), System.nanoTime() - start);
                 });
                 Future<Void> answer = outside != null ? Future.failedFuture(outside) : access.serveToken(req);
-                answer.onFailure(err -> {
-                    if (!resp.headWritten() && !resp.ended()) {
-                        writeError(req, err instanceof RegistryError re ? re : internal("a token request", req.path(), err));
-                    }
-                });
+                answer.onFailure(err -> failed(req, err, "a token request", req.path()));
                 return;
             }
         }
@@ -169,30 +165,14 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
             });
             Future<Void> answer;
             try {
-                if (access == null) {
-                    answer = extra.serve(req);
-                } else {
-                    boolean admin = operatorLabel.equals("admin");
-                    answer = access.identify(req, !admin).compose(id -> {
-                        RegistryError refused = access.rateLimit(req, id);
-                        if (refused == null) {
-                            refused = admin ? access.admin(req, id) : access.metrics(req, id);
-                        }
-                        return refused != null ? Future.failedFuture(refused) : extra.serve(req);
-                    });
-                }
+                boolean admin = operatorLabel.equals("admin");
+                // The admin API's Authorization header is its token, not a client's credentials.
+                answer = access == null ? extra.serve(req) : access.admit(req, !admin,
+                        id -> admin ? access.admin(req, id) : access.metrics(req, id)).compose(id -> extra.serve(req));
             } catch (RuntimeException e) {
                 answer = Future.failedFuture(e);
             }
-            answer.onFailure(err -> {
-                RegistryError e = err instanceof RegistryError re ? re : internal("a " + operatorLabel + " request",
-                        req.method() + " " + req.path(), err);
-                if (resp.headWritten() || resp.ended()) {
-                    resp.reset();
-                } else {
-                    writeError(req, e);
-                }
-            });
+            answer.onFailure(err -> failed(req, err, "a " + operatorLabel + " request", req.method() + " " + req.path()));
             return;
         }
         Route route;
@@ -228,37 +208,36 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
         });
         Future<Void> answer;
         try {
-            answer = access == null ? dispatch(route, req) : access.identify(req, true).compose(id -> {
-                RegistryError refused = access.rateLimit(req, id);
-                if (refused == null) {
-                    refused = switch (route.kind()) {
-                        case BASE -> access.base(req, id);
-                        case METRICS -> access.metrics(req, id);
-                        default -> access.pull(req, id, route.upstream().name() + "/" + route.repository(),
-                                route.clientName());
-                    };
-                }
-                if (refused != null) {
-                    return Future.failedFuture(refused);
-                }
-                return route.kind() == Route.Kind.BASE || route.kind() == Route.Kind.METRICS ? dispatch(route, req)
-                        : access.provenance().check(route, upstream(route)).compose(v -> dispatch(route, req));
-            });
+            answer = access == null ? dispatch(route, req) : access.admit(req, true, id -> switch (route.kind()) {
+                case BASE -> access.base(req, id);
+                case METRICS -> access.metrics(req, id);
+                default -> access.pull(req, id, route.upstream().name() + "/" + route.repository(), route.clientName());
+            }).compose(id -> route.kind() == Route.Kind.BASE || route.kind() == Route.Kind.METRICS ? dispatch(route, req)
+                    : access.provenance().check(route, upstream(route)).compose(v -> dispatch(route, req)));
         } catch (RegistryError e) {
             answer = Future.failedFuture(e);
         }
         answer.onFailure(err -> {
-            RegistryError e = err instanceof RegistryError re ? re : internal("a " + route.kind().label + " request",
-                    route, err);
-            if (e.isUpstreamFailure() && e.status != 429) {
+            if (err instanceof RegistryError e && e.isUpstreamFailure() && e.status != 429) {
                 LOG.warn("{} {}: {}", req.method(), req.path(), e.getMessage());
             }
-            if (resp.headWritten() || resp.ended()) {
-                resp.reset();
-            } else {
-                writeError(req, e);
-            }
+            failed(req, err, "a " + route.kind().label + " request", route);
         });
+    }
+
+    /**
+     * Ends a request whose answer failed: the OCI error if nothing was sent yet, else a reset (the
+     * client must not take a part for the whole). {@code what} and {@code request} name it if the
+     * failure was unexpected.
+     */
+    private static void failed(HttpServerRequest req, Throwable err, String what, Object request) {
+        RegistryError e = err instanceof RegistryError re ? re : internal(what, request, err);
+        HttpServerResponse resp = req.response();
+        if (resp.headWritten() || resp.ended()) {
+            resp.reset();
+        } else {
+            writeError(req, e);
+        }
     }
 
     private Future<Void> dispatch(Route route, HttpServerRequest req) {
