@@ -3,9 +3,7 @@ package dev.registrymirror.proxy;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import at.favre.lib.crypto.bcrypt.BCrypt;
-import ch.qos.logback.classic.Logger;
 import ch.qos.logback.classic.spi.ILoggingEvent;
-import ch.qos.logback.core.read.ListAppender;
 import dev.registrymirror.cache.Digest;
 import io.vertx.core.json.JsonObject;
 import java.net.URI;
@@ -19,7 +17,6 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
-import org.slf4j.LoggerFactory;
 
 /** {@code access:}: users, the token flow, rules, networks, rate limits, and what is never logged. */
 class AccessTest extends MirrorTestBase {
@@ -29,7 +26,6 @@ class AccessTest extends MirrorTestBase {
     Path dir;
     Path htpasswd;
     String access;
-    final ListAppender<ILoggingEvent> logs = new ListAppender<>();
     byte[] publicLayer;
     byte[] privateLayer;
 
@@ -54,14 +50,11 @@ class AccessTest extends MirrorTestBase {
         privateLayer = randomBytes(20_000, 62);
         hub.putImage("library/alpine", "3.19", publicLayer);
         hub.putImage("private/app", "1", privateLayer);
-        logs.start();
-        ((Logger) LoggerFactory.getLogger(org.slf4j.Logger.ROOT_LOGGER_NAME)).addAppender(logs);
     }
 
     @AfterEach
     void nothingSecretIsLogged() {
-        ((Logger) LoggerFactory.getLogger(org.slf4j.Logger.ROOT_LOGGER_NAME)).detachAppender(logs);
-        assertThat(logs.list).extracting(ILoggingEvent::getFormattedMessage)
+        assertThat(logged.list).extracting(ILoggingEvent::getFormattedMessage)
                 .noneMatch(m -> m.contains(ALICE_PW) || m.contains(BOB_PW) || m.contains("Basic ") || m.contains("Bearer ey"));
     }
 
@@ -143,7 +136,7 @@ class AccessTest extends MirrorTestBase {
         String scrape = mirror.metrics().scrape();
         assertThat(Exposition.value(scrape, "registrymirror_access_denied_total{reason=\"forbidden\"}")).isEqualTo(2);
         assertThat(Exposition.value(scrape, "registrymirror_access_denied_total{reason=\"bad_credentials\"}")).isEqualTo(3);
-        assertThat(logs.list).extracting(ILoggingEvent::getFormattedMessage).anyMatch(m -> m.equals(
+        assertThat(logged.list).extracting(ILoggingEvent::getFormattedMessage).anyMatch(m -> m.equals(
                 "access: refused GET /v2/private/app/manifests/1 from 127.0.0.1 (bob): a pull of docker.io/private/app (403 DENIED)"));
     }
 
@@ -172,7 +165,7 @@ class AccessTest extends MirrorTestBase {
         Files.writeString(htpasswd, "alice:{SHA}notbcrypt\n");
         assertThat(mirror.access().reloadUsers()).isFalse();
         assertThat(pull("private/app", "1", privateLayer, "Authorization", basic("alice", "new-password-1"))).isEqualTo(200);
-        assertThat(logs.list).extracting(ILoggingEvent::getFormattedMessage).anyMatch(m -> m.contains(
+        assertThat(logged.list).extracting(ILoggingEvent::getFormattedMessage).anyMatch(m -> m.contains(
                 "changed but cannot be used (line 1 (alice) is not a bcrypt entry; make it with htpasswd -B)"));
     }
 
@@ -271,7 +264,7 @@ class AccessTest extends MirrorTestBase {
                 .isEqualTo(1);
         assertThat(get("/v2/library/img2/manifests/1", "Accept", TYPES, "Authorization", basic("alice", ALICE_PW))
                 .statusCode()).isEqualTo(429);
-        assertThat(logs.list).extracting(ILoggingEvent::getFormattedMessage)
+        assertThat(logged.list).extracting(ILoggingEvent::getFormattedMessage)
                 .filteredOn(m -> m.startsWith("access: alice is over 2 upstream fetches per minute")).hasSize(1);
         assertThat(pull("library/img0", "1", randomBytes(1000, 70), "Authorization", basic("alice", ALICE_PW)))
                 .as("what is cached is still served").isEqualTo(200);

@@ -2,9 +2,7 @@ package dev.registrymirror.proxy;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
-import ch.qos.logback.classic.Logger;
 import ch.qos.logback.classic.spi.ILoggingEvent;
-import ch.qos.logback.core.read.ListAppender;
 import dev.registrymirror.cache.Digest;
 import io.vertx.core.json.JsonArray;
 import io.vertx.core.json.JsonObject;
@@ -15,31 +13,21 @@ import java.time.Duration;
 import java.time.Instant;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
-import org.slf4j.LoggerFactory;
 
 /** The admin API: its token, prefetch jobs, the listing of what is cached, and removals. */
 class AdminApiTest extends MirrorTestBase {
     static final String TOKEN = "admin-token-0123456789abcdef";
     String admin = "admin: {token: " + TOKEN + "}\n";
-    final ListAppender<ILoggingEvent> logs = new ListAppender<>();
 
     @Override
     String topLevelYaml() {
         return "\n" + admin;
     }
 
-    @BeforeEach
-    void captureLogs() {
-        logs.start();
-        ((Logger) LoggerFactory.getLogger(org.slf4j.Logger.ROOT_LOGGER_NAME)).addAppender(logs);
-    }
-
     @AfterEach
     void noSecretInTheLogs() {
-        ((Logger) LoggerFactory.getLogger(org.slf4j.Logger.ROOT_LOGGER_NAME)).detachAppender(logs);
-        assertThat(logs.list).extracting(ILoggingEvent::getFormattedMessage)
+        assertThat(logged.list).extracting(ILoggingEvent::getFormattedMessage)
                 .noneMatch(m -> m.contains(TOKEN) || m.contains("not-the-token"));
     }
 
@@ -85,7 +73,7 @@ class AdminApiTest extends MirrorTestBase {
             }
         }
         assertThat(hub.count("registry", "GET", "/manifests/")).as("no refused prefetch ran").isZero();
-        assertThat(logs.list).extracting(ILoggingEvent::getFormattedMessage)
+        assertThat(logged.list).extracting(ILoggingEvent::getFormattedMessage)
                 .anyMatch(m -> m.startsWith("admin: refused GET /admin/repositories from 127.0.0.1: wrong token"))
                 .anyMatch(m -> m.startsWith("admin: refused GET /admin/repositories from 127.0.0.1: no Authorization header"));
         assertThat(Exposition.value(mirror.metrics().scrape(),
@@ -115,7 +103,7 @@ class AdminApiTest extends MirrorTestBase {
 
         JsonArray jobs = json(call("GET", "/admin/prefetch", null), 200).getJsonArray("jobs");
         assertThat(jobs.getJsonObject(0).getString("id")).isEqualTo(job.getString("id"));
-        assertThat(logs.list).extracting(ILoggingEvent::getFormattedMessage)
+        assertThat(logged.list).extracting(ILoggingEvent::getFormattedMessage)
                 .anyMatch(m -> m.equals("admin: prefetch of docker.io/library/alpine:3.19 (job " + job.getString("id")
                         + ") asked by 127.0.0.1"));
     }
@@ -214,7 +202,7 @@ class AdminApiTest extends MirrorTestBase {
         pull("library/alpine", "3.19");
         assertThat(hub.count("registry", "GET", "/manifests/3.19")).as("asked upstream again").isEqualTo(tagAsks + 1);
         assertThat(hub.count("cdn", "GET", "/blobs/")).as("the layers stayed").isEqualTo(blobAsks);
-        assertThat(logs.list).extracting(ILoggingEvent::getFormattedMessage)
+        assertThat(logged.list).extracting(ILoggingEvent::getFormattedMessage)
                 .anyMatch(m -> m.equals("admin: removed 1 tag of docker.io/library/alpine [3.20] from the cache, asked by 127.0.0.1"));
     }
 

@@ -72,6 +72,8 @@ abstract class MirrorTestBase {
      * "paranoid"): any one fails the test during which it is reported.
      */
     private final ListAppender<ILoggingEvent> leaks = new ListAppender<>();
+    /** Every log event of the test (tests look for lines, or for secrets that must not be there). */
+    final ListAppender<ILoggingEvent> logged = new ListAppender<>();
     /** Failures nothing handled on an event loop (the mirror logs them): any one fails the test. */
     private final ListAppender<ILoggingEvent> unhandled = new ListAppender<>();
 
@@ -90,6 +92,8 @@ abstract class MirrorTestBase {
         ((Logger) LoggerFactory.getLogger("io.netty.util.ResourceLeakDetector")).addAppender(leaks);
         unhandled.start();
         ((Logger) LoggerFactory.getLogger(Mirror.class)).addAppender(unhandled);
+        logged.start();
+        ((Logger) LoggerFactory.getLogger(org.slf4j.Logger.ROOT_LOGGER_NAME)).addAppender(logged);
         // Any event-loop task running over 250 ms fails the test (see stopAll), with its stack in the log.
         // Lower limits flag cold-JVM class loading and GC pauses on a 2-core machine, not blocking calls.
         // More event loops than the mirror uses (EVENT_LOOPS), so that the fake hub's servers and the
@@ -129,6 +133,7 @@ abstract class MirrorTestBase {
                 .as("a pooled buffer was never released").isEmpty();
         assertThat(fatal).as("an Error reached the fatal handler (the process would have ended)").isEmpty();
         ((Logger) LoggerFactory.getLogger(Mirror.class)).detachAppender(unhandled);
+        ((Logger) LoggerFactory.getLogger(org.slf4j.Logger.ROOT_LOGGER_NAME)).detachAppender(logged);
         assertThat(unhandled.list).filteredOn(e -> e.getFormattedMessage().startsWith("unhandled failure"))
                 .extracting(e -> e.getThrowableProxy() == null ? e.getFormattedMessage()
                         : e.getFormattedMessage() + ": " + e.getThrowableProxy().getClassName() + ": "
