@@ -5,6 +5,7 @@ import dev.registrymirror.cache.ManifestStore;
 import dev.registrymirror.cache.Storage;
 import dev.registrymirror.cache.TagStore;
 import dev.registrymirror.config.MirrorConfig;
+import dev.registrymirror.proxy.access.Secrets;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.route.RouteParser;
 import dev.registrymirror.proxy.vertx.Blocking;
@@ -21,7 +22,6 @@ import java.io.IOException;
 import java.net.URLEncoder;
 import java.nio.charset.StandardCharsets;
 import java.security.MessageDigest;
-import java.security.NoSuchAlgorithmException;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -71,7 +71,7 @@ final class AdminApi {
         this.storage = storage;
         this.blocking = blocking;
         this.prefetcher = prefetcher;
-        this.tokenHash = config.admin().enabled() ? sha256(config.admin().token().getBytes(StandardCharsets.UTF_8)) : null;
+        this.tokenHash = config.admin().enabled() ? Secrets.sha256(config.admin().token().getBytes(StandardCharsets.UTF_8)) : null;
     }
 
     static boolean claims(HttpServerRequest req) {
@@ -150,7 +150,7 @@ final class AdminApi {
         if (!authorization.regionMatches(true, 0, "Bearer ", 0, 7)) {
             return "not a bearer token";
         }
-        byte[] given = sha256(authorization.substring(7).strip().getBytes(StandardCharsets.UTF_8));
+        byte[] given = Secrets.sha256(authorization.substring(7).strip().getBytes(StandardCharsets.UTF_8));
         return MessageDigest.isEqual(given, tokenHash) ? null : "wrong token";
     }
 
@@ -388,11 +388,4 @@ final class AdminApi {
         return req.remoteAddress() == null ? "?" : req.remoteAddress().hostAddress();
     }
 
-    private static byte[] sha256(byte[] bytes) {
-        try {
-            return MessageDigest.getInstance("SHA-256").digest(bytes);
-        } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException("the JVM has no SHA-256", e);
-        }
-    }
 }

@@ -124,8 +124,8 @@ public final class AccessControl {
      */
     public Future<Identity> identify(HttpServerRequest req, boolean useAuthorization) {
         String auth = useAuthorization ? req.getHeader(HttpHeaders.AUTHORIZATION) : null;
-        List<String> certNames = certificateNames(req);
         if (auth == null) {
+            List<String> certNames = certificateNames(req);
             return Future.succeededFuture(certNames.isEmpty() ? Identity.NOBODY
                     : new Identity(certNames, "certificate"));
         }
@@ -135,9 +135,12 @@ public final class AccessControl {
                 return Future.failedFuture(deny(req, Identity.NOBODY, "bad_credentials", "an invalid or expired token",
                         challenge(req, null, "the token is invalid or expired; ask " + TOKEN_PATH + " for a new one")));
             }
-            return Future.succeededFuture(name.isEmpty()
-                    ? (certNames.isEmpty() ? Identity.ANONYMOUS_TOKEN : new Identity(certNames, "certificate"))
-                    : new Identity(List.of(name), "token"));
+            if (!name.isEmpty()) {
+                return Future.succeededFuture(new Identity(List.of(name), "token"));
+            }
+            List<String> certNames = certificateNames(req); // an anonymous token: the certificate says more
+            return Future.succeededFuture(certNames.isEmpty() ? Identity.ANONYMOUS_TOKEN
+                    : new Identity(certNames, "certificate"));
         }
         if (auth.regionMatches(true, 0, "Basic ", 0, 6)) {
             return basic(req, auth.substring(6).strip()).map(name -> new Identity(List.of(name), "password"));

@@ -28,7 +28,7 @@ public final class Tokens {
         if (secret == null) {
             new SecureRandom().nextBytes(key);
         } else {
-            System.arraycopy(Users.sha256(secret.getBytes(StandardCharsets.UTF_8)), 0, key, 0, key.length);
+            System.arraycopy(Secrets.sha256(secret.getBytes(StandardCharsets.UTF_8)), 0, key, 0, key.length);
         }
         this.clock = clock;
     }

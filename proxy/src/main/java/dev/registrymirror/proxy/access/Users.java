@@ -9,7 +9,6 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.MessageDigest;
-import java.security.NoSuchAlgorithmException;
 import java.time.Duration;
 import java.util.HashMap;
 import java.util.List;
@@ -39,7 +38,7 @@ public final class Users {
         try {
             byte[] bytes = Files.readAllBytes(file);
             hashes = parse(bytes);
-            loaded = sha256(bytes);
+            loaded = Secrets.sha256(bytes);
         } catch (IOException e) {
             throw new ConfigException("access.users: cannot read " + file + ": " + e.getMessage());
         } catch (IllegalArgumentException e) {
@@ -78,7 +77,7 @@ public final class Users {
             BCrypt.verifyer().verify(pw, DUMMY); // as slow as for a real user
             return false;
         }
-        String key = java.util.HexFormat.of().formatHex(sha256(concat(hash, pw)));
+        String key = java.util.HexFormat.of().formatHex(Secrets.sha256(concat(hash, pw)));
         if (verified.getIfPresent(key) != null) {
             return true;
         }
@@ -103,7 +102,7 @@ public final class Users {
             LOG.warn("access.users: cannot read {} ({}); the {} users read before stay", file, e.toString(), size());
             return false;
         }
-        byte[] print = sha256(bytes);
+        byte[] print = Secrets.sha256(bytes);
         if (MessageDigest.isEqual(print, loaded)) {
             return false;
         }
@@ -127,11 +126,4 @@ public final class Users {
         return out;
     }
 
-    static byte[] sha256(byte[] bytes) {
-        try {
-            return MessageDigest.getInstance("SHA-256").digest(bytes);
-        } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException(e);
-        }
-    }
 }
