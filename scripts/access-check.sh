@@ -26,8 +26,9 @@ started=$(date +%s)
 step() { echo "[$(( $(date +%s) - started ))s] $*"; }
 fail() { echo "FAIL: $*" >&2; tail -n 20 "$W/mirror.log" >&2 || true; exit 1; }
 W=$(mktemp -d /tmp/access-check.XXXX); REG=127.0.0.1:5501
-HOST_IP=$(hostname -I | tr ' ' '\n' | grep -v '^127\.' | grep -m1 '\.' || true)
-[ -n "$HOST_IP" ] || { echo "no non-loopback IPv4 address for the clients to reach the mirror at" >&2; exit 2; }
+. scripts/lib/check.sh
+. scripts/lib/oci-layout.sh
+HOST_IP=$(host_ip)
 MIR=$HOST_IP:5502   # Docker sends no credentials to loopback registries, which it counts as insecure
 DOCKER_CERTS=/etc/docker/certs.d/$MIR; PODMAN_CERTS=/etc/containers/certs.d/$MIR
 pids=()
@@ -39,19 +40,12 @@ cleanup() {
 trap cleanup EXIT
 
 # ---------------------------------------------------------------- certificates, users, upstream
-cd "$W"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=access-check CA" \
-  -keyout ca.key -out ca.crt 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=mirror.lan" -keyout server.key -out server.csr 2>/dev/null
-printf 'subjectAltName=IP:%s,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' "$HOST_IP" > server.ext
-openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext -out server.crt 2>/dev/null
-htpasswd -B -b -c htpasswd alice alice-pw-1 2>/dev/null; htpasswd -B -b htpasswd bob bob-pw-2 2>/dev/null
-cd - >/dev/null
-. scripts/lib/oci-layout.sh
+pki_ca "access-check CA"
+pki_issue server mirror.lan "subjectAltName=IP:$HOST_IP,IP:127.0.0.1
+extendedKeyUsage=serverAuth"
+htpasswd -B -b -c "$W/htpasswd" alice alice-pw-1 2>/dev/null; htpasswd -B -b "$W/htpasswd" bob bob-pw-2 2>/dev/null
 oci_layout "$W/layout" "$W"
-printf 'version: 0.1\nlog: {level: warn}\nstorage: {filesystem: {rootdirectory: %s/reg}}\nhttp: {addr: %s}\n' "$W" $REG > "$W/registry.yml"
-docker-registry serve "$W/registry.yml" > "$W/registry.log" 2>&1 & pids+=($!)
-for _ in $(seq 1 100); do curl -sf http://$REG/v2/ >/dev/null && break; sleep 0.1; done
+start_upstream $REG
 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$W/layout:single" docker://$REG/library/alpine:3.19
 skopeo --insecure-policy copy -q --all --dest-tls-verify=false "oci:$W/layout:multi" docker://$REG/private/app:1
 want() { skopeo --insecure-policy inspect --raw --tls-verify=false "docker://$REG/$1" | sha256sum | cut -d' ' -f1; }
@@ -107,30 +101,14 @@ server = "https://registry-1.docker.io"
   [host."https://$MIR".header]
     Authorization = ["Basic $(printf 'alice:alice-pw-1' | base64)"]
 TOML
-cat > "$W/containerd.toml" <<TOML
-version = 2
-root = "$W/containerd/root"
-state = "$W/containerd/state"
-[grpc]
-  address = "$W/containerd.sock"
-TOML
-containerd --config "$W/containerd.toml" > "$W/containerd.log" 2>&1 & pids+=($!)
-C="ctr --address $W/containerd.sock"
-for _ in $(seq 1 100); do $C version >/dev/null 2>&1 && break; sleep 0.1; done
+start_containerd
 $C images pull --hosts-dir "$W/hosts" docker.io/private/app:1 > "$W/ctr.log" 2>&1 || { cat "$W/ctr.log"; fail "ctr pull"; }
 got=$($C images ls name==docker.io/private/app:1 | awk 'NR==2 {print $3}')
 [ "$got" = "sha256:$(want private/app:1)" ] || fail "ctr pulled $got"
 step "ctr pull private/app:1 with a static Authorization header: $got, as upstream"
 
 # ---------------------------------------------------------------- Docker's daemon, anonymous
-cat > "$W/daemon.json" <<JSON
-{"storage-driver": "vfs", "iptables": false, "ip6tables": false, "bridge": "none", "registry-mirrors": ["https://$MIR"],
- "data-root": "$W/docker", "exec-root": "$W/exec", "hosts": ["unix://$W/docker.sock"], "pidfile": "$W/docker.pid"}
-JSON
-dockerd --config-file "$W/daemon.json" --containerd-namespace accesscheck --containerd-plugins-namespace accesscheck-p \
-  > "$W/dockerd.log" 2>&1 & pids+=($!)
-D="docker -H unix://$W/docker.sock"
-for _ in $(seq 1 150); do $D info >/dev/null 2>&1 && break; sleep 0.2; done
+start_dockerd "https://$MIR" accesscheck
 $D pull -q alpine:3.19 >/dev/null || fail "docker pull of a public image through the mirror"
 got=$($D image inspect --format '{{index .RepoDigests 0}}' alpine:3.19 | cut -d@ -f2)
 [ "$got" = "sha256:$(want library/alpine:3.19)" ] || fail "docker pulled $got"

@@ -22,10 +22,9 @@ started=$(date +%s)
 step() { echo "[$(( $(date +%s) - started ))s] $*"; }
 fail() { echo "FAIL: $*" >&2; tail -n 20 "$W/mirror.log" >&2 || true; exit 1; }
 W=$(mktemp -d /tmp/tls-check.XXXX); REG=127.0.0.1:5401; MIR=127.0.0.1:5402
-# Docker counts loopback registries as insecure and then sends them no client certificate: its
-# daemon is pointed at this machine's own address instead.
-HOST_IP=$(hostname -I | tr ' ' '\n' | grep -v '^127\.' | grep -m1 '\.' || true)
-[ -n "$HOST_IP" ] || { echo "no non-loopback IPv4 address for Docker's daemon to reach the mirror at" >&2; exit 2; }
+. scripts/lib/check.sh
+. scripts/lib/oci-layout.sh
+HOST_IP=$(host_ip)   # for Docker's daemon, which sends loopback registries no client certificate
 PUB=$HOST_IP:${MIR#*:}
 CERTS_D=/etc/docker/certs.d/$PUB
 pids=()
@@ -37,26 +36,15 @@ cleanup() {
 trap cleanup EXIT
 
 # ---------------------------------------------------------------- certificates
-cd "$W"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=tls-check CA" \
-  -keyout ca.key -out ca.crt 2>/dev/null
-issue() { # name cn extensions
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
-  printf '%s\n' "$3" > "$1.ext"
-  openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile "$1.ext" -out "$1.crt" 2>/dev/null
-}
-issue server mirror.lan "subjectAltName=IP:127.0.0.1,IP:$HOST_IP,DNS:localhost
+pki_ca "tls-check CA"
+pki_issue server mirror.lan "subjectAltName=IP:127.0.0.1,IP:$HOST_IP,DNS:localhost
 extendedKeyUsage=serverAuth"
-issue node-1 node-1 "extendedKeyUsage=clientAuth"
-cd - >/dev/null
+pki_issue node-1 node-1 "extendedKeyUsage=clientAuth"
 step "certificates made"
 
 # ---------------------------------------------------------------- upstream and mirror
-. scripts/lib/oci-layout.sh
 oci_layout "$W/layout" "$W"
-printf 'version: 0.1\nlog: {level: warn}\nstorage: {filesystem: {rootdirectory: %s/reg}}\nhttp: {addr: %s}\n' "$W" $REG > "$W/registry.yml"
-docker-registry serve "$W/registry.yml" > "$W/registry.log" 2>&1 & pids+=($!)
-for _ in $(seq 1 100); do curl -sf http://$REG/v2/ >/dev/null && break; sleep 0.1; done
+start_upstream $REG
 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$W/layout:single" docker://$REG/library/alpine:3.19
 skopeo --insecure-policy copy -q --all --dest-tls-verify=false "oci:$W/layout:multi" docker://$REG/library/busybox:latest
 
@@ -81,14 +69,7 @@ want() { skopeo --insecure-policy inspect --raw --tls-verify=false "docker://$RE
 # ---------------------------------------------------------------- Docker's daemon
 mkdir -p "$CERTS_D"
 cp "$W/ca.crt" "$CERTS_D/ca.crt"; cp "$W/node-1.crt" "$CERTS_D/client.cert"; cp "$W/node-1.key" "$CERTS_D/client.key"
-cat > "$W/daemon.json" <<JSON
-{"storage-driver": "vfs", "iptables": false, "ip6tables": false, "bridge": "none", "registry-mirrors": ["https://$PUB"],
- "data-root": "$W/docker", "exec-root": "$W/exec", "hosts": ["unix://$W/docker.sock"], "pidfile": "$W/docker.pid"}
-JSON
-dockerd --config-file "$W/daemon.json" --containerd-namespace tlscheck --containerd-plugins-namespace tlscheck-p \
-  > "$W/dockerd.log" 2>&1 & pids+=($!)
-D="docker -H unix://$W/docker.sock"
-for _ in $(seq 1 150); do $D info >/dev/null 2>&1 && break; sleep 0.2; done
+start_dockerd "https://$PUB" tlscheck
 $D pull -q alpine:3.19 >/dev/null || fail "docker pull through the mirror"
 got=$($D image inspect --format '{{index .RepoDigests 0}}' alpine:3.19 | cut -d@ -f2)
 [ "$got" = "sha256:$(want alpine:3.19)" ] || fail "docker pulled $got, upstream has sha256:$(want alpine:3.19)"
@@ -104,18 +85,7 @@ server = "https://registry-1.docker.io"
   ca = "$W/ca.crt"
   client = [["$W/node-1.crt", "$W/node-1.key"]]
 TOML
-cat > "$W/containerd.toml" <<TOML
-version = 2
-root = "$W/containerd/root"
-state = "$W/containerd/state"
-[grpc]
-  address = "$W/containerd.sock"
-[plugins."io.containerd.grpc.v1.cri"]
-  disable_apparmor = true
-TOML
-containerd --config "$W/containerd.toml" > "$W/containerd.log" 2>&1 & pids+=($!)
-C="ctr --address $W/containerd.sock"
-for _ in $(seq 1 100); do $C version >/dev/null 2>&1 && break; sleep 0.1; done
+start_containerd
 $C images pull --hosts-dir "$W/hosts" docker.io/library/busybox:latest > "$W/ctr.log" 2>&1 || { cat "$W/ctr.log"; fail "ctr pull through the mirror"; }
 got=$($C images ls name==docker.io/library/busybox:latest | awk 'NR==2 {print $3}')
 [ "$got" = "sha256:$(want busybox:latest)" ] || fail "ctr pulled $got, upstream has sha256:$(want busybox:latest)"
