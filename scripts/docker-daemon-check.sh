@@ -20,28 +20,22 @@ wait_up() { for _ in $(seq 1 100); do curl -sf "http://$1/v2/" >/dev/null && ret
 
 # An OCI layout with "single" (amd64) and "multi" (amd64 + arm64 index), real gzip'd tar layers.
 . scripts/lib/oci-layout.sh
+. scripts/lib/check.sh
 L=$W/layout; oci_layout $L $W
 
-printf 'version: 0.1\nlog: {level: warn}\nstorage: {filesystem: {rootdirectory: %s/reg}}\nhttp: {addr: %s}\n' $W $REG > $W/registry.yml
-docker-registry serve $W/registry.yml > $W/registry.log 2>&1 & pids+=($!)
-wait_up $REG
+start_upstream $REG
 skopeo --insecure-policy copy -q --dest-tls-verify=false oci:$L:single docker://$REG/library/alpine:3.19
 skopeo --insecure-policy copy -q --all --dest-tls-verify=false oci:$L:multi docker://$REG/library/busybox:latest
 
 java -jar proxy/target/registry-mirror.jar --port ${MIR#*:} --storage $W/mirror --upstream http://$REG > $W/mirror.log 2>&1 & pids+=($!)
 wait_up $MIR
 
-cat > $W/daemon.json <<JSON
-{"storage-driver": "vfs", "iptables": false, "bridge": "none", "registry-mirrors": ["http://$MIR"],
- "data-root": "$W/docker", "exec-root": "$W/exec", "hosts": ["unix://$W/docker.sock"], "pidfile": "$W/docker.pid"}
-JSON
-dockerd --config-file $W/daemon.json --containerd-namespace mirrorcheck --containerd-plugins-namespace mirrorcheck-p > $W/dockerd.log 2>&1 & pids+=($!)
-for _ in $(seq 1 100); do docker -H unix://$W/docker.sock info >/dev/null 2>&1 && break; sleep 0.2; done
+start_dockerd "http://$MIR" mirrorcheck
 
 fail=0
 for ref in alpine:3.19 busybox:latest; do
-  docker -H unix://$W/docker.sock pull -q $ref >/dev/null
-  got=$(docker -H unix://$W/docker.sock image inspect --format '{{index .RepoDigests 0}}' $ref | cut -d@ -f2)
+  $D pull -q $ref >/dev/null
+  got=$($D image inspect --format '{{index .RepoDigests 0}}' $ref | cut -d@ -f2)
   want=sha256:$(skopeo --insecure-policy inspect --raw --tls-verify=false docker://$REG/library/$ref | sha256sum | cut -d' ' -f1)
   if [ "$got" = "$want" ]; then echo "ok   $ref $got"; else echo "FAIL $ref got $got want $want"; fail=1; fi
 done

@@ -1,4 +1,4 @@
-# Sourced by tls-check.sh and access-check.sh: the parts both set up. Each start_* function adds the
+# Sourced by the check scripts (tls-check.sh, access-check.sh, docker-daemon-check.sh): the parts they share. Each start_* function adds the
 # process it starts to the caller's pids array (its cleanup kills them); W is the caller's scratch folder.
 
 # This machine's first non-loopback IPv4 address. Docker counts loopback registries as insecure and
