@@ -49,9 +49,16 @@ public interface BlobStore {
      * Makes a verified temporary file the stored blob for {@code digest}. The temporary file stays
      * where it is (readers may still hold it open); delete it with {@link #discard} when done.
      *
-     * @param size the verified length, checked against the file
+     * @param size   the verified length, checked against the file
+     * @param origin the {@code <upstream>/<repository>} it was fetched for, recorded with it (see
+     *               {@link Storage#origins}); null to record none
      */
-    Blob commit(Path temp, Digest digest, long size) throws IOException;
+    Blob commit(Path temp, Digest digest, long size, String origin) throws IOException;
+
+    /** {@link #commit(Path, Digest, long, String)} without an origin. */
+    default Blob commit(Path temp, Digest digest, long size) throws IOException {
+        return commit(temp, digest, size, null);
+    }
 
     /** Deletes a temporary file; quiet if it is gone. */
     void discard(Path temp);

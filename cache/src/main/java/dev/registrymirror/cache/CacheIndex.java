@@ -496,18 +496,41 @@ final class CacheIndex implements AutoCloseable {
         }
     }
 
-    /** Records that the item was fetched for, or confirmed under, {@code name}. Blocks. */
-    void addOrigin(Key key, String name) throws IOException {
+    /**
+     * Records that the item was fetched for, or confirmed under, {@code name}, if the item is stored:
+     * a row for content that is not stored would never be deleted (rows go with their item). Yields
+     * whether the item is stored. Blocks.
+     */
+    boolean addOrigin(Key key, String name) throws IOException {
         writeLock.lock();
-        try (PreparedStatement insert = writer.prepareStatement("INSERT OR IGNORE INTO origin VALUES(?, ?, ?)")) {
-            insert.setInt(1, key.kind().code);
-            insert.setBytes(2, bytesOf(key.digest()));
-            insert.setString(3, name);
-            insert.executeUpdate();
+        try {
+            return insertOrigin(key, bytesOf(key.digest()), name);
         } catch (SQLException e) {
             throw failure("record an origin of " + key.digest() + " in", e);
         } finally {
             writeLock.unlock();
+        }
+    }
+
+    /** Inserts an origin row for a stored item (write lock held); false when the item has no row. */
+    private boolean insertOrigin(Key key, byte[] digest, String name) throws SQLException {
+        try (PreparedStatement insert = writer.prepareStatement("INSERT OR IGNORE INTO origin SELECT ?, ?, ?"
+                + " WHERE EXISTS (SELECT 1 FROM item WHERE kind = ? AND digest = ?)")) {
+            insert.setInt(1, key.kind().code);
+            insert.setBytes(2, digest);
+            insert.setString(3, name);
+            insert.setInt(4, key.kind().code);
+            insert.setBytes(5, digest);
+            if (insert.executeUpdate() == 1) {
+                return true;
+            }
+        }
+        try (PreparedStatement q = writer.prepareStatement("SELECT 1 FROM item WHERE kind = ? AND digest = ?")) {
+            q.setInt(1, key.kind().code);
+            q.setBytes(2, digest);
+            try (ResultSet rs = q.executeQuery()) {
+                return rs.next();
+            }
         }
     }
 
@@ -599,19 +622,32 @@ final class CacheIndex implements AutoCloseable {
      * lookup forgets), never a file without a row. Marks it verified by this run if {@code verified}.
      */
     void add(Key key, long size, long accessMillis, boolean verified) throws IOException {
+        add(key, size, accessMillis, verified, null);
+    }
+
+    /**
+     * Like {@link #add(Key, long, long, boolean)}, and records {@code origin} (an {@code
+     * <upstream>/<repository>} name the item was fetched for) in the same transaction when it is not null.
+     */
+    void add(Key key, long size, long accessMillis, boolean verified, String origin) throws IOException {
         writeLock.lock();
         try {
             byte[] d = bytesOf(key.digest());
-            insertItem.setInt(1, key.kind().code);
-            insertItem.setBytes(2, d);
-            insertItem.setLong(3, size);
-            insertItem.setLong(4, accessMillis);
-            insertItem.setLong(5, verified ? run : 0);
-            if (insertItem.executeUpdate() == 1) {
-                account(key.kind(), size, 1);
-            } else if (verified) {
-                setVerified(key, d);
-            }
+            inTransaction(() -> {
+                insertItem.setInt(1, key.kind().code);
+                insertItem.setBytes(2, d);
+                insertItem.setLong(3, size);
+                insertItem.setLong(4, accessMillis);
+                insertItem.setLong(5, verified ? run : 0);
+                if (insertItem.executeUpdate() == 1) {
+                    account(key.kind(), size, 1);
+                } else if (verified) {
+                    setVerified(key, d);
+                }
+                if (origin != null) {
+                    insertOrigin(key, d, origin);
+                }
+            });
         } catch (SQLException e) {
             throw failure("record " + key.digest() + " in", e);
         } finally {

@@ -192,7 +192,7 @@ final class FileBlobStore implements BlobStore, StorageScan.ContentFolder {
     }
 
     @Override
-    public Blob commit(Path temp, Digest digest, long size) throws IOException {
+    public Blob commit(Path temp, Digest digest, long size, String origin) throws IOException {
         long actual = Files.size(temp);
         if (actual != size) {
             throw new IOException("temporary file holds " + actual + " bytes, expected " + size);
@@ -206,7 +206,7 @@ final class FileBlobStore implements BlobStore, StorageScan.ContentFolder {
             index.hold(key); // eviction leaves it alone between its row and its file
             try {
                 index.awaitUnlinked(key); // an old copy being evicted goes first, or it would take the new one along
-                index.add(key, size, index.now(), true); // first the row: a crash then leaves no file unlisted
+                index.add(key, size, index.now(), true, origin); // first the row: a crash then leaves no file unlisted
                 try {
                     link(temp, target);
                 } catch (IOException | RuntimeException e) {

@@ -178,10 +178,13 @@ final class FileManifestStore implements ManifestStore, StorageScan.ContentFolde
     }
 
     @Override
-    public void put(Manifest manifest) throws IOException {
+    public void put(Manifest manifest, String origin) throws IOException {
         Key key = new Key(Kind.MANIFEST, manifest.digest());
         Path p = pathOf(manifest.digest());
         if (index.lookup(key) != null && Files.exists(p)) {
+            if (origin != null) {
+                index.addOrigin(key, origin);
+            }
             memory.put(manifest.digest(), manifest);
             return;
         }
@@ -194,7 +197,7 @@ final class FileManifestStore implements ManifestStore, StorageScan.ContentFolde
                 index.hold(key); // eviction leaves it alone between its row and its files
                 try {
                     index.awaitUnlinked(key); // an old copy being evicted goes first
-                    index.add(key, manifest.bytes().length, index.now(), true); // the row first, then the files
+                    index.add(key, manifest.bytes().length, index.now(), true, origin); // the row first, then the files
                     try {
                         AtomicFiles.install(type, typeFile(p));
                         AtomicFiles.install(bytes, p);

@@ -15,8 +15,17 @@ public interface ManifestStore {
     /** The manifest from memory or disk. A file whose bytes do not match the digest is dropped. Blocks. */
     Optional<Manifest> find(Digest digest) throws IOException;
 
-    /** Stores a manifest; its bytes must match its digest. Blocks. */
-    void put(Manifest manifest) throws IOException;
+    /**
+     * Stores a manifest; its bytes must match its digest. {@code origin}, when not null, is the
+     * {@code <upstream>/<repository>} it was fetched for, recorded with it (also when it was stored
+     * already). Blocks.
+     */
+    void put(Manifest manifest, String origin) throws IOException;
+
+    /** {@link #put(Manifest, String)} without an origin. */
+    default void put(Manifest manifest) throws IOException {
+        put(manifest, null);
+    }
 
     /** Bytes held on disk by manifests. */
     long storedBytes();

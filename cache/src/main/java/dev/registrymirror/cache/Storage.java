@@ -278,9 +278,12 @@ public final class Storage implements AutoCloseable {
         return index.origins(new CacheIndex.Key(kind.equals("blob") ? Kind.BLOB : Kind.MANIFEST, digest));
     }
 
-    /** Records that a blob or manifest was fetched for, or confirmed under, {@code name}. Blocks. */
-    public void addOrigin(String kind, Digest digest, String name) throws IOException {
-        index.addOrigin(new CacheIndex.Key(kind.equals("blob") ? Kind.BLOB : Kind.MANIFEST, digest), name);
+    /**
+     * Records that a stored blob or manifest was fetched for, or confirmed under, {@code name}; false
+     * (and nothing recorded) when it is not stored. Blocks.
+     */
+    public boolean addOrigin(String kind, Digest digest, String name) throws IOException {
+        return index.addOrigin(new CacheIndex.Key(kind.equals("blob") ? Kind.BLOB : Kind.MANIFEST, digest), name);
     }
 
     /** A stored manifest's bytes, without counting this as a use or caching it. Blocks. */

@@ -115,19 +115,27 @@ public final class ConfigLoader {
         }
     }
 
+    /** The smallest {@code server.bodyMemory}: one manifest of the largest size accepted. */
+    static final long MIN_BODY_MEMORY = 4L << 20;
+
     private MirrorConfig build(JsonNode root, Overrides cli) {
         ObjectNode top = object(root, "(top level)");
         onlyKeys(top, "", Set.of("server", "storage", "upstreams", "prefetch", "admin", "access"));
 
         ObjectNode server = objectOrEmpty(top, "server");
         onlyKeys(server, "server.", Set.of("host", "port", "eventLoops", "shutdownTimeout", "downloadMemory",
-                "headerTimeout", "keepAliveTimeout", "maxConnections", "maxConnectionsPerClient", "tls"));
+                "bodyMemory", "headerTimeout", "keepAliveTimeout", "maxConnections", "maxConnectionsPerClient", "tls"));
         MirrorConfig.Tls tls = tls(server);
         String host = string(server, "server.host", "host", "0.0.0.0");
         Duration shutdownTimeout = duration(server, "server.shutdownTimeout", "shutdownTimeout",
                 DEFAULT_SHUTDOWN_TIMEOUT, false);
         long downloadMemory = server.has("downloadMemory")
                 ? size(server, "server.downloadMemory", "downloadMemory") : -1;
+        long bodyMemory = server.has("bodyMemory") ? size(server, "server.bodyMemory", "bodyMemory") : -1;
+        if (server.has("bodyMemory") && bodyMemory < MIN_BODY_MEMORY) {
+            throw new ConfigException("server.bodyMemory: \"" + server.get("bodyMemory").asText()
+                    + "\" is too small (at least 4MiB: a manifest may be that large)");
+        }
         int eventLoops = positive(server, "server.eventLoops", "eventLoops",
                 Math.max(1, Runtime.getRuntime().availableProcessors()), 256);
         Duration headerTimeout = duration(server, "server.headerTimeout", "headerTimeout", DEFAULT_HEADER_TIMEOUT, true);
@@ -216,7 +224,7 @@ public final class ConfigLoader {
             }
         }
         return new MirrorConfig(new MirrorConfig.Server(host, port, eventLoops, shutdownTimeout, downloadMemory,
-                headerTimeout, keepAliveTimeout, maxConnections, maxConnectionsPerClient, tls),
+                bodyMemory, headerTimeout, keepAliveTimeout, maxConnections, maxConnectionsPerClient, tls),
                 new MirrorConfig.Storage(Path.of(storagePath), maxSize, maxAge, minFree, maxBlobSize), upstreams,
                 prefetch, admin(objectOrEmpty(top, "admin")), access(objectOrEmpty(top, "access"), upstreams));
     }
@@ -227,7 +235,7 @@ public final class ConfigLoader {
 
     private MirrorConfig.Access access(ObjectNode access, List<MirrorConfig.Upstream> upstreams) {
         onlyKeys(access, "access.", Set.of("users", "networks", "rules", "metrics", "admin", "requestsPerSecond",
-                "upstreamFetchesPerMinute", "tokenKey"));
+                "upstreamFetchesPerMinute", "tokenKey", "failedLoginsPerMinute"));
         Path users = readableFile(access, "access.users", "users");
         List<String> networks = new ArrayList<>();
         for (String n : list(access, "access.networks", "[10.0.0.0/8, 192.168.0.0/16]")) {
@@ -275,8 +283,10 @@ public final class ConfigLoader {
             throw new ConfigException("access.tokenKey: too short (" + tokenKey.strip().length()
                     + " characters; at least 32, e.g. from `openssl rand -hex 32`)");
         }
+        int failedLogins = positive(access, "access.failedLoginsPerMinute", "failedLoginsPerMinute",
+                MirrorConfig.Access.DEFAULT_FAILED_LOGINS_PER_MINUTE, 1_000_000);
         return new MirrorConfig.Access(users, networks, rules, metrics, admin, rps, fetches,
-                tokenKey == null ? null : tokenKey.strip());
+                tokenKey == null ? null : tokenKey.strip(), failedLogins);
     }
 
     private List<String> principals(ObjectNode node, String key, Path users) {

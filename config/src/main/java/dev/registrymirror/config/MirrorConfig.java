@@ -121,16 +121,22 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
      * @param requestsPerSecond requests a second one client (user, else address) may make; 0: no limit
      * @param upstreamFetchesPerMinute upstream GETs a minute one client's requests may cause; 0: no limit
      * @param tokenKey the secret the mirror's tokens are signed with, shared by replicas; {@code null}: one made at start
+     * @param failedLoginsPerMinute wrong passwords (or unknown users) one address may send a minute before its
+     *                 password checks are refused with 429, without hashing
      */
     public record Access(Path users, List<String> networks, List<Rule> rules, List<String> metrics, List<String> admin,
-                         int requestsPerSecond, int upstreamFetchesPerMinute, String tokenKey) {
-        public static final Access OPEN = new Access(null, List.of(), List.of(), null, null, 0, 0, null);
+                         int requestsPerSecond, int upstreamFetchesPerMinute, String tokenKey, int failedLoginsPerMinute) {
+        /** {@code access.failedLoginsPerMinute} unless set. */
+        public static final int DEFAULT_FAILED_LOGINS_PER_MINUTE = 10;
+        public static final Access OPEN = new Access(null, List.of(), List.of(), null, null, 0, 0, null,
+                DEFAULT_FAILED_LOGINS_PER_MINUTE);
 
         @Override
         public String toString() {
             return "Access[users=" + users + ", networks=" + networks + ", rules=" + rules + ", metrics=" + metrics
                     + ", admin=" + admin + ", requestsPerSecond=" + requestsPerSecond + ", upstreamFetchesPerMinute="
-                    + upstreamFetchesPerMinute + ", tokenKey=" + (tokenKey == null ? "none" : "(set)") + "]";
+                    + upstreamFetchesPerMinute + ", tokenKey=" + (tokenKey == null ? "none" : "(set)")
+                    + ", failedLoginsPerMinute=" + failedLoginsPerMinute + "]";
         }
 
         public Access {
@@ -195,6 +201,9 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
      * @param shutdownTimeout         how long a stopping mirror lets responses in progress finish
      * @param downloadMemory          bytes that blobs on their way from upstreams and to clients may hold in
      *                                memory, -1 for the default: an eighth of the JVM's heap, 16-256 MiB
+     * @param bodyMemory              bytes that upstream answers held whole in memory (manifests, tag lists,
+     *                                referrers, token answers) may take together, -1 for the default: an
+     *                                eighth of the JVM's heap, 8-128 MiB
      * @param headerTimeout           how long a client has to send a whole request head
      * @param keepAliveTimeout        how long a keep-alive connection may sit idle between requests
      * @param maxConnections          client connections open at once at most; 0 for the default, derived
@@ -202,13 +211,8 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
      * @param maxConnectionsPerClient client connections open at once from one address at most
      */
     public record Server(String host, int port, int eventLoops, Duration shutdownTimeout, long downloadMemory,
-                         Duration headerTimeout, Duration keepAliveTimeout, int maxConnections,
+                         long bodyMemory, Duration headerTimeout, Duration keepAliveTimeout, int maxConnections,
                          int maxConnectionsPerClient, Tls tls) {
-        public Server(String host, int port, int eventLoops, Duration shutdownTimeout, long downloadMemory,
-                      Duration headerTimeout, Duration keepAliveTimeout, int maxConnections, int maxConnectionsPerClient) {
-            this(host, port, eventLoops, shutdownTimeout, downloadMemory, headerTimeout, keepAliveTimeout, maxConnections,
-                    maxConnectionsPerClient, null);
-        }
     }
 
     /**

@@ -301,6 +301,18 @@ public final class MirrorMetrics {
     }
 
     /**
+     * Registers the gauges of the memory that upstream answers held whole (manifests, tag lists,
+     * referrers, token answers) take, and its limit ({@code server.bodyMemory}).
+     */
+    public void bodyMemory(LongSupplier used, long limit) {
+        Gauge.builder(PREFIX + "body.memory", used, s -> s.getAsLong()).strongReference(true).baseUnit("bytes")
+                .description("Memory held by upstream answers read whole (manifests, tag lists, referrers, tokens)")
+                .register(registry);
+        Gauge.builder(PREFIX + "body.memory.limit", () -> limit).strongReference(true).baseUnit("bytes")
+                .description("The memory upstream answers read whole may hold (server.bodyMemory)").register(registry);
+    }
+
+    /**
      * A blob download stopped reading its upstream until its temporary file caught up. {@code reason}:
      * disk (its own writes queued up) or memory (all downloads together hold server.downloadMemory).
      */

@@ -1,5 +1,7 @@
 package dev.registrymirror.proxy;
 
+import dev.registrymirror.proxy.access.Provenance;
+import dev.registrymirror.proxy.upstream.BodyMemory;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
 import dev.registrymirror.proxy.blob.BlobService;
 import dev.registrymirror.proxy.blob.InflightDownloads;
@@ -44,7 +46,8 @@ public final class Mirror {
     private static final Logger LOG = LoggerFactory.getLogger(Mirror.class);
     /** This version, as {@code --version} and the status page say. */
     public static final String VERSION = "0.1.0";
-    static final long MANIFEST_MEMORY_BYTES = 64L << 20;
+    /** Manifests kept in memory: an eighth of the heap, at most 64 MiB. */
+    static final long MANIFEST_MEMORY_BYTES = Math.min(64L << 20, Runtime.getRuntime().maxMemory() / 8);
     static final int TAG_MEMORY_ENTRIES = 100_000;
     /** Threads that hash stored blobs on their first read after a start (CPU-bound work). */
     static final int HASHING_THREADS = Math.max(2, Runtime.getRuntime().availableProcessors());
@@ -104,18 +107,20 @@ public final class Mirror {
         metrics.storageFreeSpace(storage::lastFreeSpace, sc.minFree());
         metrics.storageIndexReady(() -> storage.indexed().isDone());
         this.upstreams = new LinkedHashMap<>();
+        BodyMemory bodyMemory = new BodyMemory(vertx, BodyMemory.limitFor(config.server().bodyMemory()));
+        metrics.bodyMemory(bodyMemory::used, bodyMemory.limit());
         for (MirrorConfig.Upstream u : config.upstreams()) {
-            upstreams.put(u.name(), new UpstreamClient(vertx, u, metrics, clock));
+            upstreams.put(u.name(), new UpstreamClient(vertx, u, metrics, clock, bodyMemory));
         }
         this.blocking = new Blocking(vertx, HASHING_THREADS);
+        Provenance provenance = Provenance.of(config.access(), storage, blocking);
         this.downloads = new InflightDownloads(vertx, blocking, blobStore, metrics, config.server().downloadMemory(),
-                allocator, sc.maxBlobSize(), sc.minFree());
-        BlobService blobs = new BlobService(vertx, blocking, blobStore, downloads, metrics);
-        ManifestService manifests = new ManifestService(blocking, manifestStore, tagStore, metrics, clock);
+                allocator, sc.maxBlobSize(), sc.minFree(), provenance);
+        BlobService blobs = new BlobService(vertx, blocking, blobStore, downloads, metrics, provenance);
+        ManifestService manifests = new ManifestService(blocking, manifestStore, tagStore, metrics, clock, provenance);
         this.connections = new ConnectionGuard(config.server(), clock, metrics);
         this.access = config.access().restricts()
-                ? new dev.registrymirror.proxy.access.AccessControl(vertx, config.access(), clock, metrics,
-                storage, blocking, d -> downloads.sourceOf(d)) : null;
+                ? new dev.registrymirror.proxy.access.AccessControl(vertx, config.access(), clock, metrics) : null;
         this.handler = new RegistryHandler(vertx, config, Map.copyOf(upstreams), blobs, manifests,
                 new TagLists(metrics), new Referrers(), metrics, connections, access);
         this.config = config;

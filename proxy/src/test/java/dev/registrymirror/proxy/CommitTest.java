@@ -93,10 +93,10 @@ class CommitTest extends MirrorTestBase {
         }
 
         @Override
-        public Blob commit(Path temp, Digest digest, long size) throws IOException {
+        public Blob commit(Path temp, Digest digest, long size, String origin) throws IOException {
             committing.countDown();
             mayCommit.orTimeout(20, TimeUnit.SECONDS).join();
-            return real.commit(temp, digest, size);
+            return real.commit(temp, digest, size, origin);
         }
     }
 }

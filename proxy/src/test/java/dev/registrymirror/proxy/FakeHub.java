@@ -102,6 +102,11 @@ final class FakeHub extends AbstractVerticle {
     volatile long endlessBlobBytes;
     /** When set, the CDN sends the first half of a blob and waits for this before the rest. */
     volatile Promise<Void> holdSecondHalf;
+    /** When set, requests to any server that {@link #holdWhen} matches are answered only once this completes. */
+    volatile Promise<Void> holdRequests;
+    volatile Predicate<Seen> holdWhen = s -> false;
+    /** When over 0, the registry API answers each request this long after it arrived (an upstream far away). */
+    volatile long registryDelayMillis;
     final Promise<Void> firstHalfSent = Promise.promise();
 
     FakeHub(boolean useTls) {
@@ -269,6 +274,19 @@ final class FakeHub extends AbstractVerticle {
     private void record(String server, HttpServerRequest req, Handler handler) {
         Seen s = new Seen(server, req.method().name(), req.path(), req.query(), req.getHeader("Authorization"));
         seen.add(s);
+        Promise<Void> hold = holdRequests;
+        if (server.equals("registry") && registryDelayMillis > 0) {
+            vertx.setTimer(registryDelayMillis, t -> answer(s, req, handler));
+            return;
+        }
+        if (hold != null && holdWhen.test(s)) {
+            hold.future().onComplete(v -> answer(s, req, handler));
+            return;
+        }
+        answer(s, req, handler);
+    }
+
+    private void answer(Seen s, HttpServerRequest req, Handler handler) {
         if (fault == Fault.STATUS_500 && faultWhen.test(s)) {
             error(req.response(), 500, "UNKNOWN", "injected failure");
             return;

@@ -50,8 +50,8 @@ abstract class ForwardingBlobStore implements BlobStore {
     }
 
     @Override
-    public Blob commit(Path temp, Digest digest, long size) throws IOException {
-        return real.commit(temp, digest, size);
+    public Blob commit(Path temp, Digest digest, long size, String origin) throws IOException {
+        return real.commit(temp, digest, size, origin);
     }
 
     @Override

@@ -222,6 +222,23 @@ abstract class MirrorTestBase {
         }
     }
 
+    /** Sends a GET without waiting for its answer (for requests that must overlap). */
+    java.util.concurrent.CompletableFuture<HttpResponse<byte[]>> getAsync(String path, String... headers) {
+        HttpRequest.Builder b = HttpRequest.newBuilder(URI.create(url(path))).GET();
+        for (int i = 0; i < headers.length; i += 2) {
+            b.header(headers[i], headers[i + 1]);
+        }
+        return http.sendAsync(b.timeout(Duration.ofSeconds(20)).build(), HttpResponse.BodyHandlers.ofByteArray());
+    }
+
+    static <T> T join(java.util.concurrent.CompletableFuture<T> f) {
+        try {
+            return f.get(30, TimeUnit.SECONDS);
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
     /** Polls the mirror's own work (never waiting for time to pass) until {@code condition} holds, for at most 20 s. */
     static void awaitTrue(String what, java.util.function.BooleanSupplier condition) {
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);

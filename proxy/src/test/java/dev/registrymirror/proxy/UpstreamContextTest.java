@@ -22,7 +22,8 @@ class UpstreamContextTest extends MirrorTestBase {
         hub.putImage("library/first", "1", randomBytes(100, 3));
         hub.putImage("library/alpine", "a", randomBytes(100, 1));
         hub.putImage("library/alpine", "b", randomBytes(100, 2));
-        UpstreamClient client = new UpstreamClient(vertx, config().defaultUpstream(), MirrorMetrics.create(), clock);
+        UpstreamClient client = new UpstreamClient(vertx, config().defaultUpstream(), MirrorMetrics.create(), clock,
+                new dev.registrymirror.proxy.upstream.BodyMemory(vertx, 8L << 20));
         // A first request teaches the client the upstream's challenge: from then on, the token for a new
         // repository is fetched before its first request, and concurrent requests share that fetch.
         MultiMap accept = MultiMap.caseInsensitiveMultiMap().add(HttpHeaders.ACCEPT, MediaTypes.OCI_MANIFEST);

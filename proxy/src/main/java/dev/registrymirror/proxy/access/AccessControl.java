@@ -62,11 +62,7 @@ public final class AccessControl {
             .expireAfterAccess(Duration.ofMinutes(10)).build();
     private long usersTimer = -1;
 
-    private final Provenance provenance;
-
-    public AccessControl(Vertx vertx, MirrorConfig.Access config, Clock clock, MirrorMetrics metrics,
-                         dev.registrymirror.cache.Storage storage, dev.registrymirror.proxy.vertx.Blocking blocking,
-                         java.util.function.Function<dev.registrymirror.cache.Digest, String> downloading) {
+    public AccessControl(Vertx vertx, MirrorConfig.Access config, Clock clock, MirrorMetrics metrics) {
         this.vertx = vertx;
         this.config = config;
         this.users = config.users() == null ? null : new Users(config.users());
@@ -74,13 +70,6 @@ public final class AccessControl {
         this.rules = new Rules(config.rules());
         this.networks = new Networks(config.networks());
         this.metrics = metrics;
-        boolean protects = config.rules().stream().anyMatch(r -> !r.pull().contains(Identity.ANONYMOUS));
-        this.provenance = new Provenance(storage, blocking, rules, protects, downloading);
-    }
-
-    /** Where content came from, for answers by digest. */
-    public Provenance provenance() {
-        return provenance;
     }
 
     /** Starts re-reading the htpasswd file every 10 seconds (on a worker: it is a file). */

@@ -4,6 +4,7 @@ import com.github.benmanes.caffeine.cache.Cache;
 import com.github.benmanes.caffeine.cache.Caffeine;
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.cache.Storage;
+import dev.registrymirror.config.MirrorConfig;
 import dev.registrymirror.proxy.manifest.MediaTypes;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.route.Route;
@@ -13,91 +14,136 @@ import io.vertx.core.Future;
 import io.vertx.core.MultiMap;
 import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpMethod;
+import java.io.IOException;
 import java.util.List;
-import java.util.Optional;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Storage shares content by digest, so a blob fetched for a protected repository could be asked for
- * under any other name. The index records which {@code <upstream>/<repository>} each blob and
- * manifest was fetched for (or confirmed under); a request by digest under a name that is not among
- * them is answered from the cache only if one of them is public (anyone could pull it there), and
- * otherwise only once that name's upstream confirms it has the digest ({@code HEAD}, with the
- * mirror's credentials); else it is unknown: {@code 404}. Only when some rule keeps a repository
- * from anonymous clients; without such rules nothing is checked or recorded.
+ * Which names content may be handed out under. Storage and downloads share content by digest, so
+ * a blob fetched for a protected repository could be asked for under any other name. The index
+ * records which {@code <upstream>/<repository>} each blob and manifest was fetched for (in the same
+ * transaction as the item itself) or confirmed under; bytes reach a request under another name only
+ * if one of those names is public (anyone could pull them there), or once that name's upstream
+ * confirms it has the digest ({@code HEAD}, with the mirror's credentials). Otherwise the content
+ * is unknown there: {@code 404}.
+ *
+ * <p>The decision is made where the bytes are handed out, never before: the blob and manifest
+ * services ask {@link #mayServeStored} in the same step that finds the stored item, and a request
+ * joins a download under way only through {@code InflightDownloads.join}, which asks
+ * {@link #shares} inside its atomic update of the map. A decision made in one step and acted on in
+ * another would leave a window in which a download or a commit for another name slips in.
+ *
+ * <p>Only active when some rule keeps a repository from anonymous clients; otherwise everything is
+ * shared and nothing is recorded.
  */
 public final class Provenance {
     private static final Logger LOG = LoggerFactory.getLogger(Provenance.class);
+    /** Provenance when no rule protects anything: all content is shared, nothing checked or recorded. */
+    public static final Provenance OPEN = new Provenance(null, null, null);
+
     private final Storage storage;
     private final Blocking blocking;
     private final Rules rules;
-    private final boolean active;
-    /** (kind, digest, name) recorded lately: most answers are repeats, which need no write. */
-    private final Cache<String, Boolean> recorded = Caffeine.newBuilder().maximumSize(100_000).build();
+    /**
+     * (kind, digest, name) known to be good lately: recorded, or confirmed by the name's upstream. A
+     * fact about the upstream, so it stays true when the item is evicted and fetched again.
+     */
+    private final Cache<String, Boolean> known = Caffeine.newBuilder().maximumSize(100_000).build();
 
-    private enum Verdict { SERVE, CONFIRM }
-
-    /** The name a blob download under way was started for (a request joining it shares its bytes). */
-    private final java.util.function.Function<Digest, String> downloading;
-
-    Provenance(Storage storage, Blocking blocking, Rules rules, boolean active,
-               java.util.function.Function<Digest, String> downloading) {
-        this.downloading = downloading;
+    private Provenance(Storage storage, Blocking blocking, Rules rules) {
         this.storage = storage;
         this.blocking = blocking;
         this.rules = rules;
-        this.active = active;
     }
 
-    private static boolean byDigest(Route route) {
-        return route.kind() == Route.Kind.BLOB || route.kind() == Route.Kind.MANIFEST && route.digest() != null;
+    /** Provenance for {@code access}: {@link #OPEN} unless some rule keeps a repository from anonymous clients. */
+    public static Provenance of(MirrorConfig.Access access, Storage storage, Blocking blocking) {
+        boolean protects = access.rules().stream().anyMatch(r -> !r.pull().contains(Identity.ANONYMOUS));
+        return protects ? new Provenance(storage, blocking, new Rules(access.rules())) : OPEN;
     }
 
-    /** Succeeds when the digest of {@code route} may be answered under its name; fails with a 404 when it is unknown there. */
-    public Future<Void> check(Route route, UpstreamClient upstream) {
-        if (!active || !byDigest(route)) {
-            return Future.succeededFuture();
+    /** Whether anything is checked and recorded. */
+    public boolean active() {
+        return rules != null;
+    }
+
+    /** The name content of {@code route} is fetched for and recorded under: {@code <upstream>/<repository>}. */
+    public static String nameOf(Route route) {
+        return route.upstream().name() + "/" + route.repository();
+    }
+
+    /** The origin to record with content fetched for {@code name}: the name when active, else null (none). */
+    public String originFor(String name) {
+        return active() ? name : null;
+    }
+
+    /**
+     * Whether bytes fetched for {@code source} may be handed to a request under {@code name} without
+     * asking that name's upstream. Never blocks: safe inside an atomic update of a map.
+     */
+    public boolean shares(String kind, Digest digest, String source, String name) {
+        return !active() || source.equals(name) || isPublic(source) || isKnown(kind, digest, name);
+    }
+
+    /**
+     * Whether the stored {@code kind} ({@code blob} or {@code manifest}) with this digest may be
+     * served under {@code name}: recorded or confirmed there, or recorded under a public name. Call it
+     * while the item is held (pinned, or in hand): a removed item has no origins, which only makes the
+     * answer no. Blocks (reads the index).
+     */
+    public boolean mayServeStored(String kind, Digest digest, String name) throws IOException {
+        if (!active() || isKnown(kind, digest, name)) {
+            return true;
         }
-        String kind = route.kind() == Route.Kind.BLOB ? "blob" : "manifest";
-        String name = route.upstream().name() + "/" + route.repository();
-        Digest d = route.digest();
-        if (recorded.getIfPresent(kind + " " + d + " " + name) != null) {
-            return Future.succeededFuture();
+        List<String> origins = storage.origins(kind, digest);
+        if (origins.contains(name)) {
+            known.put(key(kind, digest, name), Boolean.TRUE);
+            return true;
         }
-        return blocking.run(() -> {
-            Optional<Storage.Item> stored = kind.equals("blob") ? storage.blob(d) : storage.manifest(d);
-            List<String> origins;
-            if (stored.isEmpty()) {
-                String source = kind.equals("blob") ? downloading.apply(d) : null;
-                if (source == null || source.equals(name)) {
-                    return Verdict.SERVE; // fetched from this name's upstream, and recorded then
-                }
-                origins = List.of(source); // joining a download started for another name
-            } else {
-                origins = storage.origins(kind, d);
+        for (String o : origins) {
+            if (isPublic(o)) {
+                return true;
             }
-            if (origins.contains(name)) {
-                return Verdict.SERVE;
-            }
-            for (String o : origins) {
-                if (rules.pullers(o).contains(Identity.ANONYMOUS)) {
-                    return Verdict.SERVE;
-                }
-            }
-            return Verdict.CONFIRM;
-        }).compose(v -> v == Verdict.SERVE ? Future.succeededFuture() : confirm(route, upstream, kind, name));
+        }
+        return false;
     }
 
-    private Future<Void> confirm(Route route, UpstreamClient upstream, String kind, String name) {
+    /** {@link #mayServeStored} on a worker thread. */
+    public Future<Boolean> mayServeStoredAsync(String kind, Digest digest, String name) {
+        if (!active() || isKnown(kind, digest, name)) {
+            return Future.succeededFuture(true);
+        }
+        return blocking.run(() -> mayServeStored(kind, digest, name));
+    }
+
+    private boolean isPublic(String name) {
+        return rules.pullers(name).contains(Identity.ANONYMOUS);
+    }
+
+    private boolean isKnown(String kind, Digest digest, String name) {
+        return known.getIfPresent(key(kind, digest, name)) != null;
+    }
+
+    private static String key(String kind, Digest digest, String name) {
+        return kind + " " + digest + " " + name;
+    }
+
+    /**
+     * Asks the upstream of {@code route} whether it has the digest under the route's name
+     * ({@code HEAD}, with the mirror's credentials). Succeeds when it does (remembered, and recorded
+     * when the item is stored); fails with a {@code 404} when it does not.
+     */
+    public Future<Void> confirm(String kind, Route route, UpstreamClient upstream) {
         MultiMap headers = MultiMap.caseInsensitiveMultiMap().add(HttpHeaders.ACCEPT,
                 kind.equals("blob") ? "*/*" : String.join(", ", MediaTypes.MANIFESTS));
         String path = "/v2/" + route.repository() + (kind.equals("blob") ? "/blobs/" : "/manifests/") + route.digest();
+        String name = nameOf(route);
         return upstream.send(HttpMethod.HEAD, path, route.repository(), headers, kind).compose(resp -> {
             UpstreamClient.discard(resp);
             if (resp.statusCode() == 200) {
                 LOG.info("access: {} {} confirmed under {} by its upstream", kind, route.digest(), name);
-                return record(kind, route.digest(), name);
+                return confirmed(kind, route.digest(), name);
             }
             if (resp.statusCode() == 404 || resp.statusCode() == 401 || resp.statusCode() == 403) {
                 LOG.warn("access: {} {} asked for under {}, which its upstream does not confirm ({}); answered as unknown",
@@ -111,36 +157,18 @@ public final class Provenance {
     }
 
     /**
-     * After an answer of the content under its name: records the name as an origin (once).
-     *
-     * @param answeredDigest the answer's {@code Docker-Content-Digest} (a manifest by tag), or null
+     * {@code name}'s upstream said it has the digest (a confirmation, or a {@code HEAD} answered for
+     * a client): remembered, and recorded as an origin if the item is stored (a row for content that
+     * is not stored would outlive it).
      */
-    public void served(Route route, String answeredDigest) {
-        if (!active || route.kind() != Route.Kind.BLOB && route.kind() != Route.Kind.MANIFEST) {
-            return;
-        }
-        Digest d = route.digest();
-        if (d == null && answeredDigest != null && Digest.isValid(answeredDigest)) {
-            d = Digest.parse(answeredDigest);
-        }
-        if (d == null) {
-            return;
-        }
-        record(route.kind() == Route.Kind.BLOB ? "blob" : "manifest", d, route.upstream().name() + "/" + route.repository());
-    }
-
-    private Future<Void> record(String kind, Digest d, String name) {
-        String key = kind + " " + d + " " + name;
-        if (recorded.getIfPresent(key) != null) {
+    public Future<Void> confirmed(String kind, Digest digest, String name) {
+        if (!active()) {
             return Future.succeededFuture();
         }
-        return blocking.run(() -> {
-            storage.addOrigin(kind, d, name);
-            recorded.put(key, Boolean.TRUE);
-            return null;
-        }).otherwise(err -> {
-            LOG.warn("access: cannot record that {} {} came for {}: {}", kind, d, name, err.toString());
-            return null;
+        known.put(key(kind, digest, name), Boolean.TRUE);
+        return blocking.run(() -> storage.addOrigin(kind, digest, name)).otherwise(err -> {
+            LOG.warn("access: cannot record that {} {} is in {}: {}", kind, digest, name, err.toString());
+            return false;
         }).mapEmpty();
     }
 }

@@ -3,6 +3,7 @@ package dev.registrymirror.proxy.blob;
 import dev.registrymirror.cache.BlobStore;
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.metrics.MirrorMetrics;
+import dev.registrymirror.proxy.access.Provenance;
 import dev.registrymirror.proxy.route.ByteRange;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.route.Route;
@@ -33,6 +34,7 @@ import java.util.Optional;
  * upstream to the client, verified the same way.
  */
 public final class BlobService {
+    private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(BlobService.class);
     /** A range starting more than this beyond what a download has is fetched from the upstream on its own. */
     static final long RANGE_AHEAD_BYTES = 1L << 20;
 
@@ -42,9 +44,11 @@ public final class BlobService {
     private final InflightDownloads downloads;
     private final MirrorMetrics metrics;
     private final SingleFlight<Digest, Boolean> verifications = new SingleFlight<>();
+    private final Provenance provenance;
 
     public BlobService(Vertx vertx, Blocking blocking, BlobStore store, InflightDownloads downloads,
-                       MirrorMetrics metrics) {
+                       MirrorMetrics metrics, Provenance provenance) {
+        this.provenance = provenance;
         this.vertx = vertx;
         this.blocking = blocking;
         this.store = store;
@@ -52,56 +56,154 @@ public final class BlobService {
         this.metrics = metrics;
     }
 
+    /** One blob request as it walks the chain, and what it has established on the way. */
+    private record Ask(Route route, UpstreamClient upstream, HttpServerRequest req, String name, int attempt,
+                       boolean confirmed, boolean ownOnly) {
+        boolean head() {
+            return req.method() == HttpMethod.HEAD;
+        }
+
+        Digest digest() {
+            return route.digest();
+        }
+
+        /** The same request, tried again from the start (at most twice). */
+        Ask again() {
+            return new Ask(route, upstream, req, name, attempt + 1, confirmed, ownOnly);
+        }
+
+        /** The name's upstream said it has the digest: any stored copy or download may serve it. */
+        Ask confirmedNow() {
+            return new Ask(route, upstream, req, name, attempt, true, ownOnly);
+        }
+
+        /** Another name's download failed this request: from now on only its own name's. */
+        Ask ownOnlyNow() {
+            return new Ask(route, upstream, req, name, attempt, confirmed, true);
+        }
+    }
+
     /**
      * Answers a blob request. Fails with a {@link RegistryError} only while nothing has been sent;
      * after that, failures break the connection.
      */
     public Future<Void> serve(Route route, UpstreamClient upstream, HttpServerRequest req) {
-        return serve(route, upstream, req, 0);
+        return serve(new Ask(route, upstream, req, Provenance.nameOf(route), 0, false, false));
     }
 
-    private Future<Void> serve(Route route, UpstreamClient upstream, HttpServerRequest req, int attempt) {
-        boolean head = req.method() == HttpMethod.HEAD;
+    /**
+     * The lookup order, in one place: the store, else the download under way, else a new download
+     * from the upstream. At each step the bytes are handed out only under a name that may have them
+     * ({@link Provenance}), decided in that step: with the stored item in hand, and inside the join.
+     * A name that may not have them yet is confirmed with its upstream, then the walk starts again.
+     */
+    private Future<Void> serve(Ask ask) {
         // The index lives on disk: even a blob that is not stored is looked up on a worker thread.
-        Future<Optional<BlobStore.Blob>> lookup =
-                blocking.run(() -> head ? store.find(route.digest()) : store.acquire(route.digest()));
-        return lookup
-                .compose(found -> {
-                    if (found.isPresent()) {
-                        return serveStored(route, upstream, req, attempt, found.get());
-                    }
-                    if (head) {
-                        long size = downloads.announcedSize(route.digest());
-                        if (size >= 0) {
-                            // Being downloaded, its size known: answered here, like a hit.
-                            metrics.cacheHit("blob");
-                            blobHeaders(req.response().headers(), route.digest());
-                            return req.response().putHeader(HttpHeaders.CONTENT_LENGTH, Long.toString(size)).end();
-                        }
-                        metrics.cacheMiss("blob");
-                        return headUpstream(route, upstream, req);
-                    }
-                    Download d = downloads.join(route.digest(), upstream, route.repository());
-                    if (d == null) {
-                        return retry(route, upstream, req, attempt, "blob was stored meanwhile");
-                    }
-                    if (d.snapshot().complete()) {
-                        metrics.cacheHit("blob"); // all there and verified, the commit under way
-                    } else {
-                        metrics.cacheMiss("blob");
-                    }
-                    if (!d.reserve()) {
-                        return retry(route, upstream, req, attempt, "blob download is restarting");
-                    }
-                    return read(d, route, upstream, req);
-                });
+        return blocking.run(() -> lookUp(ask)).compose(found -> {
+            if (found == null) {
+                return ask.head() ? headOfMiss(ask) : fromDownload(ask);
+            }
+            if (found.allowed()) {
+                return serveStored(ask, found.blob());
+            }
+            // Stored, but fetched only for names whose content this one may not have (yet).
+            return ask.head() ? headUpstream(ask) : confirmThenServe(ask);
+        });
     }
 
-    private Future<Void> retry(Route route, UpstreamClient upstream, HttpServerRequest req, int attempt, String why) {
-        if (attempt >= 2) {
+    /** A stored blob, and whether it may be served under the request's name (then, for a GET, pinned). */
+    private record Found(BlobStore.Blob blob, boolean allowed) {
+    }
+
+    /** The store's step of the chain, on a worker thread; null when the blob is not stored. */
+    private Found lookUp(Ask ask) throws java.io.IOException {
+        Optional<BlobStore.Blob> found = ask.head() ? store.find(ask.digest()) : store.acquire(ask.digest());
+        if (found.isEmpty()) {
+            return null;
+        }
+        boolean allowed = false;
+        try {
+            allowed = ask.confirmed() || provenance.mayServeStored("blob", ask.digest(), ask.name());
+        } finally {
+            if (!allowed && !ask.head()) {
+                store.release(found.get()); // not served: unpinned
+            }
+        }
+        return new Found(found.get(), allowed);
+    }
+
+    private Future<Void> confirmThenServe(Ask ask) {
+        return provenance.confirm("blob", ask.route(), ask.upstream()).compose(v -> serve(ask.confirmedNow()));
+    }
+
+    /**
+     * A {@code HEAD} of a blob that is not stored: answered like a hit when a download of it is under way
+     * whose bytes the name may have and whose size is known, else by the upstream.
+     */
+    private Future<Void> headOfMiss(Ask ask) {
+        long size = downloads.announcedSize(ask.digest(), ask.name());
+        if (size >= 0) {
+            metrics.cacheHit("blob");
+            blobHeaders(ask.req().response().headers(), ask.digest());
+            return ask.req().response().putHeader(HttpHeaders.CONTENT_LENGTH, Long.toString(size)).end();
+        }
+        metrics.cacheMiss("blob");
+        return headUpstream(ask);
+    }
+
+    /** The download's step of the chain: join the one under way, or start one. */
+    private Future<Void> fromDownload(Ask ask) {
+        InflightDownloads.Joined joined = downloads.join(ask.digest(), ask.upstream(), ask.route().repository(),
+                ask.confirmed(), ask.ownOnly());
+        switch (joined.outcome()) {
+            case STORED:
+                return retry(ask, "blob was stored meanwhile");
+            case UNCONFIRMED:
+                return confirmThenServe(ask);
+            default:
+                break;
+        }
+        Download d = joined.download();
+        if (d.snapshot().complete()) {
+            metrics.cacheHit("blob"); // all there and verified, the commit under way
+        } else {
+            metrics.cacheMiss("blob");
+        }
+        if (!d.reserve()) {
+            return retry(ask, "blob download is restarting");
+        }
+        Future<Void> answer = read(d, ask.route(), ask.upstream(), ask.req());
+        if (d.source.equals(ask.name())) {
+            return answer;
+        }
+        // Another name's download: its failure (that name's upstream lacks the blob, say) is not this request's.
+        return answer.recover(err -> {
+            HttpServerResponse resp = ask.req().response();
+            if (resp.headWritten() || resp.closed() || err instanceof StorageUnavailable) {
+                return Future.failedFuture(err);
+            }
+            LOG.info("blob {}: the download for {} failed ({}); fetching it for {}", ask.digest(), d.source,
+                    err.getMessage(), ask.name());
+            clearHead(resp);
+            return serve(ask.ownOnlyNow());
+        });
+    }
+
+    /** Drops what an attempt had set on a response whose head is not yet written; the API version stays. */
+    private static void clearHead(HttpServerResponse resp) {
+        String version = resp.headers().get(RegistryError.API_VERSION_HEADER);
+        resp.headers().clear();
+        if (version != null) {
+            resp.putHeader(RegistryError.API_VERSION_HEADER, version);
+        }
+        resp.setStatusCode(200).setChunked(false);
+    }
+
+    private Future<Void> retry(Ask ask, String why) {
+        if (ask.attempt() >= 2) {
             return Future.failedFuture(new RegistryError(503, "UNAVAILABLE", why));
         }
-        return serve(route, upstream, req, attempt + 1);
+        return serve(ask.again());
     }
 
     /**
@@ -109,9 +211,9 @@ public final class BlobService {
      * turns out wrong is dropped and fetched again. The file stays pinned until it is sent, failed or
      * not: one release, whatever happens on the way (an unsatisfiable range used to skip it).
      */
-    private Future<Void> serveStored(Route route, UpstreamClient upstream, HttpServerRequest req, int attempt,
-                                     BlobStore.Blob blob) {
-        if (req.method() == HttpMethod.HEAD) {
+    private Future<Void> serveStored(Ask ask, BlobStore.Blob blob) {
+        HttpServerRequest req = ask.req();
+        if (ask.head()) {
             metrics.cacheHit("blob");
             return Futures.attempt(() -> sendStored(blob, req)); // found, not pinned: nothing to release
         }
@@ -127,7 +229,7 @@ public final class BlobService {
                 .andThen(ar -> store.release(blob))
                 .recover(err -> {
                     if (err instanceof Damaged) {
-                        return retry(route, upstream, req, attempt, "stored blob was damaged; fetch restarting");
+                        return retry(ask, "stored blob was damaged; fetch restarting");
                     }
                     if (req.response().headWritten() || err instanceof RegistryError) {
                         return Future.failedFuture(err);
@@ -136,7 +238,7 @@ public final class BlobService {
                     return blocking.run(() -> {
                         store.forget(blob);
                         return null;
-                    }).compose(v -> retry(route, upstream, req, attempt, "stored blob vanished"));
+                    }).compose(v -> retry(ask, "stored blob vanished"));
                 });
     }
 
@@ -313,20 +415,23 @@ public final class BlobService {
                 "upstream answer larger than " + max + " bytes"));
     }
 
-    private Future<Void> headUpstream(Route route, UpstreamClient upstream, HttpServerRequest req) {
+    /** A {@code HEAD} answered by the upstream under the request's name; its 200 confirms the digest there. */
+    private Future<Void> headUpstream(Ask ask) {
+        Route route = ask.route();
+        UpstreamClient upstream = ask.upstream();
         return upstream.blob(HttpMethod.HEAD, route.repository(), route.digest())
                 .compose(resp -> {
                     if (resp.statusCode() != 200) {
                         return Future.failedFuture(upstream.failure(resp, "BLOB_UNKNOWN", "blob " + route.digest()));
                     }
                     UpstreamClient.discard(resp);
-                    HttpServerResponse out = req.response();
+                    HttpServerResponse out = ask.req().response();
                     blobHeaders(out.headers(), route.digest());
                     String length = resp.getHeader(HttpHeaders.CONTENT_LENGTH);
                     if (length != null) {
                         out.putHeader(HttpHeaders.CONTENT_LENGTH, length);
                     }
-                    return out.end();
+                    return provenance.confirmed("blob", route.digest(), ask.name()).compose(v -> out.end());
                 });
     }
 

@@ -108,7 +108,11 @@ final class Download {
     private Runnable onCancel;
     private final List<Waiter> waiters = new ArrayList<>();
 
-    /** Where it comes from ({@code upstream/repository}), and since when: for the status page. */
+    /**
+     * The name it was started for ({@code upstream/repository}): its bytes go to requests under other
+     * names only as {@code Provenance} allows, and its failure is that name's alone. And since when:
+     * for the status page.
+     */
     final String source;
     final long startedNanos = System.nanoTime();
 
@@ -121,6 +125,11 @@ final class Download {
 
     synchronized Snapshot snapshot() {
         return new Snapshot(state, available, onDisk, size, failure);
+    }
+
+    /** Whether it failed: such a download is never joined, a new one takes its place. */
+    synchronized boolean failedAlready() {
+        return state == State.FAILED;
     }
 
     synchronized Path temp() {

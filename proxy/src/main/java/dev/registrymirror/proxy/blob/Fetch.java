@@ -63,6 +63,8 @@ final class Fetch {
     private final Owner owner;
     private final UpstreamClient upstream;
     private final String repository;
+    /** Recorded as the blob's origin with its commit; null for none. */
+    private final String origin;
     /** Told once the download has ended, stored or not. */
     private final Consumer<Download> ended;
     private final long startNanos = System.nanoTime();
@@ -73,8 +75,9 @@ final class Fetch {
     /** Set once every byte has arrived and matched: the download then finishes whatever happens. */
     private boolean complete;
 
-    Fetch(Settings settings, Download d, Owner owner, UpstreamClient upstream, String repository,
+    Fetch(Settings settings, Download d, Owner owner, UpstreamClient upstream, String repository, String origin,
           Consumer<Download> ended) {
+        this.origin = origin;
         this.s = settings;
         this.d = d;
         this.owner = owner;
@@ -174,7 +177,7 @@ final class Fetch {
         owner.check();
         d.verified(size);
         sink.file.close()
-                .compose(v -> s.blocking().run(() -> s.store().commit(temp, d.digest, size)))
+                .compose(v -> s.blocking().run(() -> s.store().commit(temp, d.digest, size, origin)))
                 .onComplete(ar -> owner.run(() -> {
                     ended.accept(d);
                     if (ar.succeeded()) {

@@ -3,6 +3,7 @@ package dev.registrymirror.proxy.blob;
 import dev.registrymirror.cache.BlobStore;
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.metrics.MirrorMetrics;
+import dev.registrymirror.proxy.access.Provenance;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
 import dev.registrymirror.proxy.vertx.Blocking;
 import dev.registrymirror.proxy.vertx.Owner;
@@ -24,6 +25,7 @@ public final class InflightDownloads {
     private final BlobStore store;
     private final ConcurrentMap<Digest, Download> downloads = new ConcurrentHashMap<>();
     private final MemoryBudget memory;
+    private final Provenance provenance;
     private volatile boolean stopping;
     private final Promise<Void> ended = Promise.promise();
 
@@ -32,10 +34,12 @@ public final class InflightDownloads {
      *                    eighth of the heap (Java's default cap on direct memory is the heap size), 16-256 MiB
      * @param maxBlobSize {@code storage.maxBlobSize}
      * @param minFree     {@code storage.minFree}
+     * @param provenance  which names may share a download started for another
      */
     public InflightDownloads(Vertx vertx, Blocking blocking, BlobStore store, MirrorMetrics metrics, long memoryLimit,
-                             ByteBufAllocator allocator, long maxBlobSize, long minFree) {
+                             ByteBufAllocator allocator, long maxBlobSize, long minFree, Provenance provenance) {
         this.store = store;
+        this.provenance = provenance;
         this.memory = new MemoryBudget(memoryLimit >= 0 ? memoryLimit
                 : Math.min(256L << 20, Math.max(16L << 20, Runtime.getRuntime().maxMemory() / 8)));
         this.settings = new Fetch.Settings(vertx, blocking, store, metrics, memory, allocator, maxBlobSize, minFree);
@@ -50,11 +54,13 @@ public final class InflightDownloads {
 
     /**
      * The size of the blob being downloaded with this digest, once the upstream has announced it (or
-     * all of it is verified); -1 when there is no such download, its size is not known yet, or it failed.
+     * all of it is verified), if its bytes may be handed to a request under {@code name} (see
+     * {@link Provenance#shares}); -1 when there is no such download, its size is not known yet, it
+     * failed, or it was started for a name whose bytes this one may not have.
      */
-    long announcedSize(Digest digest) {
+    long announcedSize(Digest digest, String name) {
         Download d = downloads.get(digest);
-        if (d == null) {
+        if (d == null || !provenance.shares("blob", digest, d.source, name)) {
             return -1;
         }
         Download.Snapshot s = d.snapshot();
@@ -83,12 +89,6 @@ public final class InflightDownloads {
                             (now - d.startedNanos) / 1e9);
                 })
                 .toList();
-    }
-
-    /** The {@code upstream/repository} a download under way of {@code digest} was started for; null if none. */
-    public String sourceOf(Digest digest) {
-        Download d = downloads.get(digest);
-        return d == null ? null : d.source;
     }
 
     /** Downloads under way now. */
@@ -120,24 +120,72 @@ public final class InflightDownloads {
         }
     }
 
+    /** What {@link #join} did. */
+    enum Outcome {
+        /** A new download was started for the caller's name. */
+        STARTED,
+        /** The caller joined the download under way. */
+        JOINED,
+        /** The blob was committed since the caller looked it up: look in the store again. */
+        STORED,
+        /**
+         * A download for another name is under way whose bytes the caller's name may not have until its
+         * upstream confirms the digest ({@link Provenance#confirm}); then ask again, confirmed.
+         */
+        UNCONFIRMED
+    }
+
+    /** The answer of {@link #join}: the download to read (started or joined), else null. */
+    record Joined(Outcome outcome, Download download) {
+    }
+
     /**
-     * The download of {@code digest}, started now from {@code upstream} unless one is under way (the
-     * calling event loop then owns it); null when the blob was committed since the caller looked it up
-     * (a download leaves this map only after its commit, so this check cannot miss one that just ended).
+     * How a request for a blob meets the download of its digest: it joins the one under way if its
+     * bytes may be handed to the request's name, else starts one (owned by the calling event loop).
+     * The decision is taken inside the map's atomic update, so no download or commit can slip in
+     * between the decision and the join.
+     *
+     * <ul>
+     *   <li>A download for the same name is always joined.</li>
+     *   <li>One for another name is joined when {@link Provenance#shares} says its bytes may go to this
+     *       name, or the request is {@code confirmed} (this name's upstream has the digest); else
+     *       {@link Outcome#UNCONFIRMED}.</li>
+     *   <li>With {@code ownOnly} (another name's download failed this request), only a download for
+     *       this name is joined: otherwise one is started for it, and takes the map's slot. The other
+     *       goes on for its own readers.</li>
+     *   <li>A failed download is never joined: a new one takes its place.</li>
+     *   <li>With none under way: {@link Outcome#STORED} when the blob was committed moments ago (a
+     *       download leaves this map only after its commit, so this cannot miss one that just ended),
+     *       else a new download.</li>
+     * </ul>
+     *
+     * @param repository the repository as the request names it, upstream of {@code upstream}
      */
-    Download join(Digest digest, UpstreamClient upstream, String repository) {
+    Joined join(Digest digest, UpstreamClient upstream, String repository, boolean confirmed, boolean ownOnly) {
         Owner owner = Owner.current();
-        boolean[] started = {false};
-        Download d = downloads.computeIfAbsent(digest, k -> {
-            if (store.knownPresent(k)) {
-                return null;
+        String name = upstream.name() + "/" + repository;
+        Outcome[] outcome = {null};
+        Download d = downloads.compute(digest, (k, old) -> {
+            if (old != null && !old.failedAlready()) {
+                if (old.source.equals(name)
+                        || !ownOnly && (confirmed || provenance.shares("blob", k, old.source, name))) {
+                    outcome[0] = Outcome.JOINED;
+                    return old;
+                }
+                if (!ownOnly) {
+                    outcome[0] = Outcome.UNCONFIRMED;
+                    return old;
+                }
+            } else if (store.knownPresent(k)) {
+                outcome[0] = Outcome.STORED;
+                return null; // a failed download leaves with it
             }
-            started[0] = true;
-            return new Download(k, owner, memory, upstream.name() + "/" + repository);
+            outcome[0] = Outcome.STARTED;
+            return new Download(k, owner, memory, name);
         });
-        if (started[0]) {
-            new Fetch(settings, d, owner, upstream, repository, this::remove).start(stopping);
+        if (outcome[0] == Outcome.STARTED) {
+            new Fetch(settings, d, owner, upstream, repository, provenance.originFor(name), this::remove).start(stopping);
         }
-        return d;
+        return new Joined(outcome[0], outcome[0] == Outcome.STARTED || outcome[0] == Outcome.JOINED ? d : null);
     }
 }

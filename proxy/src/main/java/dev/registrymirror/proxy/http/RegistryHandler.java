@@ -38,7 +38,7 @@ import org.slf4j.LoggerFactory;
  */
 public final class RegistryHandler implements Handler<HttpServerRequest> {
     private static final Logger LOG = LoggerFactory.getLogger(RegistryHandler.class);
-    public static final String API_VERSION_HEADER = "Docker-Distribution-API-Version";
+    public static final String API_VERSION_HEADER = RegistryError.API_VERSION_HEADER;
 
     private final RouteParser parser;
     private final Map<String, UpstreamClient> upstreams;
@@ -202,9 +202,6 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
             if (route.kind() == Route.Kind.MANIFEST && route.tag() != null && resp.getStatusCode() == 200) {
                 pulls.pulled(route.upstream().name() + "/" + route.repository());
             }
-            if (access != null && (resp.getStatusCode() == 200 || resp.getStatusCode() == 206)) {
-                access.provenance().served(route, resp.headers().get("Docker-Content-Digest"));
-            }
         });
         Future<Void> answer;
         try {
@@ -212,8 +209,7 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
                 case BASE -> access.base(req, id);
                 case METRICS -> access.metrics(req, id);
                 default -> access.pull(req, id, route.upstream().name() + "/" + route.repository(), route.clientName());
-            }).compose(id -> route.kind() == Route.Kind.BASE || route.kind() == Route.Kind.METRICS ? dispatch(route, req)
-                    : access.provenance().check(route, upstream(route)).compose(v -> dispatch(route, req)));
+            }).compose(id -> dispatch(route, req));
         } catch (RegistryError e) {
             answer = Future.failedFuture(e);
         }

@@ -1,11 +1,13 @@
 package dev.registrymirror.proxy.manifest;
 
+import dev.registrymirror.proxy.access.Provenance;
 import dev.registrymirror.proxy.route.Route;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.upstream.Bodies;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
 import dev.registrymirror.proxy.vertx.Blocking;
 import dev.registrymirror.proxy.vertx.SingleFlight;
+import dev.registrymirror.proxy.vertx.Slices;
 
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.cache.NotEnoughSpaceException;
@@ -55,7 +57,11 @@ public final class ManifestService {
     /** Upstreams already reported as answering manifest HEADs without a digest. */
     private final Set<String> headsWithoutDigest = java.util.concurrent.ConcurrentHashMap.newKeySet();
 
-    public ManifestService(Blocking blocking, ManifestStore manifests, TagStore tags, MirrorMetrics metrics, Clock clock) {
+    private final Provenance provenance;
+
+    public ManifestService(Blocking blocking, ManifestStore manifests, TagStore tags, MirrorMetrics metrics, Clock clock,
+                           Provenance provenance) {
+        this.provenance = provenance;
         this.blocking = blocking;
         this.manifests = manifests;
         this.tags = tags;
@@ -82,17 +88,25 @@ public final class ManifestService {
     private record Served(Manifest manifest, boolean fromUpstream) {
     }
 
+    /**
+     * By digest: the store first (served under the request's name only as {@link Provenance} allows,
+     * decided with the manifest in hand), else the upstream under that name.
+     */
     private Future<Served> byDigest(Route route, UpstreamClient upstream, Digest digest, Set<String> accepted) {
+        String name = Provenance.nameOf(route);
         return stored(digest).compose(found -> {
             if (found.isPresent()) {
                 // Even when the client's Accept excludes its type: a digest names fixed bytes, so the
                 // upstream could only send the same manifest again (serve() answers 404 then).
-                metrics.cacheHit("manifest");
-                return Future.succeededFuture(new Served(found.get(), false));
+                Served served = new Served(found.get(), false);
+                return provenance.mayServeStoredAsync("manifest", digest, name).compose(allowed -> {
+                    metrics.cacheHit("manifest");
+                    return allowed ? Future.succeededFuture(served)
+                            : provenance.confirm("manifest", route, upstream).map(served);
+                });
             }
             metrics.cacheMiss("manifest");
-            return fetch(upstream, route.repository(), digest.toString(), accepted, false)
-                    .compose(m -> store(m, null, null).map(new Served(m, true)));
+            return fetch(upstream, route, digest.toString(), accepted, false, null).map(m -> new Served(m, true));
         });
     }
 
@@ -132,13 +146,9 @@ public final class ManifestService {
 
     private Future<Served> fetchTag(Route route, UpstreamClient upstream, TagKey key, Set<String> accepted) {
         metrics.cacheMiss("tag");
-        return fetch(upstream, route.repository(), route.tag(), accepted, false).compose(m -> {
-            Future<Void> stored = store(m, key, entryFor(m));
-            if (MediaTypes.allows(accepted, m.mediaType())) {
-                return stored.map(new Served(m, true));
-            }
-            return stored.compose(v -> fetchInClientTypes(route, upstream, accepted));
-        });
+        return fetch(upstream, route, route.tag(), accepted, false, key).compose(m ->
+                MediaTypes.allows(accepted, m.mediaType()) ? Future.succeededFuture(new Served(m, true))
+                        : fetchInClientTypes(route, upstream, accepted));
     }
 
     /**
@@ -146,8 +156,7 @@ public final class ManifestService {
      * own types only, and keeps what comes by digest (the tag keeps its usual answer).
      */
     private Future<Served> fetchInClientTypes(Route route, UpstreamClient upstream, Set<String> accepted) {
-        return fetch(upstream, route.repository(), route.tag(), accepted, true)
-                .compose(other -> store(other, null, null).map(new Served(other, true)));
+        return fetch(upstream, route, route.tag(), accepted, true, null).map(other -> new Served(other, true));
     }
 
     private TagEntry entryFor(Manifest m) {
@@ -183,7 +192,7 @@ public final class ManifestService {
                                     + " digest ETag, so each tag revalidation is a GET (counted against rate limits)",
                                     upstream.name());
                         }
-                        return fetch(upstream, route.repository(), route.tag(), Set.of(), false).compose(m -> {
+                        return fetch(upstream, route, route.tag(), Set.of(), false, key).map(m -> {
                             if (m.digest().equals(entry.digest())) {
                                 metrics.cacheHit("tag");
                             } else {
@@ -191,7 +200,7 @@ public final class ManifestService {
                                 LOG.info("upstream {}: tag {}:{} moved to {}", upstream.name(), route.repository(),
                                         route.tag(), m.digest());
                             }
-                            return store(m, key, entryFor(m)).map(Optional.of(m));
+                            return Optional.of(m);
                         });
                     }
                     if (status == 200) {
@@ -199,8 +208,7 @@ public final class ManifestService {
                         metrics.cacheMiss("tag");
                         LOG.info("upstream {}: tag {}:{} moved to {}", upstream.name(), route.repository(),
                                 route.tag(), digestHeader);
-                        return fetch(upstream, route.repository(), route.tag(), Set.of(), false)
-                                .compose(m -> store(m, key, entryFor(m)).map(Optional.of(m)));
+                        return fetch(upstream, route, route.tag(), Set.of(), false, key).map(Optional::of);
                     }
                     if (status == 404) {
                         UpstreamClient.discard(resp);
@@ -248,13 +256,19 @@ public final class ManifestService {
         return Digest.isValid(bare) ? bare : null;
     }
 
-    /** GETs a manifest upstream (once, however many ask at the same time) and verifies it. */
-    private Future<Manifest> fetch(UpstreamClient upstream, String repository, String reference,
-                                   Set<String> accepted, boolean clientTypesOnly) {
+    /**
+     * GETs a manifest upstream (once, however many ask at the same time), verifies and parses it off
+     * the event loop, and stores it (with the tag {@code tag} when given), all while its body holds
+     * room in the mirror's {@link dev.registrymirror.proxy.upstream.BodyMemory}; yields what to serve.
+     */
+    private Future<Manifest> fetch(UpstreamClient upstream, Route route, String reference, Set<String> accepted,
+                                   boolean clientTypesOnly, TagKey tag) {
+        String repository = route.repository();
         String accept = clientTypesOnly && !accepted.isEmpty() ? String.join(", ", accepted)
                 : MediaTypes.upstreamAccept(accepted);
-        String key = upstream.name() + "/" + repository + "|" + reference + "|" + accept;
+        String key = upstream.name() + "/" + repository + "|" + reference + "|" + accept + (tag != null ? "|tag" : "");
         String named = repository + (reference.indexOf(':') >= 0 ? "@" : ":") + reference;
+        String name = Provenance.nameOf(route);
         return fetches.run(key, () -> {
             LOG.info("upstream {}: fetching manifest {}", upstream.name(), named);
             MultiMap headers = MultiMap.caseInsensitiveMultiMap().add(HttpHeaders.ACCEPT, accept);
@@ -265,56 +279,49 @@ public final class ManifestService {
                             return Future.failedFuture(upstream.failure(resp, "MANIFEST_UNKNOWN",
                                     "manifest " + named));
                         }
-                        return readManifest(upstream, resp, reference);
+                        String contentType = resp.getHeader(HttpHeaders.CONTENT_TYPE);
+                        String announcedDigest = resp.getHeader("Docker-Content-Digest");
+                        return Bodies.read(upstream, resp, MAX_MANIFEST_BYTES, "manifest", bytes -> blocking
+                                .run(() -> parse(upstream, reference, contentType, announcedDigest, bytes))
+                                .compose(m -> store(m, name, tag)));
                     });
         });
     }
 
-    private Future<Manifest> readManifest(UpstreamClient upstream, HttpClientResponse resp, String reference) {
-        return Bodies.read(upstream, resp, MAX_MANIFEST_BYTES, "manifest").compose(body -> {
-            byte[] bytes = body.getBytes();
-            String wanted = reference.indexOf(':') >= 0 ? reference : resp.getHeader("Docker-Content-Digest");
-            Digest expected = wanted != null && Digest.isValid(wanted) ? Digest.parse(wanted) : null;
-            Digest actual = Digest.of(expected != null ? expected.algorithm() : "sha256", bytes);
-            if (expected != null && !expected.equals(actual)) {
-                metrics.upstreamError(upstream.name(), "digest_mismatch");
-                LOG.warn("upstream {}: manifest {} does not hash to {}", upstream.name(), reference, expected);
-                return Future.failedFuture(RegistryError.badGateway(upstream.name(),
-                        "manifest bytes do not match digest " + expected, "digest_mismatch"));
-            }
-            if (!looksLikeManifest(bytes)) {
-                metrics.upstreamError(upstream.name(), "protocol");
-                LOG.warn("upstream {}: answer for manifest {} is not a manifest ({}, {} bytes)", upstream.name(),
-                        reference, resp.getHeader(HttpHeaders.CONTENT_TYPE), bytes.length);
-                return Future.failedFuture(RegistryError.badGateway(upstream.name(),
-                        "answered something that is not a manifest", "protocol"));
-            }
-            return Future.succeededFuture(new Manifest(actual, mediaType(resp.getHeader(HttpHeaders.CONTENT_TYPE),
-                    bytes), bytes));
-        });
-    }
-
-    /** A manifest is a JSON object with a {@code schemaVersion}; anything else (an HTML page, say) is refused. */
-    private static boolean looksLikeManifest(byte[] bytes) {
-        try {
-            return new JsonObject(Buffer.buffer(bytes)).getValue("schemaVersion") instanceof Number;
-        } catch (RuntimeException e) {
-            return false;
+    /**
+     * The manifest in {@code bytes}, checked against the digest it was asked by (or the one the
+     * upstream announced) and read as JSON once, as a stream (a 4 MiB manifest parsed into a tree
+     * takes tens of megabytes); fails with a 502 when it is not what it should be. Blocks (hashing).
+     */
+    private Manifest parse(UpstreamClient upstream, String reference, String contentType, String announcedDigest,
+                           byte[] bytes) {
+        String wanted = reference.indexOf(':') >= 0 ? reference : announcedDigest;
+        Digest expected = wanted != null && Digest.isValid(wanted) ? Digest.parse(wanted) : null;
+        Digest actual = Digest.of(expected != null ? expected.algorithm() : "sha256", bytes);
+        if (expected != null && !expected.equals(actual)) {
+            metrics.upstreamError(upstream.name(), "digest_mismatch");
+            LOG.warn("upstream {}: manifest {} does not hash to {}", upstream.name(), reference, expected);
+            throw RegistryError.badGateway(upstream.name(), "manifest bytes do not match digest " + expected,
+                    "digest_mismatch");
         }
+        ManifestJson shape = ManifestJson.read(bytes);
+        if (shape == null) {
+            metrics.upstreamError(upstream.name(), "protocol");
+            LOG.warn("upstream {}: answer for manifest {} is not a manifest ({}, {} bytes)", upstream.name(),
+                    reference, contentType, bytes.length);
+            throw RegistryError.badGateway(upstream.name(), "answered something that is not a manifest", "protocol");
+        }
+        return new Manifest(actual, mediaType(contentType, shape.mediaType()), bytes);
     }
 
-    private static String mediaType(String contentType, byte[] bytes) {
+    /** The upstream's {@code Content-Type}, unless it is missing or generic: then the body's {@code mediaType}. */
+    private static String mediaType(String contentType, String inBody) {
         if (contentType != null && !contentType.isBlank() && !contentType.startsWith("application/json")
                 && !contentType.startsWith("text/plain")) {
             return contentType;
         }
-        try {
-            String inBody = new JsonObject(Buffer.buffer(bytes)).getString("mediaType");
-            if (inBody != null) {
-                return inBody;
-            }
-        } catch (RuntimeException e) {
-            // not JSON: keep what the upstream said
+        if (inBody != null) {
+            return inBody;
         }
         return contentType != null ? contentType : MediaTypes.OCI_MANIFEST;
     }
@@ -336,21 +343,25 @@ public final class ManifestService {
     }
 
     /**
-     * Stores a manifest, and when {@code key} is given, what that tag now points at. When the disk
+     * Stores a manifest fetched for {@code name} (recorded as its origin), and when {@code tag} is
+     * given, that the tag now points at it; yields the manifest to serve: the one already in memory
+     * with that digest, if any, so that all answers of one manifest share one array. When the disk
      * cannot take it, the answer is still served (from memory), and the failure logged and counted.
      */
-    private Future<Void> store(Manifest m, TagKey key, TagEntry entry) {
-        return blocking.<Void>run(() -> {
-            manifests.put(m);
-            if (key != null) {
-                tags.put(key, entry);
+    private Future<Manifest> store(Manifest m, String name, TagKey tag) {
+        TagEntry entry = tag == null ? null : entryFor(m);
+        Manifest kept = manifests.cached(m.digest()).orElse(m);
+        return blocking.<Manifest>run(() -> {
+            manifests.put(kept, provenance.originFor(name));
+            if (tag != null) {
+                tags.put(tag, entry);
             }
-            return null;
+            return kept;
         }).recover(err -> {
             String reason = NotEnoughSpaceException.isOutOfSpace(err) ? "disk_full" : "io";
             metrics.storageError(reason);
             LOG.warn("cannot store manifest {}: {}; served without storing", m.digest(), err.toString());
-            return Future.succeededFuture();
+            return Future.succeededFuture(kept);
         });
     }
 
@@ -369,6 +380,6 @@ public final class ManifestService {
         } else {
             metrics.bytesFromCache(m.bytes().length);
         }
-        return resp.end(Buffer.buffer(m.bytes()));
+        return Slices.send(resp, m.bytes());
     }
 }

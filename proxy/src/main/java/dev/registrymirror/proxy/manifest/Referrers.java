@@ -50,8 +50,8 @@ public final class Referrers {
                 req.response().putHeader("OCI-Filters-Applied", filters);
             }
             String type = resp.getHeader(HttpHeaders.CONTENT_TYPE);
-            return Bodies.read(upstream, resp, MAX_BODY, "referrers answer")
-                    .compose(body -> send(req, type != null ? type : MediaTypes.OCI_INDEX, body));
+            return Bodies.read(upstream, resp, MAX_BODY, "referrers answer",
+                    bytes -> send(req, type != null ? type : MediaTypes.OCI_INDEX, Buffer.buffer(bytes)));
         });
     }
 
@@ -70,10 +70,10 @@ public final class Referrers {
                         return Future.failedFuture(upstream.failure(resp, "MANIFEST_UNKNOWN",
                                 "referrers of " + route.digest() + " (tag " + tag + ")"));
                     }
-                    return Bodies.read(upstream, resp, MAX_BODY, "referrers index " + tag).compose(body -> {
+                    return Bodies.read(upstream, resp, MAX_BODY, "referrers index " + tag, bytes -> {
                         JsonArray manifests;
                         try {
-                            manifests = new JsonObject(body).getJsonArray("manifests");
+                            manifests = new JsonObject(Buffer.buffer(bytes)).getJsonArray("manifests");
                         } catch (RuntimeException e) {
                             manifests = null;
                         }

@@ -83,8 +83,8 @@ public final class TagLists {
                                 "repository " + route.clientName()));
                     }
                     boolean upstreamHasMore = resp.getHeader("Link") != null;
-                    return Bodies.read(upstream, resp, MAX_BODY, "tag list")
-                            .compose(body -> page(upstream, route, req, body, n, last, upstreamHasMore));
+                    return Bodies.read(upstream, resp, MAX_BODY, "tag list",
+                            bytes -> page(upstream, route, req, Buffer.buffer(bytes), n, last, upstreamHasMore));
                 })
                 .onSuccess(answer -> lastGood.put(key, answer))
                 .recover(err -> {

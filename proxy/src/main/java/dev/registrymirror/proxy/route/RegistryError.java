@@ -7,6 +7,8 @@ package dev.registrymirror.proxy.route;
  */
 public final class RegistryError extends RuntimeException {
     private static final long serialVersionUID = 1L;
+    /** The header every answer of the registry API carries, errors included ({@code registry/2.0}). */
+    public static final String API_VERSION_HEADER = "Docker-Distribution-API-Version";
 
     public final int status;
     public final String code;

@@ -6,12 +6,16 @@ import io.vertx.core.Promise;
 import io.vertx.core.buffer.Buffer;
 import io.vertx.core.http.HttpClientResponse;
 import io.vertx.core.http.HttpHeaders;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.Function;
 
 /**
  * Reads upstream bodies that are kept in memory (manifests, tag lists, referrers, token answers)
  * with their size checked before and while they arrive: a body announced larger than its limit is
  * refused before a byte is read, and one that grows past it is cut off there, its connection
- * closed. Vert.x's {@code body()} would buffer any amount first.
+ * closed. All of them together stay within the {@link BodyMemory}. Vert.x's {@code body()} would
+ * buffer any amount first.
  */
 public final class Bodies {
     /** Error bodies and other answers the mirror drops are drained up to this much, then cut off. */
@@ -22,27 +26,62 @@ public final class Bodies {
 
     /**
      * The whole body of {@code resp} (paused, as {@link UpstreamClient} hands it over), at most
-     * {@code max} bytes; otherwise a 502 naming {@code what}. Counts the bytes received.
+     * {@code max} bytes, handed to {@code use}; otherwise a 502 naming {@code what}. Counts the bytes
+     * received. The body takes room in the mirror's {@link BodyMemory} before its first byte is read
+     * (waiting for it, or failing with a 503), and gives it back once {@code use}'s future completes:
+     * do the work on the bytes inside {@code use}. No buffer is sized from the announced length: the
+     * chunks are kept as they come and put together once all have arrived.
      */
-    public static Future<Buffer> read(UpstreamClient upstream, HttpClientResponse resp, int max, String what) {
+    public static <T> Future<T> read(UpstreamClient upstream, HttpClientResponse resp, int max, String what,
+                                     Function<byte[], Future<T>> use) {
         long announced = length(resp);
         if (announced > max) {
             close(resp);
             return Future.failedFuture(tooLarge(upstream, what, announced + " bytes", max));
         }
-        Promise<Buffer> result = Promise.promise();
-        Buffer body = Buffer.buffer(announced >= 0 ? (int) announced : 1024);
+        long room = 2 * (announced >= 0 ? announced : max); // the chunks, then the array they are put into
+        return upstream.bodyMemory().reserve(room).transform(reserved -> {
+            if (reserved.failed()) {
+                close(resp);
+                return Future.failedFuture(reserved.cause());
+            }
+            BodyMemory.Lease lease = reserved.result();
+            return collect(upstream, resp, max, what).compose(bytes -> {
+                lease.shrink(2L * bytes.length);
+                return use.apply(bytes);
+            }).andThen(done -> lease.release());
+        });
+    }
+
+    private static Future<byte[]> collect(UpstreamClient upstream, HttpClientResponse resp, int max, String what) {
+        Promise<byte[]> result = Promise.promise();
+        List<Buffer> chunks = new ArrayList<>();
+        int[] total = {0};
         resp.handler(chunk -> {
             upstream.received(chunk.length());
-            if (body.length() + chunk.length() > max) {
+            if ((long) total[0] + chunk.length() > max) {
                 close(resp);
+                chunks.clear();
                 result.tryFail(tooLarge(upstream, what, "more than " + max + " bytes", max));
                 return;
             }
-            body.appendBuffer(chunk);
+            total[0] += chunk.length();
+            chunks.add(chunk);
         });
-        resp.exceptionHandler(err -> result.tryFail(upstream.transportFailure(err)));
-        resp.endHandler(v -> result.tryComplete(body));
+        resp.exceptionHandler(err -> {
+            chunks.clear();
+            result.tryFail(upstream.transportFailure(err));
+        });
+        resp.endHandler(v -> {
+            byte[] bytes = new byte[total[0]];
+            int at = 0;
+            for (Buffer c : chunks) {
+                c.getBytes(bytes, at);
+                at += c.length();
+            }
+            chunks.clear();
+            result.tryComplete(bytes);
+        });
         resp.resume();
         return result.future();
     }

@@ -8,6 +8,7 @@ import com.github.benmanes.caffeine.cache.Caffeine;
 import com.github.benmanes.caffeine.cache.Expiry;
 import dev.registrymirror.config.MirrorConfig;
 import io.vertx.core.Future;
+import io.vertx.core.buffer.Buffer;
 import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpMethod;
 import io.vertx.core.http.RequestOptions;
@@ -196,7 +197,8 @@ final class UpstreamAuth {
                 .compose(resp -> {
                     resp.pause();
                     metrics.tokenFetched(resp.statusCode(), System.nanoTime() - start);
-                    return Bodies.read(client, resp, MAX_TOKEN_ANSWER, "token answer").map(body -> {
+                    return Bodies.read(client, resp, MAX_TOKEN_ANSWER, "token answer",
+                            bytes -> Future.succeededFuture(Buffer.buffer(bytes))).map(body -> {
                     if (resp.statusCode() == 401 || resp.statusCode() == 403) {
                         throw RegistryError.unauthorized(upstream.name(), "token service answered "
                                 + resp.statusCode() + (upstream.hasCredentials()

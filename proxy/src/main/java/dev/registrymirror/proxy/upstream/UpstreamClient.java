@@ -90,8 +90,12 @@ public final class UpstreamClient {
     private final Clock clock;
     private final Vertx vertx;
 
-    public UpstreamClient(Vertx vertx, MirrorConfig.Upstream upstream, MirrorMetrics metrics, Clock clock) {
+    private final BodyMemory bodyMemory;
+
+    public UpstreamClient(Vertx vertx, MirrorConfig.Upstream upstream, MirrorMetrics metrics, Clock clock,
+                          BodyMemory bodyMemory) {
         this.vertx = vertx;
+        this.bodyMemory = bodyMemory;
         this.clock = clock;
         this.upstream = upstream;
         this.metrics = metrics;
@@ -112,6 +116,11 @@ public final class UpstreamClient {
         this.shared = vertx.createHttpClient(options);
         this.auth = new UpstreamAuth(this, clock,
                 (status, nanos) -> metrics.upstreamRequest(upstream.name(), "token", status, nanos));
+    }
+
+    /** The memory its answers held whole share with every other upstream's. */
+    public BodyMemory bodyMemory() {
+        return bodyMemory;
     }
 
     public MirrorConfig.Upstream upstream() {

@@ -1,0 +1,75 @@
+package dev.registrymirror.proxy.upstream;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import dev.registrymirror.proxy.route.RegistryError;
+import io.vertx.core.Future;
+import io.vertx.core.Vertx;
+import java.time.Duration;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+class BodyMemoryTest {
+    final Vertx vertx = Vertx.vertx();
+
+    @AfterEach
+    void close() throws Exception {
+        vertx.close().toCompletionStage().toCompletableFuture().get(10, TimeUnit.SECONDS);
+    }
+
+    static <T> T await(Future<T> f) throws Exception {
+        return f.toCompletionStage().toCompletableFuture().get(10, TimeUnit.SECONDS);
+    }
+
+    @Test
+    void bodiesThatDoNotFitWaitTheirTurnInOrder() throws Exception {
+        BodyMemory memory = new BodyMemory(vertx, 100, Duration.ofSeconds(10), 10);
+        BodyMemory.Lease a = await(memory.reserve(60));
+        Future<BodyMemory.Lease> b = memory.reserve(60);
+        Future<BodyMemory.Lease> c = memory.reserve(10);
+        assertThat(memory.waiting()).as("c waits behind b though it would fit").isEqualTo(2);
+        assertThat(memory.used()).isEqualTo(60);
+        a.shrink(30);
+        assertThat(b.isComplete()).as("30 + 60 fits").isFalse(); // completes on its context
+        BodyMemory.Lease lb = await(b);
+        BodyMemory.Lease lc = await(c);
+        assertThat(memory.used()).isEqualTo(100);
+        a.release();
+        a.release(); // once only
+        lb.release();
+        lc.release();
+        assertThat(memory.used()).isZero();
+        assertThat(memory.waiting()).isZero();
+    }
+
+    @Test
+    void aBodyLargerThanTheLimitIsLetInWhenNothingElseIsHeld() throws Exception {
+        BodyMemory memory = new BodyMemory(vertx, 100, Duration.ofSeconds(10), 10);
+        BodyMemory.Lease big = await(memory.reserve(500));
+        Future<BodyMemory.Lease> small = memory.reserve(1);
+        assertThat(memory.waiting()).isEqualTo(1);
+        big.release();
+        await(small).release();
+        assertThat(memory.used()).isZero();
+    }
+
+    @Test
+    void aBodyThatWaitsTooLongOrFindsTheQueueFullIsRefusedWith503AndRetryAfter() throws Exception {
+        BodyMemory memory = new BodyMemory(vertx, 100, Duration.ofMillis(1), 1);
+        BodyMemory.Lease held = await(memory.reserve(100));
+        Future<BodyMemory.Lease> waiting = memory.reserve(50);
+        Future<BodyMemory.Lease> overflow = memory.reserve(50);
+        assertThat(overflow.failed()).as("refused at once").isTrue();
+        RegistryError e = (RegistryError) overflow.cause();
+        assertThat(e.status).isEqualTo(503);
+        assertThat(e.retryAfter).isEqualTo("1");
+        assertThat(e.getMessage()).contains("server.bodyMemory");
+        Throwable expired = waiting.transform(ar -> Future.succeededFuture(ar.cause())).toCompletionStage()
+                .toCompletableFuture().get(10, TimeUnit.SECONDS);
+        assertThat(expired).isInstanceOf(RegistryError.class);
+        assertThat(((RegistryError) expired).status).isEqualTo(503);
+        held.release();
+        assertThat(memory.used()).as("the expired one took nothing").isZero();
+    }
+}
