@@ -231,7 +231,8 @@ public final class ConfigLoader {
 
     private static final Pattern CIDR = Pattern.compile("(\\d{1,3}(?:\\.\\d{1,3}){3}|[0-9a-fA-F:]+)/(\\d{1,3})");
     private static final Pattern PRINCIPAL = Pattern.compile("[A-Za-z0-9][A-Za-z0-9._@-]{0,127}");
-    private static final Pattern GLOB = Pattern.compile("[a-z0-9*][a-z0-9._/*-]*");
+    /** {@code <upstream name>[:port]/<repository glob>}: an upstream's name may carry a port ({@code lab.local:5000}). */
+    private static final Pattern GLOB = Pattern.compile("[a-z0-9*][a-z0-9.*-]*(:[0-9*]+)?(/[a-z0-9._/*-]*)?");
 
     private MirrorConfig.Access access(ObjectNode access, List<MirrorConfig.Upstream> upstreams) {
         onlyKeys(access, "access.", Set.of("users", "networks", "rules", "metrics", "admin", "requestsPerSecond",

@@ -330,4 +330,27 @@ class ConfigLoaderTest {
             assertThatThrownBy(() -> ConfigLoader.parse(b[0], Map.of(), NONE)).as(b[0]).hasMessageStartingWith(b[1]);
         }
     }
+
+    @Test
+    void aRuleNamesAnUpstreamWhoseNameHasAPort() {
+        // The README's own example: the glob of a rule took no ':' and the start failed.
+        MirrorConfig c = ConfigLoader.parse("""
+                upstreams: [{name: docker.io, url: "https://registry-1.docker.io"}, {name: "lab.local:5000", url: "http://10.0.0.5:5000"}]
+                access:
+                  rules:
+                    - repositories: ["lab.local:5000/private/**"]
+                      pull: [alice]
+                    - repositories: ["**"]
+                      pull: [anonymous]
+                """, Map.of(), NONE);
+        assertThat(c.access().rules().get(0).repositories()).containsExactly("lab.local:5000/private/**");
+        assertThat(c.access().failedLoginsPerMinute()).isEqualTo(10);
+        assertThatThrownBy(() -> ConfigLoader.parse("""
+                upstreams: [{name: "lab.local:5000", url: "http://10.0.0.5:5000"}]
+                access: {rules: [{repositories: ["lab.local:5001/private/**"], pull: [a]}]}
+                """, Map.of(), NONE)).hasMessageStartingWith("access.rules[0].repositories: \"lab.local:5001/private/**\" is not"
+                + " <upstream name>/<repository glob> with a configured upstream (upstreams: lab.local:5000)");
+        assertThatThrownBy(() -> ConfigLoader.parse("access: {failedLoginsPerMinute: 0}", Map.of(), NONE))
+                .hasMessageStartingWith("access.failedLoginsPerMinute: \"0\" must be between 1");
+    }
 }

@@ -135,8 +135,9 @@ public final class Mirror {
             }
 
             @Override
-            public Future<Void> serve(io.vertx.core.http.HttpServerRequest req) {
-                return AdminApi.claims(req) ? admin.serve(req) : status.serve(req);
+            public Future<Void> serve(io.vertx.core.http.HttpServerRequest req,
+                                      java.util.function.Predicate<String> mayPull) {
+                return AdminApi.claims(req) ? admin.serve(req) : status.serve(req, mayPull);
             }
         });
     }

@@ -21,6 +21,7 @@ import java.time.Duration;
 import java.time.Instant;
 import java.util.Map;
 import java.util.function.LongSupplier;
+import java.util.function.Predicate;
 import java.util.function.Supplier;
 
 /**
@@ -88,12 +89,13 @@ final class StatusPage {
         return accept != null && accept.toLowerCase(java.util.Locale.ROOT).contains("text/html");
     }
 
-    Future<Void> serve(HttpServerRequest req) {
+    /** @param mayPull whether the caller may pull a repository: the page shows it nothing else by name */
+    Future<Void> serve(HttpServerRequest req, Predicate<String> mayPull) {
         var resp = req.response().putHeader("X-Content-Type-Options", "nosniff");
         String path = req.path();
         if (path.equals(JSON_PATH)) {
             return resp.putHeader(HttpHeaders.CONTENT_TYPE, "application/json")
-                    .putHeader(HttpHeaders.CACHE_CONTROL, "no-store").end(status().toBuffer());
+                    .putHeader(HttpHeaders.CACHE_CONTROL, "no-store").end(status(mayPull).toBuffer());
         }
         if (ASSETS.containsKey(path)) {
             return resp.putHeader(HttpHeaders.CONTENT_TYPE, ASSETS.get(path))
@@ -104,8 +106,13 @@ final class StatusPage {
                 .putHeader(HttpHeaders.CACHE_CONTROL, "no-cache").end(page);
     }
 
-    /** What the page shows, as {@code /status.json} answers it. Reads memory only: never blocks. */
-    JsonObject status() {
+    /**
+     * What the page shows, as {@code /status.json} answers it, to a caller who may pull what
+     * {@code mayPull} says: repositories it may not pull (their names, their downloads and their
+     * digests, their prefetch jobs) are left out; their pulls count among the others. Reads memory
+     * only: never blocks.
+     */
+    JsonObject status(Predicate<String> mayPull) {
         Instant now = clock.instant();
         MirrorMetrics.Totals t = metrics.totals();
         long asked = t.hits() + t.misses();
@@ -131,26 +138,35 @@ final class StatusPage {
 
         JsonArray dl = new JsonArray();
         for (InflightDownloads.Progress p : downloads.progress()) {
+            if (!mayPull.test(p.source())) {
+                continue;
+            }
             dl.add(new JsonObject().put("digest", p.digest()).put("source", p.source()).put("bytes", p.bytes())
                     .put("size", p.size() < 0 ? null : p.size()).put("seconds", round(p.seconds()))
                     .put("bytesPerSecond", p.seconds() > 0 ? (long) (p.bytes() / p.seconds()) : null));
         }
 
         JsonArray top = new JsonArray();
-        for (PullCounts.Count c : pulls.top(TOP_REPOSITORIES)) {
-            top.add(new JsonObject().put("name", c.name()).put("pulls", c.pulls()));
+        long hiddenPulls = 0;
+        for (PullCounts.Count c : pulls.top(Integer.MAX_VALUE)) {
+            if (top.size() < TOP_REPOSITORIES && mayPull.test(c.name())) {
+                top.add(new JsonObject().put("name", c.name()).put("pulls", c.pulls()));
+            } else if (!mayPull.test(c.name())) {
+                hiddenPulls += c.pulls();
+            }
         }
 
         JsonArray jobs = new JsonArray();
         Prefetcher p = prefetcher.get();
         if (p != null) {
-            p.jobs().stream().limit(RECENT_JOBS).forEach(j -> jobs.add(j.toJson()));
+            p.jobs().stream().filter(j -> mayPull.test(j.image.upstream() + "/" + j.image.repository()))
+                    .limit(RECENT_JOBS).forEach(j -> jobs.add(j.toJson()));
         }
 
         return new JsonObject().put("version", Mirror.VERSION).put("started", started.toString())
                 .put("now", now.toString()).put("uptimeSeconds", Duration.between(started, now).toSeconds())
                 .put("cache", cache).put("upstreams", ups).put("storage", disk).put("downloads", dl)
-                .put("topRepositories", top).put("otherPulls", pulls.others()).put("prefetch", jobs);
+                .put("topRepositories", top).put("otherPulls", pulls.others() + hiddenPulls).put("prefetch", jobs);
     }
 
     private static double round(double seconds) {

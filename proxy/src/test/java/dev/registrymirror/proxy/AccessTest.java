@@ -284,4 +284,73 @@ class AccessTest extends MirrorTestBase {
         clock.advance(java.time.Duration.ofMinutes(16));
         assertThat(b.verify(t)).as("expired").isNull();
     }
+
+    @Test
+    void wrongPasswordsFromOneAddressAreThrottledBeforeHashingWhileOtherAddressesLogIn() throws Exception {
+        startMirror();
+        java.util.List<java.util.concurrent.CompletableFuture<HttpResponse<byte[]>>> flood = new java.util.ArrayList<>();
+        for (int i = 0; i < 150; i++) {
+            flood.add(getAsync("/v2/", "Authorization", basic("nobody" + i, "wrong-" + i)));
+        }
+        // Meanwhile alice logs in from another address.
+        io.vertx.core.http.HttpClient other = vertx.createHttpClient(new io.vertx.core.http.HttpClientOptions()
+                .setLocalAddress("127.0.0.2"));
+        int aliceStatus = await(other.request(new io.vertx.core.http.RequestOptions().setHost("127.0.0.1")
+                        .setPort(mirror.port()).setURI("/v2/").putHeader("Authorization", basic("alice", ALICE_PW)))
+                .compose(r -> r.send()).map(io.vertx.core.http.HttpClientResponse::statusCode));
+        assertThat(aliceStatus).as("another address is not throttled").isEqualTo(200);
+        java.util.Map<Integer, Long> statuses = flood.stream().map(f -> join(f))
+                .collect(java.util.stream.Collectors.groupingBy(HttpResponse::statusCode, java.util.stream.Collectors.counting()));
+        assertThat(statuses.getOrDefault(401, 0L)).as("checked (access.failedLoginsPerMinute, 10 by default): " + statuses)
+                .isLessThanOrEqualTo(10);
+        assertThat(statuses.getOrDefault(429, 0L)).as("refused without a check: " + statuses).isGreaterThanOrEqualTo(140);
+        HttpResponse<byte[]> refused = flood.stream().map(f -> join(f)).filter(r -> r.statusCode() == 429).findFirst().orElseThrow();
+        assertThat(refused.headers().firstValue("Retry-After")).isPresent();
+        assertThat(body(refused)).contains("TOOMANYREQUESTS").contains("too many failed logins from 127.0.0.1");
+        assertThat(get("/token", "Authorization", basic("bob", BOB_PW)).statusCode())
+                .as("the token endpoint shares the throttle").isEqualTo(429);
+        assertThat(get("/token", "Authorization", basic("alice", ALICE_PW)).statusCode())
+                .as("a password checked lately needs no check").isEqualTo(200);
+        assertThat(Exposition.value(mirror.metrics().scrape(), "registrymirror_access_denied_total{reason=\"throttled\"}"))
+                .isGreaterThanOrEqualTo(140);
+        assertThat(logged.list).extracting(ILoggingEvent::getFormattedMessage)
+                .filteredOn(m -> m.contains("too many failed logins")).as("one line a minute per address").hasSize(1);
+        await(other.close());
+    }
+
+    @Test
+    void aRemovedUsersTokenIsRefusedOnceTheFileIsReadAgain() throws Exception {
+        startMirror();
+        String aliceToken = token("Authorization", basic("alice", ALICE_PW));
+        assertThat(pull("private/app", "1", privateLayer, "Authorization", "Bearer " + aliceToken)).isEqualTo(200);
+        Files.writeString(htpasswd, entry("bob", BOB_PW));
+        assertThat(mirror.access().reloadUsers()).isTrue();
+        HttpResponse<byte[]> r = get("/v2/private/app/manifests/1", "Accept", TYPES, "Authorization", "Bearer " + aliceToken);
+        assertThat(r.statusCode()).isEqualTo(401);
+        assertThat(body(r)).contains("invalid or expired");
+    }
+
+    @Test
+    void theStatusPageShowsEachCallerOnlyWhatItMayPull() {
+        startMirror();
+        assertThat(pull("private/app", "1", privateLayer, "Authorization", basic("alice", ALICE_PW))).isEqualTo(200);
+        assertThat(pull("library/alpine", "3.19", publicLayer)).isEqualTo(200);
+        byte[] secretLayer = randomBytes(30_000, 64);
+        hub.putImage("private/app", "2", secretLayer);
+        hub.holdBlobAnswers = io.vertx.core.Promise.promise();
+        java.util.concurrent.CompletableFuture<HttpResponse<byte[]>> downloading = getAsync("/v2/private/app/blobs/"
+                + Digest.of("sha256", secretLayer), "Authorization", basic("alice", ALICE_PW));
+        awaitTrue("the private download is under way", () -> mirror.downloadsInFlight() == 1);
+
+        JsonObject anonymous = new JsonObject(body(get("/status.json")));
+        assertThat(anonymous.encode()).doesNotContain("private/app").doesNotContain(Digest.of("sha256", secretLayer).toString());
+        assertThat(anonymous.getJsonArray("topRepositories").encode()).contains("docker.io/library/alpine");
+        assertThat(anonymous.getJsonArray("downloads")).isEmpty();
+        JsonObject alice = new JsonObject(body(get("/status.json", "Authorization", basic("alice", ALICE_PW))));
+        assertThat(alice.getJsonArray("topRepositories").encode()).contains("docker.io/private/app");
+        assertThat(alice.getJsonArray("downloads").encode()).contains("docker.io/private/app");
+
+        hub.holdBlobAnswers.complete();
+        assertThat(join(downloading).body()).isEqualTo(secretLayer);
+    }
 }

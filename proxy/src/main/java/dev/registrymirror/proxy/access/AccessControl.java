@@ -22,8 +22,6 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Base64;
 import java.util.List;
-import java.util.concurrent.Executor;
-import java.util.concurrent.Executors;
 import javax.naming.InvalidNameException;
 import javax.naming.ldap.LdapName;
 import javax.naming.ldap.Rdn;
@@ -44,6 +42,8 @@ public final class AccessControl {
     private static final Logger LOG = LoggerFactory.getLogger(AccessControl.class);
     public static final String TOKEN_PATH = "/token";
     public static final String SERVICE = "registry-mirror";
+    /** The largest form {@code POST /token} takes (user name and password). */
+    static final int MAX_FORM_BYTES = 8192;
 
     private final Vertx vertx;
     private final MirrorConfig.Access config;
@@ -52,12 +52,11 @@ public final class AccessControl {
     private final Rules rules;
     private final Networks networks;
     private final MirrorMetrics metrics;
-    /** bcrypt checks: CPU-bound and slow by design, on threads of their own, never an event loop. */
-    private final Executor hashing = Executors.newFixedThreadPool(2, r -> {
-        Thread t = new Thread(r, "password-check");
-        t.setDaemon(true);
-        return t;
-    });
+    /** bcrypt checks: slow by design, rationed per address, on threads of their own; null without users. */
+    private final PasswordChecks passwords;
+    /** Addresses whose throttled logins were logged in the last minute (one line a minute each). */
+    private final Cache<String, Boolean> throttledLogged = Caffeine.newBuilder().maximumSize(10_000)
+            .expireAfterWrite(Duration.ofMinutes(1)).build();
     private final Cache<String, Bucket> buckets = Caffeine.newBuilder().maximumSize(100_000)
             .expireAfterAccess(Duration.ofMinutes(10)).build();
     private long usersTimer = -1;
@@ -66,6 +65,7 @@ public final class AccessControl {
         this.vertx = vertx;
         this.config = config;
         this.users = config.users() == null ? null : new Users(config.users());
+        this.passwords = users == null ? null : new PasswordChecks(vertx, users::check, config.failedLoginsPerMinute());
         this.tokens = new Tokens(clock, config.tokenKey());
         this.rules = new Rules(config.rules());
         this.networks = new Networks(config.networks());
@@ -83,6 +83,14 @@ public final class AccessControl {
         if (usersTimer >= 0) {
             vertx.cancelTimer(usersTimer);
         }
+        if (passwords != null) {
+            passwords.close();
+        }
+    }
+
+    /** Whether {@code id} may pull {@code name} ({@code <upstream>/<repository>}): what the status page may show it. */
+    public boolean mayPull(Identity id, String name) {
+        return id.in(rules.pullers(name));
     }
 
     /** Reads the htpasswd file again now, as the periodic check does (tests call it). Blocks. */
@@ -122,6 +130,11 @@ public final class AccessControl {
             String name = tokens.verify(auth.substring(7).strip());
             if (name == null) {
                 return Future.failedFuture(deny(req, Identity.NOBODY, "bad_credentials", "an invalid or expired token",
+                        challenge(req, null, "the token is invalid or expired; ask " + TOKEN_PATH + " for a new one")));
+            }
+            if (!name.isEmpty() && users != null && !users.exists(name)) {
+                // Removed from the htpasswd file since the token was issued: the token goes with the user.
+                return Future.failedFuture(deny(req, Identity.NOBODY, "bad_credentials", "a token of a removed user",
                         challenge(req, null, "the token is invalid or expired; ask " + TOKEN_PATH + " for a new one")));
             }
             if (!name.isEmpty()) {
@@ -168,26 +181,31 @@ public final class AccessControl {
             return Future.failedFuture(deny(req, Identity.NOBODY, "bad_credentials", "Basic credentials it cannot check",
                     challenge(req, null, users == null ? "this mirror has no users" : "malformed Basic credentials")));
         }
-        io.vertx.core.Context context = vertx.getOrCreateContext();
-        io.vertx.core.Promise<String> result = io.vertx.core.Promise.promise();
-        hashing.execute(() -> {
-            boolean ok;
-            try {
-                ok = users.check(user, password);
-            } catch (RuntimeException e) {
-                ok = false;
+        if (users.remembered(user, password)) {
+            return Future.succeededFuture(user); // checked lately: no bcrypt, no queue
+        }
+        return passwords.check(address(req), user, password).transform(ar -> {
+            if (ar.failed()) {
+                PasswordChecks.Refused r = (PasswordChecks.Refused) ar.cause();
+                return Future.failedFuture(r.throttled ? throttled(req, r.error)
+                        : deny(req, Identity.NOBODY, "busy", "a login while the password checks are full", r.error));
             }
-            boolean verified = ok;
-            context.runOnContext(v -> {
-                if (verified) {
-                    result.complete(user);
-                } else {
-                    result.fail(deny(req, new Identity(List.of(user), "password"), "bad_credentials",
-                            "a wrong user name or password", challenge(req, null, "wrong user name or password")));
-                }
-            });
+            if (ar.result()) {
+                return Future.succeededFuture(user);
+            }
+            return Future.failedFuture(deny(req, new Identity(List.of(user), "password"), "bad_credentials",
+                    "a wrong user name or password", challenge(req, null, "wrong user name or password")));
         });
-        return result.future();
+    }
+
+    /** A login refused without a check (its address failed too often): counted, and logged once a minute per address. */
+    private RegistryError throttled(HttpServerRequest req, RegistryError e) {
+        metrics.accessDenied("throttled");
+        if (throttledLogged.asMap().putIfAbsent(address(req), Boolean.TRUE) == null) {
+            LOG.warn("access: too many failed logins from {} (access.failedLoginsPerMinute: {}); its logins get 429"
+                    + " without a password check until its allowance refills", address(req), config.failedLoginsPerMinute());
+        }
+        return e;
     }
 
     private final Cache<String, Bucket> fetchBuckets = Caffeine.newBuilder().maximumSize(100_000)
@@ -284,11 +302,22 @@ public final class AccessControl {
      * (containerd's OAuth2 form). Answers {@code {"token", "access_token", "expires_in", "issued_at"}}.
      */
     public Future<Void> serveToken(HttpServerRequest req) {
+        RegistryError limited = rateLimit(req, Identity.NOBODY);
+        if (limited != null) {
+            return Future.failedFuture(limited);
+        }
         if (req.method() == HttpMethod.POST) {
+            String length = req.getHeader(HttpHeaders.CONTENT_LENGTH);
+            if (length != null && (!length.matches("\\d{1,9}") || Long.parseLong(length) > MAX_FORM_BYTES)) {
+                return Future.failedFuture(new RegistryError(413, "SIZE_INVALID", "the token form is larger than "
+                        + MAX_FORM_BYTES + " bytes"));
+            }
             req.setExpectMultipart(true);
             io.vertx.core.Promise<Void> ended = io.vertx.core.Promise.promise();
-            req.endHandler(v -> ended.complete());
-            req.exceptionHandler(ended::tryFail);
+            req.endHandler(v -> ended.tryComplete());
+            // The form decoder refuses an attribute over its limit (a body without a length).
+            req.exceptionHandler(err -> ended.tryFail(new RegistryError(400, "UNSUPPORTED",
+                    "the token form cannot be read (at most " + MAX_FORM_BYTES + " bytes)")));
             return ended.future().compose(v -> {
                 String user = req.getFormAttribute("username");
                 String password = req.getFormAttribute("password");

@@ -25,25 +25,50 @@ import org.slf4j.LoggerFactory;
 public final class Users {
     private static final Logger LOG = LoggerFactory.getLogger(Users.class);
     private final Path file;
-    private volatile Map<String, byte[]> hashes = Map.of();
+    /** The users' hashes and the dummy unknown users are checked against, replaced together. */
+    private record Table(Map<String, byte[]> hashes, byte[] dummy) {
+    }
+
+    private volatile Table table;
     private volatile byte[] loaded;
     private final Cache<String, Boolean> verified = Caffeine.newBuilder().maximumSize(10_000)
             .expireAfterWrite(Duration.ofMinutes(5)).build();
-    /** A hash to check against for unknown users, so that they take as long as known ones. */
-    private static final byte[] DUMMY = BCrypt.withDefaults().hash(10, new byte[16], "x".getBytes(StandardCharsets.UTF_8));
 
     /** Reads the file (blocks); a bad file is a ConfigException naming {@code access.users}. */
     public Users(Path file) {
         this.file = file;
         try {
             byte[] bytes = Files.readAllBytes(file);
-            hashes = parse(bytes);
+            table = table(parse(bytes));
             loaded = Secrets.sha256(bytes);
         } catch (IOException e) {
             throw new ConfigException("access.users: cannot read " + file + ": " + e.getMessage());
         } catch (IllegalArgumentException e) {
             throw new ConfigException("access.users: " + file + ": " + e.getMessage());
         }
+    }
+
+    /**
+     * The table for {@code hashes}, with a dummy hash of the cost most of them have (the higher on a
+     * tie): an unknown user's check then takes as long as a known user's, so that timing does not tell
+     * which names exist. {@code htpasswd -B} writes cost 5; a fixed dummy of cost 10 took 7.5 times as long.
+     */
+    private static Table table(Map<String, byte[]> hashes) {
+        Map<Integer, Integer> costs = new HashMap<>();
+        for (byte[] h : hashes.values()) {
+            costs.merge(costOf(h), 1, Integer::sum);
+        }
+        int cost = costs.entrySet().stream().max(java.util.Map.Entry.<Integer, Integer>comparingByValue()
+                .thenComparing(java.util.Map.Entry.comparingByKey())).map(java.util.Map.Entry::getKey).orElse(5);
+        byte[] salt = new byte[16];
+        new java.security.SecureRandom().nextBytes(salt);
+        byte[] dummy = BCrypt.with(BCrypt.Version.VERSION_2Y).hash(cost, salt, "x".getBytes(StandardCharsets.UTF_8));
+        return new Table(hashes, dummy);
+    }
+
+    /** The cost of a bcrypt hash ({@code $2y$05$...}). */
+    private static int costOf(byte[] hash) {
+        return Integer.parseInt(new String(hash, 4, 2, StandardCharsets.US_ASCII));
     }
 
     static Map<String, byte[]> parse(byte[] bytes) {
@@ -71,13 +96,14 @@ public final class Users {
 
     /** Whether {@code password} is {@code user}'s. Blocks for a bcrypt check unless remembered. */
     public boolean check(String user, String password) {
-        byte[] hash = hashes.get(user);
+        Table t = table;
+        byte[] hash = t.hashes().get(user);
         byte[] pw = password.getBytes(StandardCharsets.UTF_8);
         if (hash == null) {
-            BCrypt.verifyer().verify(pw, DUMMY); // as slow as for a real user
+            BCrypt.verifyer().verify(pw, t.dummy()); // as slow as for a real user
             return false;
         }
-        String key = java.util.HexFormat.of().formatHex(Secrets.sha256(concat(hash, pw)));
+        String key = rememberKey(hash, pw);
         if (verified.getIfPresent(key) != null) {
             return true;
         }
@@ -88,9 +114,33 @@ public final class Users {
         return ok;
     }
 
+    /**
+     * Whether {@code password} is {@code user}'s by a check that succeeded lately: answered from
+     * memory with one SHA-256, so safe on an event loop, and no cause to queue for a bcrypt check.
+     */
+    public boolean remembered(String user, String password) {
+        byte[] hash = table.hashes().get(user);
+        return hash != null
+                && verified.getIfPresent(rememberKey(hash, password.getBytes(StandardCharsets.UTF_8))) != null;
+    }
+
+    private static String rememberKey(byte[] hash, byte[] password) {
+        return java.util.HexFormat.of().formatHex(Secrets.sha256(concat(hash, password)));
+    }
+
+    /** Whether {@code user} is in the file (as last read): a token of a removed user is no good. */
+    public boolean exists(String user) {
+        return table.hashes().containsKey(user);
+    }
+
+    /** The cost of the hash unknown users are checked against. */
+    int dummyCost() {
+        return costOf(table.dummy());
+    }
+
     /** The user names (for the start-up log line). */
     public int size() {
-        return hashes.size();
+        return table.hashes().size();
     }
 
     /** Reads the file again if it changed; a file that cannot be used is logged and the users stay. Blocks. */
@@ -108,9 +158,9 @@ public final class Users {
         }
         loaded = print;
         try {
-            hashes = parse(bytes);
+            table = table(parse(bytes));
             verified.invalidateAll();
-            LOG.info("access.users: {} changed, {} users", file, hashes.size());
+            LOG.info("access.users: {} changed, {} users", file, size());
             return true;
         } catch (IllegalArgumentException e) {
             LOG.warn("access.users: {} changed but cannot be used ({}); the {} users read before stay", file,

@@ -57,7 +57,7 @@ public final class ConnectionGuard {
     private final int maxConnections;
     private final int maxPerClient;
     private final Map<HttpConnection, Tracked> open = new ConcurrentHashMap<>();
-    private final Map<String, AtomicInteger> perClient = new ConcurrentHashMap<>();
+    private final ClientCounts perClient = new ClientCounts();
     private final AtomicInteger count = new AtomicInteger();
     private final Map<String, AtomicLong> refusedSinceLog = new ConcurrentHashMap<>();
     private final Map<String, AtomicLong> lastLog = new ConcurrentHashMap<>();
@@ -109,9 +109,7 @@ public final class ConnectionGuard {
             refuse(connection, client, "limit", maxConnections + " client connections are open (server.maxConnections)");
             return;
         }
-        AtomicInteger mine = perClient.computeIfAbsent(client, k -> new AtomicInteger());
-        if (mine.incrementAndGet() > maxPerClient) {
-            release(client, mine);
+        if (!perClient.acquire(client, maxPerClient)) {
             count.decrementAndGet();
             refuse(connection, client, "per_client", client + " has " + maxPerClient
                     + " connections open (server.maxConnectionsPerClient)");
@@ -155,21 +153,13 @@ public final class ConnectionGuard {
             return;
         }
         count.decrementAndGet();
-        AtomicInteger mine = perClient.get(t.client);
-        if (mine != null) {
-            release(t.client, mine);
-        }
+        perClient.release(t.client);
         Runnable action = t.onClose;
         if (action != null) {
             action.run();
         }
     }
 
-    private void release(String client, AtomicInteger n) {
-        if (n.decrementAndGet() <= 0) {
-            perClient.remove(client, n);
-        }
-    }
 
     /** Closes every connection past its deadline. */
     void sweep() {

@@ -13,6 +13,11 @@ public interface OperatorRoutes {
     /** The route's label in the request metrics if {@code req} is one of these routes; {@code null} otherwise. */
     String route(HttpServerRequest req);
 
-    /** Answers a request {@link #route} claimed. */
-    Future<Void> serve(HttpServerRequest req);
+    /**
+     * Answers a request {@link #route} claimed.
+     *
+     * @param mayPull whether the caller may pull a repository ({@code <upstream>/<repository>}): what
+     *                it may see of it
+     */
+    Future<Void> serve(HttpServerRequest req, java.util.function.Predicate<String> mayPull);
 }

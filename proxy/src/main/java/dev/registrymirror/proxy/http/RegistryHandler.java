@@ -141,6 +141,16 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
             }
         };
         connections.whenClosed(req, done);
+        try {
+            req.params(); // decodes the query once: a malformed one is the client's error, here, for every route
+        } catch (IllegalArgumentException e) {
+            resp.endHandler(v -> {
+                done.run();
+                metrics.requestServed("invalid", req.method().name(), resp.getStatusCode(), System.nanoTime() - start);
+            });
+            writeError(req, new RegistryError(400, "UNSUPPORTED", "malformed query (a bad %-escape)"));
+            return;
+        }
         if (access != null) {
             RegistryError outside = access.network(req);
             String label = outside != null ? "denied"
@@ -167,8 +177,9 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
             try {
                 boolean admin = operatorLabel.equals("admin");
                 // The admin API's Authorization header is its token, not a client's credentials.
-                answer = access == null ? extra.serve(req) : access.admit(req, !admin,
-                        id -> admin ? access.admin(req, id) : access.metrics(req, id)).compose(id -> extra.serve(req));
+                answer = access == null ? extra.serve(req, name -> true) : access.admit(req, !admin,
+                        id -> admin ? access.admin(req, id) : access.metrics(req, id))
+                        .compose(id -> extra.serve(req, name -> access.mayPull(id, name)));
             } catch (RuntimeException e) {
                 answer = Future.failedFuture(e);
             }

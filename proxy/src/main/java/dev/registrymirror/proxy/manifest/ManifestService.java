@@ -179,10 +179,8 @@ public final class ManifestService {
                     if (status == 200 && entry.digest().toString().equals(digestHeader)) {
                         UpstreamClient.discard(resp);
                         metrics.cacheHit("tag");
-                        return blocking.run(() -> {
-                            tags.put(key, entry.checked(clock.instant()));
-                            return Optional.of(cached);
-                        });
+                        return onDisk(key, "store tag", () -> tags.put(key, entry.checked(clock.instant())))
+                                .map(Optional.of(cached));
                     }
                     if (status == 200 && digestHeader == null) {
                         // The HEAD does not say where the tag points: only a GET can tell.
@@ -214,10 +212,7 @@ public final class ManifestService {
                         UpstreamClient.discard(resp);
                         LOG.info("upstream {}: tag {}:{} no longer exists", upstream.name(), route.repository(),
                                 route.tag());
-                        return blocking.run(() -> {
-                            tags.remove(key);
-                            return Optional.<Manifest>empty();
-                        });
+                        return onDisk(key, "remove tag", () -> tags.remove(key)).map(Optional.<Manifest>empty());
                     }
                     return Future.failedFuture(upstream.failure(resp, "MANIFEST_UNKNOWN", "tag " + route.tag()));
                 })
@@ -231,6 +226,27 @@ public final class ManifestService {
                             route.repository(), route.tag(), e.getMessage());
                     return Future.succeededFuture(Optional.of(cached));
                 });
+    }
+
+    /** Work on a tag's file. */
+    private interface TagWrite {
+        void run() throws java.io.IOException;
+    }
+
+    /**
+     * Writes what the upstream said of a tag. A disk that cannot take it is a disk error (logged and
+     * counted as one), never an upstream failure: the answer stays what the upstream said.
+     */
+    private Future<Void> onDisk(TagKey key, String what, TagWrite write) {
+        return blocking.<Void>run(() -> {
+            write.run();
+            return null;
+        }).recover(err -> {
+            String reason = NotEnoughSpaceException.isOutOfSpace(err) ? "disk_full" : "io";
+            metrics.storageError(reason);
+            LOG.warn("cannot {} {}:{} of upstream {}: {}", what, key.repository(), key.tag(), key.upstream(), err.toString());
+            return Future.succeededFuture();
+        });
     }
 
     /**
