@@ -117,6 +117,25 @@ class TlsTest extends MirrorTestBase {
     }
 
     @Test
+    void aRenewedCertificateStillRequiresClientCertificates() throws Exception {
+        // Renewals replace the server's TLS options: they must carry the client CA and the requirement too.
+        mutual = true;
+        startMirror();
+        Path[] renewed = ca.server("mirror-2").write(pki, "renewed");
+        Files.move(renewed[0], cert, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+        Files.move(renewed[1], key, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+        assertThat(await(mirror.reloadTls())).isTrue();
+        HttpResponse<byte[]> served = https(ca.client("node-1").clientContext(ca), "/v2/");
+        assertThat(servedCn(served)).isEqualTo("CN=mirror-2");
+        assertThat(served.statusCode()).isEqualTo(200);
+        assertThatThrownBy(() -> https(ca.trustingContext(), "/v2/")).as("no client certificate, after the renewal")
+                .isInstanceOf(IOException.class);
+        TestPki other = new TestPki("Other CA");
+        assertThatThrownBy(() -> https(other.client("mallory").clientContext(ca), "/v2/"))
+                .as("a certificate of another CA, after the renewal").isInstanceOf(IOException.class);
+    }
+
+    @Test
     void prefetchWorksBehindMutualTlsThroughTheLoopbackListenerWhichAsksForItsSecret() throws Exception {
         mutual = true;
         byte[] layer = randomBytes(50_000, 51);
