@@ -2,6 +2,8 @@ package dev.registrymirror.proxy;
 
 import dev.registrymirror.proxy.access.Provenance;
 import dev.registrymirror.proxy.upstream.BodyMemory;
+import dev.registrymirror.proxy.upstream.UpstreamBudget;
+import dev.registrymirror.proxy.vertx.Owner;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
 import dev.registrymirror.proxy.blob.BlobService;
 import dev.registrymirror.proxy.blob.InflightDownloads;
@@ -75,6 +77,7 @@ public final class Mirror {
      * a client certificate to the TLS listener: it answers only requests carrying {@link #internalSecret}.
      */
     private io.vertx.core.http.HttpServer internal;
+    private String internalDeployment;
     private final String internalSecret = newSecret();
     /** The header that carries {@link #internalSecret}. */
     static final String INTERNAL_HEADER = "X-Registry-Mirror-Internal";
@@ -153,6 +156,15 @@ public final class Mirror {
     public static Vertx newVertx(MirrorConfig config) {
         VertxOptions options = new VertxOptions().setPreferNativeTransport(true);
         options.setEventLoopPoolSize(Math.max(options.getEventLoopPoolSize(), config.server().eventLoops()));
+        return newVertx(options);
+    }
+
+    /**
+     * A Vert.x instance with {@code options} that a mirror can run on: made after the mirror's
+     * context locals are registered (Vert.x sizes them when an instance is made).
+     */
+    public static Vertx newVertx(VertxOptions options) {
+        UpstreamBudget.checkRegistered(null);
         return Vertx.vertx(options);
     }
 
@@ -176,6 +188,11 @@ public final class Mirror {
                 LOG.error("unhandled failure on an event loop", err);
             }
         });
+        try {
+            UpstreamBudget.checkRegistered(vertx);
+        } catch (IllegalStateException e) {
+            return Future.failedFuture(e);
+        }
         return vertx.executeBlocking(() -> new Mirror(vertx, config, clock, blobStoreWrapper, allocator))
                 .compose(Mirror::listen);
     }
@@ -199,6 +216,7 @@ public final class Mirror {
         return vertx.deployVerticle(() -> new AbstractVerticle() {
                     @Override
                     public void start(Promise<Void> started) {
+                        Owner.anchor(context); // downloads started by its requests live on this context
                         io.vertx.core.http.HttpServer server = vertx.createHttpServer(options);
                         server.connectionHandler(connections::opened).requestHandler(handler)
                                 .invalidRequestHandler(RegistryHandler::invalidRequest).listen()
@@ -257,9 +275,13 @@ public final class Mirror {
     /** The loopback listener for the mirror's own requests; yields its port. */
     private Future<Integer> listenInternal() {
         byte[] secret = internalSecret.getBytes(java.nio.charset.StandardCharsets.US_ASCII);
-        internal = vertx.createHttpServer(new HttpServerOptions().setHost("127.0.0.1").setPort(0)
-                .setCompressionSupported(false).setTcpNoDelay(true));
-        return internal.connectionHandler(connections::opened).requestHandler(req -> {
+        return vertx.deployVerticle(new AbstractVerticle() {
+            @Override
+            public void start(Promise<Void> started) {
+                Owner.anchor(context);
+                internal = vertx.createHttpServer(new HttpServerOptions().setHost("127.0.0.1").setPort(0)
+                        .setCompressionSupported(false).setTcpNoDelay(true));
+                internal.connectionHandler(connections::opened).requestHandler(req -> {
                     String given = req.getHeader(INTERNAL_HEADER);
                     if (given != null && java.security.MessageDigest.isEqual(
                             given.getBytes(java.nio.charset.StandardCharsets.US_ASCII), secret)) {
@@ -267,7 +289,12 @@ public final class Mirror {
                     } else {
                         req.response().setStatusCode(403).putHeader("Connection", "close").end();
                     }
-                }).listen().map(io.vertx.core.http.HttpServer::actualPort);
+                }).listen().<Void>mapEmpty().onComplete(started);
+            }
+        }).map(id -> {
+            internalDeployment = id;
+            return internal.actualPort();
+        });
     }
 
     /** {@code access:} (tests reload its users); null when nothing is restricted. */
@@ -333,7 +360,7 @@ public final class Mirror {
         Future<Void> prefetchStopped = prefetcher == null ? Future.succeededFuture() : prefetcher.stop();
         return prefetchStopped.eventually(() -> handler.drain(config.server().shutdownTimeout()))
                 .compose(v -> deployment == null ? Future.<Void>succeededFuture() : vertx.undeploy(deployment))
-                .eventually(() -> internal == null ? Future.succeededFuture() : internal.close())
+                .eventually(() -> internalDeployment == null ? Future.succeededFuture() : vertx.undeploy(internalDeployment))
                 .eventually(() -> downloads.abandonAll()
                         .timeout(Math.max(1000, config.server().shutdownTimeout().toMillis()), TimeUnit.MILLISECONDS)
                         .otherwise(err -> {

@@ -335,6 +335,7 @@ class AccessTest extends MirrorTestBase {
         startMirror();
         assertThat(pull("private/app", "1", privateLayer, "Authorization", basic("alice", ALICE_PW))).isEqualTo(200);
         assertThat(pull("library/alpine", "3.19", publicLayer)).isEqualTo(200);
+        assertThat(downloadsLeft()).as("the pulls' downloads have ended").isZero();
         byte[] secretLayer = randomBytes(30_000, 64);
         hub.putImage("private/app", "2", secretLayer);
         hub.holdBlobAnswers = io.vertx.core.Promise.promise();

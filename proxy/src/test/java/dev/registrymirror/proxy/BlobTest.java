@@ -122,7 +122,7 @@ class BlobTest extends MirrorTestBase {
         Digest d = hub.putBlob(layer);
         Promise<Void> release = startMirrorHoldingSecondHalves();
 
-        HttpClient client = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(clients));
+        HttpClient client = vertx.createHttpClient(new HttpClientOptions(), new io.vertx.core.http.PoolOptions().setHttp1MaxSize(clients));
         List<Future<Buffer>> bodies = new ArrayList<>();
         AtomicLong receivedBeforeRelease = new AtomicLong();
         for (int i = 0; i < clients; i++) {
@@ -156,7 +156,7 @@ class BlobTest extends MirrorTestBase {
         int half = layer.length / 2;
         Digest d = hub.putBlob(layer);
         Promise<Void> release = startMirrorHoldingSecondHalves();
-        HttpClient client = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(4));
+        HttpClient client = vertx.createHttpClient(new HttpClientOptions(), new io.vertx.core.http.PoolOptions().setHttp1MaxSize(4));
         AtomicLong early = new AtomicLong();
         Future<Buffer> first = fetch(client, d, null, early);
         await(hub.firstHalfSent.future());

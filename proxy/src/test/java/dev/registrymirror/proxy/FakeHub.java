@@ -489,7 +489,7 @@ final class FakeHub extends AbstractVerticle {
             int last = Math.min(Integer.parseInt(range.group(2)), bytes.length - 1);
             resp.setStatusCode(206).putHeader("Content-Type", "application/octet-stream")
                     .putHeader("Content-Range", "bytes " + first + "-" + last + "/" + bytes.length)
-                    .end(Buffer.buffer(io.netty.buffer.Unpooled.wrappedBuffer(bytes, first, last - first + 1)));
+                    .end(dev.registrymirror.proxy.vertx.NettyBuffers.wrap(io.netty.buffer.Unpooled.wrappedBuffer(bytes, first, last - first + 1)));
             return;
         }
         resp.putHeader("Content-Type", "application/octet-stream")
@@ -508,7 +508,7 @@ final class FakeHub extends AbstractVerticle {
         int half = body.length / 2;
         // Wrapped, not copied: copying tens of MiB per request on the event loop trips the blocked-loop guard
         // on a busy machine.
-        Buffer all = Buffer.buffer(io.netty.buffer.Unpooled.wrappedBuffer(body));
+        Buffer all = dev.registrymirror.proxy.vertx.NettyBuffers.wrap(io.netty.buffer.Unpooled.wrappedBuffer(body));
         writeSlices(resp, all, 0, half).onComplete(w -> {
             if (f == Fault.DROP_MID_BODY) {
                 vertx.setTimer(20, t -> req.connection().close());
@@ -546,7 +546,7 @@ final class FakeHub extends AbstractVerticle {
         pump[0] = () -> {
             while (left[0] > 0 && !closed[0]) {
                 int n = (int) Math.min(filler.length, left[0]);
-                resp.write(Buffer.buffer(io.netty.buffer.Unpooled.wrappedBuffer(filler, 0, n)));
+                resp.write(dev.registrymirror.proxy.vertx.NettyBuffers.wrap(io.netty.buffer.Unpooled.wrappedBuffer(filler, 0, n)));
                 left[0] -= n;
                 streamedBytes.addAndGet(n);
                 if (resp.writeQueueFull()) {

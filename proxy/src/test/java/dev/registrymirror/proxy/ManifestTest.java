@@ -193,7 +193,7 @@ class ManifestTest extends MirrorTestBase {
         hub.putImage("library/alpine", "3.19", randomBytes(1000, 1));
         hub.tokenDelayMillis = 200; // keep the first fetch in flight while the others arrive
         startMirror();
-        HttpClient client = vertx.createHttpClient(new HttpClientOptions().setMaxPoolSize(10));
+        HttpClient client = vertx.createHttpClient(new HttpClientOptions(), new io.vertx.core.http.PoolOptions().setHttp1MaxSize(10));
         List<Future<Integer>> all = new ArrayList<>();
         for (int i = 0; i < 10; i++) {
             all.add(client.request(new RequestOptions().setMethod(HttpMethod.GET).setHost("127.0.0.1")

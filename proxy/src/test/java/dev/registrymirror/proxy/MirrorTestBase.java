@@ -87,7 +87,7 @@ abstract class MirrorTestBase {
     void startHub() {
         Fatal.setHandler((where, error) -> fatal.add(where + ": " + error));
         blocked.start();
-        ((Logger) LoggerFactory.getLogger("io.vertx.core.impl.BlockedThreadChecker")).addAppender(blocked);
+        ((Logger) LoggerFactory.getLogger("io.vertx.core.internal.threadchecker.BlockedThreadChecker")).addAppender(blocked);
         leaks.start();
         ((Logger) LoggerFactory.getLogger("io.netty.util.ResourceLeakDetector")).addAppender(leaks);
         unhandled.start();
@@ -98,7 +98,7 @@ abstract class MirrorTestBase {
         // Lower limits flag cold-JVM class loading and GC pauses on a 2-core machine, not blocking calls.
         // More event loops than the mirror uses (EVENT_LOOPS), so that the fake hub's servers and the
         // mirror's do not all share one thread even on a one-core machine.
-        vertx = Vertx.vertx(new VertxOptions().setEventLoopPoolSize(EVENT_LOOPS + 2).setWorkerPoolSize(workerPoolSize())
+        vertx = Mirror.newVertx(new VertxOptions().setEventLoopPoolSize(EVENT_LOOPS + 2).setWorkerPoolSize(workerPoolSize())
                 .setMaxEventLoopExecuteTime(250).setMaxEventLoopExecuteTimeUnit(
                 TimeUnit.MILLISECONDS).setBlockedThreadCheckInterval(50).setWarningExceptionTime(250)
                 .setWarningExceptionTimeUnit(TimeUnit.MILLISECONDS));
@@ -125,7 +125,7 @@ abstract class MirrorTestBase {
             await(mirror.stop());
         }
         await(vertx.close());
-        ((Logger) LoggerFactory.getLogger("io.vertx.core.impl.BlockedThreadChecker")).detachAppender(blocked);
+        ((Logger) LoggerFactory.getLogger("io.vertx.core.internal.threadchecker.BlockedThreadChecker")).detachAppender(blocked);
         assertThat(blocked.list).extracting(ILoggingEvent::getFormattedMessage)
                 .as("an event loop was blocked").isEmpty();
         ((Logger) LoggerFactory.getLogger("io.netty.util.ResourceLeakDetector")).detachAppender(leaks);

@@ -8,8 +8,6 @@ import dev.registrymirror.proxy.upstream.UpstreamClient;
 import io.vertx.core.MultiMap;
 import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpMethod;
-import io.vertx.core.impl.ContextInternal;
-import io.vertx.core.impl.VertxInternal;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
@@ -35,13 +33,23 @@ class UpstreamContextTest extends MirrorTestBase {
                 }));
         assertThat(learned.get(10, TimeUnit.SECONDS)).isEqualTo(200);
         hub.tokenDelayMillis = 300; // both requests below wait for the one token fetch
-        ContextInternal a = ((VertxInternal) vertx).createEventLoopContext();
-        ContextInternal b = ((VertxInternal) vertx).createEventLoopContext();
-        assertThat(a.nettyEventLoop()).isNotSameAs(b.nettyEventLoop());
+        // Two verticle instances: two contexts, each on an event loop of its own.
+        java.util.List<io.vertx.core.Context> contexts = new java.util.concurrent.CopyOnWriteArrayList<>();
+        java.util.List<String> loops = new java.util.concurrent.CopyOnWriteArrayList<>();
+        await(vertx.deployVerticle(() -> new io.vertx.core.AbstractVerticle() {
+            @Override
+            public void start() {
+                contexts.add(context);
+                loops.add(Thread.currentThread().getName());
+            }
+        }, new io.vertx.core.DeploymentOptions().setInstances(2)));
+        io.vertx.core.Context a = contexts.get(0);
+        io.vertx.core.Context b = contexts.get(1);
+        assertThat(loops.get(0)).isNotEqualTo(loops.get(1));
         CompletableFuture<String> onA = new CompletableFuture<>();
         CompletableFuture<String> onB = new CompletableFuture<>();
         for (var pair : java.util.List.of(java.util.Map.entry(a, onA), java.util.Map.entry(b, onB))) {
-            ContextInternal ctx = pair.getKey();
+            io.vertx.core.Context ctx = pair.getKey();
             String tag = ctx == a ? "a" : "b";
             ctx.runOnContext(v -> {
                 String own = Thread.currentThread().getName();

@@ -1,5 +1,6 @@
 package dev.registrymirror.proxy.blob;
 
+import dev.registrymirror.proxy.vertx.NettyBuffers;
 import dev.registrymirror.metrics.MirrorMetrics;
 import io.vertx.core.Future;
 import io.vertx.core.Promise;
@@ -62,7 +63,7 @@ final class ClientSink implements Pump.Sink {
     public void write(Pump.Piece piece) {
         metrics.bytesFromUpstream(piece.length());
         // Vert.x does not release a buffer it is given: the piece goes back once written.
-        resp.write(Buffer.buffer(piece.bytes())).onComplete(w -> piece.release().run());
+        resp.write(NettyBuffers.wrap(piece.bytes())).onComplete(w -> piece.release().run());
     }
 
     @Override

@@ -7,7 +7,6 @@ import io.netty.buffer.ByteBuf;
 import io.vertx.core.Context;
 import io.vertx.core.Future;
 import io.vertx.core.Promise;
-import io.vertx.core.impl.ContextInternal;
 import java.nio.file.Path;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
@@ -50,7 +49,8 @@ final class Download {
         }
     }
 
-    private record Waiter(Context context, Promise<Void> promise) {
+    /** A reader waiting on its event loop ({@code thread}, the one its {@code context} runs on). */
+    private record Waiter(Context context, Thread thread, Promise<Void> promise) {
     }
 
     /**
@@ -268,13 +268,13 @@ final class Download {
 
     /**
      * A future that completes, on {@code context}, once the download differs from what a reader saw:
-     * more bytes, or a new state.
+     * more bytes, or a new state. Call it on {@code context}'s event loop.
      */
     Future<Void> await(Context context, Snapshot seen) {
         Promise<Void> p = Promise.promise();
         synchronized (this) {
             if (state == seen.state() && available == seen.available()) {
-                waiters.add(new Waiter(context, p));
+                waiters.add(new Waiter(context, Thread.currentThread(), p));
                 return p.future();
             }
         }
@@ -363,7 +363,7 @@ final class Download {
      */
     private static void wake(List<Waiter> list) {
         for (Waiter w : list) {
-            if (((ContextInternal) w.context()).nettyEventLoop().inEventLoop()) {
+            if (w.thread() == Thread.currentThread()) {
                 w.promise().tryComplete();
             } else {
                 w.context().runOnContext(v -> w.promise().tryComplete());

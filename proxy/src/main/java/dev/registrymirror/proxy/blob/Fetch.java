@@ -1,5 +1,6 @@
 package dev.registrymirror.proxy.blob;
 
+import dev.registrymirror.proxy.vertx.NettyBuffers;
 import dev.registrymirror.cache.BlobStore;
 import dev.registrymirror.cache.NotEnoughSpaceException;
 import dev.registrymirror.metrics.MirrorMetrics;
@@ -291,7 +292,7 @@ final class Fetch {
             received += len;
             Download.Chunk chunk = new Download.Chunk(position, bytes, s.budget(), 2); // the window's, the write's
             d.arrived(chunk);
-            file.write(Buffer.buffer(bytes), position).onComplete(ar -> {
+            file.write(NettyBuffers.wrap(bytes), position).onComplete(ar -> {
                 chunk.release();
                 if (ar.succeeded()) {
                     wrote(position, len);

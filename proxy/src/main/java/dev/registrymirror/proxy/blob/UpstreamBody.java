@@ -1,5 +1,6 @@
 package dev.registrymirror.proxy.blob;
 
+import dev.registrymirror.proxy.vertx.NettyBuffers;
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
@@ -186,7 +187,7 @@ final class UpstreamBody implements Pump.Source {
             UpstreamClient.hash(hasher, buf);
         }
         budget.charge(len);
-        Pump.Piece piece = new Pump.Piece(buf.getByteBuf(), () -> budget.refund(len));
+        Pump.Piece piece = new Pump.Piece(NettyBuffers.unwrap(buf), () -> budget.refund(len));
         if (!holdLast) {
             data.accept(piece);
             return;

@@ -9,7 +9,7 @@ import io.vertx.core.http.HttpServer;
 import io.vertx.core.http.HttpServerOptions;
 import io.vertx.core.net.PemKeyCertOptions;
 import io.vertx.core.net.PemTrustOptions;
-import io.vertx.core.net.SSLOptions;
+import io.vertx.core.net.ServerSSLOptions;
 import java.io.ByteArrayInputStream;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -152,10 +152,12 @@ public final class ServerTls {
             }
             byte[] print = (byte[]) changed[0];
             X509Certificate leaf = (X509Certificate) changed[1];
-            SSLOptions ssl = new SSLOptions().setKeyCertOptions(keyCert()).setEnabledSecureTransportProtocols(PROTOCOLS)
-                    .setUseAlpn(false);
+            // Everything the listener was started with, the client-certificate requirement included:
+            // ServerSSLOptions default to no client authentication.
+            ServerSSLOptions ssl = new ServerSSLOptions().setKeyCertOptions(keyCert())
+                    .setEnabledSecureTransportProtocols(PROTOCOLS).setUseAlpn(false);
             if (tls.clientCaFile() != null) {
-                ssl.setTrustOptions(trust());
+                ssl.setTrustOptions(trust()).setClientAuth(ClientAuth.REQUIRED);
             }
             List<Future<Boolean>> updates = new ArrayList<>();
             for (HttpServer s : servers) {

@@ -288,8 +288,8 @@ public final class ManifestService {
         return fetches.run(key, () -> {
             LOG.info("upstream {}: fetching manifest {}", upstream.name(), named);
             MultiMap headers = MultiMap.caseInsensitiveMultiMap().add(HttpHeaders.ACCEPT, accept);
-            return upstream.send(HttpMethod.GET, "/v2/" + repository + "/manifests/" + reference, repository,
-                            headers, "manifest")
+            return Bodies.withRoom(upstream, room -> upstream.send(HttpMethod.GET,
+                            "/v2/" + repository + "/manifests/" + reference, repository, headers, "manifest")
                     .compose(resp -> {
                         if (resp.statusCode() != 200) {
                             return Future.failedFuture(upstream.failure(resp, "MANIFEST_UNKNOWN",
@@ -297,10 +297,10 @@ public final class ManifestService {
                         }
                         String contentType = resp.getHeader(HttpHeaders.CONTENT_TYPE);
                         String announcedDigest = resp.getHeader("Docker-Content-Digest");
-                        return Bodies.read(upstream, resp, MAX_MANIFEST_BYTES, "manifest", bytes -> blocking
+                        return Bodies.read(upstream, resp, MAX_MANIFEST_BYTES, "manifest", room, bytes -> blocking
                                 .run(() -> parse(upstream, reference, contentType, announcedDigest, bytes))
                                 .compose(m -> store(m, name, tag)));
-                    });
+                    }));
         });
     }
 

@@ -37,10 +37,11 @@ public final class Referrers {
         String path = "/v2/" + route.repository() + "/referrers/" + route.digest()
                 + (artifactType == null ? "" : "?artifactType=" + URLEncoder.encode(artifactType, StandardCharsets.UTF_8));
         MultiMap headers = MultiMap.caseInsensitiveMultiMap().add(HttpHeaders.ACCEPT, MediaTypes.OCI_INDEX);
-        return upstream.send(HttpMethod.GET, path, route.repository(), headers, "referrers").compose(resp -> {
+        return Bodies.withRoom(upstream, room -> upstream.send(HttpMethod.GET, path, route.repository(), headers,
+                "referrers").compose(resp -> {
             if (resp.statusCode() == 404) {
                 UpstreamClient.discard(resp);
-                return fromTagSchema(route, upstream, req, artifactType);
+                return fromTagSchema(route, upstream, req, artifactType, room); // the same room: one body at a time
             }
             if (resp.statusCode() != 200) {
                 return Future.failedFuture(upstream.failure(resp, "MANIFEST_UNKNOWN", "referrers of " + route.digest()));
@@ -50,14 +51,14 @@ public final class Referrers {
                 req.response().putHeader("OCI-Filters-Applied", filters);
             }
             String type = resp.getHeader(HttpHeaders.CONTENT_TYPE);
-            return Bodies.read(upstream, resp, MAX_BODY, "referrers answer",
+            return Bodies.read(upstream, resp, MAX_BODY, "referrers answer", room,
                     bytes -> send(req, type != null ? type : MediaTypes.OCI_INDEX, Buffer.buffer(bytes)));
-        });
+        }));
     }
 
     /** The referrers tag schema: the index under the tag {@code <algorithm>-<hex>} of the subject. */
     private Future<Void> fromTagSchema(Route route, UpstreamClient upstream, HttpServerRequest req,
-                                       String artifactType) {
+                                       String artifactType, dev.registrymirror.proxy.upstream.BodyMemory.Lease room) {
         String tag = tagOf(route.digest());
         MultiMap headers = MultiMap.caseInsensitiveMultiMap().add(HttpHeaders.ACCEPT, MediaTypes.OCI_INDEX);
         return upstream.send(HttpMethod.GET, "/v2/" + route.repository() + "/manifests/" + tag, route.repository(),
@@ -70,7 +71,7 @@ public final class Referrers {
                         return Future.failedFuture(upstream.failure(resp, "MANIFEST_UNKNOWN",
                                 "referrers of " + route.digest() + " (tag " + tag + ")"));
                     }
-                    return Bodies.read(upstream, resp, MAX_BODY, "referrers index " + tag, bytes -> {
+                    return Bodies.read(upstream, resp, MAX_BODY, "referrers index " + tag, room, bytes -> {
                         JsonArray manifests;
                         try {
                             manifests = new JsonObject(Buffer.buffer(bytes)).getJsonArray("manifests");

@@ -76,16 +76,17 @@ public final class TagLists {
         }
         String path = "/v2/" + route.repository() + "/tags/list" + query;
         String key = upstream.name() + path + (n != null && n == 0 ? "#0" : "");
-        return upstream.send(HttpMethod.GET, path, route.repository(), MultiMap.caseInsensitiveMultiMap(), "tags")
+        return Bodies.withRoom(upstream, room -> upstream.send(HttpMethod.GET, path, route.repository(),
+                        MultiMap.caseInsensitiveMultiMap(), "tags")
                 .compose(resp -> {
                     if (resp.statusCode() != 200) {
                         return Future.failedFuture(upstream.failure(resp, "NAME_UNKNOWN",
                                 "repository " + route.clientName()));
                     }
                     boolean upstreamHasMore = resp.getHeader("Link") != null;
-                    return Bodies.read(upstream, resp, MAX_BODY, "tag list",
+                    return Bodies.read(upstream, resp, MAX_BODY, "tag list", room,
                             bytes -> page(upstream, route, req, Buffer.buffer(bytes), n, last, upstreamHasMore));
-                })
+                }))
                 .onSuccess(answer -> lastGood.put(key, answer))
                 .recover(err -> {
                     RegistryError e = UpstreamClient.transportError(upstream.name(), "upstream", err);

@@ -14,8 +14,8 @@ import java.util.function.Function;
  * Reads upstream bodies that are kept in memory (manifests, tag lists, referrers, token answers)
  * with their size checked before and while they arrive: a body announced larger than its limit is
  * refused before a byte is read, and one that grows past it is cut off there, its connection
- * closed. All of them together stay within the {@link BodyMemory}. Vert.x's {@code body()} would
- * buffer any amount first.
+ * closed. All of them together stay within the {@link BodyMemory} ({@link #withRoom}). Vert.x's
+ * {@code body()} would buffer any amount first.
  */
 public final class Bodies {
     /** Error bodies and other answers the mirror drops are drained up to this much, then cut off. */
@@ -25,31 +25,46 @@ public final class Bodies {
     }
 
     /**
+     * Runs an exchange whose answer is read whole ({@code work}: send, then {@link #read}) with room
+     * in the mirror's {@link BodyMemory}: {@link BodyMemory#PAUSED_BYTES} taken before the request is
+     * sent (waiting for it, or failing with a 503), given back when {@code work}'s future completes.
+     */
+    public static <T> Future<T> withRoom(UpstreamClient upstream, Function<BodyMemory.Lease, Future<T>> work) {
+        return withRoom(upstream.bodyMemory(), work);
+    }
+
+    /** {@link #withRoom(UpstreamClient, Function)} in {@code memory}. */
+    static <T> Future<T> withRoom(BodyMemory memory, Function<BodyMemory.Lease, Future<T>> work) {
+        return memory.reserve(BodyMemory.PAUSED_BYTES)
+                .compose(lease -> work.apply(lease).andThen(done -> lease.release()));
+    }
+
+    /**
      * The whole body of {@code resp} (paused, as {@link UpstreamClient} hands it over), at most
      * {@code max} bytes, handed to {@code use}; otherwise a 502 naming {@code what}. Counts the bytes
-     * received. The body takes room in the mirror's {@link BodyMemory} before its first byte is read
-     * (waiting for it, or failing with a 503), and gives it back once {@code use}'s future completes:
-     * do the work on the bytes inside {@code use}. No buffer is sized from the announced length: the
-     * chunks are kept as they come and put together once all have arrived.
+     * received. Before the first byte is read, {@code lease} (from {@link #withRoom}) grows to twice
+     * the announced length, or twice {@code max} without one (waiting for it, or failing with a 503);
+     * once the body has arrived it keeps twice its size. Do the work on the bytes inside {@code use}:
+     * the room is given back after it. No buffer is sized from the announced length: the pieces are
+     * kept as they come and put together once all have arrived.
      */
     public static <T> Future<T> read(UpstreamClient upstream, HttpClientResponse resp, int max, String what,
-                                     Function<byte[], Future<T>> use) {
+                                     BodyMemory.Lease lease, Function<byte[], Future<T>> use) {
         long announced = length(resp);
         if (announced > max) {
             close(resp);
             return Future.failedFuture(tooLarge(upstream, what, announced + " bytes", max));
         }
-        long room = 2 * (announced >= 0 ? announced : max); // the chunks, then the array they are put into
-        return upstream.bodyMemory().reserve(room).transform(reserved -> {
-            if (reserved.failed()) {
+        long room = 2 * (announced >= 0 ? announced : max); // the pieces, then the array they are put into
+        return lease.growTo(room).transform(grown -> {
+            if (grown.failed()) {
                 close(resp);
-                return Future.failedFuture(reserved.cause());
+                return Future.failedFuture(grown.cause());
             }
-            BodyMemory.Lease lease = reserved.result();
             return collect(upstream, resp, max, what).compose(bytes -> {
-                lease.shrink(2L * bytes.length);
+                lease.shrink(Math.max(2L * bytes.length, BodyMemory.PAUSED_BYTES));
                 return use.apply(bytes);
-            }).andThen(done -> lease.release());
+            });
         });
     }
 

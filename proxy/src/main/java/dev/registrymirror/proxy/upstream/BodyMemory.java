@@ -12,23 +12,31 @@ import java.util.List;
 
 /**
  * The memory that upstream answers held whole (manifests, tag lists, referrers, token answers) may
- * take together ({@code server.bodyMemory}). Each such body reserves room before its first byte is
- * read: twice its announced length, or twice its limit when none is announced (its chunks as they
- * arrive, then the one array they are assembled into); what it did not need is given back once it has
- * arrived, the rest once its reader is done with it (verified, parsed, stored).
+ * take together ({@code server.bodyMemory}).
  *
- * <p>A body that does not fit waits its turn, first come first served, for at most {@link #MAX_WAIT};
- * past that, or with {@link #MAX_WAITING} bodies already waiting, it is refused with {@code 503} and
- * {@code Retry-After}. So no number of concurrent pulls of large manifests makes the bodies outgrow
- * the heap. When nothing is held, any one body is let in, whatever its size, so none waits forever.
+ * <p>An exchange whose answer is read whole takes {@link #PAUSED_BYTES} before its request is sent:
+ * what its answer may buffer while it waits, paused, for more. Once the answer's head has come, the
+ * room grows to twice the announced length (twice the limit when none is announced): the pieces as
+ * they arrive, then the one array they are put together in. What was not needed goes back once the
+ * body has arrived, the rest once its reader is done with it (verified, parsed, stored).
  *
- * <p>Written by hand: a semaphore counts permits, not a FIFO of differently sized requests completed
- * on their own event loops with a deadline each. Thread-safe: bodies are read on every event loop.
+ * <p>Whoever finds no room waits its turn, first come first served, for at most {@link #MAX_WAIT};
+ * past that, or with {@link #MAX_WAITING} waiting already, it is refused with {@code 503} and
+ * {@code Retry-After}. So no number of concurrent pulls makes these bodies outgrow the heap. One
+ * that waits to grow holds room already; when everything held belongs to such waiters, nothing would
+ * ever be given back, so the first in line is let in anyway: the bound is then exceeded by at most
+ * one body, and the mirror never stalls.
+ *
+ * <p>Written by hand: a semaphore counts permits, not a line of differently sized requests (some
+ * holding room already) completed on their own event loops with a deadline each. Thread-safe:
+ * answers are read on every event loop.
  */
 public final class BodyMemory {
-    /** How long a body waits for room before it is refused. */
+    /** What an answer read whole may buffer while paused: 16 pieces of 16 KiB (see UpstreamClient). */
+    public static final long PAUSED_BYTES = 16L * UpstreamClient.WHOLE_BODY_CHUNK_BYTES;
+    /** How long one waits for room before it is refused. */
     static final Duration MAX_WAIT = Duration.ofSeconds(10);
-    /** Bodies waiting at most; more are refused at once. */
+    /** Waiting at most; more are refused at once. */
     static final int MAX_WAITING = 1000;
 
     private final Vertx vertx;
@@ -36,26 +44,44 @@ public final class BodyMemory {
     private final Duration maxWait;
     private final int maxWaiting;
     private long used;
+    /** Room held by those waiting to grow. */
+    private long heldByWaiters;
     private final ArrayDeque<Waiter> waiting = new ArrayDeque<>();
+    /** The room of token answers (a quarter of this one's, at least 1 MiB), which are read while other room is held. */
+    private final BodyMemory tokens;
 
+    /** One waiting for {@code need} more bytes: a new lease ({@code lease} null), or one growing. */
     private static final class Waiter {
-        final long bytes;
+        final long need;
+        final Lease lease;
+        final long held;
         final Context context;
         final Promise<Lease> promise = Promise.promise();
         long timer = -1;
 
-        Waiter(long bytes, Context context) {
-            this.bytes = bytes;
+        Waiter(long need, Lease lease, long held, Context context) {
+            this.need = need;
+            this.lease = lease;
+            this.held = held;
             this.context = context;
         }
     }
 
-    /** Room held by one body; give it back with {@link #release} (idempotent). */
+    /** Room held by one exchange; give it back with {@link #release} (idempotent). */
     public final class Lease {
         private long held;
 
         private Lease(long held) {
             this.held = held;
+        }
+
+        /** Waits until this lease holds at least {@code bytes} (or fails with a 503, keeping what it held). */
+        public Future<Void> growTo(long bytes) {
+            long need;
+            synchronized (BodyMemory.this) {
+                need = bytes - held;
+            }
+            return need <= 0 ? Future.succeededFuture() : take(need, this).mapEmpty();
         }
 
         /** Keeps only {@code bytes} of the room (the body turned out smaller than reserved). */
@@ -81,10 +107,24 @@ public final class BodyMemory {
     }
 
     BodyMemory(Vertx vertx, long limit, Duration maxWait, int maxWaiting) {
+        this(vertx, limit, maxWait, maxWaiting, true);
+    }
+
+    private BodyMemory(Vertx vertx, long limit, Duration maxWait, int maxWaiting, boolean withTokens) {
         this.vertx = vertx;
         this.limit = limit;
         this.maxWait = maxWait;
         this.maxWaiting = maxWaiting;
+        this.tokens = withTokens ? new BodyMemory(vertx, Math.max(1L << 20, limit / 4), maxWait, maxWaiting, false) : null;
+    }
+
+    /**
+     * The room of token answers. A token is fetched by an exchange that holds room here already:
+     * were its answer to wait in this line too, all room could be held by exchanges waiting for
+     * tokens, and none would ever be given back.
+     */
+    public BodyMemory tokens() {
+        return tokens != null ? tokens : this;
     }
 
     /** {@code server.bodyMemory}, or its default for this heap when -1: an eighth of the heap, 8-128 MiB. */
@@ -97,12 +137,16 @@ public final class BodyMemory {
         return limit;
     }
 
-    /** Bytes held now. */
-    public synchronized long used() {
-        return used;
+    /** Bytes held now, token answers included. */
+    public long used() {
+        long own;
+        synchronized (this) {
+            own = used;
+        }
+        return tokens != null ? own + tokens.used() : own;
     }
 
-    /** Bodies waiting for room now. */
+    /** Exchanges waiting for room now. */
     public synchronized int waiting() {
         return waiting.size();
     }
@@ -112,46 +156,87 @@ public final class BodyMemory {
      * fails with a {@code 503} when it does not come within {@link #MAX_WAIT} or too many wait already.
      */
     public Future<Lease> reserve(long bytes) {
+        return take(bytes, null);
+    }
+
+    private Future<Lease> take(long need, Lease growing) {
         Context context = vertx.getOrCreateContext();
         Waiter w;
+        List<Waiter> granted;
         synchronized (this) {
-            if (waiting.isEmpty() && (used == 0 || used + bytes <= limit)) {
-                used += bytes;
-                return Future.succeededFuture(new Lease(bytes));
+            if (waiting.isEmpty() && fits(need)) {
+                used += need;
+                if (growing == null) {
+                    return Future.succeededFuture(new Lease(need));
+                }
+                growing.held += need;
+                return Future.succeededFuture(growing);
             }
             if (waiting.size() >= maxWaiting) {
                 return Future.failedFuture(busy());
             }
-            w = new Waiter(bytes, context);
+            w = new Waiter(need, growing, growing == null ? 0 : growing.held, context);
             waiting.addLast(w);
+            heldByWaiters += w.held;
             w.timer = vertx.setTimer(Math.max(1, maxWait.toMillis()), t -> expire(w));
+            granted = grant(); // now all room may be held by those in line: then the first goes ahead
         }
+        complete(granted);
         return w.promise.future();
+    }
+
+    /**
+     * Whether the first in line may have {@code need} more: it fits, or everything held belongs to
+     * those waiting to grow (nobody else would ever give any back).
+     */
+    private boolean fits(long need) {
+        return used + need <= limit || used == heldByWaiters;
     }
 
     private void expire(Waiter w) {
         boolean removed;
+        List<Waiter> granted;
         synchronized (this) {
             removed = waiting.remove(w);
+            if (removed) {
+                heldByWaiters -= w.held;
+            }
+            granted = grant();
         }
         if (removed) {
             w.context.runOnContext(v -> w.promise.fail(busy()));
         }
+        complete(granted);
     }
 
     private void give(long bytes) {
-        List<Waiter> granted = new ArrayList<>();
+        List<Waiter> granted;
         synchronized (this) {
             used -= bytes;
-            while (!waiting.isEmpty() && (used == 0 || used + waiting.peekFirst().bytes <= limit)) {
-                Waiter w = waiting.pollFirst();
-                used += w.bytes;
-                granted.add(w);
-            }
+            granted = grant();
         }
+        complete(granted);
+    }
+
+    /** Lets in whoever is first in line while they fit (lock held). */
+    private List<Waiter> grant() {
+        List<Waiter> granted = new ArrayList<>();
+        while (!waiting.isEmpty() && fits(waiting.peekFirst().need)) {
+            Waiter w = waiting.pollFirst();
+            heldByWaiters -= w.held;
+            used += w.need;
+            if (w.lease != null) {
+                w.lease.held += w.need;
+            }
+            granted.add(w);
+        }
+        return granted;
+    }
+
+    private void complete(List<Waiter> granted) {
         for (Waiter w : granted) {
             vertx.cancelTimer(w.timer);
-            Lease lease = new Lease(w.bytes);
+            Lease lease = w.lease != null ? w.lease : new Lease(w.need);
             w.context.runOnContext(v -> w.promise.complete(lease));
         }
     }

@@ -192,12 +192,14 @@ final class UpstreamAuth {
             options.putHeader(HttpHeaders.AUTHORIZATION, basic());
         }
         long start = System.nanoTime();
-        return client.client().request(options)
+        // Token answers have room of their own: a token is fetched while the exchange that needs it
+        // holds room already, and waiting in the same line as that exchange could wait forever.
+        return Bodies.withRoom(client.bodyMemory().tokens(), room -> client.client(false).request(options)
                 .compose(req -> req.send())
                 .compose(resp -> {
                     resp.pause();
                     metrics.tokenFetched(resp.statusCode(), System.nanoTime() - start);
-                    return Bodies.read(client, resp, MAX_TOKEN_ANSWER, "token answer",
+                    return Bodies.read(client, resp, MAX_TOKEN_ANSWER, "token answer", room,
                             bytes -> Future.succeededFuture(Buffer.buffer(bytes))).map(body -> {
                     if (resp.statusCode() == 401 || resp.statusCode() == 403) {
                         throw RegistryError.unauthorized(upstream.name(), "token service answered "
@@ -235,7 +237,7 @@ final class UpstreamAuth {
                     }
                     metrics.tokenFetched(0, System.nanoTime() - start);
                     return Future.failedFuture(UpstreamClient.transportError(upstream.name(), "token service", err));
-                });
+                }));
     }
 
     private static String scope(String repository) {

@@ -5,6 +5,7 @@ import io.github.bucket4j.Bucket;
 import io.github.bucket4j.ConsumptionProbe;
 import io.vertx.core.Context;
 import io.vertx.core.Vertx;
+import io.vertx.core.spi.context.storage.ContextLocal;
 
 /**
  * A client's allowance of upstream fetches ({@code access.upstreamFetchesPerMinute}), so that one
@@ -14,7 +15,12 @@ import io.vertx.core.Vertx;
  * HEAD revalidations and joining a download under way take none.
  */
 public final class UpstreamBudget {
-    static final String KEY = "registrymirror.upstream-budget";
+    /**
+     * The request's allowance, local to its (duplicated) context. Vert.x sizes each instance's
+     * context locals when the instance is made: {@link #checkRegistered} tells when one was made
+     * before this class was loaded.
+     */
+    static final ContextLocal<UpstreamBudget> KEY = ContextLocal.registerLocal(UpstreamBudget.class);
     private final Bucket bucket;
     private final String client;
     private final int perMinute;
@@ -26,6 +32,22 @@ public final class UpstreamBudget {
         this.bucket = bucket;
         this.client = client;
         this.perMinute = perMinute;
+    }
+
+    /**
+     * Fails unless {@code vertx}'s contexts can hold the allowance: the instance must be made after
+     * this class was loaded ({@code Mirror.newVertx} sees to it, calling this with null first).
+     */
+    public static void checkRegistered(Vertx vertx) {
+        if (vertx == null) {
+            return; // only makes sure this class is loaded, and its local registered
+        }
+        try {
+            vertx.getOrCreateContext().getLocal(KEY);
+        } catch (RuntimeException e) {
+            throw new IllegalStateException("this Vert.x instance was made before the mirror registered its context"
+                    + " locals; make it with Mirror.newVertx", e);
+        }
     }
 
     /** Makes {@code bucket} the allowance of the request being handled on the current context. */

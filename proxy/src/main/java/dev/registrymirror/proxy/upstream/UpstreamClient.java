@@ -1,5 +1,6 @@
 package dev.registrymirror.proxy.upstream;
 
+import dev.registrymirror.proxy.vertx.NettyBuffers;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.vertx.Futures;
 
@@ -14,6 +15,7 @@ import io.vertx.core.Vertx;
 import io.vertx.core.buffer.Buffer;
 import io.vertx.core.http.HttpClient;
 import io.vertx.core.http.HttpClientOptions;
+import io.vertx.core.http.PoolOptions;
 import io.vertx.core.http.HttpClientResponse;
 import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpMethod;
@@ -64,15 +66,25 @@ public final class UpstreamClient {
     private static final Logger LOG = LoggerFactory.getLogger(UpstreamClient.class);
     private static final int MAX_REDIRECTS = 5;
 
-    /** The largest piece of a response body handed over at once. */
+    /** The largest piece of a blob's body handed over at once. */
     public static final int BODY_CHUNK_BYTES = 256 * 1024;
+    /**
+     * The largest piece of any other body (manifests, tag lists, referrers, token answers), which the
+     * mirror reads whole. A paused answer goes on buffering up to 16 pieces before its connection stops
+     * reading, so this bounds what an answer waiting for room in the {@link BodyMemory} holds:
+     * {@link BodyMemory#PAUSED_BYTES}.
+     */
+    static final int WHOLE_BODY_CHUNK_BYTES = 16 * 1024;
 
     /** Failures without an answer that a retry may cure. */
     private static final Set<String> RETRYABLE = Set.of("connect", "timeout", "reset");
 
     private final MirrorConfig.Upstream upstream;
     private final HttpClientOptions options;
+    private final HttpClientOptions wholeBodyOptions;
     /** For calls not made on an event loop. */
+    /** Connections kept to one upstream host, per client (one per event loop). */
+    private static final PoolOptions POOL = new PoolOptions().setHttp1MaxSize(64);
     private final HttpClient shared;
     /**
      * One client per event loop. Vert.x pools connections per client, and a connection belongs to
@@ -82,6 +94,8 @@ public final class UpstreamClient {
      * connection.
      */
     private final ConcurrentMap<Thread, HttpClient> perLoop = new ConcurrentHashMap<>();
+    /** The same for answers read whole, in small pieces (see {@link #WHOLE_BODY_CHUNK_BYTES}). */
+    private final ConcurrentMap<Thread, HttpClient> perLoopWhole = new ConcurrentHashMap<>();
     private final UpstreamAuth auth;
     private final MirrorMetrics metrics;
     /** The last outcome of an exchange, for the status page: updated by any event loop, read as a whole. */
@@ -101,7 +115,6 @@ public final class UpstreamClient {
         this.metrics = metrics;
         this.options = new HttpClientOptions()
                 .setKeepAlive(true)
-                .setMaxPoolSize(64)
                 .setConnectTimeout((int) upstream.connectTimeout().toMillis())
                 .setIdleTimeout((int) upstream.idleTimeout().toMillis())
                 .setIdleTimeoutUnit(TimeUnit.MILLISECONDS)
@@ -113,7 +126,9 @@ public final class UpstreamClient {
         if (upstream.caFile() != null) {
             options.setTrustOptions(TrustOptions.wrap(trustWithExtraCas(upstream)));
         }
-        this.shared = vertx.createHttpClient(options);
+        this.wholeBodyOptions = new HttpClientOptions(options).setMaxChunkSize(WHOLE_BODY_CHUNK_BYTES)
+                .setReceiveBufferSize(-1);
+        this.shared = vertx.createHttpClient(options, POOL);
         this.auth = new UpstreamAuth(this, clock,
                 (status, nanos) -> metrics.upstreamRequest(upstream.name(), "token", status, nanos));
     }
@@ -251,7 +266,7 @@ public final class UpstreamClient {
             options.putHeader(HttpHeaders.AUTHORIZATION, authz);
         }
         long start = System.nanoTime();
-        return client().request(options).compose(req -> req.send()).compose(resp -> {
+        return client(kind.equals("blob")).request(options).compose(req -> req.send()).compose(resp -> {
             resp.pause();
             metrics.upstreamRequest(upstream.name(), kind, resp.statusCode(), System.nanoTime() - start);
             rateLimit(resp);
@@ -396,7 +411,7 @@ public final class UpstreamClient {
 
     /** Feeds a body chunk to a digest being computed, without copying it. */
     public static void hash(MessageDigest hasher, Buffer chunk) {
-        for (ByteBuffer nio : chunk.getByteBuf().nioBuffers()) {
+        for (ByteBuffer nio : NettyBuffers.unwrap(chunk).nioBuffers()) {
             hasher.update(nio);
         }
     }
@@ -432,18 +447,23 @@ public final class UpstreamClient {
         return RegistryError.unavailable(upstream, "connection to " + host + " failed: " + err, "reset");
     }
 
-    /** The client of the calling event loop (see {@link #perLoop}). */
-    HttpClient client() {
+    /**
+     * The client of the calling event loop (see {@link #perLoop}): for blobs, whose bodies stream in
+     * large pieces, or for answers read whole ({@code blob} false).
+     */
+    HttpClient client(boolean blob) {
         Context context = Vertx.currentContext();
         if (context == null || !context.isEventLoopContext() || !Context.isOnEventLoopThread()) {
             return shared;
         }
-        return perLoop.computeIfAbsent(Thread.currentThread(), t -> vertx.createHttpClient(options));
+        return blob ? perLoop.computeIfAbsent(Thread.currentThread(), t -> vertx.createHttpClient(options, POOL))
+                : perLoopWhole.computeIfAbsent(Thread.currentThread(), t -> vertx.createHttpClient(wholeBodyOptions, POOL));
     }
 
     public void close() {
         shared.close();
         perLoop.values().forEach(HttpClient::close);
+        perLoopWhole.values().forEach(HttpClient::close);
     }
 
     private static boolean sameOrigin(URI a, URI b) {

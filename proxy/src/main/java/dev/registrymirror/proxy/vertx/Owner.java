@@ -3,7 +3,7 @@ package dev.registrymirror.proxy.vertx;
 import io.vertx.core.Context;
 import io.vertx.core.Future;
 import io.vertx.core.Promise;
-import io.vertx.core.impl.ContextInternal;
+import io.vertx.core.Vertx;
 
 /**
  * The event loop that owns a piece of state: every change to it runs there, so its fields need no
@@ -15,19 +15,42 @@ import io.vertx.core.impl.ContextInternal;
  * state): it throws an {@link AssertionError}, which the mirror treats as {@link Fatal}.
  */
 public final class Owner {
-    private final ContextInternal context;
+    /**
+     * The key under which an anchored context keeps itself in its data. A context's data is shared
+     * with the contexts duplicated from it (one per request), its locals are not: so a request's
+     * context finds its event loop's own context here, through public API.
+     */
+    private static final Object ANCHOR = new Object();
 
-    private Owner(ContextInternal context) {
+    private final Context context;
+    private final Thread thread;
+
+    private Owner(Context context, Thread thread) {
         this.context = context;
+        this.thread = thread;
     }
 
-    /** The event loop of the calling thread; fails when called elsewhere. */
+    /**
+     * Makes {@code context} (a verticle's own, not a request's) the context of what is owned on its
+     * event loop: callbacks of a download a request started run there, not on that request's context,
+     * whose locals (its client's allowance of upstream fetches) are the request's alone. Call it in
+     * the verticle's {@code start}.
+     */
+    public static void anchor(Context context) {
+        context.put(ANCHOR, context);
+    }
+
+    /**
+     * The event loop of the calling thread, with its anchored context (the current context where none
+     * was anchored, as in tests); fails when called elsewhere.
+     */
     public static Owner current() {
-        ContextInternal c = ContextInternal.current();
-        if (c == null || !c.isEventLoopContext() || !c.nettyEventLoop().inEventLoop()) {
+        Context c = Vertx.currentContext();
+        if (c == null || !c.isEventLoopContext() || !Context.isOnEventLoopThread()) {
             throw new AssertionError("an owner must be made on an event loop, not on " + Thread.currentThread().getName());
         }
-        return new Owner(c.unwrap());
+        Context anchored = c.get(ANCHOR);
+        return new Owner(anchored != null ? anchored : c, Thread.currentThread());
     }
 
     /** The owner's context. */
@@ -37,13 +60,13 @@ public final class Owner {
 
     /** Whether the calling thread is the owner's event loop. */
     public boolean here() {
-        return context.nettyEventLoop().inEventLoop();
+        return Thread.currentThread() == thread;
     }
 
     /** Fails (fatally) unless called on the owner's event loop. */
     public void check() {
         if (!here()) {
-            throw new AssertionError("owned by " + context.nettyEventLoop() + ", called on "
+            throw new AssertionError("owned by " + thread.getName() + ", called on "
                     + Thread.currentThread().getName());
         }
     }

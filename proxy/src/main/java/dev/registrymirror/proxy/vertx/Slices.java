@@ -12,8 +12,8 @@ import io.vertx.core.http.HttpServerResponse;
  * the array into a buffer, and the transport again into direct memory, for each client; a hundred
  * slow clients of a 4 MiB manifest would then hold 800 MiB.
  *
- * <p>The one place that wraps an array in a Netty buffer ({@code Buffer.buffer(ByteBuf)}): Vert.x's
- * public {@code Buffer.buffer(byte[])} copies.
+ * <p>Vert.x's public {@code Buffer.buffer(byte[])} copies: the slices wrap the array through
+ * {@link NettyBuffers}.
  */
 public final class Slices {
     /** Bodies up to this size are written at once. */
@@ -38,7 +38,7 @@ public final class Slices {
         int at = from;
         while (!done.future().isComplete()) {
             int n = Math.min(SLICE, bytes.length - at);
-            Buffer slice = Buffer.buffer(Unpooled.wrappedBuffer(bytes, at, n));
+            Buffer slice = NettyBuffers.wrap(Unpooled.wrappedBuffer(bytes, at, n));
             at += n;
             if (at == bytes.length) {
                 resp.end(slice).onComplete(done);
