@@ -9,6 +9,7 @@ a table of medians with ratios, also written into bench/results.md between its m
     bench/run.sh            full run (a few minutes; 256 MiB and 1 GiB layers)
     bench/run.sh --smoke    seconds, a tiny blob, one round; checks the script works (CI runs it)
     bench/run.sh --only cold --no-big    one workload (warm, tags, cold, ttfb, memory, startup)
+    MIRROR_JAR=/tmp/other.jar bench/run.sh --output /tmp/other.md    another build of the mirror
 
 Blob clients discard bodies in the kernel (recv with MSG_TRUNC), so on a small machine the client
 does not take the CPU the servers need; every body's length is checked, and one untimed cold
@@ -32,7 +33,8 @@ import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-JAR = os.path.join(ROOT, "proxy", "target", "registry-mirror.jar")
+# MIRROR_JAR: another build of the mirror, to compare builds side by side in one sitting.
+JAR = os.environ.get("MIRROR_JAR") or os.path.join(ROOT, "proxy", "target", "registry-mirror.jar")
 REPO = "library/bench"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 WORKLOADS = ("warm", "tags", "cold", "ttfb", "memory", "startup")

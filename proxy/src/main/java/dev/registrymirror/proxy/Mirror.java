@@ -22,7 +22,6 @@ import dev.registrymirror.cache.TagStore;
 import dev.registrymirror.config.MirrorConfig;
 import dev.registrymirror.metrics.MirrorMetrics;
 import io.netty.buffer.ByteBufAllocator;
-import io.netty.buffer.PooledByteBufAllocator;
 import io.vertx.core.AbstractVerticle;
 import io.vertx.core.DeploymentOptions;
 import io.vertx.core.Future;
@@ -176,7 +175,7 @@ public final class Mirror {
     /** Like {@link #start(Vertx, MirrorConfig, Clock)}, with the blob store wrapped (tests inject disk faults). */
     static Future<Mirror> start(Vertx vertx, MirrorConfig config, Clock clock,
                                 UnaryOperator<BlobStore> blobStoreWrapper) {
-        return start(vertx, config, clock, blobStoreWrapper, PooledByteBufAllocator.DEFAULT);
+        return start(vertx, config, clock, blobStoreWrapper, ByteBufAllocator.DEFAULT);
     }
 
     /** Like {@link #start(Vertx, MirrorConfig, Clock, UnaryOperator)}, with the allocator of download chunks (tests make it run out). */
