@@ -23,10 +23,18 @@ import picocli.CommandLine.Option;
  * {@code java -jar registry-mirror.jar [--config FILE] [--port N] [--storage DIR] [--upstream URL]} runs the
  * mirror; {@code java -jar registry-mirror.jar prefetch --mirror URL IMAGE...} talks to a running one.
  */
-@Command(name = "registry-mirror", mixinStandardHelpOptions = true, version = "registry-mirror " + Mirror.VERSION,
+@Command(name = "registry-mirror", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
         description = "A pull-through cache for OCI / Docker registries. Without a command: runs the mirror.",
         subcommands = PrefetchCommand.class)
 public final class Main implements Callable<Integer> {
+    /** {@code --version}: the pom's version, as the build wrote it. */
+    static final class Version implements picocli.CommandLine.IVersionProvider {
+        @Override
+        public String[] getVersion() {
+            return new String[] {"registry-mirror " + Mirror.VERSION};
+        }
+    }
+
     @Option(names = "--config", paramLabel = "FILE", description = "YAML config file (default: built-in defaults)")
     Path config;
 

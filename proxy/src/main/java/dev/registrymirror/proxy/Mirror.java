@@ -45,8 +45,22 @@ import org.slf4j.LoggerFactory;
  */
 public final class Mirror {
     private static final Logger LOG = LoggerFactory.getLogger(Mirror.class);
-    /** This version, as {@code --version} and the status page say. */
-    public static final String VERSION = "0.1.0";
+    /** This version, as {@code --version}, the status page, the log and the User-Agent say: the pom's. */
+    public static final String VERSION = readVersion();
+
+    /** The version the build wrote into {@code registry-mirror.properties} (resource filtering). */
+    private static String readVersion() {
+        try (java.io.InputStream in = Mirror.class.getResourceAsStream("/registry-mirror.properties")) {
+            java.util.Properties p = new java.util.Properties();
+            if (in != null) {
+                p.load(in);
+            }
+            String v = p.getProperty("version", "");
+            return v.isEmpty() || v.startsWith("${") ? "unknown" : v;
+        } catch (IOException e) {
+            return "unknown";
+        }
+    }
     /** Manifests kept in memory: an eighth of the heap, at most 64 MiB. */
     static final long MANIFEST_MEMORY_BYTES = Math.min(64L << 20, Runtime.getRuntime().maxMemory() / 8);
     static final int TAG_MEMORY_ENTRIES = 100_000;
@@ -112,7 +126,8 @@ public final class Mirror {
         BodyMemory bodyMemory = new BodyMemory(vertx, BodyMemory.limitFor(config.server().bodyMemory()));
         metrics.bodyMemory(bodyMemory::used, bodyMemory.limit());
         for (MirrorConfig.Upstream u : config.upstreams()) {
-            upstreams.put(u.name(), new UpstreamClient(vertx, u, metrics, clock, bodyMemory));
+            upstreams.put(u.name(), new UpstreamClient(vertx, u, metrics, clock, bodyMemory,
+                    "registry-mirror/" + VERSION));
         }
         this.blocking = new Blocking(vertx, HASHING_THREADS);
         Provenance provenance = Provenance.of(config.access(), storage, blocking);

@@ -37,7 +37,7 @@ import java.util.regex.Pattern;
  */
 final class FakeHub extends AbstractVerticle {
     /** One request as the fake saw it. */
-    record Seen(String server, String method, String path, String query, String authorization) {
+    record Seen(String server, String method, String path, String query, String authorization, String userAgent) {
     }
 
     /** What to do with a request instead of answering it normally. */
@@ -272,7 +272,8 @@ final class FakeHub extends AbstractVerticle {
     }
 
     private void record(String server, HttpServerRequest req, Handler handler) {
-        Seen s = new Seen(server, req.method().name(), req.path(), req.query(), req.getHeader("Authorization"));
+        Seen s = new Seen(server, req.method().name(), req.path(), req.query(), req.getHeader("Authorization"),
+                req.getHeader("User-Agent"));
         seen.add(s);
         Promise<Void> hold = holdRequests;
         if (server.equals("registry") && registryDelayMillis > 0) {

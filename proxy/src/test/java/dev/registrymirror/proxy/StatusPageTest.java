@@ -51,13 +51,16 @@ class StatusPageTest extends MirrorTestBase {
         hub.putImage("library/alpine", "3.19", layer);
         startMirror();
         JsonObject before = status();
-        assertThat(before.getString("version")).isEqualTo(Mirror.VERSION);
+        assertThat(before.getString("version")).isEqualTo(Mirror.VERSION)
+                .as("the pom's version, written by the build").matches("\\d+\\.\\d+\\.\\d+(-SNAPSHOT)?");
         assertThat(before.getJsonObject("cache").getValue("hitRatio")).isNull();
         assertThat(before.getJsonArray("upstreams").getJsonObject(0).getString("state")).isEqualTo("unknown");
 
         String layerPath = "/v2/library/alpine/blobs/" + Digest.of("sha256", layer);
         assertThat(get("/v2/library/alpine/manifests/3.19", "Accept", TYPES).statusCode()).isEqualTo(200);
         assertThat(get(layerPath).statusCode()).isEqualTo(200);
+        assertThat(hub.seen).as("every request upstream says who asks")
+                .allMatch(seen -> ("registry-mirror/" + Mirror.VERSION).equals(seen.userAgent()));
         awaitTrue("the layer stored", () -> status().getJsonObject("storage").getLong("blobs") == 1);
         assertThat(get(layerPath).body()).isEqualTo(layer);
         assertThat(get("/v2/library/alpine/manifests/3.19", "Accept", TYPES).statusCode()).isEqualTo(200);

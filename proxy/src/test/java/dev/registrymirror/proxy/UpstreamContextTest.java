@@ -21,7 +21,7 @@ class UpstreamContextTest extends MirrorTestBase {
         hub.putImage("library/alpine", "a", randomBytes(100, 1));
         hub.putImage("library/alpine", "b", randomBytes(100, 2));
         UpstreamClient client = new UpstreamClient(vertx, config().defaultUpstream(), MirrorMetrics.create(), clock,
-                new dev.registrymirror.proxy.upstream.BodyMemory(vertx, 8L << 20));
+                new dev.registrymirror.proxy.upstream.BodyMemory(vertx, 8L << 20), "registry-mirror/test");
         // A first request teaches the client the upstream's challenge: from then on, the token for a new
         // repository is fetched before its first request, and concurrent requests share that fetch.
         MultiMap accept = MultiMap.caseInsensitiveMultiMap().add(HttpHeaders.ACCEPT, MediaTypes.OCI_MANIFEST);

@@ -186,7 +186,7 @@ final class UpstreamAuth {
         RequestOptions options = new RequestOptions().setMethod(HttpMethod.GET).setAbsoluteURI(url.toString())
                 .setConnectTimeout(upstream.connectTimeout().toMillis())
                 .setIdleTimeout(upstream.idleTimeout().toMillis())
-                .putHeader(HttpHeaders.USER_AGENT, UpstreamClient.USER_AGENT)
+                .putHeader(HttpHeaders.USER_AGENT, client.userAgent())
                 .putHeader(HttpHeaders.ACCEPT, "application/json");
         if (upstream.hasCredentials()) {
             options.putHeader(HttpHeaders.AUTHORIZATION, basic());

@@ -62,7 +62,6 @@ import org.slf4j.LoggerFactory;
  * inside the LAN and hand the answer to a client.
  */
 public final class UpstreamClient {
-    public static final String USER_AGENT = "registry-mirror/" + dev.registrymirror.proxy.Mirror.VERSION;
     private static final Logger LOG = LoggerFactory.getLogger(UpstreamClient.class);
     private static final int MAX_REDIRECTS = 5;
 
@@ -105,10 +104,13 @@ public final class UpstreamClient {
     private final Vertx vertx;
 
     private final BodyMemory bodyMemory;
+    private final String userAgent;
 
+    /** @param userAgent what its requests send as {@code User-Agent} ({@code registry-mirror/<version>}) */
     public UpstreamClient(Vertx vertx, MirrorConfig.Upstream upstream, MirrorMetrics metrics, Clock clock,
-                          BodyMemory bodyMemory) {
+                          BodyMemory bodyMemory, String userAgent) {
         this.vertx = vertx;
+        this.userAgent = userAgent;
         this.bodyMemory = bodyMemory;
         this.clock = clock;
         this.upstream = upstream;
@@ -131,6 +133,11 @@ public final class UpstreamClient {
         this.shared = vertx.createHttpClient(options, POOL);
         this.auth = new UpstreamAuth(this, clock,
                 (status, nanos) -> metrics.upstreamRequest(upstream.name(), "token", status, nanos));
+    }
+
+    /** What its requests send as {@code User-Agent}. */
+    String userAgent() {
+        return userAgent;
     }
 
     /** The memory its answers held whole share with every other upstream's. */
@@ -258,7 +265,7 @@ public final class UpstreamClient {
                 .setAbsoluteURI(uri.toString())
                 .setConnectTimeout(upstream.connectTimeout().toMillis())
                 .setIdleTimeout(upstream.idleTimeout().toMillis())
-                .putHeader(HttpHeaders.USER_AGENT, USER_AGENT);
+                .putHeader(HttpHeaders.USER_AGENT, userAgent);
         if (headers != null) {
             options.getHeaders().addAll(headers);
         }
