@@ -80,23 +80,7 @@ final class CacheIndex implements AutoCloseable {
     /** How many recent commits {@link #knownPresent} remembers. */
     private static final int RECENT_COMMITS = 10_000;
 
-    enum Kind {
-        BLOB(0, "blob"), MANIFEST(1, "manifest");
-
-        final int code;
-        final String label;
-
-        Kind(int code, String label) {
-            this.code = code;
-            this.label = label;
-        }
-
-        static Kind of(int code) {
-            return code == 0 ? BLOB : MANIFEST;
-        }
-    }
-
-    record Key(Kind kind, Digest digest) {
+    record Key(ContentKind kind, Digest digest) {
     }
 
     /** Deletes the files of one kind of content. Called without any lock of the index held. */
@@ -123,9 +107,9 @@ final class CacheIndex implements AutoCloseable {
     private final long maxAgeMillis;
     private final StorageEvents events;
     private final Runnable manyNotes;
-    private final Map<Kind, Deleter> deleters = new EnumMap<>(Kind.class);
-    private final Map<Kind, AtomicLong> bytes = new EnumMap<>(Kind.class);
-    private final Map<Kind, AtomicLong> counts = new EnumMap<>(Kind.class);
+    private final Map<ContentKind, Deleter> deleters = new EnumMap<>(ContentKind.class);
+    private final Map<ContentKind, AtomicLong> bytes = new EnumMap<>(ContentKind.class);
+    private final Map<ContentKind, AtomicLong> counts = new EnumMap<>(ContentKind.class);
     private final ConcurrentHashMap<Key, Long> recent = new ConcurrentHashMap<>();
     private final ConcurrentHashMap<Key, Integer> pins = new ConcurrentHashMap<>();
     /** Keys whose files eviction is unlinking now; waited on (its monitor) by commits of those keys. */
@@ -185,7 +169,7 @@ final class CacheIndex implements AutoCloseable {
         for (int i = 0; i < stripes.length; i++) {
             stripes[i] = new Object();
         }
-        for (Kind k : Kind.values()) {
+        for (ContentKind k : ContentKind.values()) {
             bytes.put(k, new AtomicLong());
             counts.put(k, new AtomicLong());
         }
@@ -212,7 +196,7 @@ final class CacheIndex implements AutoCloseable {
             }
             try (ResultSet rs = s.executeQuery("SELECT kind, items, bytes FROM totals")) {
                 while (rs.next()) {
-                    Kind k = Kind.of(rs.getInt(1));
+                    ContentKind k = ContentKind.of(rs.getInt(1));
                     counts.get(k).set(rs.getLong(2));
                     bytes.get(k).set(rs.getLong(3));
                 }
@@ -403,7 +387,7 @@ final class CacheIndex implements AutoCloseable {
         }
     }
 
-    void deleter(Kind kind, Deleter deleter) {
+    void deleter(ContentKind kind, Deleter deleter) {
         deleters.put(kind, deleter);
     }
 
@@ -804,7 +788,7 @@ final class CacheIndex implements AutoCloseable {
      * The digests of {@code kind} and {@code algorithm} with rows whose hex starts with {@code prefix}
      * (two hex digits: one fan-out folder).
      */
-    List<Digest> rowsUnder(Kind kind, String algorithm, String prefix) throws IOException {
+    List<Digest> rowsUnder(ContentKind kind, String algorithm, String prefix) throws IOException {
         int first = Integer.parseInt(prefix, 16);
         int length = algorithm.equals("sha256") ? 32 : 64;
         List<Digest> rows = new ArrayList<>();
@@ -827,7 +811,7 @@ final class CacheIndex implements AutoCloseable {
                 readers.add(r);
             }
         } catch (SQLException e) {
-            throw failure("list " + kind.label + "s under " + algorithm + "/" + prefix + " in", e);
+            throw failure("list " + kind.label() + "s under " + algorithm + "/" + prefix + " in", e);
         }
         return rows;
     }
@@ -858,11 +842,11 @@ final class CacheIndex implements AutoCloseable {
         complete = true;
     }
 
-    long bytes(Kind kind) {
+    long bytes(ContentKind kind) {
         return bytes.get(kind).get();
     }
 
-    long count(Kind kind) {
+    long count(ContentKind kind) {
         return counts.get(kind).get();
     }
 
@@ -970,7 +954,7 @@ final class CacheIndex implements AutoCloseable {
                         while (rs.next()) {
                             byte[] d = rs.getBytes(2);
                             String alg = d.length == 32 ? "sha256" : "sha512";
-                            batch.add(new Candidate(new Key(Kind.of(rs.getInt(1)),
+                            batch.add(new Candidate(new Key(ContentKind.of(rs.getInt(1)),
                                     new Digest(alg, HexFormat.of().formatHex(d))), rs.getLong(3), rs.getLong(4), d));
                         }
                     }
@@ -1048,7 +1032,7 @@ final class CacheIndex implements AutoCloseable {
                     kept.add(i);
                     continue;
                 }
-                events.evicted(key.kind().label, reason, sizes[i]);
+                events.evicted(key.kind().label(), reason, sizes[i]);
                 freed += sizes[i];
                 evictedItems++;
                 evictedBytes += sizes[i];
@@ -1085,7 +1069,7 @@ final class CacheIndex implements AutoCloseable {
                     try {
                         deleters.get(key.kind()).delete(key.digest());
                     } catch (IOException | RuntimeException ex) {
-                        LOG.warn("cannot delete {} {}; it stays: {}", key.kind().label, key.digest(), ex.toString());
+                        LOG.warn("cannot delete {} {}; it stays: {}", key.kind().label(), key.digest(), ex.toString());
                         failed[i] = true;
                     }
                 }
@@ -1117,7 +1101,7 @@ final class CacheIndex implements AutoCloseable {
         }
     }
 
-    private void account(Kind kind, long size, int count) {
+    private void account(ContentKind kind, long size, int count) {
         bytes.get(kind).addAndGet(size);
         counts.get(kind).addAndGet(count);
     }

@@ -2,7 +2,6 @@ package dev.registrymirror.cache;
 
 import dev.registrymirror.cache.CacheIndex.Entry;
 import dev.registrymirror.cache.CacheIndex.Key;
-import dev.registrymirror.cache.CacheIndex.Kind;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
@@ -54,7 +53,7 @@ final class FileBlobStore implements BlobStore, StorageScan.ContentFolder {
         this.space = space;
         Files.createDirectories(blobs);
         Files.createDirectories(tmp);
-        index.deleter(Kind.BLOB, d -> Files.deleteIfExists(pathOf(d)));
+        index.deleter(ContentKind.BLOB, d -> Files.deleteIfExists(pathOf(d)));
     }
 
     Path pathOf(Digest digest) {
@@ -62,8 +61,8 @@ final class FileBlobStore implements BlobStore, StorageScan.ContentFolder {
     }
 
     @Override
-    public Kind kind() {
-        return Kind.BLOB;
+    public ContentKind kind() {
+        return ContentKind.BLOB;
     }
 
     @Override
@@ -73,7 +72,7 @@ final class FileBlobStore implements BlobStore, StorageScan.ContentFolder {
 
     @Override
     public boolean forgetIfMissing(Digest digest) throws IOException {
-        Key key = new Key(Kind.BLOB, digest);
+        Key key = new Key(ContentKind.BLOB, digest);
         synchronized (index.lockFor(key)) {
             if (!Files.exists(pathOf(digest))) {
                 index.remove(key);
@@ -95,7 +94,7 @@ final class FileBlobStore implements BlobStore, StorageScan.ContentFolder {
 
     @Override
     public boolean knownPresent(Digest digest) {
-        return index.knownPresent(new Key(Kind.BLOB, digest));
+        return index.knownPresent(new Key(ContentKind.BLOB, digest));
     }
 
     @Override
@@ -104,7 +103,7 @@ final class FileBlobStore implements BlobStore, StorageScan.ContentFolder {
     }
 
     private Optional<Blob> find(Digest digest, boolean pin) throws IOException {
-        Key key = new Key(Kind.BLOB, digest);
+        Key key = new Key(ContentKind.BLOB, digest);
         Path p = pathOf(digest);
         Entry e = pin ? index.pin(key) : index.lookup(key);
         if (e == null && !index.complete()) {
@@ -153,7 +152,7 @@ final class FileBlobStore implements BlobStore, StorageScan.ContentFolder {
             forget(blob);
             return false;
         }
-        Key key = new Key(Kind.BLOB, blob.digest());
+        Key key = new Key(ContentKind.BLOB, blob.digest());
         if (size == blob.size() && blob.digest().matches(hasher.digest())) {
             index.verified(key);
             return true;
@@ -163,7 +162,7 @@ final class FileBlobStore implements BlobStore, StorageScan.ContentFolder {
             Files.deleteIfExists(blob.path());
             index.remove(key);
         }
-        events.corruptDropped(Kind.BLOB.label);
+        events.corruptDropped(ContentKind.BLOB.label());
         return false;
     }
 
@@ -182,7 +181,7 @@ final class FileBlobStore implements BlobStore, StorageScan.ContentFolder {
      * sent it keeps its open file; the next request downloads it again. Blocks.
      */
     boolean remove(Digest digest) throws IOException {
-        Key key = new Key(Kind.BLOB, digest);
+        Key key = new Key(ContentKind.BLOB, digest);
         synchronized (index.lockFor(key)) {
             boolean listed = index.peek(key) != null;
             boolean file = Files.deleteIfExists(pathOf(digest));
@@ -201,7 +200,7 @@ final class FileBlobStore implements BlobStore, StorageScan.ContentFolder {
         // the kernel had not written out is dropped then, never served; and clients never wait for the disk.
         Path target = pathOf(digest);
         Files.createDirectories(target.getParent());
-        Key key = new Key(Kind.BLOB, digest);
+        Key key = new Key(ContentKind.BLOB, digest);
         synchronized (index.lockFor(key)) {
             index.hold(key); // eviction leaves it alone between its row and its file
             try {
@@ -256,7 +255,7 @@ final class FileBlobStore implements BlobStore, StorageScan.ContentFolder {
 
     @Override
     public long storedBytes() {
-        return index.bytes(Kind.BLOB);
+        return index.bytes(ContentKind.BLOB);
     }
 
     @Override

@@ -3,7 +3,6 @@ package dev.registrymirror.cache;
 import com.github.benmanes.caffeine.cache.Cache;
 import com.github.benmanes.caffeine.cache.Caffeine;
 import dev.registrymirror.cache.CacheIndex.Key;
-import dev.registrymirror.cache.CacheIndex.Kind;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -40,7 +39,7 @@ final class FileManifestStore implements ManifestStore, StorageScan.ContentFolde
         this.run = run;
         this.grew = grew;
         Files.createDirectories(this.root);
-        index.deleter(Kind.MANIFEST, d -> {
+        index.deleter(ContentKind.MANIFEST, d -> {
             memory.invalidate(d);
             Path p = pathOf(d);
             Files.deleteIfExists(p);
@@ -53,8 +52,8 @@ final class FileManifestStore implements ManifestStore, StorageScan.ContentFolde
     }
 
     @Override
-    public Kind kind() {
-        return Kind.MANIFEST;
+    public ContentKind kind() {
+        return ContentKind.MANIFEST;
     }
 
     @Override
@@ -64,7 +63,7 @@ final class FileManifestStore implements ManifestStore, StorageScan.ContentFolde
 
     @Override
     public boolean forgetIfMissing(Digest digest) throws IOException {
-        Key key = new Key(Kind.MANIFEST, digest);
+        Key key = new Key(ContentKind.MANIFEST, digest);
         synchronized (index.lockFor(key)) {
             if (!Files.exists(pathOf(digest))) {
                 memory.invalidate(digest);
@@ -87,7 +86,7 @@ final class FileManifestStore implements ManifestStore, StorageScan.ContentFolde
             String hex = name.substring(0, name.length() - ".type".length());
             String alg = file.getParent().getParent().getFileName().toString();
             if (Digest.isValid(alg + ":" + hex)) {
-                Key key = new Key(Kind.MANIFEST, Digest.parse(alg + ":" + hex));
+                Key key = new Key(ContentKind.MANIFEST, Digest.parse(alg + ":" + hex));
                 synchronized (index.lockFor(key)) {
                     if (!Files.exists(file.resolveSibling(hex))) {
                         Files.deleteIfExists(file);
@@ -99,7 +98,7 @@ final class FileManifestStore implements ManifestStore, StorageScan.ContentFolde
 
     /** Deletes a manifest, its type file and its row (an operator's removal): true if any was there. Blocks. */
     boolean remove(Digest digest) throws IOException {
-        Key key = new Key(Kind.MANIFEST, digest);
+        Key key = new Key(ContentKind.MANIFEST, digest);
         synchronized (index.lockFor(key)) {
             memory.invalidate(digest);
             boolean listed = index.peek(key) != null;
@@ -133,7 +132,7 @@ final class FileManifestStore implements ManifestStore, StorageScan.ContentFolde
     public Optional<Manifest> cached(Digest digest) {
         Manifest m = memory.getIfPresent(digest);
         if (m != null) {
-            index.accessed(new Key(Kind.MANIFEST, digest));
+            index.accessed(new Key(ContentKind.MANIFEST, digest));
         }
         return Optional.ofNullable(m);
     }
@@ -144,7 +143,7 @@ final class FileManifestStore implements ManifestStore, StorageScan.ContentFolde
         if (inMemory.isPresent()) {
             return inMemory;
         }
-        Key key = new Key(Kind.MANIFEST, digest);
+        Key key = new Key(ContentKind.MANIFEST, digest);
         Path p = pathOf(digest);
         byte[] bytes;
         String type;
@@ -162,7 +161,7 @@ final class FileManifestStore implements ManifestStore, StorageScan.ContentFolde
                 Files.deleteIfExists(typeFile(p));
                 index.remove(key);
             }
-            events.corruptDropped(Kind.MANIFEST.label);
+            events.corruptDropped(ContentKind.MANIFEST.label());
             return Optional.empty();
         }
         if (index.lookup(key) == null) {
@@ -179,7 +178,7 @@ final class FileManifestStore implements ManifestStore, StorageScan.ContentFolde
 
     @Override
     public void put(Manifest manifest, String origin) throws IOException {
-        Key key = new Key(Kind.MANIFEST, manifest.digest());
+        Key key = new Key(ContentKind.MANIFEST, manifest.digest());
         Path p = pathOf(manifest.digest());
         if (index.lookup(key) != null && Files.exists(p)) {
             if (origin != null) {
@@ -223,7 +222,7 @@ final class FileManifestStore implements ManifestStore, StorageScan.ContentFolde
 
     @Override
     public long storedBytes() {
-        return index.bytes(Kind.MANIFEST);
+        return index.bytes(ContentKind.MANIFEST);
     }
 
     private static Path typeFile(Path p) {

@@ -1,6 +1,5 @@
 package dev.registrymirror.cache;
 
-import dev.registrymirror.cache.CacheIndex.Kind;
 import java.io.IOException;
 import java.nio.channels.FileChannel;
 import java.nio.channels.FileLock;
@@ -257,12 +256,12 @@ public final class Storage implements AutoCloseable {
 
     /** The stored blob's size and last use, without counting this as a use. Blocks. */
     public Optional<Item> blob(Digest digest) throws IOException {
-        return item(new CacheIndex.Key(Kind.BLOB, digest));
+        return item(new CacheIndex.Key(ContentKind.BLOB, digest));
     }
 
     /** The stored manifest's size and last use, without counting this as a use. Blocks. */
     public Optional<Item> manifest(Digest digest) throws IOException {
-        return item(new CacheIndex.Key(Kind.MANIFEST, digest));
+        return item(new CacheIndex.Key(ContentKind.MANIFEST, digest));
     }
 
     private Optional<Item> item(CacheIndex.Key key) throws IOException {
@@ -271,19 +270,19 @@ public final class Storage implements AutoCloseable {
     }
 
     /**
-     * The {@code <upstream>/<repository>} names a blob ({@code kind} "blob") or manifest ("manifest")
-     * was fetched for or confirmed under; empty when none was recorded. Blocks.
+     * The {@code <upstream>/<repository>} names a blob or manifest was fetched for or confirmed
+     * under; empty when none was recorded. Blocks.
      */
-    public List<String> origins(String kind, Digest digest) throws IOException {
-        return index.origins(new CacheIndex.Key(kind.equals("blob") ? Kind.BLOB : Kind.MANIFEST, digest));
+    public List<String> origins(ContentKind kind, Digest digest) throws IOException {
+        return index.origins(new CacheIndex.Key(kind, digest));
     }
 
     /**
      * Records that a stored blob or manifest was fetched for, or confirmed under, {@code name}; false
      * (and nothing recorded) when it is not stored. Blocks.
      */
-    public boolean addOrigin(String kind, Digest digest, String name) throws IOException {
-        return index.addOrigin(new CacheIndex.Key(kind.equals("blob") ? Kind.BLOB : Kind.MANIFEST, digest), name);
+    public boolean addOrigin(ContentKind kind, Digest digest, String name) throws IOException {
+        return index.addOrigin(new CacheIndex.Key(kind, digest), name);
     }
 
     /** A stored manifest's bytes, without counting this as a use or caching it. Blocks. */
@@ -299,17 +298,17 @@ public final class Storage implements AutoCloseable {
     public List<String> remove(Digest digest) throws IOException {
         List<String> removed = new ArrayList<>();
         if (blobs.remove(digest)) {
-            removed.add(Kind.BLOB.label);
+            removed.add(ContentKind.BLOB.label());
         }
         if (manifests.remove(digest)) {
-            removed.add(Kind.MANIFEST.label);
+            removed.add(ContentKind.MANIFEST.label());
         }
         return removed;
     }
 
-    /** How many items of a kind ({@code blob}, {@code manifest}) are stored. */
-    public long storedCount(String kind) {
-        return index.count(kind.equals("blob") ? Kind.BLOB : Kind.MANIFEST);
+    /** How many items of a kind are stored. */
+    public long storedCount(ContentKind kind) {
+        return index.count(kind);
     }
 
     /**
@@ -374,7 +373,7 @@ public final class Storage implements AutoCloseable {
                 if (done.items() > 0) {
                     LOG.info("storage upkeep removed {} blobs and manifests ({} MiB) in {} ms; {} items, {} MiB stored",
                             done.items(), done.bytes() >> 20, (System.nanoTime() - started) / 1_000_000,
-                            index.count(Kind.BLOB) + index.count(Kind.MANIFEST), index.totalBytes() >> 20);
+                            index.count(ContentKind.BLOB) + index.count(ContentKind.MANIFEST), index.totalBytes() >> 20);
                 }
                 if (toFree > 0) {
                     reportShortOfSpace(usable, toFree, done.freedForDisk());
@@ -485,9 +484,9 @@ public final class Storage implements AutoCloseable {
             }
             index.reconciled();
             long millis = (System.nanoTime() - started) / 1_000_000;
-            long items = index.count(Kind.BLOB) + index.count(Kind.MANIFEST);
-            LOG.info("cache index ready: {} blobs, {} manifests, {} bytes, {}, in {} ms", index.count(Kind.BLOB),
-                    index.count(Kind.MANIFEST), index.totalBytes(), how, millis);
+            long items = index.count(ContentKind.BLOB) + index.count(ContentKind.MANIFEST);
+            LOG.info("cache index ready: {} blobs, {} manifests, {} bytes, {}, in {} ms", index.count(ContentKind.BLOB),
+                    index.count(ContentKind.MANIFEST), index.totalBytes(), how, millis);
             events.indexReady(items, index.totalBytes(), millis);
             indexed.complete(null);
             int leftovers = 0;
@@ -529,7 +528,7 @@ public final class Storage implements AutoCloseable {
      * left out by {@link CacheIndex#load}, and a missing file is checked again under the item's lock.
      */
     private void reconcile(StorageScan.ContentFolder folder, Progress progress) throws IOException {
-        Kind kind = folder.kind();
+        ContentKind kind = folder.kind();
         for (String algorithm : StorageScan.ALGORITHMS) {
             for (String prefix : StorageScan.prefixes()) {
                 if (closed) {
@@ -558,7 +557,7 @@ public final class Storage implements AutoCloseable {
                 if (now - progress.lastLog >= PROGRESS_NANOS) {
                     progress.lastLog = now;
                     LOG.info("reconciling the cache index: {}s {}/{} of 256, {} files seen, {} added, {} forgotten",
-                            kind.label, algorithm, prefix, progress.files, progress.added, progress.forgotten);
+                            kind.label(), algorithm, prefix, progress.files, progress.added, progress.forgotten);
                 }
             }
         }

@@ -24,7 +24,7 @@ final class StorageScan {
 
     /** A folder of content files that the index lists: what a reconciliation needs of it. */
     interface ContentFolder {
-        CacheIndex.Kind kind();
+        ContentKind kind();
 
         /** The folder, holding {@code <algorithm>/<first two hex>/<hex>}. */
         Path folder();

@@ -3,7 +3,6 @@ package dev.registrymirror.cache;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import dev.registrymirror.cache.CacheIndex.Key;
-import dev.registrymirror.cache.CacheIndex.Kind;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -87,13 +86,13 @@ class CacheIndexTest {
 
         Storage second = open();
         assertThat(second.indexed()).isDone();
-        assertThat(second.storedCount("blob")).isEqualTo(2);
+        assertThat(second.storedCount(ContentKind.BLOB)).isEqualTo(2);
         assertThat(second.blobs().storedBytes()).isEqualTo(30);
         assertThat(second.blobs().find(byHand)).as("the folders were not walked").isEmpty();
         assertThat(events.readyItems).isEqualTo(2);
         // A crash now (no close): the next start reconciles, and the file is found.
         Storage third = open();
-        assertThat(third.storedCount("blob")).isEqualTo(3);
+        assertThat(third.storedCount(ContentKind.BLOB)).isEqualTo(3);
         assertThat(third.blobs().storedBytes()).isEqualTo(35);
         assertThat(third.blobs().find(byHand)).isPresent();
     }
@@ -116,9 +115,9 @@ class CacheIndexTest {
                 .isPresent();
         upkeep.runAll();
         assertThat(second.indexed()).isDone();
-        assertThat(second.storedCount("blob")).isEqualTo(2);
+        assertThat(second.storedCount(ContentKind.BLOB)).isEqualTo(2);
         assertThat(second.blobs().storedBytes()).isEqualTo(17);
-        assertThat(second.storedCount("manifest")).isEqualTo(1);
+        assertThat(second.storedCount(ContentKind.MANIFEST)).isEqualTo(1);
         assertThat(second.manifests().storedBytes()).isEqualTo(mb.length);
         assertThat(second.blobs().find(vanished.digest())).isEmpty();
         assertThat(second.blobs().find(kept.digest())).isPresent();
@@ -131,12 +130,12 @@ class CacheIndexTest {
         put(first, 10, 1);
         Digest never = Digest.of("sha256", bytes(40, 9));
         // What a commit does first; the process dies before the file is linked.
-        first.index().add(new Key(Kind.BLOB, never), 40, clock.millis(), true);
+        first.index().add(new Key(ContentKind.BLOB, never), 40, clock.millis(), true);
 
         Storage second = openQueued(Storage.Limits.NONE);
         assertThat(second.blobs().storedBytes()).isEqualTo(50); // as the row says, until reconciled
         upkeep.runAll();
-        assertThat(second.storedCount("blob")).isEqualTo(1);
+        assertThat(second.storedCount(ContentKind.BLOB)).isEqualTo(1);
         assertThat(second.blobs().storedBytes()).isEqualTo(10);
         assertThat(second.blobs().find(never)).isEmpty();
     }
@@ -176,7 +175,7 @@ class CacheIndexTest {
         Files.write(db, "this is not a database, it was overwritten".repeat(100).getBytes(StandardCharsets.UTF_8));
 
         Storage second = open();
-        assertThat(second.storedCount("blob")).isEqualTo(2);
+        assertThat(second.storedCount(ContentKind.BLOB)).isEqualTo(2);
         assertThat(second.blobs().storedBytes()).isEqualTo(30);
         try (Stream<Path> in = Files.list(root.resolve("index"))) {
             assertThat(in.map(p -> p.getFileName().toString())).anyMatch(n -> n.startsWith("index.db.unreadable-"));
@@ -193,7 +192,7 @@ class CacheIndexTest {
             st.executeUpdate("UPDATE meta SET value = 99 WHERE key = 'schema'");
         }
         Storage second = open();
-        assertThat(second.storedCount("blob")).isEqualTo(1);
+        assertThat(second.storedCount(ContentKind.BLOB)).isEqualTo(1);
         try (Stream<Path> in = Files.list(root.resolve("index"))) {
             assertThat(in.map(p -> p.getFileName().toString())).anyMatch(n -> n.startsWith("index.db.unreadable-"));
         }
@@ -203,13 +202,13 @@ class CacheIndexTest {
     void aReconciliationLeavesOutWhatWasRemovedWhileItRan() throws IOException {
         Storage s = openQueued(Storage.Limits.NONE);
         CacheIndex index = s.index();
-        Key k = new Key(Kind.BLOB, Digest.of("sha256", bytes(3, 1)));
+        Key k = new Key(ContentKind.BLOB, Digest.of("sha256", bytes(3, 1)));
         // It listed the file, then the file went (a corrupt drop, say) before the batch was written.
         index.reconciling();
         index.remove(k);
         assertThat(index.load(List.of(new CacheIndex.Scanned(k, 3, clock.millis())))).isZero();
         assertThat(index.lookup(k)).isNull();
-        assertThat(index.count(Kind.BLOB)).isZero();
+        assertThat(index.count(ContentKind.BLOB)).isZero();
     }
 
     @Test
@@ -248,7 +247,7 @@ class CacheIndexTest {
         smaller.upkeep();
         assertThat(smaller.blobs().storedBytes()).isLessThanOrEqualTo(low);
         long kept = all.stream().filter(b -> Files.exists(b.path())).count();
-        assertThat(smaller.storedCount("blob")).isEqualTo(kept);
+        assertThat(smaller.storedCount(ContentKind.BLOB)).isEqualTo(kept);
         assertThat(events.evicted).hasSize((int) (1300 - kept));
         assertThat(kept).isBetween(100L, 140L);
         // The least recently used went: the survivors are the last ones put.
@@ -269,7 +268,7 @@ class CacheIndexTest {
         Storage s = open(new Storage.Limits(100, 60, null, 0));
         BlobStore.Blob a = put(s, 40, 1);
         put(s, 40, 2);
-        s.index().deleter(Kind.BLOB, d -> {
+        s.index().deleter(ContentKind.BLOB, d -> {
             throw new IllegalStateException("the file system said no (thrown by the test)");
         });
         put(s, 40, 3); // 120 > 100
@@ -308,10 +307,10 @@ class CacheIndexTest {
         AtomicInteger asked = new AtomicInteger();
         Path file = root.resolve("index.db");
         try (CacheIndex index = CacheIndex.open(file, clock, 0, 0, null, events, asked::incrementAndGet)) {
-            Key k = new Key(Kind.BLOB, Digest.of("sha256", bytes(1, 1)));
+            Key k = new Key(ContentKind.BLOB, Digest.of("sha256", bytes(1, 1)));
             index.add(k, 1, 0, true);
             for (int i = 0; i < 50_001; i++) {
-                index.accessed(new Key(Kind.BLOB, Digest.of("sha256", ("x" + i).getBytes(StandardCharsets.UTF_8))));
+                index.accessed(new Key(ContentKind.BLOB, Digest.of("sha256", ("x" + i).getBytes(StandardCharsets.UTF_8))));
             }
             assertThat(asked.get()).isPositive();
             clock.advance(Duration.ofHours(1));

@@ -344,7 +344,7 @@ class EvictionTest {
 
     /** Whether the index has a row for the blob (a lookup, as a request would make). */
     static boolean indexed(Storage s, Digest d) throws IOException {
-        return s.index().lookup(new CacheIndex.Key(CacheIndex.Kind.BLOB, d)) != null;
+        return s.index().lookup(new CacheIndex.Key(ContentKind.BLOB, d)) != null;
     }
 
     /**
@@ -355,7 +355,7 @@ class EvictionTest {
                                     java.util.concurrent.CountDownLatch unlinking,
                                     java.util.concurrent.CountDownLatch release) {
         FileBlobStore files = (FileBlobStore) s.blobs();
-        s.index().deleter(CacheIndex.Kind.BLOB, digest -> {
+        s.index().deleter(ContentKind.BLOB, digest -> {
             if (held.test(digest)) {
                 unlinking.countDown();
                 try {

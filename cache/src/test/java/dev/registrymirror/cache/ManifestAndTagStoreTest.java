@@ -68,7 +68,7 @@ class ManifestAndTagStoreTest {
         });
         // The finder misses on disk, then waits for the item's lock, which put() also takes: the put
         // lands exactly between the finder's miss and its removal of the (then) missing entry.
-        synchronized (storage.index().lockFor(new CacheIndex.Key(CacheIndex.Kind.MANIFEST, d))) {
+        synchronized (storage.index().lockFor(new CacheIndex.Key(ContentKind.MANIFEST, d))) {
             finder.start();
             while (finder.getState() != Thread.State.BLOCKED && finder.isAlive()) {
                 Thread.onSpinWait();
@@ -76,7 +76,7 @@ class ManifestAndTagStoreTest {
             store.put(new ManifestStore.Manifest(d, INDEX, bytes));
         }
         finder.join();
-        assertThat(storage.storedCount("manifest")).isEqualTo(1); // the miss used to drop the new entry
+        assertThat(storage.storedCount(ContentKind.MANIFEST)).isEqualTo(1); // the miss used to drop the new entry
         assertThat(store.storedBytes()).isEqualTo(bytes.length);
     }
 

@@ -80,7 +80,7 @@ class OperatorViewTest {
         assertThat(storage.manifests().cached(m)).as("gone from memory too").isEmpty();
         assertThat(storage.manifests().find(m)).isEmpty();
         assertThat(storage.remove(m)).isEmpty();
-        assertThat(storage.storedCount("blob") + storage.storedCount("manifest")).isZero();
+        assertThat(storage.storedCount(ContentKind.BLOB) + storage.storedCount(ContentKind.MANIFEST)).isZero();
     }
 
     @Test

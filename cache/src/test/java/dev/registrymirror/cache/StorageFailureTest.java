@@ -54,6 +54,6 @@ class StorageFailureTest {
         assertThat(events.failures).containsExactly("scan: java.lang.IllegalStateException: statfs failed (thrown by the test)");
         // It used to give up: no index, no eviction until a restart.
         assertThat(s.indexed()).isCompleted();
-        assertThat(s.storedCount("blob")).isEqualTo(1);
+        assertThat(s.storedCount(ContentKind.BLOB)).isEqualTo(1);
     }
 }

@@ -1,5 +1,6 @@
 package dev.registrymirror.proxy;
 
+import dev.registrymirror.cache.ContentKind;
 import dev.registrymirror.proxy.access.Provenance;
 import dev.registrymirror.proxy.upstream.BodyMemory;
 import dev.registrymirror.proxy.upstream.UpstreamBudget;
@@ -115,8 +116,8 @@ public final class Mirror {
         TagStore tagStore = storage.tags();
         metrics.storedBytes("blob", blobStore::storedBytes);
         metrics.storedBytes("manifest", manifestStore::storedBytes);
-        metrics.storedItems("blob", () -> storage.storedCount("blob"));
-        metrics.storedItems("manifest", () -> storage.storedCount("manifest"));
+        metrics.storedItems("blob", () -> storage.storedCount(ContentKind.BLOB));
+        metrics.storedItems("manifest", () -> storage.storedCount(ContentKind.MANIFEST));
         if (sc.maxSize() > 0) {
             metrics.storageLimit(sc.maxSize());
         }

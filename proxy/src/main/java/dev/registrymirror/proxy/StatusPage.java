@@ -1,5 +1,6 @@
 package dev.registrymirror.proxy;
 
+import dev.registrymirror.cache.ContentKind;
 import dev.registrymirror.cache.Storage;
 import dev.registrymirror.config.MirrorConfig;
 import dev.registrymirror.metrics.MirrorMetrics;
@@ -134,7 +135,7 @@ final class StatusPage {
                 .put("usedBytes", storedBytes.getAsLong())
                 .put("limitBytes", config.storage().maxSize() > 0 ? config.storage().maxSize() : null)
                 .put("freeBytes", free < 0 ? null : free)
-                .put("blobs", storage.storedCount("blob")).put("manifests", storage.storedCount("manifest"));
+                .put("blobs", storage.storedCount(ContentKind.BLOB)).put("manifests", storage.storedCount(ContentKind.MANIFEST));
 
         JsonArray dl = new JsonArray();
         for (InflightDownloads.Progress p : downloads.progress()) {

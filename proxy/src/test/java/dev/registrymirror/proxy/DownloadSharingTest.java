@@ -1,5 +1,6 @@
 package dev.registrymirror.proxy;
 
+import dev.registrymirror.cache.ContentKind;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import dev.registrymirror.cache.BlobStore;
@@ -123,7 +124,7 @@ class DownloadSharingTest extends MirrorTestBase {
         assertThat(served.statusCode()).isEqualTo(200);
         assertThat(served.body()).isEqualTo(secret);
         assertThat(downloadsLeft()).isZero();
-        assertThat(mirror.storage().origins("blob", d)).containsExactly("docker.io/private/app");
+        assertThat(mirror.storage().origins(ContentKind.BLOB, d)).containsExactly("docker.io/private/app");
         assertThat(get("/v2/library/alpine/blobs/" + d).statusCode()).as("nor later, from the cache").isEqualTo(404);
     }
 
@@ -143,7 +144,7 @@ class DownloadSharingTest extends MirrorTestBase {
         assertThat(join(first).body()).isEqualTo(layer);
         assertThat(join(second).body()).as("public content is public under any name").isEqualTo(layer);
         assertThat(downloadsLeft()).isZero();
-        assertThat(mirror.storage().origins("blob", d)).containsExactly("docker.io/library/alpine");
+        assertThat(mirror.storage().origins(ContentKind.BLOB, d)).containsExactly("docker.io/library/alpine");
         assertThat(answered("GET", "/blobs/" + d)).as("one download").isEqualTo(1);
     }
 
@@ -157,6 +158,6 @@ class DownloadSharingTest extends MirrorTestBase {
         assertThat(head.statusCode()).isEqualTo(200);
         assertThat(answered("HEAD", "/blobs/" + d)).as("answered by the upstream").isEqualTo(1);
         assertThat(mirror.storage().blob(d)).isEmpty();
-        assertThat(mirror.storage().origins("blob", d)).as("no row for content that is not stored").isEmpty();
+        assertThat(mirror.storage().origins(ContentKind.BLOB, d)).as("no row for content that is not stored").isEmpty();
     }
 }

@@ -124,7 +124,7 @@ public final class AccessControl {
         if (auth == null) {
             List<String> certNames = certificateNames(req);
             return Future.succeededFuture(certNames.isEmpty() ? Identity.NOBODY
-                    : new Identity(certNames, "certificate"));
+                    : new Identity(certNames, Identity.How.CERTIFICATE));
         }
         if (auth.regionMatches(true, 0, "Bearer ", 0, 7)) {
             String name = tokens.verify(auth.substring(7).strip());
@@ -138,14 +138,14 @@ public final class AccessControl {
                         challenge(req, null, "the token is invalid or expired; ask " + TOKEN_PATH + " for a new one")));
             }
             if (!name.isEmpty()) {
-                return Future.succeededFuture(new Identity(List.of(name), "token"));
+                return Future.succeededFuture(new Identity(List.of(name), Identity.How.TOKEN));
             }
             List<String> certNames = certificateNames(req); // an anonymous token: the certificate says more
             return Future.succeededFuture(certNames.isEmpty() ? Identity.ANONYMOUS_TOKEN
-                    : new Identity(certNames, "certificate"));
+                    : new Identity(certNames, Identity.How.CERTIFICATE));
         }
         if (auth.regionMatches(true, 0, "Basic ", 0, 6)) {
-            return basic(req, auth.substring(6).strip()).map(name -> new Identity(List.of(name), "password"));
+            return basic(req, auth.substring(6).strip()).map(name -> new Identity(List.of(name), Identity.How.PASSWORD));
         }
         return Future.failedFuture(deny(req, Identity.NOBODY, "bad_credentials", "an Authorization header of another scheme",
                 challenge(req, null, "send Basic credentials or a bearer token from " + TOKEN_PATH)));
@@ -193,7 +193,7 @@ public final class AccessControl {
             if (ar.result()) {
                 return Future.succeededFuture(user);
             }
-            return Future.failedFuture(deny(req, new Identity(List.of(user), "password"), "bad_credentials",
+            return Future.failedFuture(deny(req, new Identity(List.of(user), Identity.How.PASSWORD), "bad_credentials",
                     "a wrong user name or password", challenge(req, null, "wrong user name or password")));
         });
     }
@@ -254,7 +254,7 @@ public final class AccessControl {
 
     /** {@code GET /v2/}: a client with no credentials gets the challenge that starts the token flow (when there are users). */
     public RegistryError base(HttpServerRequest req, Identity id) {
-        if (users != null && id.how().equals("none")) {
+        if (users != null && id.how() == Identity.How.NONE) {
             return challenge(req, null, "authentication required: ask " + TOKEN_PATH + " for a token (anonymous ones too)");
         }
         return null;

@@ -7,16 +7,29 @@ import java.util.List;
  * client certificate's names (its CN and DNS SANs), or nobody in particular.
  *
  * @param names the names rules may list; empty for an anonymous client
- * @param how   {@code password}, {@code token}, {@code certificate}, {@code anonymous} (the mirror's
- *              anonymous token) or {@code none} (nothing sent)
+ * @param how   how the client said who it is
  */
-public record Identity(List<String> names, String how) {
+public record Identity(List<String> names, How how) {
+    /** How a client said who it is. */
+    public enum How {
+        /** Nothing: no credentials, no certificate. */
+        NONE,
+        /** One of the mirror's anonymous tokens. */
+        ANONYMOUS_TOKEN,
+        /** Basic credentials of a user. */
+        PASSWORD,
+        /** One of the mirror's tokens, issued to a user. */
+        TOKEN,
+        /** A client certificate's names. */
+        CERTIFICATE
+    }
+
     /** In a rule: everyone, with credentials or without. */
     public static final String ANONYMOUS = "anonymous";
     /** In a rule: any user or client certificate. */
     public static final String AUTHENTICATED = "authenticated";
-    public static final Identity NOBODY = new Identity(List.of(), "none");
-    public static final Identity ANONYMOUS_TOKEN = new Identity(List.of(), "anonymous");
+    public static final Identity NOBODY = new Identity(List.of(), How.NONE);
+    public static final Identity ANONYMOUS_TOKEN = new Identity(List.of(), How.ANONYMOUS_TOKEN);
 
     public boolean authenticated() {
         return !names.isEmpty();

@@ -2,6 +2,7 @@ package dev.registrymirror.proxy.access;
 
 import com.github.benmanes.caffeine.cache.Cache;
 import com.github.benmanes.caffeine.cache.Caffeine;
+import dev.registrymirror.cache.ContentKind;
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.cache.Storage;
 import dev.registrymirror.config.MirrorConfig;
@@ -82,17 +83,17 @@ public final class Provenance {
      * Whether bytes fetched for {@code source} may be handed to a request under {@code name} without
      * asking that name's upstream. Never blocks: safe inside an atomic update of a map.
      */
-    public boolean shares(String kind, Digest digest, String source, String name) {
+    public boolean shares(ContentKind kind, Digest digest, String source, String name) {
         return !active() || source.equals(name) || isPublic(source) || isKnown(kind, digest, name);
     }
 
     /**
-     * Whether the stored {@code kind} ({@code blob} or {@code manifest}) with this digest may be
+     * Whether the stored {@code kind} with this digest may be
      * served under {@code name}: recorded or confirmed there, or recorded under a public name. Call it
      * while the item is held (pinned, or in hand): a removed item has no origins, which only makes the
      * answer no. Blocks (reads the index).
      */
-    public boolean mayServeStored(String kind, Digest digest, String name) throws IOException {
+    public boolean mayServeStored(ContentKind kind, Digest digest, String name) throws IOException {
         if (!active() || isKnown(kind, digest, name)) {
             return true;
         }
@@ -110,7 +111,7 @@ public final class Provenance {
     }
 
     /** {@link #mayServeStored} on a worker thread. */
-    public Future<Boolean> mayServeStoredAsync(String kind, Digest digest, String name) {
+    public Future<Boolean> mayServeStoredAsync(ContentKind kind, Digest digest, String name) {
         if (!active() || isKnown(kind, digest, name)) {
             return Future.succeededFuture(true);
         }
@@ -121,12 +122,12 @@ public final class Provenance {
         return rules.pullers(name).contains(Identity.ANONYMOUS);
     }
 
-    private boolean isKnown(String kind, Digest digest, String name) {
+    private boolean isKnown(ContentKind kind, Digest digest, String name) {
         return known.getIfPresent(key(kind, digest, name)) != null;
     }
 
-    private static String key(String kind, Digest digest, String name) {
-        return kind + " " + digest + " " + name;
+    private static String key(ContentKind kind, Digest digest, String name) {
+        return kind.label() + " " + digest + " " + name;
     }
 
     /**
@@ -134,25 +135,25 @@ public final class Provenance {
      * ({@code HEAD}, with the mirror's credentials). Succeeds when it does (remembered, and recorded
      * when the item is stored); fails with a {@code 404} when it does not.
      */
-    public Future<Void> confirm(String kind, Route route, UpstreamClient upstream) {
+    public Future<Void> confirm(ContentKind kind, Route route, UpstreamClient upstream) {
         MultiMap headers = MultiMap.caseInsensitiveMultiMap().add(HttpHeaders.ACCEPT,
-                kind.equals("blob") ? "*/*" : String.join(", ", MediaTypes.MANIFESTS));
-        String path = "/v2/" + route.repository() + (kind.equals("blob") ? "/blobs/" : "/manifests/") + route.digest();
+                kind == ContentKind.BLOB ? "*/*" : String.join(", ", MediaTypes.MANIFESTS));
+        String path = "/v2/" + route.repository() + (kind == ContentKind.BLOB ? "/blobs/" : "/manifests/") + route.digest();
         String name = nameOf(route);
-        return upstream.send(HttpMethod.HEAD, path, route.repository(), headers, kind).compose(resp -> {
+        return upstream.send(HttpMethod.HEAD, path, route.repository(), headers, kind.label()).compose(resp -> {
             UpstreamClient.discard(resp);
             if (resp.statusCode() == 200) {
-                LOG.info("access: {} {} confirmed under {} by its upstream", kind, route.digest(), name);
+                LOG.info("access: {} {} confirmed under {} by its upstream", kind.label(), route.digest(), name);
                 return confirmed(kind, route.digest(), name);
             }
             if (resp.statusCode() == 404 || resp.statusCode() == 401 || resp.statusCode() == 403) {
                 LOG.warn("access: {} {} asked for under {}, which its upstream does not confirm ({}); answered as unknown",
-                        kind, route.digest(), name, resp.statusCode());
-                return Future.failedFuture(new RegistryError(404, kind.equals("blob") ? "BLOB_UNKNOWN" : "MANIFEST_UNKNOWN",
-                        kind + " " + route.digest() + " not found in " + route.clientName()));
+                        kind.label(), route.digest(), name, resp.statusCode());
+                return Future.failedFuture(new RegistryError(404, kind == ContentKind.BLOB ? "BLOB_UNKNOWN" : "MANIFEST_UNKNOWN",
+                        kind.label() + " " + route.digest() + " not found in " + route.clientName()));
             }
-            return Future.failedFuture(upstream.failure(resp, kind.equals("blob") ? "BLOB_UNKNOWN" : "MANIFEST_UNKNOWN",
-                    kind + " " + route.digest()));
+            return Future.failedFuture(upstream.failure(resp, kind == ContentKind.BLOB ? "BLOB_UNKNOWN" : "MANIFEST_UNKNOWN",
+                    kind.label() + " " + route.digest()));
         });
     }
 
@@ -161,13 +162,13 @@ public final class Provenance {
      * a client): remembered, and recorded as an origin if the item is stored (a row for content that
      * is not stored would outlive it).
      */
-    public Future<Void> confirmed(String kind, Digest digest, String name) {
+    public Future<Void> confirmed(ContentKind kind, Digest digest, String name) {
         if (!active()) {
             return Future.succeededFuture();
         }
         known.put(key(kind, digest, name), Boolean.TRUE);
         return blocking.run(() -> storage.addOrigin(kind, digest, name)).otherwise(err -> {
-            LOG.warn("access: cannot record that {} {} is in {}: {}", kind, digest, name, err.toString());
+            LOG.warn("access: cannot record that {} {} is in {}: {}", kind.label(), digest, name, err.toString());
             return false;
         }).mapEmpty();
     }

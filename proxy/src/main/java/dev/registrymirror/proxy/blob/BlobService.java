@@ -1,6 +1,7 @@
 package dev.registrymirror.proxy.blob;
 
 import dev.registrymirror.cache.BlobStore;
+import dev.registrymirror.cache.ContentKind;
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.metrics.MirrorMetrics;
 import dev.registrymirror.proxy.access.Provenance;
@@ -123,7 +124,7 @@ public final class BlobService {
         }
         boolean allowed = false;
         try {
-            allowed = ask.confirmed() || provenance.mayServeStored("blob", ask.digest(), ask.name());
+            allowed = ask.confirmed() || provenance.mayServeStored(ContentKind.BLOB, ask.digest(), ask.name());
         } finally {
             if (!allowed && !ask.head()) {
                 store.release(found.get()); // not served: unpinned
@@ -133,7 +134,7 @@ public final class BlobService {
     }
 
     private Future<Void> confirmThenServe(Ask ask) {
-        return provenance.confirm("blob", ask.route(), ask.upstream()).compose(v -> serve(ask.confirmedNow()));
+        return provenance.confirm(ContentKind.BLOB, ask.route(), ask.upstream()).compose(v -> serve(ask.confirmedNow()));
     }
 
     /**
@@ -431,7 +432,7 @@ public final class BlobService {
                     if (length != null) {
                         out.putHeader(HttpHeaders.CONTENT_LENGTH, length);
                     }
-                    return provenance.confirmed("blob", route.digest(), ask.name()).compose(v -> out.end());
+                    return provenance.confirmed(ContentKind.BLOB, route.digest(), ask.name()).compose(v -> out.end());
                 });
     }
 

@@ -1,6 +1,7 @@
 package dev.registrymirror.proxy.blob;
 
 import dev.registrymirror.cache.BlobStore;
+import dev.registrymirror.cache.ContentKind;
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.metrics.MirrorMetrics;
 import dev.registrymirror.proxy.access.Provenance;
@@ -60,7 +61,7 @@ public final class InflightDownloads {
      */
     long announcedSize(Digest digest, String name) {
         Download d = downloads.get(digest);
-        if (d == null || !provenance.shares("blob", digest, d.source, name)) {
+        if (d == null || !provenance.shares(ContentKind.BLOB, digest, d.source, name)) {
             return -1;
         }
         Download.Snapshot s = d.snapshot();
@@ -168,7 +169,7 @@ public final class InflightDownloads {
         Download d = downloads.compute(digest, (k, old) -> {
             if (old != null && !old.failedAlready()) {
                 if (old.source.equals(name)
-                        || !ownOnly && (confirmed || provenance.shares("blob", k, old.source, name))) {
+                        || !ownOnly && (confirmed || provenance.shares(ContentKind.BLOB, k, old.source, name))) {
                     outcome[0] = Outcome.JOINED;
                     return old;
                 }

@@ -9,6 +9,7 @@ import dev.registrymirror.proxy.vertx.Blocking;
 import dev.registrymirror.proxy.vertx.SingleFlight;
 import dev.registrymirror.proxy.vertx.Slices;
 
+import dev.registrymirror.cache.ContentKind;
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.cache.NotEnoughSpaceException;
 import dev.registrymirror.cache.ManifestStore;
@@ -99,10 +100,10 @@ public final class ManifestService {
                 // Even when the client's Accept excludes its type: a digest names fixed bytes, so the
                 // upstream could only send the same manifest again (serve() answers 404 then).
                 Served served = new Served(found.get(), false);
-                return provenance.mayServeStoredAsync("manifest", digest, name).compose(allowed -> {
+                return provenance.mayServeStoredAsync(ContentKind.MANIFEST, digest, name).compose(allowed -> {
                     metrics.cacheHit("manifest");
                     return allowed ? Future.succeededFuture(served)
-                            : provenance.confirm("manifest", route, upstream).map(served);
+                            : provenance.confirm(ContentKind.MANIFEST, route, upstream).map(served);
                 });
             }
             metrics.cacheMiss("manifest");
