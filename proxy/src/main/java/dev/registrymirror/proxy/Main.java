@@ -18,6 +18,7 @@ import dev.registrymirror.proxy.vertx.Fatal;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
+import dev.registrymirror.proxy.operator.PrefetchCommand;
 
 /**
  * {@code java -jar registry-mirror.jar [--config FILE] [--port N] [--storage DIR] [--upstream URL]} runs the

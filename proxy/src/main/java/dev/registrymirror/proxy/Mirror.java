@@ -2,6 +2,9 @@ package dev.registrymirror.proxy;
 
 import dev.registrymirror.cache.ContentKind;
 import dev.registrymirror.proxy.access.Provenance;
+import dev.registrymirror.proxy.operator.AdminApi;
+import dev.registrymirror.proxy.operator.Prefetcher;
+import dev.registrymirror.proxy.operator.StatusPage;
 import dev.registrymirror.proxy.upstream.BodyMemory;
 import dev.registrymirror.proxy.upstream.UpstreamBudget;
 import dev.registrymirror.proxy.vertx.Owner;
@@ -144,7 +147,7 @@ public final class Mirror {
         this.config = config;
         this.tls = config.server().tls() == null ? null : new dev.registrymirror.proxy.http.ServerTls(vertx, config.server().tls());
         AdminApi admin = new AdminApi(config, storage, blocking, () -> prefetcher);
-        StatusPage status = new StatusPage(config, metrics, Map.copyOf(upstreams), downloads, storage,
+        StatusPage status = new StatusPage(VERSION, config, metrics, Map.copyOf(upstreams), downloads, storage,
                 () -> blobStore.storedBytes() + manifestStore.storedBytes(), handler.pulls(), () -> prefetcher, clock);
         handler.operatorRoutes(new dev.registrymirror.proxy.http.OperatorRoutes() {
             @Override

@@ -1,4 +1,4 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.operator;
 
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.cache.ManifestStore;
@@ -50,7 +50,7 @@ import org.slf4j.LoggerFactory;
  * </ul>
  * Every call that changes something, and every refused call, is logged with the client's address.
  */
-final class AdminApi {
+public final class AdminApi {
     private static final Logger LOG = LoggerFactory.getLogger(AdminApi.class);
     static final String PREFIX = "/admin/";
     /** Request bodies larger than this are refused: a prefetch request is a line of JSON. */
@@ -66,7 +66,7 @@ final class AdminApi {
     /** SHA-256 of the token: comparing hashes takes the same time whatever the lengths. */
     private final byte[] tokenHash;
 
-    AdminApi(MirrorConfig config, Storage storage, Blocking blocking, Supplier<Prefetcher> prefetcher) {
+    public AdminApi(MirrorConfig config, Storage storage, Blocking blocking, Supplier<Prefetcher> prefetcher) {
         this.config = config;
         this.storage = storage;
         this.blocking = blocking;
@@ -74,11 +74,11 @@ final class AdminApi {
         this.tokenHash = config.admin().enabled() ? Secrets.sha256(config.admin().token().getBytes(StandardCharsets.UTF_8)) : null;
     }
 
-    static boolean claims(HttpServerRequest req) {
+    public static boolean claims(HttpServerRequest req) {
         return req.path().startsWith(PREFIX) || req.path().equals("/admin");
     }
 
-    Future<Void> serve(HttpServerRequest req) {
+    public Future<Void> serve(HttpServerRequest req) {
         if (tokenHash == null) {
             return Future.failedFuture(new RegistryError(404, "UNSUPPORTED",
                     "the admin API is off; set admin.token in the configuration to turn it on"));

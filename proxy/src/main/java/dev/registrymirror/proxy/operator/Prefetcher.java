@@ -1,4 +1,4 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.operator;
 
 import dev.registrymirror.config.MirrorConfig;
 import dev.registrymirror.metrics.MirrorMetrics;
@@ -30,7 +30,7 @@ import org.slf4j.LoggerFactory;
  * prefetched image costs the upstream no blob request. At start-up (without delaying it) and then
  * whenever an entry's {@code every} has passed, checked each minute against the mirror's clock.
  */
-final class Prefetcher {
+public final class Prefetcher {
     private static final Logger LOG = LoggerFactory.getLogger(Prefetcher.class);
     /** Blobs of one image fetched at once. */
     static final int CONCURRENCY = 4;
@@ -103,7 +103,7 @@ final class Prefetcher {
     private final String secretHeader;
     private final String secret;
 
-    Prefetcher(Vertx vertx, String host, int port, String secretHeader, String secret,
+    public Prefetcher(Vertx vertx, String host, int port, String secretHeader, String secret,
                List<MirrorConfig.Prefetch> images, Clock clock, MirrorMetrics metrics) {
         this.secretHeader = secretHeader;
         this.secret = secret;
@@ -116,7 +116,7 @@ final class Prefetcher {
     }
 
     /** Runs every image once, in the background, then checks each minute for those due again. */
-    void start() {
+    public void start() {
         if (images.isEmpty()) {
             return;
         }
@@ -125,7 +125,7 @@ final class Prefetcher {
     }
 
     /** Runs the images whose {@code every} has passed since their last run began. */
-    void runDue() {
+    public void runDue() {
         long now = clock.millis();
         for (MirrorConfig.Prefetch p : images) {
             Long last = lastRun.get(p);
@@ -250,7 +250,7 @@ final class Prefetcher {
     }
 
     /** Whether an index entry's platform is one of {@code platforms} ({@code os/arch}, or {@code os/arch/variant}). */
-    static boolean matches(JsonObject platform, List<String> platforms) {
+    public static boolean matches(JsonObject platform, List<String> platforms) {
         if (platform == null) {
             return false;
         }
@@ -297,7 +297,7 @@ final class Prefetcher {
     }
 
     /** Stops the schedule and the client (runs under way fail). */
-    Future<Void> stop() {
+    public Future<Void> stop() {
         if (timer >= 0) {
             vertx.cancelTimer(timer);
         }

@@ -1,4 +1,4 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.operator;
 
 import dev.registrymirror.cache.ContentKind;
 import dev.registrymirror.cache.Storage;
@@ -32,10 +32,10 @@ import java.util.function.Supplier;
  * enforces. Registry clients never ask for {@code /}; other {@code Accept} headers get the
  * registry's answer as before.
  */
-final class StatusPage {
-    static final String JSON_PATH = "/status.json";
+public final class StatusPage {
+    public static final String JSON_PATH = "/status.json";
     /** Content-Security-Policy: nothing from other hosts, no inline script or style. */
-    static final String POLICY = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
+    public static final String POLICY = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
             + " img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
     static final int TOP_REPOSITORIES = 10;
     static final int RECENT_JOBS = 5;
@@ -59,10 +59,13 @@ final class StatusPage {
     private final Supplier<Prefetcher> prefetcher;
     private final Clock clock;
     private final Instant started;
+    private final String version;
 
-    StatusPage(MirrorConfig config, MirrorMetrics metrics, Map<String, UpstreamClient> upstreams,
+    /** @param version the mirror's version, as the page shows it */
+    public StatusPage(String version, MirrorConfig config, MirrorMetrics metrics, Map<String, UpstreamClient> upstreams,
                InflightDownloads downloads, Storage storage, LongSupplier storedBytes, PullCounts pulls,
                Supplier<Prefetcher> prefetcher, Clock clock) {
+        this.version = version;
         this.config = config;
         this.metrics = metrics;
         this.upstreams = upstreams;
@@ -76,7 +79,7 @@ final class StatusPage {
     }
 
     /** Whether this is a request for the page, its assets or its data. */
-    static boolean claims(HttpServerRequest req) {
+    public static boolean claims(HttpServerRequest req) {
         if (req.method() != HttpMethod.GET) {
             return false;
         }
@@ -91,7 +94,7 @@ final class StatusPage {
     }
 
     /** @param mayPull whether the caller may pull a repository: the page shows it nothing else by name */
-    Future<Void> serve(HttpServerRequest req, Predicate<String> mayPull) {
+    public Future<Void> serve(HttpServerRequest req, Predicate<String> mayPull) {
         var resp = req.response().putHeader("X-Content-Type-Options", "nosniff");
         String path = req.path();
         if (path.equals(JSON_PATH)) {
@@ -164,7 +167,7 @@ final class StatusPage {
                     .limit(RECENT_JOBS).forEach(j -> jobs.add(j.toJson()));
         }
 
-        return new JsonObject().put("version", Mirror.VERSION).put("started", started.toString())
+        return new JsonObject().put("version", version).put("started", started.toString())
                 .put("now", now.toString()).put("uptimeSeconds", Duration.between(started, now).toSeconds())
                 .put("cache", cache).put("upstreams", ups).put("storage", disk).put("downloads", dl)
                 .put("topRepositories", top).put("otherPulls", pulls.others() + hiddenPulls).put("prefetch", jobs);

@@ -1,4 +1,4 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.proxy.operator;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -32,8 +32,8 @@ import picocli.CommandLine.Spec;
         description = "Ask a running mirror to fetch images into its cache (admin API), and wait for them.",
         footer = "%nThe admin token is read from REGISTRY_MIRROR_ADMIN_TOKEN, or from --token-file."
                 + "%nExit status: 0 when every image was fetched, 1 when one failed, 2 on a usage error.")
-final class PrefetchCommand implements Callable<Integer> {
-    static final String TOKEN_ENV = "REGISTRY_MIRROR_ADMIN_TOKEN";
+public final class PrefetchCommand implements Callable<Integer> {
+    public static final String TOKEN_ENV = "REGISTRY_MIRROR_ADMIN_TOKEN";
     private static final ObjectMapper JSON = new ObjectMapper();
 
     @Spec
@@ -56,7 +56,8 @@ final class PrefetchCommand implements Callable<Integer> {
     List<String> images;
 
     /** Where the token comes from when no file is given (tests replace it). */
-    Map<String, String> env = System.getenv();
+    /** The environment the token is read from (tests give their own). */
+    public Map<String, String> env = System.getenv();
 
     @Override
     public Integer call() throws InterruptedException {
