@@ -3,6 +3,7 @@ package dev.registrymirror.proxy;
 import dev.registrymirror.cache.ContentKind;
 import dev.registrymirror.proxy.access.Provenance;
 import dev.registrymirror.proxy.operator.AdminApi;
+import dev.registrymirror.proxy.operator.OperatorRoutes;
 import dev.registrymirror.proxy.operator.Prefetcher;
 import dev.registrymirror.proxy.operator.StatusPage;
 import dev.registrymirror.proxy.upstream.BodyMemory;
@@ -149,18 +150,7 @@ public final class Mirror {
         AdminApi admin = new AdminApi(config, storage, blocking, () -> prefetcher);
         StatusPage status = new StatusPage(VERSION, config, metrics, Map.copyOf(upstreams), downloads, storage,
                 () -> blobStore.storedBytes() + manifestStore.storedBytes(), handler.pulls(), () -> prefetcher, clock);
-        handler.operatorRoutes(new dev.registrymirror.proxy.http.OperatorRoutes() {
-            @Override
-            public String route(io.vertx.core.http.HttpServerRequest req) {
-                return AdminApi.claims(req) ? "admin" : StatusPage.claims(req) ? "status" : null;
-            }
-
-            @Override
-            public Future<Void> serve(io.vertx.core.http.HttpServerRequest req,
-                                      java.util.function.Predicate<String> mayPull) {
-                return AdminApi.claims(req) ? admin.serve(req) : status.serve(req, mayPull);
-            }
-        });
+        handler.routes((router, guard) -> OperatorRoutes.mount(router, guard, admin, status));
     }
 
     /**

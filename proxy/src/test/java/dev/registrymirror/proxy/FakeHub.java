@@ -96,6 +96,8 @@ final class FakeHub extends AbstractVerticle {
     volatile long tokenBytes;
     /** Bytes of such streamed bodies the fake has written. */
     final java.util.concurrent.atomic.AtomicLong streamedBytes = new java.util.concurrent.atomic.AtomicLong();
+    /** The same, answer by answer, in the order they started. */
+    final List<java.util.concurrent.atomic.AtomicLong> streams = new CopyOnWriteArrayList<>();
     /** When set, the CDN answers no blob request (not even its headers) before this completes. */
     volatile Promise<Void> holdBlobAnswers;
     /** When over 0, every blob is answered with this many bytes of filler, chunked (no Content-Length). */
@@ -543,6 +545,8 @@ final class FakeHub extends AbstractVerticle {
         byte[] head = prefix.getBytes(StandardCharsets.UTF_8);
         System.arraycopy(head, 0, filler, 0, head.length);
         long[] left = {total};
+        java.util.concurrent.atomic.AtomicLong mine = new java.util.concurrent.atomic.AtomicLong();
+        streams.add(mine);
         Runnable[] pump = new Runnable[1];
         pump[0] = () -> {
             while (left[0] > 0 && !closed[0]) {
@@ -550,6 +554,7 @@ final class FakeHub extends AbstractVerticle {
                 resp.write(dev.registrymirror.proxy.vertx.NettyBuffers.wrap(io.netty.buffer.Unpooled.wrappedBuffer(filler, 0, n)));
                 left[0] -= n;
                 streamedBytes.addAndGet(n);
+                mine.addAndGet(n);
                 if (resp.writeQueueFull()) {
                     resp.drainHandler(v -> {
                         resp.drainHandler(null);

@@ -125,6 +125,8 @@ public final class InflightDownloads {
     enum Outcome {
         /** A new download was started for the caller's name. */
         STARTED,
+        /** None under way (and none started: the caller only looked). */
+        NONE,
         /** The caller joined the download under way. */
         JOINED,
         /** The blob was committed since the caller looked it up: look in the store again. */
@@ -157,12 +159,14 @@ public final class InflightDownloads {
      *   <li>A failed download is never joined: a new one takes its place.</li>
      *   <li>With none under way: {@link Outcome#STORED} when the blob was committed moments ago (a
      *       download leaves this map only after its commit, so this cannot miss one that just ended),
-     *       else a new download.</li>
+     *       else a new download, or {@link Outcome#NONE} when {@code start} is false.</li>
      * </ul>
      *
      * @param repository the repository as the request names it, upstream of {@code upstream}
+     * @param start      whether to start a download when none may be joined
      */
-    Joined join(Digest digest, UpstreamClient upstream, String repository, boolean confirmed, boolean ownOnly) {
+    Joined join(Digest digest, UpstreamClient upstream, String repository, boolean confirmed, boolean ownOnly,
+                boolean start) {
         Owner owner = Owner.current();
         String name = upstream.name() + "/" + repository;
         Outcome[] outcome = {null};
@@ -180,6 +184,10 @@ public final class InflightDownloads {
             } else if (store.knownPresent(k)) {
                 outcome[0] = Outcome.STORED;
                 return null; // a failed download leaves with it
+            }
+            if (!start) {
+                outcome[0] = Outcome.NONE;
+                return old;
             }
             outcome[0] = Outcome.STARTED;
             return new Download(k, owner, memory, name);

@@ -12,7 +12,12 @@ import dev.registrymirror.proxy.manifest.TagLists;
 
 import dev.registrymirror.config.MirrorConfig;
 import dev.registrymirror.metrics.MirrorMetrics;
+import dev.registrymirror.proxy.access.AccessControl;
+import dev.registrymirror.proxy.operator.OperatorRoutes;
+import dev.registrymirror.proxy.operator.PullCounts;
 import io.vertx.core.Future;
+import io.vertx.ext.web.Router;
+import io.vertx.ext.web.RoutingContext;
 import io.netty.handler.codec.http.TooLongHttpHeaderException;
 import io.netty.handler.codec.http.TooLongHttpLineException;
 import io.vertx.core.Handler;
@@ -51,14 +56,13 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
     private final ConnectionGuard connections;
     private final AtomicInteger active = new AtomicInteger();
     private volatile boolean draining;
-    private volatile OperatorRoutes operatorRoutes;
     /** {@code access:}; null when nothing is restricted. */
-    private final dev.registrymirror.proxy.access.AccessControl access;
+    private final AccessControl access;
     private final PullCounts pulls = new PullCounts();
 
     public RegistryHandler(Vertx vertx, MirrorConfig config, Map<String, UpstreamClient> upstreams, BlobService blobs,
                     ManifestService manifests, TagLists tagLists, Referrers referrers, MirrorMetrics metrics,
-                    ConnectionGuard connections, dev.registrymirror.proxy.access.AccessControl access) {
+                    ConnectionGuard connections, AccessControl access) {
         this.access = access;
         this.connections = connections;
         this.parser = new RouteParser(config);
@@ -69,11 +73,6 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
         this.referrers = referrers;
         this.metrics = metrics;
         this.vertx = vertx;
-    }
-
-    /** Routes asked before the registry API's (the admin API, the status page). */
-    public void operatorRoutes(OperatorRoutes routes) {
-        this.operatorRoutes = routes;
     }
 
     /** Pulls per repository since start. */
@@ -113,17 +112,90 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
 
     @Override
     public void handle(HttpServerRequest req) {
-        handle(req, false);
+        routers.external().handle(req);
     }
 
     /** A request of the mirror's own (the prefetcher's, from the loopback listener): no access rules apply. */
     public void handleInternal(HttpServerRequest req) {
-        handle(req, true);
+        routers.internal().handle(req);
     }
 
-    private void handle(HttpServerRequest req, boolean internal) {
-        long start = System.nanoTime();
-        dev.registrymirror.proxy.access.AccessControl access = internal ? null : this.access;
+    /** The two routing tables: for clients, and for the mirror's own requests (no access rules). */
+    private record Routers(Router external, Router internal) {
+    }
+
+    private volatile Routers routers;
+
+    /**
+     * Builds the routing tables, with the operator routes {@code operator} adds (see
+     * {@link OperatorRoutes}): first every request's common steps, then {@code /token},
+     * {@code /metrics} and the operator routes, then the registry API for everything else.
+     */
+    public void routes(java.util.function.BiConsumer<Router, OperatorRoutes.Guard> operator) {
+        routers = new Routers(router(false, operator), router(true, operator));
+    }
+
+    private Router router(boolean internal, java.util.function.BiConsumer<Router, OperatorRoutes.Guard> operator) {
+        AccessControl access = internal ? null : this.access;
+        Router router = Router.router(vertx);
+        router.route().handler(ctx -> prelude(ctx, access));
+        if (access != null) {
+            router.route(AccessControl.TOKEN_PATH).handler(ctx -> {
+                HttpServerRequest req = ctx.request();
+                counted(ctx, "token", null);
+                access.serveToken(req).onFailure(err -> failed(req, err, "a token request", req.path()));
+            });
+        }
+        OperatorRoutes.Guard guard = (label, audience, answer) -> ctx -> guarded(ctx, access, label, audience, answer);
+        Handler<RoutingContext> scrape = guard.guard("metrics", OperatorRoutes.Audience.METRICS, (ctx, mayPull) ->
+                ctx.response().putHeader(HttpHeaders.CONTENT_TYPE, MirrorMetrics.CONTENT_TYPE).end(metrics.scrape()));
+        router.get("/metrics").handler(scrape);
+        router.head("/metrics").handler(scrape);
+        operator.accept(router, guard);
+        router.route().handler(ctx -> registry(ctx, access));
+        // What the router itself refuses (a path it cannot normalize, say) gets the OCI error body too.
+        for (int status : new int[] {400, 404, 405, 500}) {
+            router.errorHandler(status, this::routerFailed);
+        }
+        return router;
+    }
+
+    /** A request the router failed (before or outside the routes' own error handling). */
+    private void routerFailed(RoutingContext ctx) {
+        HttpServerRequest req = ctx.request();
+        if (req.response().ended()) {
+            return;
+        }
+        if (ctx.get(STARTED) != null) {
+            counted(ctx, "invalid", null);
+        }
+        req.response().putHeader(API_VERSION_HEADER, "registry/2.0");
+        Throwable err = ctx.failure();
+        int status = ctx.statusCode();
+        if (err instanceof IllegalArgumentException || err == null && status < 400) {
+            err = new RegistryError(400, "UNSUPPORTED", "malformed request"); // a path it could not decode
+        } else if (err == null && status < 500) {
+            err = new RegistryError(status, "UNSUPPORTED", status == 405
+                    ? req.method() + " is not supported here" : "malformed request");
+        }
+        failed(req, err == null ? new IllegalStateException("status " + status) : err,
+                "a request", req.method() + " " + req.path());
+    }
+
+    /** Where a request's common steps leave what its route needs. */
+    private static final String STARTED = "registrymirror.started";
+
+    /** When a request started, and what to run once it has ended. */
+    private record Started(long nanos, Runnable done) {
+    }
+
+    /**
+     * What every request goes through first: its connection counted busy, the API version header,
+     * a 503 while draining, a 400 for a malformed query (decoded once, here, for every route), and a
+     * 403 from outside {@code access.networks}.
+     */
+    private void prelude(RoutingContext ctx, AccessControl access) {
+        HttpServerRequest req = ctx.request();
         HttpServerResponse resp = req.response();
         connections.requestStarted(req);
         resp.putHeader(API_VERSION_HEADER, "registry/2.0");
@@ -141,51 +213,58 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
             }
         };
         connections.whenClosed(req, done);
+        ctx.put(STARTED, new Started(System.nanoTime(), done));
         try {
-            req.params(); // decodes the query once: a malformed one is the client's error, here, for every route
+            req.params();
         } catch (IllegalArgumentException e) {
-            resp.endHandler(v -> {
-                done.run();
-                metrics.requestServed("invalid", req.method().name(), resp.getStatusCode(), System.nanoTime() - start);
-            });
+            counted(ctx, "invalid", null);
             writeError(req, new RegistryError(400, "UNSUPPORTED", "malformed query (a bad %-escape)"));
             return;
         }
-        if (access != null) {
-            RegistryError outside = access.network(req);
-            String label = outside != null ? "denied"
-                    : req.path().equals(dev.registrymirror.proxy.access.AccessControl.TOKEN_PATH) ? "token" : null;
-            if (label != null) {
-                resp.endHandler(v -> {
-                    done.run();
-                    metrics.requestServed(label, req.method().name(), resp.getStatusCode(), System.nanoTime() - start);
-                });
-                Future<Void> answer = outside != null ? Future.failedFuture(outside) : access.serveToken(req);
-                answer.onFailure(err -> failed(req, err, "a token request", req.path()));
-                return;
-            }
-        }
-        OperatorRoutes extra = operatorRoutes;
-        String operatorLabel = extra == null ? null : extra.route(req);
-        if (operatorLabel != null) {
-            resp.endHandler(v -> {
-                done.run();
-                metrics.requestServed(operatorLabel, req.method().name(), resp.getStatusCode(),
-                        System.nanoTime() - start);
-            });
-            Future<Void> answer;
-            try {
-                boolean admin = operatorLabel.equals("admin");
-                // The admin API's Authorization header is its token, not a client's credentials.
-                answer = access == null ? extra.serve(req, name -> true) : access.admit(req, !admin,
-                        id -> admin ? access.admin(req, id) : access.metrics(req, id))
-                        .compose(id -> extra.serve(req, name -> access.mayPull(id, name)));
-            } catch (RuntimeException e) {
-                answer = Future.failedFuture(e);
-            }
-            answer.onFailure(err -> failed(req, err, "a " + operatorLabel + " request", req.method() + " " + req.path()));
+        RegistryError outside = access == null ? null : access.network(req);
+        if (outside != null) {
+            counted(ctx, "denied", null);
+            writeError(req, outside);
             return;
         }
+        ctx.next();
+    }
+
+    /** Counts the request under {@code label} once its answer has ended; then runs {@code after} (may be null). */
+    private void counted(RoutingContext ctx, String label, Runnable after) {
+        Started started = ctx.get(STARTED);
+        HttpServerRequest req = ctx.request();
+        HttpServerResponse resp = req.response();
+        resp.endHandler(v -> {
+            started.done().run();
+            metrics.requestServed(label, req.method().name(), resp.getStatusCode(), System.nanoTime() - started.nanos());
+            if (after != null) {
+                after.run();
+            }
+        });
+    }
+
+    /** An operator route: the caller admitted as {@code audience} says (the access rules), then answered. */
+    private void guarded(RoutingContext ctx, AccessControl access, String label, OperatorRoutes.Audience audience,
+                         OperatorRoutes.Answer answer) {
+        HttpServerRequest req = ctx.request();
+        counted(ctx, label, null);
+        Future<Void> answered;
+        try {
+            boolean admin = audience == OperatorRoutes.Audience.ADMIN;
+            // The admin API's Authorization header is its token, not a client's credentials.
+            answered = access == null ? answer.answer(ctx, name -> true) : access.admit(req, !admin,
+                    id -> admin ? access.admin(req, id) : access.metrics(req, id))
+                    .compose(id -> answer.answer(ctx, name -> access.mayPull(id, name)));
+        } catch (RuntimeException e) {
+            answered = Future.failedFuture(e);
+        }
+        answered.onFailure(err -> failed(req, err, "a " + label + " request", req.method() + " " + req.path()));
+    }
+
+    /** The registry API ({@code /v2/...}), parsed by its own parser, and anything no other route took. */
+    private void registry(RoutingContext ctx, AccessControl access) {
+        HttpServerRequest req = ctx.request();
         Route route;
         try {
             route = parser.parse(req.path(), req.getParam("ns"));
@@ -193,23 +272,17 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
                 throw RegistryError.unsupported("this is a pull-through mirror: " + req.method() + " is not supported");
             }
         } catch (RegistryError e) {
-            String label = e.status == 405 ? "unsupported" : "invalid";
-            resp.endHandler(v -> {
-                done.run();
-                metrics.requestServed(label, req.method().name(), resp.getStatusCode(), System.nanoTime() - start);
-            });
+            counted(ctx, e.status == 405 ? "unsupported" : "invalid", null);
             writeError(req, e);
             return;
         } catch (RuntimeException e) {
             LOG.error("cannot parse request {} {}", req.method(), req.path(), e);
-            resp.endHandler(v -> done.run());
+            counted(ctx, "invalid", null);
             writeError(req, new RegistryError(400, "UNSUPPORTED", "malformed request"));
             return;
         }
-        resp.endHandler(v -> {
-            done.run();
-            metrics.requestServed(route.kind().label, req.method().name(), resp.getStatusCode(),
-                    System.nanoTime() - start);
+        HttpServerResponse resp = req.response();
+        counted(ctx, route.kind().label, () -> {
             if (route.kind() == Route.Kind.MANIFEST && route.tag() != null && resp.getStatusCode() == 200) {
                 pulls.pulled(route.upstream().name() + "/" + route.repository());
             }
@@ -218,7 +291,6 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
         try {
             answer = access == null ? dispatch(route, req) : access.admit(req, true, id -> switch (route.kind()) {
                 case BASE -> access.base(req, id);
-                case METRICS -> access.metrics(req, id);
                 default -> access.pull(req, id, route.upstream().name() + "/" + route.repository(), route.clientName());
             }).compose(id -> dispatch(route, req));
         } catch (RegistryError e) {
@@ -238,20 +310,29 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
      * failure was unexpected.
      */
     private static void failed(HttpServerRequest req, Throwable err, String what, Object request) {
-        RegistryError e = err instanceof RegistryError re ? re : internal(what, request, err);
         HttpServerResponse resp = req.response();
         if (resp.headWritten() || resp.ended()) {
+            // Part of the answer is out: the connection breaks, so the client cannot take a part for the
+            // whole. A stream that broke (its upstream, the disk, the client) was logged where it broke.
+            if (!brokenStream(err)) {
+                internal(what, request, err);
+            }
             resp.reset();
-        } else {
-            writeError(req, e);
+            return;
         }
+        writeError(req, err instanceof RegistryError re ? re : internal(what, request, err));
+    }
+
+    /** Whether {@code err} is how a stream ends when a side of it fails, rather than a bug. */
+    private static boolean brokenStream(Throwable err) {
+        return err instanceof RegistryError || err instanceof dev.registrymirror.proxy.blob.StorageUnavailable
+                || err instanceof io.vertx.core.http.HttpClosedException || err instanceof java.io.IOException
+                || err instanceof io.vertx.core.VertxException;
     }
 
     private Future<Void> dispatch(Route route, HttpServerRequest req) {
         return switch (route.kind()) {
             case BASE -> req.response().putHeader(HttpHeaders.CONTENT_TYPE, "application/json").end("{}");
-            case METRICS -> req.response().putHeader(HttpHeaders.CONTENT_TYPE, MirrorMetrics.CONTENT_TYPE)
-                    .end(metrics.scrape());
             case BLOB -> blobs.serve(route, upstream(route), req);
             case MANIFEST -> manifests.serve(route, upstream(route), req);
             case TAGS -> tagLists.serve(route, upstream(route), req);

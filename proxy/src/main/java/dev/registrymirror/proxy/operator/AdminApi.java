@@ -74,11 +74,11 @@ public final class AdminApi {
         this.tokenHash = config.admin().enabled() ? Secrets.sha256(config.admin().token().getBytes(StandardCharsets.UTF_8)) : null;
     }
 
-    public static boolean claims(HttpServerRequest req) {
-        return req.path().startsWith(PREFIX) || req.path().equals("/admin");
-    }
-
-    public Future<Void> serve(HttpServerRequest req) {
+    /**
+     * Runs {@code call} if the admin API is on and the request carries its token: else a 404 (off)
+     * or a 401 (no or wrong token), logged without the token.
+     */
+    Future<Void> authorized(HttpServerRequest req, java.util.function.Supplier<Future<Void>> call) {
         if (tokenHash == null) {
             return Future.failedFuture(new RegistryError(404, "UNSUPPORTED",
                     "the admin API is off; set admin.token in the configuration to turn it on"));
@@ -90,54 +90,59 @@ public final class AdminApi {
                     "the admin API needs the admin token: Authorization: Bearer <admin.token>",
                     "Bearer realm=\"registry-mirror admin\""));
         }
-        String path = req.path().substring(Math.min(req.path().length(), PREFIX.length()));
-        HttpMethod method = req.method();
-        if (path.equals("prefetch")) {
-            if (method == HttpMethod.POST) {
-                return body(req).compose(body -> startPrefetch(req, body));
-            }
-            if (method == HttpMethod.GET) {
-                JsonArray jobs = new JsonArray();
-                prefetcher.get().jobs().forEach(j -> jobs.add(j.toJson()));
-                return json(req, 200, new JsonObject().put("jobs", jobs));
-            }
-            return notAllowed(method, "GET, POST");
-        }
-        if (path.startsWith("prefetch/")) {
-            if (method != HttpMethod.GET) {
-                return notAllowed(method, "GET");
-            }
-            return prefetcher.get().job(path.substring("prefetch/".length()))
-                    .map(j -> json(req, 200, j.toJson()))
-                    .orElseGet(() -> Future.failedFuture(new RegistryError(404, "UNKNOWN",
-                            "no prefetch job " + path.substring("prefetch/".length()) + " (the last "
-                                    + Prefetcher.KEPT_JOBS + " are kept)")));
-        }
-        if (path.equals("repositories")) {
-            if (method != HttpMethod.GET) {
-                return notAllowed(method, "GET");
-            }
-            return listRepositories(req);
-        }
-        if (path.startsWith("repositories/")) {
-            String name = path.substring("repositories/".length());
-            if (method == HttpMethod.GET) {
-                return repositoryName(name).compose(n -> blocking.run(() -> repository(n)))
-                        .compose(r -> r.getJsonArray("tags").isEmpty()
-                                ? Future.failedFuture(new RegistryError(404, "NAME_UNKNOWN", name + " has no tags in the cache"))
-                                : json(req, 200, r));
-            }
-            if (method == HttpMethod.DELETE) {
-                return repositoryName(name).compose(n -> removeTags(req, n));
-            }
-            return notAllowed(method, "GET, DELETE");
-        }
-        if (path.startsWith("digests/")) {
-            if (method != HttpMethod.DELETE) {
-                return notAllowed(method, "DELETE");
-            }
-            return removeDigest(req, path.substring("digests/".length()));
-        }
+        return call.get();
+    }
+
+    /** {@code POST /admin/prefetch}: starts a job (or joins the one under way for the image). */
+    Future<Void> prefetch(HttpServerRequest req) {
+        return body(req).compose(body -> startPrefetch(req, body));
+    }
+
+    /** {@code GET /admin/prefetch}: the last jobs. */
+    Future<Void> jobs(HttpServerRequest req) {
+        JsonArray jobs = new JsonArray();
+        prefetcher.get().jobs().forEach(j -> jobs.add(j.toJson()));
+        return json(req, 200, new JsonObject().put("jobs", jobs));
+    }
+
+    /** {@code GET /admin/prefetch/<id>}: one job. */
+    Future<Void> job(HttpServerRequest req, String id) {
+        return prefetcher.get().job(id)
+                .map(j -> json(req, 200, j.toJson()))
+                .orElseGet(() -> Future.failedFuture(new RegistryError(404, "UNKNOWN",
+                        "no prefetch job " + id + " (the last " + Prefetcher.KEPT_JOBS + " are kept)")));
+    }
+
+    /** {@code GET /admin/repositories}: the cached repositories, a page at a time. */
+    Future<Void> repositories(HttpServerRequest req) {
+        return listRepositories(req);
+    }
+
+    /** {@code GET /admin/repositories/<upstream>/<repository>}: its tags, sizes and last pulls. */
+    Future<Void> repository(HttpServerRequest req, String name) {
+        return repositoryName(name).compose(n -> blocking.run(() -> repository(n)))
+                .compose(r -> r.getJsonArray("tags").isEmpty()
+                        ? Future.failedFuture(new RegistryError(404, "NAME_UNKNOWN", name + " has no tags in the cache"))
+                        : json(req, 200, r));
+    }
+
+    /** {@code DELETE /admin/repositories/<upstream>/<repository>[?tag=]}: forgets its tags. */
+    Future<Void> removeRepository(HttpServerRequest req, String name) {
+        return repositoryName(name).compose(n -> removeTags(req, n));
+    }
+
+    /** {@code DELETE /admin/digests/<digest>}: removes a blob and/or manifest. */
+    Future<Void> digest(HttpServerRequest req, String digest) {
+        return removeDigest(req, digest);
+    }
+
+    /** Any other method on an admin path: 405 naming the allowed ones. */
+    static Future<Void> methodNotAllowed(HttpServerRequest req, String allowed) {
+        return notAllowed(req.method(), allowed);
+    }
+
+    /** Any other admin path. */
+    static Future<Void> unknownCall(HttpServerRequest req) {
         return Future.failedFuture(new RegistryError(404, "UNSUPPORTED", "no admin call " + req.path()
                 + " (see /admin/prefetch, /admin/repositories, /admin/digests/<digest>)"));
     }

@@ -5,7 +5,6 @@ import dev.registrymirror.cache.Storage;
 import dev.registrymirror.config.MirrorConfig;
 import dev.registrymirror.metrics.MirrorMetrics;
 import dev.registrymirror.proxy.blob.InflightDownloads;
-import dev.registrymirror.proxy.http.PullCounts;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
 import io.vertx.core.Future;
 import io.vertx.core.buffer.Buffer;
@@ -78,36 +77,36 @@ public final class StatusPage {
         this.started = clock.instant();
     }
 
-    /** Whether this is a request for the page, its assets or its data. */
-    public static boolean claims(HttpServerRequest req) {
-        if (req.method() != HttpMethod.GET) {
-            return false;
-        }
-        String path = req.path();
-        return path.equals("/status") || path.equals(JSON_PATH) || ASSETS.containsKey(path)
-                || path.equals("/") && wantsHtml(req.getHeader(HttpHeaders.ACCEPT));
-    }
-
     /** A browser's {@code Accept} ({@code text/html,application/xhtml+xml,...}); registry clients never send it. */
     static boolean wantsHtml(String accept) {
         return accept != null && accept.toLowerCase(java.util.Locale.ROOT).contains("text/html");
     }
 
-    /** @param mayPull whether the caller may pull a repository: the page shows it nothing else by name */
-    public Future<Void> serve(HttpServerRequest req, Predicate<String> mayPull) {
-        var resp = req.response().putHeader("X-Content-Type-Options", "nosniff");
-        String path = req.path();
-        if (path.equals(JSON_PATH)) {
-            return resp.putHeader(HttpHeaders.CONTENT_TYPE, "application/json")
-                    .putHeader(HttpHeaders.CACHE_CONTROL, "no-store").end(status(mayPull).toBuffer());
-        }
-        if (ASSETS.containsKey(path)) {
-            return resp.putHeader(HttpHeaders.CONTENT_TYPE, ASSETS.get(path))
-                    .putHeader(HttpHeaders.CACHE_CONTROL, "no-cache").end(assets.get(path));
-        }
-        return resp.putHeader(HttpHeaders.CONTENT_TYPE, "text/html; charset=utf-8")
+    /** The page ({@code GET /status}, or {@code GET /} from a browser). */
+    Future<Void> page(HttpServerRequest req) {
+        return req.response().putHeader("X-Content-Type-Options", "nosniff")
+                .putHeader(HttpHeaders.CONTENT_TYPE, "text/html; charset=utf-8")
                 .putHeader("Content-Security-Policy", POLICY).putHeader("Referrer-Policy", "no-referrer")
                 .putHeader(HttpHeaders.CACHE_CONTROL, "no-cache").end(page);
+    }
+
+    /** The page's script or style ({@code GET /status/<name>}); 404 for any other name. */
+    Future<Void> asset(HttpServerRequest req) {
+        String path = req.path();
+        if (!ASSETS.containsKey(path)) {
+            return Future.failedFuture(new dev.registrymirror.proxy.route.RegistryError(404, "UNSUPPORTED",
+                    "no such file: " + path));
+        }
+        return req.response().putHeader("X-Content-Type-Options", "nosniff")
+                .putHeader(HttpHeaders.CONTENT_TYPE, ASSETS.get(path))
+                .putHeader(HttpHeaders.CACHE_CONTROL, "no-cache").end(assets.get(path));
+    }
+
+    /** {@code GET /status.json}, for a caller who may pull what {@code mayPull} says. */
+    Future<Void> data(HttpServerRequest req, Predicate<String> mayPull) {
+        return req.response().putHeader("X-Content-Type-Options", "nosniff")
+                .putHeader(HttpHeaders.CONTENT_TYPE, "application/json")
+                .putHeader(HttpHeaders.CACHE_CONTROL, "no-store").end(status(mayPull).toBuffer());
     }
 
     /**

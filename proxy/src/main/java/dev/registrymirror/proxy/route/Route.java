@@ -7,7 +7,7 @@ import dev.registrymirror.config.MirrorConfig;
  * A parsed, validated registry API request.
  *
  * @param kind       which endpoint
- * @param upstream   the upstream it goes to ({@code null} for {@link Kind#BASE} and {@link Kind#METRICS})
+ * @param upstream   the upstream it goes to ({@code null} for {@link Kind#BASE})
  * @param repository the repository name as the upstream knows it ({@code library/alpine})
  * @param clientName the repository name as the client wrote it, prefix included
  * @param tag        the tag, for a manifest by tag
@@ -17,7 +17,7 @@ public record Route(Kind kind, MirrorConfig.Upstream upstream, String repository
              Digest digest) {
 
     public enum Kind {
-        BASE("base"), MANIFEST("manifest"), BLOB("blob"), TAGS("tags"), REFERRERS("referrers"), METRICS("metrics");
+        BASE("base"), MANIFEST("manifest"), BLOB("blob"), TAGS("tags"), REFERRERS("referrers");
 
         public final String label;
 

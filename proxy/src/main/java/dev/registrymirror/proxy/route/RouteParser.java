@@ -30,9 +30,6 @@ public final class RouteParser {
     }
 
     public Route parse(String path, String ns) {
-        if (path.equals("/metrics")) {
-            return new Route(Route.Kind.METRICS, null, null, null, null, null);
-        }
         if (path.equals("/v2/") || path.equals("/v2")) {
             return new Route(Route.Kind.BASE, null, null, null, null, null);
         }

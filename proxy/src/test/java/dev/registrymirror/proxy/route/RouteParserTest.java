@@ -51,7 +51,6 @@ class RouteParserTest {
     @Test
     void otherEndpoints() {
         assertThat(parser.parse("/v2/", null).kind()).isEqualTo(Route.Kind.BASE);
-        assertThat(parser.parse("/metrics", null).kind()).isEqualTo(Route.Kind.METRICS);
         assertThat(parser.parse("/v2/a/b/tags/list", null).kind()).isEqualTo(Route.Kind.TAGS);
         assertThat(parser.parse("/v2/a/b/referrers/" + D, null).kind()).isEqualTo(Route.Kind.REFERRERS);
         // a repository may itself contain a component named like an endpoint

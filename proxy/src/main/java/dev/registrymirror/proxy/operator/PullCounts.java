@@ -1,4 +1,4 @@
-package dev.registrymirror.proxy.http;
+package dev.registrymirror.proxy.operator;
 
 import java.util.Comparator;
 import java.util.List;
