@@ -112,12 +112,28 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
 
     @Override
     public void handle(HttpServerRequest req) {
-        routers.external().handle(req);
+        handle(req, access, routers.external());
     }
 
     /** A request of the mirror's own (the prefetcher's, from the loopback listener): no access rules apply. */
     public void handleInternal(HttpServerRequest req) {
-        routers.internal().handle(req);
+        handle(req, null, routers.internal());
+    }
+
+    /**
+     * The registry API ({@code /v2/...}, every pull) goes straight to its own parser after the common
+     * steps: through the routing table, tag hits ran at 55.7k/s against 71.8k/s straight, and a cold
+     * blob's first byte came 1.5 ms later (bench/results.md). Everything else goes through the table.
+     */
+    private void handle(HttpServerRequest req, AccessControl access, Router router) {
+        if (req.path().startsWith("/v2/") || req.path().equals("/v2")) {
+            Started started = begin(req, access);
+            if (started != null) {
+                registry(req, started, access);
+            }
+        } else {
+            router.handle(req);
+        }
     }
 
     /** The two routing tables: for clients, and for the mirror's own requests (no access rules). */
@@ -138,7 +154,13 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
     private Router router(boolean internal, java.util.function.BiConsumer<Router, OperatorRoutes.Guard> operator) {
         AccessControl access = internal ? null : this.access;
         Router router = Router.router(vertx);
-        router.route().handler(ctx -> prelude(ctx, access));
+        router.route().handler(ctx -> {
+            Started started = begin(ctx.request(), access);
+            if (started != null) {
+                ctx.put(STARTED, started);
+                ctx.next();
+            }
+        });
         if (access != null) {
             router.route(AccessControl.TOKEN_PATH).handler(ctx -> {
                 HttpServerRequest req = ctx.request();
@@ -152,7 +174,7 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
         router.get("/metrics").handler(scrape);
         router.head("/metrics").handler(scrape);
         operator.accept(router, guard);
-        router.route().handler(ctx -> registry(ctx, access));
+        router.route().handler(ctx -> registry(ctx.request(), ctx.get(STARTED), access));
         // What the router itself refuses (a path it cannot normalize, say) gets the OCI error body too.
         for (int status : new int[] {400, 404, 405, 500}) {
             router.errorHandler(status, this::routerFailed);
@@ -192,17 +214,17 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
     /**
      * What every request goes through first: its connection counted busy, the API version header,
      * a 503 while draining, a 400 for a malformed query (decoded once, here, for every route), and a
-     * 403 from outside {@code access.networks}.
+     * 403 from outside {@code access.networks}. Yields what the route needs, or null when the
+     * request was answered here.
      */
-    private void prelude(RoutingContext ctx, AccessControl access) {
-        HttpServerRequest req = ctx.request();
+    private Started begin(HttpServerRequest req, AccessControl access) {
         HttpServerResponse resp = req.response();
         connections.requestStarted(req);
         resp.putHeader(API_VERSION_HEADER, "registry/2.0");
         if (draining) {
             resp.putHeader(HttpHeaders.CONNECTION, "close");
             writeError(req, RegistryError.shuttingDown());
-            return;
+            return null;
         }
         active.incrementAndGet();
         AtomicBoolean finished = new AtomicBoolean();
@@ -213,27 +235,29 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
             }
         };
         connections.whenClosed(req, done);
-        ctx.put(STARTED, new Started(System.nanoTime(), done));
+        Started started = new Started(System.nanoTime(), done);
         try {
             req.params();
         } catch (IllegalArgumentException e) {
-            counted(ctx, "invalid", null);
+            counted(req, started, "invalid", null);
             writeError(req, new RegistryError(400, "UNSUPPORTED", "malformed query (a bad %-escape)"));
-            return;
+            return null;
         }
         RegistryError outside = access == null ? null : access.network(req);
         if (outside != null) {
-            counted(ctx, "denied", null);
+            counted(req, started, "denied", null);
             writeError(req, outside);
-            return;
+            return null;
         }
-        ctx.next();
+        return started;
     }
 
     /** Counts the request under {@code label} once its answer has ended; then runs {@code after} (may be null). */
     private void counted(RoutingContext ctx, String label, Runnable after) {
-        Started started = ctx.get(STARTED);
-        HttpServerRequest req = ctx.request();
+        counted(ctx.request(), ctx.get(STARTED), label, after);
+    }
+
+    private void counted(HttpServerRequest req, Started started, String label, Runnable after) {
         HttpServerResponse resp = req.response();
         resp.endHandler(v -> {
             started.done().run();
@@ -263,8 +287,7 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
     }
 
     /** The registry API ({@code /v2/...}), parsed by its own parser, and anything no other route took. */
-    private void registry(RoutingContext ctx, AccessControl access) {
-        HttpServerRequest req = ctx.request();
+    private void registry(HttpServerRequest req, Started started, AccessControl access) {
         Route route;
         try {
             route = parser.parse(req.path(), req.getParam("ns"));
@@ -272,17 +295,17 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
                 throw RegistryError.unsupported("this is a pull-through mirror: " + req.method() + " is not supported");
             }
         } catch (RegistryError e) {
-            counted(ctx, e.status == 405 ? "unsupported" : "invalid", null);
+            counted(req, started, e.status == 405 ? "unsupported" : "invalid", null);
             writeError(req, e);
             return;
         } catch (RuntimeException e) {
             LOG.error("cannot parse request {} {}", req.method(), req.path(), e);
-            counted(ctx, "invalid", null);
+            counted(req, started, "invalid", null);
             writeError(req, new RegistryError(400, "UNSUPPORTED", "malformed request"));
             return;
         }
         HttpServerResponse resp = req.response();
-        counted(ctx, route.kind().label, () -> {
+        counted(req, started, route.kind().label, () -> {
             if (route.kind() == Route.Kind.MANIFEST && route.tag() != null && resp.getStatusCode() == 200) {
                 pulls.pulled(route.upstream().name() + "/" + route.repository());
             }
