@@ -635,6 +635,14 @@ http {{
                 self.notes.append("The peer answered some concurrent cold fetches with an error: "
                                   + "; ".join(self.peer_errors) + ".")
             return self.report()
+        except Exception:
+            # What the servers said last, so that a failed run can be understood after its folder is gone.
+            for name in sorted(os.listdir(self.work)):
+                if name.startswith("mirror") and name.endswith(".log"):
+                    with open(os.path.join(self.work, name), "rb") as f:
+                        tail = f.read()[-3000:].decode("utf-8", "replace")
+                    print(f"--- the end of {name}:\n{tail}", file=sys.stderr)
+            raise
         finally:
             self.servers.stop_all()
             if not self.args.keep:
