@@ -24,7 +24,7 @@ import java.util.regex.Pattern;
  * does what needs other sections (defaults, overrides, names of upstreams in rules and prefetch).
  */
 record ConfigFile(Server server, Storage storage, List<Upstream> upstreams, List<Prefetch> prefetch, Admin admin,
-                  Access access) {
+                  Access access, Cluster cluster) {
 
     /** A size as written ({@code 512MiB}), and its bytes. */
     @JsonDeserialize(using = Size.Reader.class)
@@ -234,6 +234,59 @@ record ConfigFile(Server server, Storage storage, List<Upstream> upstreams, List
         @Override
         public String toString() {
             return "Admin[token=" + (token == null ? "none" : "(set)") + "]";
+        }
+    }
+
+    /** {@code host:port}: a membership address. */
+    private static final Pattern HOST_PORT = Pattern.compile("[A-Za-z0-9.-]+:[0-9]{1,5}");
+
+    record Cluster(String name, String secret, String bind, List<String> members, String dns, String url, Integer copies,
+                   Span failureDetection) {
+        Cluster {
+            if (name == null || !name.matches("[A-Za-z0-9][A-Za-z0-9._-]{0,63}")) {
+                throw new ConfigException("name: " + (name == null ? "required" : "\"" + name + "\" is not a name")
+                        + " (letters, digits, '.', '_', '-'; e.g. lan)");
+            }
+            secret = secret == null ? null : secret.strip();
+            if (secret == null || secret.length() < 32) {
+                // the value is a secret: the message gives its length only
+                throw new ConfigException("secret: " + (secret == null ? "required" : "too short (" + secret.length()
+                        + " characters)") + "; at least 32, e.g. from `openssl rand -hex 32`");
+            }
+            if (bind == null || !HOST_PORT.matcher(bind).matches()) {
+                throw new ConfigException("bind: " + (bind == null ? "required" : "\"" + bind + "\" is not <address>:<port>")
+                        + " (this replica's membership address, e.g. 10.0.0.5:7800)");
+            }
+            checkPort("bind", bind, Integer.parseInt(bind.substring(bind.lastIndexOf(':') + 1)));
+            if ((members == null || members.isEmpty()) == (dns == null)) {
+                throw new ConfigException("members: give either members (a list of <address>:<port>) or dns (a name"
+                        + " whose addresses are the replicas), " + (dns == null ? "not neither" : "not both"));
+            }
+            if (members != null) {
+                for (int i = 0; i < members.size(); i++) {
+                    if (!HOST_PORT.matcher(members.get(i)).matches()) {
+                        throw new ConfigException("members[" + i + "]: \"" + members.get(i) + "\" is not <address>:<port>");
+                    }
+                }
+            }
+            if (url == null) {
+                throw new ConfigException("url: required (this replica's registry API as the others reach it,"
+                        + " e.g. http://10.0.0.5:5000)");
+            }
+            ConfigFile.url("url", url);
+            between("copies", copies, 1, 16);
+            if (failureDetection != null) {
+                failureDetection.positive("failureDetection");
+                if (failureDetection.value().compareTo(Duration.ofSeconds(1)) < 0) {
+                    throw new ConfigException("failureDetection: \"" + failureDetection.text()
+                            + "\" is too short (at least 1s: shorter takes busy replicas for dead ones)");
+                }
+            }
+        }
+
+        @Override
+        public String toString() {
+            return "Cluster[name=" + name + ", secret=(set)]";
         }
     }
 

@@ -249,7 +249,8 @@ public final class ConfigLoader {
             "pull", ", e.g. [alice, authenticated, anonymous]",
             "metrics", ", e.g. [alice, authenticated, anonymous]",
             "admin", ", e.g. [alice, authenticated, anonymous]",
-            "rules", " of {repositories: [...], pull: [...]}");
+            "rules", " of {repositories: [...], pull: [...]}",
+            "members", " of <address>:<port>, e.g. [10.0.0.5:7800, 10.0.0.6:7800]");
 
     private static String last(String key) {
         String k = key.replaceAll("\\[\\d+]$", "");
@@ -342,7 +343,21 @@ public final class ConfigLoader {
         }
         MirrorConfig.Admin admin = f.admin() == null || f.admin().token() == null ? MirrorConfig.Admin.OFF
                 : new MirrorConfig.Admin(f.admin().token());
-        return new MirrorConfig(s, st, upstreams, prefetch, admin, access(f.access(), upstreams));
+        return new MirrorConfig(s, st, upstreams, prefetch, admin, access(f.access(), upstreams), cluster(f.cluster()));
+    }
+
+    /** Two seconds' warning is not enough on a busy machine; a minute (Hazelcast's default) far too long. */
+    public static final Duration DEFAULT_FAILURE_DETECTION = Duration.ofSeconds(5);
+
+    private static MirrorConfig.Cluster cluster(ConfigFile.Cluster c) {
+        if (c == null) {
+            return null;
+        }
+        int colon = c.bind().lastIndexOf(':');
+        return new MirrorConfig.Cluster(c.name(), c.secret(), c.bind().substring(0, colon),
+                Integer.parseInt(c.bind().substring(colon + 1)), or(c.members(), List.of()), c.dns(),
+                ConfigFile.url("cluster.url", c.url()), or(c.copies(), 1), span(c.failureDetection(),
+                DEFAULT_FAILURE_DETECTION));
     }
 
     private List<MirrorConfig.Upstream> upstreams(List<ConfigFile.Upstream> entries) {

@@ -15,9 +15,16 @@ import java.util.regex.Pattern;
  * @param upstreams the registries this mirror pulls from; the first one is the default
  * @param prefetch  images fetched at start-up (and on a schedule) before any client asks
  * @param admin     the admin API; {@link Admin#OFF} unless a token is configured
+ * @param access    who may pull what
+ * @param cluster   the replicas this one forms one cache with; {@code null}: it runs alone
  */
 public record MirrorConfig(Server server, Storage storage, List<Upstream> upstreams, List<Prefetch> prefetch,
-                           Admin admin, Access access) {
+                           Admin admin, Access access, Cluster cluster) {
+
+    public MirrorConfig(Server server, Storage storage, List<Upstream> upstreams, List<Prefetch> prefetch, Admin admin,
+                        Access access) {
+        this(server, storage, upstreams, prefetch, admin, access, null);
+    }
 
     public MirrorConfig(Server server, Storage storage, List<Upstream> upstreams, List<Prefetch> prefetch, Admin admin) {
         this(server, storage, upstreams, prefetch, admin, Access.OPEN);
@@ -163,6 +170,33 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
         public Rule {
             repositories = List.copyOf(repositories);
             pull = List.copyOf(pull);
+        }
+    }
+
+    /**
+     * Several replicas as one cache: membership, and who owns which content.
+     *
+     * @param name             replicas with the same name and secret form one cluster
+     * @param secret           shared by the replicas (at least 32 characters): membership and the internal
+     *                         hop need it; never logged
+     * @param bindHost         the address this replica's membership listens on
+     * @param bindPort         its port
+     * @param members          {@code host:port} of the replicas' membership addresses (a static list), or empty
+     * @param dns              a DNS name whose A records are the replicas (a Kubernetes headless service), or null
+     * @param url              this replica's registry API as the others reach it
+     * @param copies           replicas that keep each piece of content (1: its owner only)
+     * @param failureDetection how soon a silent replica is taken out of the cluster
+     */
+    public record Cluster(String name, String secret, String bindHost, int bindPort, List<String> members, String dns,
+                          URI url, int copies, Duration failureDetection) {
+        public Cluster {
+            members = List.copyOf(members);
+        }
+
+        @Override
+        public String toString() {
+            return "Cluster[name=" + name + ", secret=(set), bind=" + bindHost + ":" + bindPort + ", members=" + members
+                    + ", dns=" + dns + ", url=" + url + ", copies=" + copies + ", failureDetection=" + failureDetection + "]";
         }
     }
 

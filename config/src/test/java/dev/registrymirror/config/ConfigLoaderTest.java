@@ -353,4 +353,52 @@ class ConfigLoaderTest {
         assertThatThrownBy(() -> ConfigLoader.parse("access: {failedLoginsPerMinute: 0}", Map.of(), NONE))
                 .hasMessageStartingWith("access.failedLoginsPerMinute: \"0\" must be between 1");
     }
+
+    @Test
+    void aClusterIsReadAndCheckedWithoutShowingItsSecret() {
+        String secret = "s".repeat(40);
+        MirrorConfig c = ConfigLoader.parse("""
+                cluster:
+                  name: lan
+                  secret: ${SECRET}
+                  bind: 10.0.0.5:7800
+                  members: [10.0.0.5:7800, 10.0.0.6:7800]
+                  url: http://10.0.0.5:5000
+                  copies: 2
+                  failureDetection: 3s
+                """, Map.of("SECRET", secret), NONE);
+        MirrorConfig.Cluster cluster = c.cluster();
+        assertThat(cluster.name()).isEqualTo("lan");
+        assertThat(cluster.secret()).isEqualTo(secret);
+        assertThat(cluster.bindHost()).isEqualTo("10.0.0.5");
+        assertThat(cluster.bindPort()).isEqualTo(7800);
+        assertThat(cluster.members()).containsExactly("10.0.0.5:7800", "10.0.0.6:7800");
+        assertThat(cluster.url()).isEqualTo(URI.create("http://10.0.0.5:5000"));
+        assertThat(cluster.copies()).isEqualTo(2);
+        assertThat(cluster.failureDetection()).isEqualTo(Duration.ofSeconds(3));
+        assertThat(c.toString()).doesNotContain(secret);
+        assertThat(ConfigLoader.parse("", Map.of(), NONE).cluster()).as("alone without the section").isNull();
+        MirrorConfig dns = ConfigLoader.parse("cluster: {name: lan, secret: '" + secret + "', bind: 'pod-0:7800',"
+                + " dns: mirror.ns.svc.cluster.local, url: 'http://pod-0:5000'}", Map.of(), NONE);
+        assertThat(dns.cluster().dns()).isEqualTo("mirror.ns.svc.cluster.local");
+        assertThat(dns.cluster().failureDetection()).isEqualTo(Duration.ofSeconds(5));
+        assertThat(dns.cluster().copies()).isEqualTo(1);
+
+        String ok = "name: lan, secret: '" + secret + "', bind: 'a:7800', url: 'http://a:5000'";
+        String[][] bad = {
+                {"cluster: {" + ok + "}", "cluster.members: give either members"},
+                {"cluster: {" + ok + ", members: [a:7800], dns: x}", "cluster.members: give either members"},
+                {"cluster: {" + ok.replace(secret, "short") + ", members: [a:7800]}",
+                        "cluster.secret: too short (5 characters); at least 32"},
+                {"cluster: {" + ok.replace("'a:7800'", "a") + ", members: [a:7800]}", "cluster.bind: \"a\" is not <address>:<port>"},
+                {"cluster: {" + ok + ", members: [a]}", "cluster.members[0]: \"a\" is not <address>:<port>"},
+                {"cluster: {" + ok + ", members: [a:7800], copies: 0}", "cluster.copies: \"0\" must be between 1 and 16"},
+                {"cluster: {" + ok + ", members: [a:7800], failureDetection: 100ms}", "cluster.failureDetection: \"100ms\" is too short"},
+                {"cluster: {" + ok + ", members: [a:7800], nodes: 3}", "cluster.nodes: unknown key"},
+        };
+        for (String[] b : bad) {
+            assertThatThrownBy(() -> ConfigLoader.parse(b[0], Map.of(), NONE)).as(b[0]).hasMessageStartingWith(b[1])
+                    .message().doesNotContain(secret);
+        }
+    }
 }
