@@ -59,7 +59,8 @@ public final class MirrorMetrics {
      * gauge stays absent until an upstream reports one.)
      */
     public void startAtZero(List<String> upstreams) {
-        for (String reason : List.of("network", "bad_credentials", "unauthenticated", "forbidden", "rate_limited")) {
+        for (String reason : List.of("network", "bad_credentials", "unauthenticated", "forbidden", "rate_limited",
+                "throttled", "busy")) {
             counter("access.denied", "Client requests refused by the access rules, by reason", "reason", reason);
         }
         for (String kind : List.of("blob", "manifest", "tag")) {
@@ -310,6 +311,49 @@ public final class MirrorMetrics {
                 .register(registry);
         Gauge.builder(PREFIX + "body.memory.limit", () -> limit).strongReference(true).baseUnit("bytes")
                 .description("The memory upstream answers read whole may hold (server.bodyMemory)").register(registry);
+    }
+
+    /** Registers the gauge of the cluster's live members as this replica sees them (itself included). */
+    public void clusterMembers(java.util.function.IntSupplier members) {
+        Gauge.builder(PREFIX + "cluster.members", members, s -> s.getAsInt()).strongReference(true)
+                .description("Live members of the cluster as this replica sees them, itself included")
+                .register(registry);
+        for (String direction : List.of("in", "out")) {
+            hopRequests(direction);
+            hopBytes(direction);
+        }
+        membershipChanges();
+    }
+
+    /**
+     * A request between replicas for content one of them owns: {@code out} when this replica asked the
+     * owner, {@code in} when it answered another as the owner.
+     */
+    public void hop(String direction) {
+        hopRequests(direction).increment();
+    }
+
+    /** Body bytes a request between replicas carried ({@code direction} as for {@link #hop}). */
+    public void hopBytes(String direction, long bytes) {
+        hopBytes(direction).increment(bytes);
+    }
+
+    private Counter hopRequests(String direction) {
+        return counter("cluster.hop.requests", "Requests between replicas for content one of them owns, by direction",
+                "direction", direction);
+    }
+
+    private Counter hopBytes(String direction) {
+        return bytesCounter("cluster.hop.bytes", "Body bytes between replicas, by direction", "direction", direction);
+    }
+
+    /** The cluster's members changed, and with them who owns what. */
+    public void membershipChanged() {
+        membershipChanges().increment();
+    }
+
+    private Counter membershipChanges() {
+        return counter("cluster.membership.changes", "Changes of the cluster's members (and so of who owns what)");
     }
 
     /**

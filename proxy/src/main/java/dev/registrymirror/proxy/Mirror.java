@@ -2,6 +2,7 @@ package dev.registrymirror.proxy;
 
 import dev.registrymirror.cache.ContentKind;
 import dev.registrymirror.proxy.access.Provenance;
+import dev.registrymirror.proxy.cluster.Cluster;
 import dev.registrymirror.proxy.operator.AdminApi;
 import dev.registrymirror.proxy.operator.OperatorRoutes;
 import dev.registrymirror.proxy.operator.Prefetcher;
@@ -85,6 +86,8 @@ public final class Mirror {
     private String deployment;
     private volatile int port;
     private volatile Prefetcher prefetcher;
+    /** The replicas this one forms one cache with; null when it runs alone. */
+    private final Cluster cluster;
     /** {@code access:}, when it restricts anything; null otherwise. */
     private final dev.registrymirror.proxy.access.AccessControl access;
     /** HTTPS, when {@code server.tls} is set; null otherwise. */
@@ -138,13 +141,14 @@ public final class Mirror {
         Provenance provenance = Provenance.of(config.access(), storage, blocking);
         this.downloads = new InflightDownloads(vertx, blocking, blobStore, metrics, config.server().downloadMemory(),
                 allocator, sc.maxBlobSize(), sc.minFree(), provenance);
-        BlobService blobs = new BlobService(vertx, blocking, blobStore, downloads, metrics, provenance);
+        this.cluster = config.cluster() == null ? null : new Cluster(vertx, config.cluster(), clock, metrics);
+        BlobService blobs = new BlobService(vertx, blocking, blobStore, downloads, metrics, provenance, cluster);
         ManifestService manifests = new ManifestService(blocking, manifestStore, tagStore, metrics, clock, provenance);
         this.connections = new ConnectionGuard(config.server(), clock, metrics);
         this.access = config.access().restricts()
                 ? new dev.registrymirror.proxy.access.AccessControl(vertx, config.access(), clock, metrics) : null;
         this.handler = new RegistryHandler(vertx, config, Map.copyOf(upstreams), blobs, manifests,
-                new TagLists(metrics), new Referrers(), metrics, connections, access);
+                new TagLists(metrics), new Referrers(), metrics, connections, access, cluster);
         this.config = config;
         this.tls = config.server().tls() == null ? null : new dev.registrymirror.proxy.http.ServerTls(vertx, config.server().tls());
         AdminApi admin = new AdminApi(config, storage, blocking, () -> prefetcher);
@@ -273,6 +277,11 @@ public final class Mirror {
                                         + config.access().requestsPerSecond() + " requests/s per client" : "");
                     }
                     storage.start(); // the reconciliation, if any, once the server answers
+                    if (cluster != null) {
+                        // In the background: until it has joined, this replica serves alone.
+                        cluster.start().onFailure(err -> LOG.error("cluster {}: cannot join ({}); serving alone",
+                                config.cluster().name(), err.toString()));
+                    }
                     prefetcher = new Prefetcher(vertx, "127.0.0.1", internalPort, INTERNAL_HEADER, internalSecret,
                             config.prefetch(), clock, metrics);
                     prefetcher.start(); // in the background: start-up does not wait for it
@@ -385,6 +394,9 @@ public final class Mirror {
                     return null;
                 }))
                 .eventually(() -> {
+                    if (cluster != null) {
+                        cluster.close();
+                    }
                     connections.stop(vertx);
                     upstreams.values().forEach(UpstreamClient::close);
                     blocking.close();

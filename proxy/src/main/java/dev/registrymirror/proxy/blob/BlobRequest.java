@@ -13,9 +13,10 @@ import io.vertx.core.http.HttpServerRequest;
  * @param attempt   how many times the walk started again from the first source
  * @param confirmed the name's upstream said it has the digest: any stored copy or download may serve it
  * @param ownOnly   another name's download failed this request: from now on only its own name's
+ * @param hop       another replica of the cluster asks, as the owner: it is never forwarded again
  */
 record BlobRequest(Route route, UpstreamClient upstream, HttpServerRequest req, String name, int attempt,
-                   boolean confirmed, boolean ownOnly) {
+                   boolean confirmed, boolean ownOnly, boolean hop) {
     boolean head() {
         return req.method() == HttpMethod.HEAD;
     }
@@ -26,14 +27,14 @@ record BlobRequest(Route route, UpstreamClient upstream, HttpServerRequest req, 
 
     /** The same request, walking again from the first source. */
     BlobRequest again() {
-        return new BlobRequest(route, upstream, req, name, attempt + 1, confirmed, ownOnly);
+        return new BlobRequest(route, upstream, req, name, attempt + 1, confirmed, ownOnly, hop);
     }
 
     BlobRequest confirmedNow() {
-        return new BlobRequest(route, upstream, req, name, attempt, true, ownOnly);
+        return new BlobRequest(route, upstream, req, name, attempt, true, ownOnly, hop);
     }
 
     BlobRequest ownOnlyNow() {
-        return new BlobRequest(route, upstream, req, name, attempt, confirmed, true);
+        return new BlobRequest(route, upstream, req, name, attempt, confirmed, true, hop);
     }
 }

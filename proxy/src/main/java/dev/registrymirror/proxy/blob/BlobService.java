@@ -5,6 +5,7 @@ import dev.registrymirror.cache.ContentKind;
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.metrics.MirrorMetrics;
 import dev.registrymirror.proxy.access.Provenance;
+import dev.registrymirror.proxy.cluster.Cluster;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.route.Route;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
@@ -22,6 +23,7 @@ import java.util.List;
  * <ol>
  *   <li>{@link StoredBlobs}: the store;</li>
  *   <li>{@link DownloadUnderWay}: a download of the blob under way on this mirror;</li>
+ *   <li>{@link FromOwner}, in a cluster: the replica that owns the blob;</li>
  *   <li>{@link FromUpstream}: the upstream, through a new download (or a {@code HEAD}).</li>
  * </ol>
  * A source may also send the walk back to the start: the blob was stored meanwhile, a stored copy
@@ -34,13 +36,18 @@ public final class BlobService {
     private final List<BlobSource> sources;
     private final Provenance provenance;
 
+    /** @param cluster the replicas this one forms one cache with; null when it runs alone */
     public BlobService(Vertx vertx, Blocking blocking, BlobStore store, InflightDownloads downloads,
-                       MirrorMetrics metrics, Provenance provenance) {
+                       MirrorMetrics metrics, Provenance provenance, Cluster cluster) {
         this.provenance = provenance;
         DownloadAnswers answers = new DownloadAnswers(vertx, blocking, downloads, metrics);
-        this.sources = List.of(new StoredBlobs(blocking, store, metrics, provenance),
-                new DownloadUnderWay(downloads, answers, metrics),
-                new FromUpstream(downloads, answers, metrics, provenance));
+        List<BlobSource> chain = new java.util.ArrayList<>(List.of(new StoredBlobs(blocking, store, metrics, provenance),
+                new DownloadUnderWay(downloads, answers, metrics)));
+        if (cluster != null) {
+            chain.add(new FromOwner(vertx, cluster, downloads, metrics));
+        }
+        chain.add(new FromUpstream(downloads, answers, metrics, provenance));
+        this.sources = List.copyOf(chain);
     }
 
     /**
@@ -48,7 +55,12 @@ public final class BlobService {
      * after that, failures break the connection.
      */
     public Future<Void> serve(Route route, UpstreamClient upstream, HttpServerRequest req) {
-        return walk(new BlobRequest(route, upstream, req, Provenance.nameOf(route), 0, false, false), 0);
+        return serve(route, upstream, req, false);
+    }
+
+    /** @param hop another replica asks as this one's owner: answered here, never forwarded again */
+    public Future<Void> serve(Route route, UpstreamClient upstream, HttpServerRequest req, boolean hop) {
+        return walk(new BlobRequest(route, upstream, req, Provenance.nameOf(route), 0, false, false, hop), 0);
     }
 
     private Future<Void> walk(BlobRequest r, int source) {

@@ -58,7 +58,7 @@ final class UpstreamBody implements Pump.Source {
     private final Owner owner;
     private final Vertx vertx;
     private final HttpClientResponse resp;
-    private final UpstreamClient upstream;
+    private final Sender upstream;
     private final Digest digest;
     private final String what;
     private final long announced;
@@ -82,6 +82,12 @@ final class UpstreamBody implements Pump.Source {
      * @param announced the {@code Content-Length}, -1 when none was sent
      */
     UpstreamBody(Owner owner, Vertx vertx, HttpClientResponse resp, UpstreamClient upstream, Digest digest, String what,
+                 long announced, Limit limit, HoldBack holdBack, MemoryBudget budget) {
+        this(owner, vertx, resp, Sender.of(upstream), digest, what, announced, limit, holdBack, budget);
+    }
+
+    /** Like the other constructor, for a body another replica sends. */
+    UpstreamBody(Owner owner, Vertx vertx, HttpClientResponse resp, Sender upstream, Digest digest, String what,
                  long announced, Limit limit, HoldBack holdBack, MemoryBudget budget) {
         this.owner = owner;
         this.vertx = vertx;
@@ -158,11 +164,11 @@ final class UpstreamBody implements Pump.Source {
     }
 
     private long idleNanos() {
-        return upstream.upstream().idleTimeout().toNanos();
+        return upstream.idleTimeout().toNanos();
     }
 
     private void idle() {
-        abort("upstream sent nothing for " + upstream.upstream().idleTimeout().toMillis() + " ms", "timeout",
+        abort("upstream sent nothing for " + upstream.idleTimeout().toMillis() + " ms", "timeout",
                 RegistryError.unavailable(upstream.name(), "no data in time", "timeout"));
     }
 

@@ -114,10 +114,14 @@ public final class Membership implements AutoCloseable {
     }
 
     /** A 32-byte key for {@code use}, from the cluster's secret and name: never the secret itself. */
-    static byte[] derive(MirrorConfig.Cluster config, String use) throws Exception {
-        Mac mac = Mac.getInstance("HmacSHA256");
-        mac.init(new SecretKeySpec(config.secret().getBytes(StandardCharsets.UTF_8), "HmacSHA256"));
-        return mac.doFinal(("registry-mirror cluster " + config.name() + " " + use).getBytes(StandardCharsets.UTF_8));
+    static byte[] derive(MirrorConfig.Cluster config, String use) {
+        try {
+            Mac mac = Mac.getInstance("HmacSHA256");
+            mac.init(new SecretKeySpec(config.secret().getBytes(StandardCharsets.UTF_8), "HmacSHA256"));
+            return mac.doFinal(("registry-mirror cluster " + config.name() + " " + use).getBytes(StandardCharsets.UTF_8));
+        } catch (java.security.GeneralSecurityException e) {
+            throw new IllegalStateException("every JVM has HmacSHA256", e);
+        }
     }
 
     private void viewed(View view) {

@@ -13,6 +13,8 @@ import dev.registrymirror.proxy.manifest.TagLists;
 import dev.registrymirror.config.MirrorConfig;
 import dev.registrymirror.metrics.MirrorMetrics;
 import dev.registrymirror.proxy.access.AccessControl;
+import dev.registrymirror.proxy.cluster.Cluster;
+import dev.registrymirror.proxy.cluster.HopAuth;
 import dev.registrymirror.proxy.operator.OperatorRoutes;
 import dev.registrymirror.proxy.operator.PullCounts;
 import io.vertx.core.Future;
@@ -58,11 +60,18 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
     private volatile boolean draining;
     /** {@code access:}; null when nothing is restricted. */
     private final AccessControl access;
+    /** The cluster this replica belongs to; null when it runs alone. */
+    private final Cluster cluster;
+    /** Addresses whose refused hops were logged in the last minute. */
+    private final com.github.benmanes.caffeine.cache.Cache<String, Boolean> refusedHops =
+            com.github.benmanes.caffeine.cache.Caffeine.newBuilder().maximumSize(10_000)
+                    .expireAfterWrite(java.time.Duration.ofMinutes(1)).build();
     private final PullCounts pulls = new PullCounts();
 
     public RegistryHandler(Vertx vertx, MirrorConfig config, Map<String, UpstreamClient> upstreams, BlobService blobs,
                     ManifestService manifests, TagLists tagLists, Referrers referrers, MirrorMetrics metrics,
-                    ConnectionGuard connections, AccessControl access) {
+                    ConnectionGuard connections, AccessControl access, Cluster cluster) {
+        this.cluster = cluster;
         this.access = access;
         this.connections = connections;
         this.parser = new RouteParser(config);
@@ -127,9 +136,14 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
      */
     private void handle(HttpServerRequest req, AccessControl access, Router router) {
         if (req.path().startsWith("/v2/") || req.path().equals("/v2")) {
+            String hop = req.getHeader(HopAuth.HEADER);
+            if (hop != null) {
+                hop(req, hop);
+                return;
+            }
             Started started = begin(req, access);
             if (started != null) {
-                registry(req, started, access);
+                registry(req, started, access, false);
             }
         } else {
             router.handle(req);
@@ -174,7 +188,7 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
         router.get("/metrics").handler(scrape);
         router.head("/metrics").handler(scrape);
         operator.accept(router, guard);
-        router.route().handler(ctx -> registry(ctx.request(), ctx.get(STARTED), access));
+        router.route().handler(ctx -> registry(ctx.request(), ctx.get(STARTED), access, false));
         // What the router itself refuses (a path it cannot normalize, say) gets the OCI error body too.
         for (int status : new int[] {400, 404, 405, 500}) {
             router.errorHandler(status, this::routerFailed);
@@ -287,7 +301,34 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
     }
 
     /** The registry API ({@code /v2/...}), parsed by its own parser, and anything no other route took. */
-    private void registry(HttpServerRequest req, Started started, AccessControl access) {
+    /**
+     * A request from another replica, for a blob this one owns: answered if its signature is the
+     * cluster's (the asking replica checked the client's access; the name it carries is the client's,
+     * so provenance holds here), never forwarded again; refused (403) otherwise, one line a minute.
+     */
+    private void hop(HttpServerRequest req, String signature) {
+        if (cluster == null || !cluster.hops().verify(signature, req.method().name(), req.uri())) {
+            String from = req.remoteAddress() == null ? "?" : req.remoteAddress().hostAddress();
+            if (refusedHops.asMap().putIfAbsent(from, Boolean.TRUE) == null) {
+                LOG.warn("cluster: refused a hop from {}: {}", from, cluster == null ? "this mirror runs alone"
+                        : "not signed with this cluster's secret (or too old)");
+            }
+            Started started = begin(req, null);
+            if (started != null) {
+                counted(req, started, "denied", null);
+                writeError(req, new RegistryError(403, "DENIED", "not a replica of this cluster"));
+            }
+            return;
+        }
+        Started started = begin(req, null);
+        if (started != null) {
+            cluster.metrics().hop("in");
+            req.response().bodyEndHandler(v -> cluster.metrics().hopBytes("in", req.response().bytesWritten()));
+            registry(req, started, null, true);
+        }
+    }
+
+    private void registry(HttpServerRequest req, Started started, AccessControl access, boolean hop) {
         Route route;
         try {
             route = parser.parse(req.path(), req.getParam("ns"));
@@ -312,10 +353,10 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
         });
         Future<Void> answer;
         try {
-            answer = access == null ? dispatch(route, req) : access.admit(req, true, id -> switch (route.kind()) {
+            answer = access == null ? dispatch(route, req, hop) : access.admit(req, true, id -> switch (route.kind()) {
                 case BASE -> access.base(req, id);
                 default -> access.pull(req, id, route.upstream().name() + "/" + route.repository(), route.clientName());
-            }).compose(id -> dispatch(route, req));
+            }).compose(id -> dispatch(route, req, hop));
         } catch (RegistryError e) {
             answer = Future.failedFuture(e);
         }
@@ -353,10 +394,10 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
                 || err instanceof io.vertx.core.VertxException;
     }
 
-    private Future<Void> dispatch(Route route, HttpServerRequest req) {
+    private Future<Void> dispatch(Route route, HttpServerRequest req, boolean hop) {
         return switch (route.kind()) {
             case BASE -> req.response().putHeader(HttpHeaders.CONTENT_TYPE, "application/json").end("{}");
-            case BLOB -> blobs.serve(route, upstream(route), req);
+            case BLOB -> blobs.serve(route, upstream(route), req, hop);
             case MANIFEST -> manifests.serve(route, upstream(route), req);
             case TAGS -> tagLists.serve(route, upstream(route), req);
             case REFERRERS -> referrers.serve(route, upstream(route), req);

@@ -1,0 +1,173 @@
+package dev.registrymirror.proxy.blob;
+
+import dev.registrymirror.cache.ContentKind;
+import dev.registrymirror.cache.Digest;
+import dev.registrymirror.metrics.MirrorMetrics;
+import dev.registrymirror.proxy.cluster.Cluster;
+import dev.registrymirror.proxy.cluster.HopAuth;
+import dev.registrymirror.proxy.route.RegistryError;
+import dev.registrymirror.proxy.upstream.Bodies;
+import dev.registrymirror.proxy.vertx.Owner;
+import io.vertx.core.Future;
+import io.vertx.core.Vertx;
+import io.vertx.core.http.HttpClientResponse;
+import io.vertx.core.http.HttpHeaders;
+import io.vertx.core.http.HttpMethod;
+import io.vertx.core.http.HttpServerResponse;
+import io.vertx.core.http.RequestOptions;
+import io.vertx.core.json.JsonObject;
+import java.net.URI;
+import java.net.URLEncoder;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The third source, in a cluster: the replica that owns the blob. A replica that is not among the
+ * blob's owners ({@code cluster.copies} of them) keeps no copy: it asks the owner over the internal
+ * hop (signed with the cluster's secret, carrying the client's repository name, so provenance and the
+ * owner's access to its upstream hold) and streams the answer to the client as it arrives, checking
+ * it against the digest, its end held back until it matches: an owner that dies mid-stream leaves the
+ * client a broken connection, never a short body that looks whole. A hop is never forwarded again:
+ * the owner answers from its own chain, down to its upstream, whatever it thinks of ownership. When
+ * the owner cannot be reached, this replica goes to the upstream itself (its view of the members is
+ * behind); once the membership has noticed, requests go to the new owner.
+ */
+final class FromOwner implements BlobSource {
+    private static final Logger LOG = LoggerFactory.getLogger(FromOwner.class);
+
+    private final Vertx vertx;
+    private final Cluster cluster;
+    private final InflightDownloads downloads;
+    private final MirrorMetrics metrics;
+
+    FromOwner(Vertx vertx, Cluster cluster, InflightDownloads downloads, MirrorMetrics metrics) {
+        this.vertx = vertx;
+        this.cluster = cluster;
+        this.downloads = downloads;
+        this.metrics = metrics;
+    }
+
+    @Override
+    public Future<Step> answer(BlobRequest r) {
+        if (r.hop()) {
+            return Future.succeededFuture(Step.NEXT);
+        }
+        List<URI> owners = cluster.owners(ContentKind.BLOB, r.digest());
+        if (owners.contains(cluster.self())) {
+            return Future.succeededFuture(Step.NEXT);
+        }
+        return ask(r, owners.get(0));
+    }
+
+    private Future<Step> ask(BlobRequest r, URI owner) {
+        HttpMethod method = r.head() ? HttpMethod.HEAD : HttpMethod.GET;
+        String uri = "/v2/" + r.route().repository() + "/blobs/" + r.digest() + "?ns="
+                + URLEncoder.encode(r.route().upstream().name(), StandardCharsets.UTF_8);
+        RequestOptions options = new RequestOptions().setMethod(method).setAbsoluteURI(owner + uri)
+                .setIdleTimeout(TimeUnit.SECONDS.toMillis(30))
+                .putHeader(HopAuth.HEADER, cluster.hops().sign(method.name(), uri));
+        String range = r.req().getHeader("Range");
+        if (range != null) {
+            options.putHeader("Range", range);
+        }
+        Owner loop = Owner.current();
+        return cluster.client().request(options).compose(req -> req.send()).transform(ar -> {
+            if (ar.failed()) {
+                LOG.warn("cluster: the owner {} of blob {} did not answer ({}); fetching it here", owner, r.digest(),
+                        ar.cause().toString());
+                return Future.succeededFuture(Step.NEXT);
+            }
+            HttpClientResponse in = ar.result();
+            in.pause();
+            metrics.hop("out");
+            int status = in.statusCode();
+            if (status == 200 || status == 206) {
+                return stream(r, owner, in, loop).map(Step.ANSWERED);
+            }
+            return failure(owner, in);
+        });
+    }
+
+    /** The owner's answer, streamed to the client: a 200 checked against the digest, a 206 by its length. */
+    private Future<Void> stream(BlobRequest r, URI owner, HttpClientResponse in, Owner loop) {
+        HttpServerResponse out = r.req().response();
+        Digest digest = r.digest();
+        BlobService.blobHeaders(out.headers(), digest);
+        boolean partial = in.statusCode() == 206;
+        out.setStatusCode(in.statusCode());
+        if (partial && in.getHeader(HttpHeaders.CONTENT_RANGE) != null) {
+            out.putHeader(HttpHeaders.CONTENT_RANGE, in.getHeader(HttpHeaders.CONTENT_RANGE));
+        }
+        long length = Bodies.length(in);
+        if (length >= 0) {
+            out.putHeader(HttpHeaders.CONTENT_LENGTH, Long.toString(length));
+        } else if (!r.head()) {
+            out.setChunked(true);
+        }
+        if (r.head()) {
+            Bodies.discard(in);
+            return out.end();
+        }
+        Fetch.Settings f = downloads.settings();
+        long max = length >= 0 ? length : f.maxBlobSize();
+        UpstreamBody body = new UpstreamBody(loop, vertx, in, new OwnerSender(owner), partial ? null : digest,
+                "blob " + digest + " from its owner " + owner, length, UpstreamBody.Limit.fixed(max, received ->
+                new RegistryError(502, "UNAVAILABLE", "the owner " + owner + " sent more than " + max + " bytes")),
+                UpstreamBody.HoldBack.LAST_CHUNK, f.budget());
+        return Pump.pipe(body, new ClientSink(out, metrics));
+    }
+
+    /** The owner's error answer, as this replica's own (the OCI error it sent, else its status). */
+    private Future<Step> failure(URI owner, HttpClientResponse in) {
+        int status = in.statusCode();
+        return in.body().transform(ar -> {
+            String code = "UNAVAILABLE";
+            String message = "the owner " + owner + " answered " + status;
+            if (ar.succeeded() && ar.result().length() <= 64 * 1024) {
+                try {
+                    JsonObject e = ar.result().toJsonObject().getJsonArray("errors").getJsonObject(0);
+                    code = e.getString("code", code);
+                    message = e.getString("message", message);
+                } catch (RuntimeException notOci) {
+                    // keep the status
+                }
+            }
+            String retryAfter = in.getHeader(HttpHeaders.RETRY_AFTER);
+            return Future.failedFuture(new RegistryError(status >= 400 && status < 600 ? status : 502, code, message,
+                    retryAfter, null));
+        });
+    }
+
+    /** The owner as the sender of a streamed body: hop bytes are counted as such. */
+    private final class OwnerSender implements Sender {
+        private final URI owner;
+
+        OwnerSender(URI owner) {
+            this.owner = owner;
+        }
+
+        @Override
+        public String name() {
+            return "replica " + owner;
+        }
+
+        @Override
+        public Duration idleTimeout() {
+            return Duration.ofSeconds(30);
+        }
+
+        @Override
+        public void received(long bytes) {
+            metrics.hopBytes("out", bytes);
+        }
+
+        @Override
+        public void countError(String reason) {
+            LOG.warn("cluster: the hop to {} failed ({})", owner, reason);
+        }
+    }
+}

@@ -1,0 +1,113 @@
+package dev.registrymirror.proxy.cluster;
+
+import dev.registrymirror.cache.ContentKind;
+import dev.registrymirror.cache.Digest;
+import dev.registrymirror.config.MirrorConfig;
+import dev.registrymirror.metrics.MirrorMetrics;
+import io.vertx.core.Future;
+import io.vertx.core.Vertx;
+import io.vertx.core.http.HttpClient;
+import io.vertx.core.http.HttpClientOptions;
+import io.vertx.core.http.PoolOptions;
+import java.net.URI;
+import java.time.Clock;
+import java.util.List;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ConcurrentMap;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * This replica's view of the cluster it forms one cache with: who the members are ({@link
+ * Membership}), who owns a piece of content ({@link Ring}), and how to reach an owner (the internal
+ * hop, signed with {@link HopAuth}). Until the membership is joined (in the background, after the
+ * server listens) the replica is alone and owns everything.
+ */
+public final class Cluster implements AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(Cluster.class);
+    /** A hop's body may stay silent this long before the stream is given up. */
+    static final java.time.Duration HOP_IDLE = java.time.Duration.ofSeconds(30);
+
+    private final MirrorConfig.Cluster config;
+    private final HopAuth hops;
+    private final MirrorMetrics metrics;
+    private final Vertx vertx;
+    private volatile Membership membership;
+    private volatile boolean closed;
+    /** One client per event loop, as for upstreams: a hop's chunks arrive on the loop that streams them. */
+    private final ConcurrentMap<Thread, HttpClient> clients = new ConcurrentHashMap<>();
+
+    public Cluster(Vertx vertx, MirrorConfig.Cluster config, Clock clock, MirrorMetrics metrics) {
+        this.vertx = vertx;
+        this.config = config;
+        this.metrics = metrics;
+        this.hops = new HopAuth(Membership.derive(config, "hop"), clock);
+        metrics.clusterMembers(() -> members().size());
+    }
+
+    /** Joins the membership on a worker thread; the future completes once it is joined. */
+    public Future<Void> start() {
+        return vertx.executeBlocking(() -> {
+            Membership m = Membership.join(config);
+            m.onChange(members -> metrics.membershipChanged());
+            if (closed) {
+                m.close();
+            } else {
+                membership = m;
+                LOG.info("cluster {}: joined as {}, {} members: {}", config.name(), config.url(), m.members().size(),
+                        m.members());
+            }
+            return null;
+        }, false);
+    }
+
+    /** The live members' registry URLs, sorted; only this replica until the membership is joined. */
+    public List<URI> members() {
+        Membership m = membership;
+        return m == null ? List.of(config.url()) : m.members();
+    }
+
+    /** This replica's registry URL. */
+    public URI self() {
+        return config.url();
+    }
+
+    /** The replicas that keep {@code digest} of {@code kind}, the owner first ({@code cluster.copies} of them). */
+    public List<URI> owners(ContentKind kind, Digest digest) {
+        return Ring.owners(members(), kind.label() + " " + digest, config.copies());
+    }
+
+    /** Signs and checks hops. */
+    public HopAuth hops() {
+        return hops;
+    }
+
+    public String name() {
+        return config.name();
+    }
+
+    /** The HTTP client of the calling event loop for hops to other replicas. */
+    public HttpClient client() {
+        return clients.computeIfAbsent(Thread.currentThread(), k -> newClient());
+    }
+
+    private HttpClient newClient() {
+        return vertx.createHttpClient(new HttpClientOptions().setKeepAlive(true).setMaxChunkSize(256 * 1024)
+                .setConnectTimeout(2000).setIdleTimeout((int) HOP_IDLE.toSeconds()).setDecompressionSupported(false),
+                new PoolOptions().setHttp1MaxSize(64));
+    }
+
+    public MirrorMetrics metrics() {
+        return metrics;
+    }
+
+    @Override
+    public void close() {
+        closed = true;
+        Membership m = membership;
+        if (m != null) {
+            m.close();
+        }
+        clients.values().forEach(HttpClient::close);
+    }
+}
