@@ -139,10 +139,10 @@ public final class Mirror {
         }
         this.blocking = new Blocking(vertx, HASHING_THREADS);
         Provenance provenance = Provenance.of(config.access(), storage, blocking);
-        this.downloads = new InflightDownloads(vertx, blocking, blobStore, metrics, config.server().downloadMemory(),
-                allocator, sc.maxBlobSize(), sc.minFree(), provenance);
         this.cluster = config.cluster() == null ? null : new Cluster(vertx, config.cluster(), clock, metrics);
-        BlobService blobs = new BlobService(vertx, blocking, blobStore, downloads, metrics, provenance, cluster);
+        this.downloads = new InflightDownloads(vertx, blocking, blobStore, metrics, config.server().downloadMemory(),
+                allocator, sc.maxBlobSize(), sc.minFree(), provenance, cluster);
+        BlobService blobs = new BlobService(vertx, blocking, blobStore, downloads, metrics, provenance);
         ManifestService manifests = new ManifestService(blocking, manifestStore, tagStore, metrics, clock, provenance);
         this.connections = new ConnectionGuard(config.server(), clock, metrics);
         this.access = config.access().restricts()

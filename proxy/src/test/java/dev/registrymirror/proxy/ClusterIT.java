@@ -47,6 +47,10 @@ class ClusterIT extends FakeHubIT {
     }
 
     RealParts.Child start(int i, String secret) throws Exception {
+        return start(i, secret, 1);
+    }
+
+    RealParts.Child start(int i, String secret, int copies) throws Exception {
         Path config = Files.writeString(dir.resolve("mirror-" + i + ".yaml"), """
                 server: {port: %d, host: 127.0.0.1}
                 storage: {path: '%s', minFree: 0}
@@ -60,8 +64,10 @@ class ClusterIT extends FakeHubIT {
                   members: [%s]
                   url: http://127.0.0.1:%d
                   failureDetection: 2s
+                  copies: %d
                 """.formatted(httpPorts.get(i), dir.resolve("data-" + i), hub.url(), secret, memberPorts.get(i),
-                String.join(", ", memberPorts.stream().map(p -> "'127.0.0.1:" + p + "'").toList()), httpPorts.get(i)));
+                String.join(", ", memberPorts.stream().map(p -> "'127.0.0.1:" + p + "'").toList()), httpPorts.get(i),
+                copies));
         RealParts.Child child = RealParts.mirror(dir.resolve("r" + i), httpPorts.get(i), "--config", config.toString());
         RealParts.awaitUp("http://127.0.0.1:" + httpPorts.get(i) + "/v2/", child);
         return child;
@@ -104,12 +110,41 @@ class ClusterIT extends FakeHubIT {
     long storedCopies(Digest d) throws IOException {
         long n = 0;
         for (int i = 0; i < 3; i++) {
-            Path p = dir.resolve("data-" + i).resolve("blobs/sha256").resolve(d.hex().substring(0, 2)).resolve(d.hex());
-            if (Files.exists(p)) {
+            if (holds(i, d)) {
                 n++;
             }
         }
         return n;
+    }
+
+    boolean holds(int replica, Digest d) {
+        return Files.exists(dir.resolve("data-" + replica).resolve("blobs/sha256").resolve(d.hex().substring(0, 2))
+                .resolve(d.hex()));
+    }
+
+    void ports(int n) throws IOException {
+        for (int i = 0; i < n; i++) {
+            httpPorts.add(RealParts.freePort());
+            memberPorts.add(RealParts.freePort());
+        }
+    }
+
+    /** {@code n} distinct blobs put upstream, each pulled once through one of the first {@code through} replicas. */
+    List<Digest> pullDistinct(int n, int through, int seed) throws Exception {
+        List<Digest> blobs = new ArrayList<>();
+        for (int i = 0; i < n; i++) {
+            byte[] b = MirrorTestBase.randomBytes(40_000, seed + i);
+            Digest bd = hub.putBlob(b);
+            blobs.add(bd);
+            HttpResponse<byte[]> r = get(i % through, "/v2/library/app/blobs/" + bd);
+            assertThat(r.statusCode()).isEqualTo(200);
+            assertThat(r.body()).isEqualTo(b);
+        }
+        return blobs;
+    }
+
+    long upstreamGets(List<Digest> blobs) {
+        return blobs.stream().mapToLong(this::upstreamGets).sum();
     }
 
     long upstreamGets(Digest d) {
@@ -211,5 +246,56 @@ class ClusterIT extends FakeHubIT {
                 && replicas.get(2).log().contains("joined as"));
         assertThat(metric(0, "registrymirror_cluster_members")).isEqualTo(2);
         assertThat(metric(1, "registrymirror_cluster_members")).isEqualTo(2);
+    }
+
+    @Test
+    void aReplicaThatJoinsTakesItsShareFromTheOldHolders() throws Exception {
+        ports(3);
+        replicas.add(start(0, SECRET));
+        replicas.add(start(1, SECRET));
+        awaitTrue("two members", () -> metric(0, "registrymirror_cluster_members") == 2
+                && metric(1, "registrymirror_cluster_members") == 2);
+        List<Digest> blobs = pullDistinct(30, 2, 500);
+        assertThat(upstreamGets(blobs)).isEqualTo(30);
+
+        replicas.add(start(2, SECRET));
+        awaitTrue("three members", () -> metric(0, "registrymirror_cluster_members") == 3
+                && metric(1, "registrymirror_cluster_members") == 3 && metric(2, "registrymirror_cluster_members") == 3);
+        for (int i = 0; i < blobs.size(); i++) {
+            HttpResponse<byte[]> r = get(i % 3, "/v2/library/app/blobs/" + blobs.get(i));
+            assertThat(r.statusCode()).isEqualTo(200);
+            assertThat(sha256(r.body())).isEqualTo(blobs.get(i).toString());
+        }
+        assertThat(upstreamGets(blobs)).as("no refetch: the new owner asked the old holders first").isEqualTo(30);
+        long taken = blobs.stream().filter(b -> holds(2, b)).count();
+        assertThat(taken).as("the new replica took over its share").isBetween(3L, 20L);
+        assertThat(replicas.get(2).log()).contains("it held it");
+    }
+
+    @Test
+    void withTwoCopiesLosingAReplicaCostsNoRefetch() throws Exception {
+        ports(3);
+        for (int i = 0; i < 3; i++) {
+            replicas.add(start(i, SECRET, 2));
+        }
+        for (int i = 0; i < 3; i++) {
+            int r = i;
+            awaitTrue("replica " + i + " sees three members", () -> metric(r, "registrymirror_cluster_members") == 3);
+        }
+        List<Digest> blobs = pullDistinct(20, 3, 900);
+        for (Digest b : blobs) {
+            awaitTrue("two copies of " + b, () -> storedCopies(b) == 2);
+        }
+        assertThat(upstreamGets(blobs)).as("one upstream fetch each, for two copies").isEqualTo(20);
+
+        replicas.get(1).process.destroyForcibly().waitFor();
+        awaitTrue("the others see two members", () -> metric(0, "registrymirror_cluster_members") == 2
+                && metric(2, "registrymirror_cluster_members") == 2);
+        for (int i = 0; i < blobs.size(); i++) {
+            HttpResponse<byte[]> r = get(i % 2 == 0 ? 0 : 2, "/v2/library/app/blobs/" + blobs.get(i));
+            assertThat(r.statusCode()).isEqualTo(200);
+            assertThat(sha256(r.body())).isEqualTo(blobs.get(i).toString());
+        }
+        assertThat(upstreamGets(blobs)).as("losing one replica of two copies costs no refetch").isEqualTo(20);
     }
 }

@@ -13,10 +13,21 @@ import io.vertx.core.http.HttpServerRequest;
  * @param attempt   how many times the walk started again from the first source
  * @param confirmed the name's upstream said it has the digest: any stored copy or download may serve it
  * @param ownOnly   another name's download failed this request: from now on only its own name's
- * @param hop       another replica of the cluster asks, as the owner: it is never forwarded again
+ * @param hop       null for a client's request; what another replica asks of this one ({@link
+ *                  Replicas.Ask}): never forwarded again
  */
 record BlobRequest(Route route, UpstreamClient upstream, HttpServerRequest req, String name, int attempt,
-                   boolean confirmed, boolean ownOnly, boolean hop) {
+                   boolean confirmed, boolean ownOnly, Replicas.Ask hop) {
+    /** Another replica asks: this one answers from its own chain, down to its upstream, never hopping again. */
+    boolean fromReplica() {
+        return hop != null;
+    }
+
+    /** Another replica asks for what this one holds on its disk: no download is joined or started. */
+    boolean holderOnly() {
+        return hop == Replicas.Ask.HOLDER;
+    }
+
     boolean head() {
         return req.method() == HttpMethod.HEAD;
     }

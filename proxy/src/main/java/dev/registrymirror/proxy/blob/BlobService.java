@@ -5,7 +5,6 @@ import dev.registrymirror.cache.ContentKind;
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.metrics.MirrorMetrics;
 import dev.registrymirror.proxy.access.Provenance;
-import dev.registrymirror.proxy.cluster.Cluster;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.route.Route;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
@@ -34,17 +33,19 @@ import java.util.List;
  */
 public final class BlobService {
     private final List<BlobSource> sources;
+    private final InflightDownloads downloads;
     private final Provenance provenance;
 
-    /** @param cluster the replicas this one forms one cache with; null when it runs alone */
     public BlobService(Vertx vertx, Blocking blocking, BlobStore store, InflightDownloads downloads,
-                       MirrorMetrics metrics, Provenance provenance, Cluster cluster) {
+                       MirrorMetrics metrics, Provenance provenance) {
         this.provenance = provenance;
+        this.downloads = downloads;
         DownloadAnswers answers = new DownloadAnswers(vertx, blocking, downloads, metrics);
         List<BlobSource> chain = new java.util.ArrayList<>(List.of(new StoredBlobs(blocking, store, metrics, provenance),
                 new DownloadUnderWay(downloads, answers, metrics)));
-        if (cluster != null) {
-            chain.add(new FromOwner(vertx, cluster, downloads, metrics));
+        Replicas replicas = downloads.settings().replicas();
+        if (replicas != null) {
+            chain.add(new FromOwner(vertx, replicas, downloads, metrics));
         }
         chain.add(new FromUpstream(downloads, answers, metrics, provenance));
         this.sources = List.copyOf(chain);
@@ -58,9 +59,24 @@ public final class BlobService {
         return serve(route, upstream, req, false);
     }
 
-    /** @param hop another replica asks as this one's owner: answered here, never forwarded again */
+    /**
+     * @param hop another replica asks ({@code held=1}: for what this one holds on disk only): answered
+     *            here, never forwarded again
+     */
     public Future<Void> serve(Route route, UpstreamClient upstream, HttpServerRequest req, boolean hop) {
-        return walk(new BlobRequest(route, upstream, req, Provenance.nameOf(route), 0, false, false, hop), 0);
+        Replicas.Ask ask = !hop ? null : "1".equals(req.getParam("held")) ? Replicas.Ask.HOLDER : Replicas.Ask.OWNER;
+        return walk(new BlobRequest(route, upstream, req, Provenance.nameOf(route), 0, false, false, ask), 0);
+    }
+
+    /**
+     * Another replica, the first owner of a blob it has just stored, asks this one to keep a second
+     * copy ({@code cluster.copies}): a download is started (from that replica's disk, as a past
+     * holder) unless the blob is here or under way; answered 202 at once.
+     */
+    public Future<Void> keepCopy(Route route, UpstreamClient upstream, HttpServerRequest req) {
+        InflightDownloads.Joined joined = downloads.join(route.digest(), upstream, route.repository(), true, false,
+                true, false);
+        return req.response().setStatusCode(joined.outcome() == InflightDownloads.Outcome.STORED ? 200 : 202).end();
     }
 
     private Future<Void> walk(BlobRequest r, int source) {

@@ -22,6 +22,10 @@ final class DownloadUnderWay implements BlobSource {
 
     @Override
     public Future<Step> answer(BlobRequest r) {
+        if (r.holderOnly()) {
+            // Its download may be the very one waiting for the asking replica's answer.
+            return Future.succeededFuture(Step.NEXT);
+        }
         if (r.head()) {
             long size = downloads.announcedSize(r.digest(), r.name());
             if (size < 0) {
@@ -33,7 +37,7 @@ final class DownloadUnderWay implements BlobSource {
                     .map(Step.ANSWERED);
         }
         InflightDownloads.Joined joined = downloads.join(r.digest(), r.upstream(), r.route().repository(),
-                r.confirmed(), r.ownOnly(), false);
+                r.confirmed(), r.ownOnly(), false, false);
         return switch (joined.outcome()) {
             case JOINED -> answers.answer(r, joined.download());
             case UNCONFIRMED -> Future.succeededFuture(Step.CONFIRM);

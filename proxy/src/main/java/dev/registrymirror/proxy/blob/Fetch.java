@@ -24,6 +24,7 @@ import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
+import java.util.List;
 import java.util.TreeMap;
 import java.util.function.Consumer;
 import org.slf4j.Logger;
@@ -50,9 +51,16 @@ final class Fetch {
     /** A blob of unknown size re-reads the free space each time this much more has arrived. */
     static final long SPACE_CHECK_BYTES = 64L << 20;
 
-    /** What every fetch shares. */
+    /** What every fetch shares; {@code replicas} is null when the mirror runs alone. */
     record Settings(Vertx vertx, Blocking blocking, BlobStore store, MirrorMetrics metrics, MemoryBudget budget,
-                    ByteBufAllocator allocator, long maxBlobSize, long minFree) {
+                    ByteBufAllocator allocator, long maxBlobSize, long minFree, Replicas replicas) {
+    }
+
+    /** Who answered the fetch: the upstream, or another replica of the cluster. */
+    private record Source(HttpClientResponse resp, Sender sender, java.net.URI replica) {
+        boolean upstream() {
+            return replica == null;
+        }
     }
 
     /** A temporary file made ready for a download, and the free space seen when it was made. */
@@ -68,6 +76,9 @@ final class Fetch {
     private final String origin;
     /** Told once the download has ended, stored or not. */
     private final Consumer<Download> ended;
+    /** Whether the blob's first owner may be asked as such (false when another replica asked for it). */
+    private final boolean mayAskOwner;
+    private Sender sender;
     private final long startNanos = System.nanoTime();
     private UpstreamBody body;
     private FileSink sink;
@@ -77,8 +88,10 @@ final class Fetch {
     private boolean complete;
 
     Fetch(Settings settings, Download d, Owner owner, UpstreamClient upstream, String repository, String origin,
-          Consumer<Download> ended) {
+          boolean mayAskOwner, Consumer<Download> ended) {
         this.origin = origin;
+        this.mayAskOwner = mayAskOwner;
+        this.sender = Sender.of(upstream);
         this.s = settings;
         this.d = d;
         this.owner = owner;
@@ -90,35 +103,77 @@ final class Fetch {
     /** Starts the fetch; call it on the owner's event loop. */
     void start(boolean stopping) {
         owner.check();
-        // The upstream is asked first; the temporary file is made while it answers, so the first bytes do not wait for it.
-        Future<HttpClientResponse> answer = owner.on(upstream.blob(HttpMethod.GET, repository, d.digest));
+        // The source is asked first; the temporary file is made while it answers, so the first bytes do not wait for it.
+        Future<Source> answer = owner.on(source());
         Future<Temp> temp = owner.on(prepareTemp());
-        LOG.info("upstream {}: fetching blob {} for {}", upstream.name(), d.digest, repository);
         Future.join(temp, answer).onComplete(ignored -> begin(answer, temp, stopping));
     }
 
-    private void begin(Future<HttpClientResponse> answer, Future<Temp> temp, boolean stopping) {
+    /**
+     * Who sends the bytes: in a cluster, the replicas that may have them (see {@link
+     * Replicas#beforeUpstream}), in order, then the upstream. A replica asked as the blob's owner
+     * answers for the upstream: its error is the answer; one asked as a past holder that does not have
+     * it (or any replica that cannot be reached) passes the turn to the next.
+     */
+    private Future<Source> source() {
+        List<Replicas.Peer> peers = s.replicas() == null ? List.of()
+                : s.replicas().beforeUpstream(d.digest, mayAskOwner);
+        return ask(peers, 0);
+    }
+
+    private Future<Source> ask(List<Replicas.Peer> peers, int i) {
+        if (i == peers.size()) {
+            LOG.info("upstream {}: fetching blob {} for {}", upstream.name(), d.digest, repository);
+            return upstream.blob(HttpMethod.GET, repository, d.digest).map(r -> new Source(r, Sender.of(upstream), null));
+        }
+        Replicas.Peer peer = peers.get(i);
+        Replicas replicas = s.replicas();
+        return replicas.ask(peer.replica(), HttpMethod.GET, upstream.name(), repository, d.digest, peer.ask(), null)
+                .transform(ar -> {
+                    if (ar.succeeded() && ar.result().statusCode() == 200) {
+                        LOG.info("cluster: fetching blob {} for {} from {} ({})", d.digest, repository,
+                                peer.replica(), peer.ask() == Replicas.Ask.OWNER ? "its owner" : "it held it");
+                        return Future.succeededFuture(new Source(ar.result(), replicas.sender(peer.replica()),
+                                peer.replica()));
+                    }
+                    if (ar.succeeded() && peer.ask() == Replicas.Ask.OWNER) {
+                        return replicas.error(peer.replica(), ar.result()).compose(Future::failedFuture);
+                    }
+                    if (ar.succeeded()) {
+                        Bodies.discard(ar.result());
+                    } else {
+                        LOG.warn("cluster: {} did not answer for blob {} ({}); asking the next", peer.replica(),
+                                d.digest, ar.cause().toString());
+                    }
+                    return ask(peers, i + 1);
+                });
+    }
+
+    private void begin(Future<Source> answer, Future<Temp> temp, boolean stopping) {
         owner.check();
-        if (answer.failed() || answer.result().statusCode() != 200 || stopping) {
+        if (answer.failed() || answer.result().resp().statusCode() != 200 || stopping) {
             temp.onSuccess(this::discard);
             if (answer.failed()) {
-                fail(UpstreamClient.transportError(upstream.name(), "upstream", answer.cause()));
-            } else if (answer.result().statusCode() != 200) {
-                fail(upstream.failure(answer.result(), "BLOB_UNKNOWN", "blob " + d.digest));
+                fail(answer.cause() instanceof RegistryError e ? e
+                        : UpstreamClient.transportError(upstream.name(), "upstream", answer.cause()));
+            } else if (answer.result().resp().statusCode() != 200) {
+                fail(upstream.failure(answer.result().resp(), "BLOB_UNKNOWN", "blob " + d.digest));
             } else {
-                Bodies.close(answer.result());
+                Bodies.close(answer.result().resp());
                 fail(RegistryError.shuttingDown());
             }
             return;
         }
-        HttpClientResponse resp = answer.result();
+        Source source = answer.result();
+        sender = source.sender();
+        HttpClientResponse resp = source.resp();
         long announced = Bodies.length(resp);
         if (announced > s.maxBlobSize()) {
             temp.onSuccess(this::discard);
             Bodies.close(resp);
-            upstream.countError("protocol");
-            LOG.warn("upstream {}: blob {} announces {} bytes, more than storage.maxBlobSize ({}); refused",
-                    upstream.name(), d.digest, announced, s.maxBlobSize());
+            sender.countError("protocol");
+            LOG.warn("{}: blob {} announces {} bytes, more than storage.maxBlobSize ({}); refused",
+                    sender.name(), d.digest, announced, s.maxBlobSize());
             fail(tooLarge(announced));
             return;
         }
@@ -144,7 +199,7 @@ final class Fetch {
         spaceLimit = announced < 0 ? new SpaceLimit(t.free()) : null;
         UpstreamBody.Limit limit = spaceLimit != null ? spaceLimit
                 : UpstreamBody.Limit.fixed(announced, this::tooLarge); // announced was checked against maxBlobSize
-        body = new UpstreamBody(owner, s.vertx(), resp, upstream, d.digest, "blob " + d.digest, announced, limit,
+        body = new UpstreamBody(owner, s.vertx(), resp, sender, d.digest, "blob " + d.digest, announced, limit,
                 UpstreamBody.HoldBack.NOTHING, s.budget());
         sink = new FileSink(t.file());
         d.onCancel(this::cancel);
@@ -166,7 +221,7 @@ final class Fetch {
             return;
         }
         RegistryError stopping = RegistryError.shuttingDown();
-        LOG.warn("upstream {}: blob {} abandoned after {} bytes: the mirror is stopping", upstream.name(), d.digest,
+        LOG.warn("{}: blob {} abandoned after {} bytes: the mirror is stopping", sender.name(), d.digest,
                 body.received());
         body.cancel();
         sink.fail(stopping);
@@ -183,8 +238,12 @@ final class Fetch {
                     ended.accept(d);
                     if (ar.succeeded()) {
                         long millis = Math.max(1, (System.nanoTime() - startNanos) / 1_000_000);
-                        LOG.info("upstream {}: stored blob {} ({} bytes in {} ms, {} MiB/s)", upstream.name(),
-                                d.digest, size, millis, (size * 1000 / millis) >> 20);
+                        LOG.info("{}: stored blob {} ({} bytes in {} ms, {} MiB/s)",
+                                sender == null || sender.name().equals(upstream.name()) ? "upstream " + upstream.name()
+                                        : "cluster", d.digest, size, millis, (size * 1000 / millis) >> 20);
+                        if (s.replicas() != null) {
+                            s.replicas().keepCopies(d.digest, upstream.name(), repository);
+                        }
                     } else {
                         StorageUnavailable e = new StorageUnavailable("cannot commit blob " + d.digest
                                 + " to the cache: " + ar.cause().getMessage(), ar.cause());
@@ -210,7 +269,7 @@ final class Fetch {
     }
 
     private RegistryError tooLarge(long bytes) {
-        return RegistryError.badGateway(upstream.name(), "blob " + d.digest + " has " + bytes
+        return RegistryError.badGateway(sender.name(), "blob " + d.digest + " has " + bytes
                 + " bytes or more, over storage.maxBlobSize (" + s.maxBlobSize() + ")", "protocol");
     }
 
@@ -238,7 +297,7 @@ final class Fetch {
         @Override
         public Throwable exceeded(long received) {
             if (received > s.maxBlobSize()) {
-                upstream.countError("protocol");
+                sender.countError("protocol");
                 return tooLarge(received);
             }
             return new StorageUnavailable("cannot store blob " + d.digest + " of unknown size: " + received
@@ -281,8 +340,8 @@ final class Fetch {
                 bytes = s.allocator().directBuffer(len, len);
             } catch (OutOfMemoryError e) {
                 piece.release().run();
-                LOG.warn("upstream {}: blob {} failed after {} bytes: no memory for the next chunk ({})",
-                        upstream.name(), d.digest, received, e.getMessage());
+                LOG.warn("{}: blob {} failed after {} bytes: no memory for the next chunk ({})",
+                        sender.name(), d.digest, received, e.getMessage());
                 breakDown(new RegistryError(503, "UNAVAILABLE", "the mirror is out of memory for downloads"));
                 return;
             }

@@ -4,7 +4,6 @@ import dev.registrymirror.cache.ContentKind;
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.metrics.MirrorMetrics;
 import dev.registrymirror.proxy.cluster.Cluster;
-import dev.registrymirror.proxy.cluster.HopAuth;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.upstream.Bodies;
 import dev.registrymirror.proxy.vertx.Owner;
@@ -14,14 +13,8 @@ import io.vertx.core.http.HttpClientResponse;
 import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpMethod;
 import io.vertx.core.http.HttpServerResponse;
-import io.vertx.core.http.RequestOptions;
-import io.vertx.core.json.JsonObject;
 import java.net.URI;
-import java.net.URLEncoder;
-import java.nio.charset.StandardCharsets;
-import java.time.Duration;
 import java.util.List;
-import java.util.concurrent.TimeUnit;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -40,55 +33,47 @@ final class FromOwner implements BlobSource {
     private static final Logger LOG = LoggerFactory.getLogger(FromOwner.class);
 
     private final Vertx vertx;
+    private final Replicas replicas;
     private final Cluster cluster;
     private final InflightDownloads downloads;
     private final MirrorMetrics metrics;
 
-    FromOwner(Vertx vertx, Cluster cluster, InflightDownloads downloads, MirrorMetrics metrics) {
+    FromOwner(Vertx vertx, Replicas replicas, InflightDownloads downloads, MirrorMetrics metrics) {
         this.vertx = vertx;
-        this.cluster = cluster;
+        this.replicas = replicas;
+        this.cluster = replicas.cluster();
         this.downloads = downloads;
         this.metrics = metrics;
     }
 
     @Override
     public Future<Step> answer(BlobRequest r) {
-        if (r.hop()) {
+        if (r.fromReplica()) {
             return Future.succeededFuture(Step.NEXT);
         }
         List<URI> owners = cluster.owners(ContentKind.BLOB, r.digest());
         if (owners.contains(cluster.self())) {
-            return Future.succeededFuture(Step.NEXT);
+            return Future.succeededFuture(Step.NEXT); // an owner keeps a copy: its download asks the first owner
         }
         return ask(r, owners.get(0));
     }
 
     private Future<Step> ask(BlobRequest r, URI owner) {
         HttpMethod method = r.head() ? HttpMethod.HEAD : HttpMethod.GET;
-        String uri = "/v2/" + r.route().repository() + "/blobs/" + r.digest() + "?ns="
-                + URLEncoder.encode(r.route().upstream().name(), StandardCharsets.UTF_8);
-        RequestOptions options = new RequestOptions().setMethod(method).setAbsoluteURI(owner + uri)
-                .setIdleTimeout(TimeUnit.SECONDS.toMillis(30))
-                .putHeader(HopAuth.HEADER, cluster.hops().sign(method.name(), uri));
-        String range = r.req().getHeader("Range");
-        if (range != null) {
-            options.putHeader("Range", range);
-        }
         Owner loop = Owner.current();
-        return cluster.client().request(options).compose(req -> req.send()).transform(ar -> {
+        return replicas.ask(owner, method, r.route().upstream().name(), r.route().repository(), r.digest(),
+                Replicas.Ask.OWNER, r.req().getHeader("Range")).transform(ar -> {
             if (ar.failed()) {
                 LOG.warn("cluster: the owner {} of blob {} did not answer ({}); fetching it here", owner, r.digest(),
                         ar.cause().toString());
                 return Future.succeededFuture(Step.NEXT);
             }
             HttpClientResponse in = ar.result();
-            in.pause();
-            metrics.hop("out");
             int status = in.statusCode();
             if (status == 200 || status == 206) {
                 return stream(r, owner, in, loop).map(Step.ANSWERED);
             }
-            return failure(owner, in);
+            return replicas.error(owner, in).compose(Future::failedFuture);
         });
     }
 
@@ -114,60 +99,10 @@ final class FromOwner implements BlobSource {
         }
         Fetch.Settings f = downloads.settings();
         long max = length >= 0 ? length : f.maxBlobSize();
-        UpstreamBody body = new UpstreamBody(loop, vertx, in, new OwnerSender(owner), partial ? null : digest,
+        UpstreamBody body = new UpstreamBody(loop, vertx, in, replicas.sender(owner), partial ? null : digest,
                 "blob " + digest + " from its owner " + owner, length, UpstreamBody.Limit.fixed(max, received ->
                 new RegistryError(502, "UNAVAILABLE", "the owner " + owner + " sent more than " + max + " bytes")),
                 UpstreamBody.HoldBack.LAST_CHUNK, f.budget());
         return Pump.pipe(body, new ClientSink(out, metrics));
-    }
-
-    /** The owner's error answer, as this replica's own (the OCI error it sent, else its status). */
-    private Future<Step> failure(URI owner, HttpClientResponse in) {
-        int status = in.statusCode();
-        return in.body().transform(ar -> {
-            String code = "UNAVAILABLE";
-            String message = "the owner " + owner + " answered " + status;
-            if (ar.succeeded() && ar.result().length() <= 64 * 1024) {
-                try {
-                    JsonObject e = ar.result().toJsonObject().getJsonArray("errors").getJsonObject(0);
-                    code = e.getString("code", code);
-                    message = e.getString("message", message);
-                } catch (RuntimeException notOci) {
-                    // keep the status
-                }
-            }
-            String retryAfter = in.getHeader(HttpHeaders.RETRY_AFTER);
-            return Future.failedFuture(new RegistryError(status >= 400 && status < 600 ? status : 502, code, message,
-                    retryAfter, null));
-        });
-    }
-
-    /** The owner as the sender of a streamed body: hop bytes are counted as such. */
-    private final class OwnerSender implements Sender {
-        private final URI owner;
-
-        OwnerSender(URI owner) {
-            this.owner = owner;
-        }
-
-        @Override
-        public String name() {
-            return "replica " + owner;
-        }
-
-        @Override
-        public Duration idleTimeout() {
-            return Duration.ofSeconds(30);
-        }
-
-        @Override
-        public void received(long bytes) {
-            metrics.hopBytes("out", bytes);
-        }
-
-        @Override
-        public void countError(String reason) {
-            LOG.warn("cluster: the hop to {} failed ({})", owner, reason);
-        }
     }
 }

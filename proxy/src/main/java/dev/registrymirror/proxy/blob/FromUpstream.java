@@ -3,6 +3,7 @@ package dev.registrymirror.proxy.blob;
 import dev.registrymirror.cache.ContentKind;
 import dev.registrymirror.metrics.MirrorMetrics;
 import dev.registrymirror.proxy.access.Provenance;
+import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.route.Route;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
 import io.vertx.core.Future;
@@ -31,12 +32,16 @@ final class FromUpstream implements BlobSource {
 
     @Override
     public Future<Step> answer(BlobRequest r) {
+        if (r.holderOnly()) {
+            return Future.failedFuture(new RegistryError(404, "BLOB_UNKNOWN", "blob " + r.digest()
+                    + " is not held by this replica"));
+        }
         if (r.head()) {
             metrics.cacheMiss("blob");
             return head(r).map(Step.ANSWERED);
         }
         InflightDownloads.Joined joined = downloads.join(r.digest(), r.upstream(), r.route().repository(),
-                r.confirmed(), r.ownOnly(), true);
+                r.confirmed(), r.ownOnly(), true, !r.fromReplica());
         return switch (joined.outcome()) {
             case STARTED, JOINED -> answers.answer(r, joined.download());
             case UNCONFIRMED -> Future.succeededFuture(Step.CONFIRM);

@@ -36,14 +36,17 @@ public final class InflightDownloads {
      * @param maxBlobSize {@code storage.maxBlobSize}
      * @param minFree     {@code storage.minFree}
      * @param provenance  which names may share a download started for another
+     * @param cluster     the replicas this one forms one cache with (asked before the upstream); null alone
      */
     public InflightDownloads(Vertx vertx, Blocking blocking, BlobStore store, MirrorMetrics metrics, long memoryLimit,
-                             ByteBufAllocator allocator, long maxBlobSize, long minFree, Provenance provenance) {
+                             ByteBufAllocator allocator, long maxBlobSize, long minFree, Provenance provenance,
+                             dev.registrymirror.proxy.cluster.Cluster cluster) {
         this.store = store;
         this.provenance = provenance;
         this.memory = new MemoryBudget(memoryLimit >= 0 ? memoryLimit
                 : Math.min(256L << 20, Math.max(16L << 20, Runtime.getRuntime().maxMemory() / 8)));
-        this.settings = new Fetch.Settings(vertx, blocking, store, metrics, memory, allocator, maxBlobSize, minFree);
+        this.settings = new Fetch.Settings(vertx, blocking, store, metrics, memory, allocator, maxBlobSize, minFree,
+                cluster == null ? null : new Replicas(cluster, metrics));
         metrics.downloadsInFlight(downloads::size);
         metrics.downloadMemory(memory::used, memory.limit);
     }
@@ -164,9 +167,12 @@ public final class InflightDownloads {
      *
      * @param repository the repository as the request names it, upstream of {@code upstream}
      * @param start      whether to start a download when none may be joined
+     * @param mayAskOwner whether a download started here may ask the blob's first owner (in a cluster,
+     *                   this replica keeping a second copy): false when another replica asks, so that no
+     *                   request goes round
      */
     Joined join(Digest digest, UpstreamClient upstream, String repository, boolean confirmed, boolean ownOnly,
-                boolean start) {
+                boolean start, boolean mayAskOwner) {
         Owner owner = Owner.current();
         String name = upstream.name() + "/" + repository;
         Outcome[] outcome = {null};
@@ -193,7 +199,8 @@ public final class InflightDownloads {
             return new Download(k, owner, memory, name);
         });
         if (outcome[0] == Outcome.STARTED) {
-            new Fetch(settings, d, owner, upstream, repository, provenance.originFor(name), this::remove).start(stopping);
+            new Fetch(settings, d, owner, upstream, repository, provenance.originFor(name), mayAskOwner, this::remove)
+                    .start(stopping);
         }
         return new Joined(outcome[0], outcome[0] == Outcome.STARTED || outcome[0] == Outcome.JOINED ? d : null);
     }

@@ -34,6 +34,9 @@ public final class Cluster implements AutoCloseable {
     private final Vertx vertx;
     private volatile Membership membership;
     private volatile boolean closed;
+    /** The members before the last change (empty before the first): who held content that moved since. */
+    private volatile List<URI> previous = List.of();
+    private volatile List<URI> current = List.of();
     /** One client per event loop, as for upstreams: a hop's chunks arrive on the loop that streams them. */
     private final ConcurrentMap<Thread, HttpClient> clients = new ConcurrentHashMap<>();
 
@@ -49,7 +52,12 @@ public final class Cluster implements AutoCloseable {
     public Future<Void> start() {
         return vertx.executeBlocking(() -> {
             Membership m = Membership.join(config);
-            m.onChange(members -> metrics.membershipChanged());
+            m.onChange(members -> {
+                previous = current;
+                current = members;
+                metrics.membershipChanged();
+            });
+            current = m.members();
             if (closed) {
                 m.close();
             } else {
@@ -75,6 +83,35 @@ public final class Cluster implements AutoCloseable {
     /** The replicas that keep {@code digest} of {@code kind}, the owner first ({@code cluster.copies} of them). */
     public List<URI> owners(ContentKind kind, Digest digest) {
         return Ring.owners(members(), kind.label() + " " + digest, config.copies());
+    }
+
+    /**
+     * Whether this replica is the first owner of {@code digest}: the one that fetches it from the
+     * upstream. A second copy's holder ({@code cluster.copies} &gt; 1) is an owner but not the first.
+     */
+    public boolean firstOwner(ContentKind kind, Digest digest) {
+        return owners(kind, digest).get(0).equals(self());
+    }
+
+    /**
+     * The other replicas that may hold {@code digest} already, to ask (from their disks only) before the
+     * upstream: those that owned it before the last membership change and are still here (a replica
+     * that joined takes over keys whose bytes are on the one that had them), then the next replicas in
+     * HRW order after this one among the owners (the previous owner of a key this replica won by
+     * joining or returning, or the first copy's holder). At most two: a miss costs a round trip each.
+     */
+    public List<URI> pastHolders(ContentKind kind, Digest digest) {
+        List<URI> live = members();
+        String key = kind.label() + " " + digest;
+        java.util.LinkedHashSet<URI> holders = new java.util.LinkedHashSet<>();
+        for (URI u : Ring.owners(previous, key, config.copies())) {
+            if (live.contains(u)) {
+                holders.add(u);
+            }
+        }
+        holders.addAll(Ring.owners(live, key, config.copies() + 1));
+        holders.remove(self());
+        return holders.stream().limit(2).toList();
     }
 
     /** Signs and checks hops. */

@@ -321,11 +321,39 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
             return;
         }
         Started started = begin(req, null);
-        if (started != null) {
-            cluster.metrics().hop("in");
-            req.response().bodyEndHandler(v -> cluster.metrics().hopBytes("in", req.response().bytesWritten()));
-            registry(req, started, null, true);
+        if (started == null) {
+            return;
         }
+        cluster.metrics().hop("in");
+        if (req.method() == HttpMethod.POST && "1".equals(req.getParam("keep"))) {
+            keepCopy(req, started);
+            return;
+        }
+        req.response().bodyEndHandler(v -> cluster.metrics().hopBytes("in", req.response().bytesWritten()));
+        registry(req, started, null, true);
+    }
+
+    /** The first owner of a blob asks this replica to keep a second copy ({@code cluster.copies}). */
+    private void keepCopy(HttpServerRequest req, Started started) {
+        Route route;
+        try {
+            route = parser.parse(req.path(), req.getParam("ns"));
+            if (route.kind() != Route.Kind.BLOB) {
+                throw new RegistryError(400, "UNSUPPORTED", "only a blob can be kept as a copy");
+            }
+        } catch (RegistryError e) {
+            counted(req, started, "invalid", null);
+            writeError(req, e);
+            return;
+        }
+        counted(req, started, route.kind().label, null);
+        Future<Void> answer;
+        try {
+            answer = blobs.keepCopy(route, upstream(route), req);
+        } catch (RegistryError e) {
+            answer = Future.failedFuture(e);
+        }
+        answer.onFailure(err -> failed(req, err, "a copy request", route));
     }
 
     private void registry(HttpServerRequest req, Started started, AccessControl access, boolean hop) {

@@ -122,6 +122,31 @@ public final class Bodies {
         resp.resume();
     }
 
+    /**
+     * The body of a small answer (an error's), up to {@value #DISCARD_LIMIT} bytes; a longer one is cut
+     * off (its connection closed) and yields an empty buffer, as does a broken one.
+     */
+    public static Future<Buffer> small(HttpClientResponse resp) {
+        if (length(resp) > DISCARD_LIMIT) {
+            close(resp);
+            return Future.succeededFuture(Buffer.buffer());
+        }
+        Promise<Buffer> result = Promise.promise();
+        Buffer body = Buffer.buffer();
+        resp.handler(chunk -> {
+            if (body.length() + chunk.length() > DISCARD_LIMIT) {
+                close(resp);
+                result.tryComplete(Buffer.buffer());
+            } else {
+                body.appendBuffer(chunk);
+            }
+        });
+        resp.exceptionHandler(err -> result.tryComplete(Buffer.buffer()));
+        resp.endHandler(v -> result.tryComplete(body));
+        resp.resume();
+        return result.future();
+    }
+
     /** Stops reading {@code resp} and closes its connection. */
     public static void close(HttpClientResponse resp) {
         resp.handler(null);
