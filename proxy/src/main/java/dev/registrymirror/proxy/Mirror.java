@@ -143,7 +143,7 @@ public final class Mirror {
         this.downloads = new InflightDownloads(vertx, blocking, blobStore, metrics, config.server().downloadMemory(),
                 allocator, sc.maxBlobSize(), sc.minFree(), provenance, cluster);
         BlobService blobs = new BlobService(vertx, blocking, blobStore, downloads, metrics, provenance);
-        ManifestService manifests = new ManifestService(blocking, manifestStore, tagStore, metrics, clock, provenance);
+        ManifestService manifests = new ManifestService(blocking, manifestStore, tagStore, metrics, clock, provenance, cluster);
         this.connections = new ConnectionGuard(config.server(), clock, metrics);
         this.access = config.access().restricts()
                 ? new dev.registrymirror.proxy.access.AccessControl(vertx, config.access(), clock, metrics) : null;

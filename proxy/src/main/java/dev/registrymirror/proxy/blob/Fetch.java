@@ -1,5 +1,7 @@
 package dev.registrymirror.proxy.blob;
 
+import dev.registrymirror.proxy.upstream.Sender;
+
 import dev.registrymirror.proxy.vertx.NettyBuffers;
 import dev.registrymirror.cache.BlobStore;
 import dev.registrymirror.cache.NotEnoughSpaceException;

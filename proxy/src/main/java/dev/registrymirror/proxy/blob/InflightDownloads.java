@@ -46,7 +46,7 @@ public final class InflightDownloads {
         this.memory = new MemoryBudget(memoryLimit >= 0 ? memoryLimit
                 : Math.min(256L << 20, Math.max(16L << 20, Runtime.getRuntime().maxMemory() / 8)));
         this.settings = new Fetch.Settings(vertx, blocking, store, metrics, memory, allocator, maxBlobSize, minFree,
-                cluster == null ? null : new Replicas(cluster, metrics));
+                cluster == null ? null : new Replicas(cluster));
         metrics.downloadsInFlight(downloads::size);
         metrics.downloadMemory(memory::used, memory.limit);
     }

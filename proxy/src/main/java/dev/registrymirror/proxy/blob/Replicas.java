@@ -1,25 +1,20 @@
 package dev.registrymirror.proxy.blob;
 
+import dev.registrymirror.proxy.upstream.Sender;
+
 import dev.registrymirror.cache.ContentKind;
 import dev.registrymirror.cache.Digest;
-import dev.registrymirror.metrics.MirrorMetrics;
 import dev.registrymirror.proxy.cluster.Cluster;
-import dev.registrymirror.proxy.cluster.HopAuth;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.upstream.Bodies;
 import io.vertx.core.Future;
 import io.vertx.core.http.HttpClientResponse;
-import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpMethod;
-import io.vertx.core.http.RequestOptions;
-import io.vertx.core.json.JsonObject;
 import java.net.URI;
 import java.net.URLEncoder;
 import java.nio.charset.StandardCharsets;
-import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.TimeUnit;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -41,9 +36,6 @@ import org.slf4j.LoggerFactory;
  */
 final class Replicas {
     private static final Logger LOG = LoggerFactory.getLogger(Replicas.class);
-    /** A hop's body may stay silent this long before the stream is given up. */
-    static final Duration IDLE = Duration.ofSeconds(30);
-
     /** What a hop asks of the replica it goes to. */
     enum Ask {
         /** Answer as the owner: from the disk, a download under way, or the upstream. */
@@ -63,11 +55,8 @@ final class Replicas {
     }
 
     private final Cluster cluster;
-    private final MirrorMetrics metrics;
-
-    Replicas(Cluster cluster, MirrorMetrics metrics) {
+    Replicas(Cluster cluster) {
         this.cluster = cluster;
-        this.metrics = metrics;
     }
 
     Cluster cluster() {
@@ -102,17 +91,8 @@ final class Replicas {
                                    Ask ask, String range) {
         String uri = "/v2/" + repository + "/blobs/" + digest + "?ns=" + URLEncoder.encode(upstream,
                 StandardCharsets.UTF_8) + ask.query;
-        RequestOptions options = new RequestOptions().setMethod(method).setAbsoluteURI(replica + uri)
-                .setIdleTimeout(TimeUnit.SECONDS.toMillis(IDLE.toSeconds()))
-                .putHeader(HopAuth.HEADER, cluster.hops().sign(method.name(), uri));
-        if (range != null) {
-            options.putHeader("Range", range);
-        }
-        return cluster.client().request(options).compose(req -> req.send()).map(resp -> {
-            resp.pause();
-            metrics.hop("out");
-            return resp;
-        });
+        return cluster.send(replica, method, uri, range == null ? null
+                : io.vertx.core.MultiMap.caseInsensitiveMultiMap().add("Range", range));
     }
 
     /**
@@ -132,11 +112,8 @@ final class Replicas {
     private void keepCopy(URI replica, Digest digest, String upstream, String repository) {
         String uri = "/v2/" + repository + "/blobs/" + digest + "?ns=" + URLEncoder.encode(upstream,
                 StandardCharsets.UTF_8) + "&keep=1";
-        RequestOptions options = new RequestOptions().setMethod(HttpMethod.POST).setAbsoluteURI(replica + uri)
-                .putHeader(HopAuth.HEADER, cluster.hops().sign("POST", uri));
-        cluster.client().request(options).compose(req -> req.send()).onComplete(ar -> {
+        cluster.send(replica, HttpMethod.POST, uri, null).onComplete(ar -> {
             if (ar.succeeded()) {
-                metrics.hop("out");
                 Bodies.discard(ar.result());
                 if (ar.result().statusCode() >= 300) {
                     LOG.warn("cluster: {} did not take a copy of blob {} (HTTP {})", replica, digest,
@@ -149,46 +126,13 @@ final class Replicas {
         });
     }
 
-    /** The error a replica answered, as this replica's own (the OCI error it sent, else its status). */
+    /** The error a replica answered, as this replica's own. */
     Future<RegistryError> error(URI replica, HttpClientResponse in) {
-        int status = in.statusCode();
-        return Bodies.small(in).map(body -> {
-            String code = "UNAVAILABLE";
-            String message = "the replica " + replica + " answered " + status;
-            try {
-                JsonObject e = body.toJsonObject().getJsonArray("errors").getJsonObject(0);
-                code = e.getString("code", code);
-                message = e.getString("message", message);
-            } catch (RuntimeException notOci) {
-                // keep the status
-            }
-            return new RegistryError(status >= 400 && status < 600 ? status : 502, code, message,
-                    in.getHeader(HttpHeaders.RETRY_AFTER), null);
-        });
+        return cluster.error(replica, in);
     }
 
-    /** A replica as the sender of a streamed body: hop bytes are counted as such. */
+    /** A replica as the sender of a streamed body. */
     Sender sender(URI replica) {
-        return new Sender() {
-            @Override
-            public String name() {
-                return "replica " + replica;
-            }
-
-            @Override
-            public Duration idleTimeout() {
-                return IDLE;
-            }
-
-            @Override
-            public void received(long bytes) {
-                metrics.hopBytes("out", bytes);
-            }
-
-            @Override
-            public void countError(String reason) {
-                LOG.warn("cluster: the hop to {} failed ({})", replica, reason);
-            }
-        };
+        return cluster.sender(replica);
     }
 }

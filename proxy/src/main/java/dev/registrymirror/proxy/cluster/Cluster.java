@@ -6,7 +6,16 @@ import dev.registrymirror.config.MirrorConfig;
 import dev.registrymirror.metrics.MirrorMetrics;
 import io.vertx.core.Future;
 import io.vertx.core.Vertx;
+import dev.registrymirror.proxy.route.RegistryError;
+import dev.registrymirror.proxy.upstream.Bodies;
+import dev.registrymirror.proxy.upstream.Sender;
+import io.vertx.core.MultiMap;
 import io.vertx.core.http.HttpClient;
+import io.vertx.core.http.HttpClientResponse;
+import io.vertx.core.http.HttpHeaders;
+import io.vertx.core.http.HttpMethod;
+import io.vertx.core.http.RequestOptions;
+import io.vertx.core.json.JsonObject;
 import io.vertx.core.http.HttpClientOptions;
 import io.vertx.core.http.PoolOptions;
 import java.net.URI;
@@ -26,7 +35,7 @@ import org.slf4j.LoggerFactory;
 public final class Cluster implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(Cluster.class);
     /** A hop's body may stay silent this long before the stream is given up. */
-    static final java.time.Duration HOP_IDLE = java.time.Duration.ofSeconds(30);
+    public static final java.time.Duration HOP_IDLE = java.time.Duration.ofSeconds(30);
 
     private final MirrorConfig.Cluster config;
     private final HopAuth hops;
@@ -85,6 +94,11 @@ public final class Cluster implements AutoCloseable {
         return Ring.owners(members(), kind.label() + " " + digest, config.copies());
     }
 
+    /** The owner of a tag ({@code upstream/repository:tag}): the only replica that revalidates it upstream. */
+    public URI tagOwner(String upstream, String repository, String tag) {
+        return Ring.owners(members(), "tag " + upstream + "/" + repository + ":" + tag, 1).get(0);
+    }
+
     /**
      * Whether this replica is the first owner of {@code digest}: the one that fetches it from the
      * upstream. A second copy's holder ({@code cluster.copies} &gt; 1) is an owner but not the first.
@@ -132,6 +146,72 @@ public final class Cluster implements AutoCloseable {
         return vertx.createHttpClient(new HttpClientOptions().setKeepAlive(true).setMaxChunkSize(256 * 1024)
                 .setConnectTimeout(2000).setIdleTimeout((int) HOP_IDLE.toSeconds()).setDecompressionSupported(false),
                 new PoolOptions().setHttp1MaxSize(64));
+    }
+
+    /**
+     * Sends a hop to {@code replica}: {@code uri} (path and query) signed with the cluster's secret,
+     * with {@code headers}; the answer comes paused. Counted as an outgoing hop once answered.
+     */
+    public Future<HttpClientResponse> send(URI replica, HttpMethod method, String uri, MultiMap headers) {
+        RequestOptions options = new RequestOptions().setMethod(method).setAbsoluteURI(replica + uri)
+                .setIdleTimeout(HOP_IDLE.toMillis())
+                .putHeader(HopAuth.HEADER, hops.sign(method.name(), uri));
+        if (headers != null) {
+            options.setHeaders(MultiMap.caseInsensitiveMultiMap().addAll(headers)
+                    .set(HopAuth.HEADER, hops.sign(method.name(), uri)));
+        }
+        return client().request(options).compose(req -> req.send()).map(resp -> {
+            resp.pause();
+            metrics.hop("out");
+            return resp;
+        });
+    }
+
+    /**
+     * The error a replica answered, as this replica's own: the OCI error it sent, else its status. Read
+     * up to 64 KiB: a replica is trusted, but no body of unchecked size is held.
+     */
+    public Future<RegistryError> error(URI replica, HttpClientResponse in) {
+        int status = in.statusCode();
+        return Bodies.small(in).map(body -> {
+            String code = "UNAVAILABLE";
+            String message = "the replica " + replica + " answered " + status;
+            try {
+                JsonObject e = body.toJsonObject().getJsonArray("errors").getJsonObject(0);
+                code = e.getString("code", code);
+                message = e.getString("message", message);
+            } catch (RuntimeException notOci) {
+                // keep the status
+            }
+            // A replica that fails (5xx, 429) fails as an upstream would: an expired tag is served meanwhile.
+            return new RegistryError(status >= 400 && status < 600 ? status : 502, code, message,
+                    in.getHeader(HttpHeaders.RETRY_AFTER), status >= 500 || status == 429 ? "replica" : null);
+        });
+    }
+
+    /** A replica as the sender of a body this one reads: hop bytes are counted as such. */
+    public Sender sender(URI replica) {
+        return new Sender() {
+            @Override
+            public String name() {
+                return "replica " + replica;
+            }
+
+            @Override
+            public java.time.Duration idleTimeout() {
+                return HOP_IDLE;
+            }
+
+            @Override
+            public void received(long bytes) {
+                metrics.hopBytes("out", bytes);
+            }
+
+            @Override
+            public void countError(String reason) {
+                LOG.warn("cluster: the hop to {} failed ({})", replica, reason);
+            }
+        };
     }
 
     public MirrorMetrics metrics() {

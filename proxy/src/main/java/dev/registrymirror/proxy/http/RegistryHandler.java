@@ -426,7 +426,7 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
         return switch (route.kind()) {
             case BASE -> req.response().putHeader(HttpHeaders.CONTENT_TYPE, "application/json").end("{}");
             case BLOB -> blobs.serve(route, upstream(route), req, hop);
-            case MANIFEST -> manifests.serve(route, upstream(route), req);
+            case MANIFEST -> manifests.serve(route, upstream(route), req, hop);
             case TAGS -> tagLists.serve(route, upstream(route), req);
             case REFERRERS -> referrers.serve(route, upstream(route), req);
         };

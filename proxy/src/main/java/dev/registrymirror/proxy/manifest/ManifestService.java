@@ -27,6 +27,11 @@ import io.vertx.core.http.HttpMethod;
 import io.vertx.core.http.HttpServerRequest;
 import io.vertx.core.http.HttpServerResponse;
 import io.vertx.core.json.JsonObject;
+import dev.registrymirror.proxy.cluster.Cluster;
+import dev.registrymirror.proxy.upstream.Sender;
+import java.net.URI;
+import java.net.URLEncoder;
+import java.nio.charset.StandardCharsets;
 import java.time.Clock;
 import java.time.Instant;
 import java.util.Optional;
@@ -47,6 +52,11 @@ public final class ManifestService {
     private static final Logger LOG = LoggerFactory.getLogger(ManifestService.class);
     /** Larger manifests are refused, as the reference registry does. */
     public static final int MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+    /**
+     * On a tag's answer to another replica: when the upstream last confirmed the tag (Unix
+     * milliseconds), so that the asking replica keeps it only for the rest of the TTL.
+     */
+    static final String TAG_CHECKED_HEADER = "X-Registry-Mirror-Tag-Checked";
 
     private final Blocking blocking;
     private final ManifestStore manifests;
@@ -59,10 +69,14 @@ public final class ManifestService {
     private final Set<String> headsWithoutDigest = java.util.concurrent.ConcurrentHashMap.newKeySet();
 
     private final Provenance provenance;
+    /** The replicas this one forms one cache with; null when it runs alone. */
+    private final Cluster cluster;
 
+    /** @param cluster the replicas this one forms one cache with (owners of tags and manifests); null alone */
     public ManifestService(Blocking blocking, ManifestStore manifests, TagStore tags, MirrorMetrics metrics, Clock clock,
-                           Provenance provenance) {
+                           Provenance provenance, Cluster cluster) {
         this.provenance = provenance;
+        this.cluster = cluster;
         this.blocking = blocking;
         this.manifests = manifests;
         this.tags = tags;
@@ -71,29 +85,44 @@ public final class ManifestService {
     }
 
     public Future<Void> serve(Route route, UpstreamClient upstream, HttpServerRequest req) {
+        return serve(route, upstream, req, false);
+    }
+
+    /**
+     * @param hop another replica asks, as the owner of the tag or digest: answered here (down to the
+     *            upstream), never forwarded again; a tag's answer says when it was last checked
+     */
+    public Future<Void> serve(Route route, UpstreamClient upstream, HttpServerRequest req, boolean hop) {
         Set<String> accepted = MediaTypes.accepted(req.headers().getAll(HttpHeaders.ACCEPT));
         Future<Served> answer = route.digest() != null
-                ? byDigest(route, upstream, route.digest(), accepted)
-                : byTag(route, upstream, accepted);
+                ? byDigest(route, upstream, route.digest(), accepted, hop)
+                : byTag(route, upstream, accepted, hop);
         return answer.compose(served -> {
             if (!MediaTypes.allows(accepted, served.manifest().mediaType())) {
                 return Future.failedFuture(new RegistryError(404, "MANIFEST_UNKNOWN", "manifest "
                         + route.clientName() + (route.tag() != null ? ":" : "@") + route.reference() + " is " + served.manifest().mediaType()
                         + ", which the Accept header does not allow"));
             }
-            return send(req, served);
+            return send(req, served, hop);
         });
     }
 
-    /** A manifest and whether it came from the upstream just now. */
-    private record Served(Manifest manifest, boolean fromUpstream) {
+    /**
+     * A manifest and whether it came from the upstream just now; for a tag, when the upstream last
+     * confirmed it (else null).
+     */
+    private record Served(Manifest manifest, boolean fromUpstream, Instant checkedAt) {
+        Served(Manifest manifest, boolean fromUpstream) {
+            this(manifest, fromUpstream, null);
+        }
     }
 
     /**
      * By digest: the store first (served under the request's name only as {@link Provenance} allows,
      * decided with the manifest in hand), else the upstream under that name.
      */
-    private Future<Served> byDigest(Route route, UpstreamClient upstream, Digest digest, Set<String> accepted) {
+    private Future<Served> byDigest(Route route, UpstreamClient upstream, Digest digest, Set<String> accepted,
+                                    boolean hop) {
         String name = Provenance.nameOf(route);
         return stored(digest).compose(found -> {
             if (found.isPresent()) {
@@ -107,25 +136,25 @@ public final class ManifestService {
                 });
             }
             metrics.cacheMiss("manifest");
-            return fetch(upstream, route, digest.toString(), accepted, false, null).map(m -> new Served(m, true));
+            return fetch(upstream, route, digest.toString(), accepted, false, null, hop).map(m -> new Served(m, true));
         });
     }
 
-    private Future<Served> byTag(Route route, UpstreamClient upstream, Set<String> accepted) {
+    private Future<Served> byTag(Route route, UpstreamClient upstream, Set<String> accepted, boolean hop) {
         TagKey key = new TagKey(upstream.name(), route.repository(), route.tag());
         return tagEntry(key).compose(entry -> {
             if (entry.isEmpty()) {
-                return fetchTag(route, upstream, key, accepted);
+                return fetchTag(route, upstream, key, accepted, hop);
             }
             return stored(entry.get().digest()).compose(cached -> {
                 if (cached.isEmpty()) {
-                    return fetchTag(route, upstream, key, accepted);
+                    return fetchTag(route, upstream, key, accepted, hop);
                 }
                 Instant now = clock.instant();
                 boolean fresh = now.isBefore(entry.get().checkedAt().plus(upstream.upstream().manifestTtl()));
                 Future<Optional<Manifest>> current = fresh
                         ? Future.succeededFuture(cached)
-                        : revalidations.run(key, () -> revalidate(route, upstream, key, entry.get(), cached.get()));
+                        : revalidations.run(key, () -> revalidate(route, upstream, key, entry.get(), cached.get(), hop));
                 return current.compose(m -> {
                     if (m.isEmpty()) {
                         return Future.failedFuture(new RegistryError(404, "MANIFEST_UNKNOWN",
@@ -134,34 +163,40 @@ public final class ManifestService {
                     }
                     if (!MediaTypes.allows(accepted, m.get().mediaType())) {
                         metrics.cacheMiss("tag");
-                        return fetchInClientTypes(route, upstream, accepted);
+                        return fetchInClientTypes(route, upstream, accepted, hop);
                     }
                     if (fresh) {
                         metrics.cacheHit("tag");
                     }
-                    return Future.succeededFuture(new Served(m.get(), false));
+                    Instant checked = fresh ? entry.get().checkedAt()
+                            : tags.cached(key).map(TagEntry::checkedAt).orElse(entry.get().checkedAt());
+                    return Future.succeededFuture(new Served(m.get(), false, checked));
                 });
             });
         });
     }
 
-    private Future<Served> fetchTag(Route route, UpstreamClient upstream, TagKey key, Set<String> accepted) {
+    private Future<Served> fetchTag(Route route, UpstreamClient upstream, TagKey key, Set<String> accepted,
+                                    boolean hop) {
         metrics.cacheMiss("tag");
-        return fetch(upstream, route, route.tag(), accepted, false, key).compose(m ->
-                MediaTypes.allows(accepted, m.mediaType()) ? Future.succeededFuture(new Served(m, true))
-                        : fetchInClientTypes(route, upstream, accepted));
+        return fetch(upstream, route, route.tag(), accepted, false, key, hop).compose(m ->
+                MediaTypes.allows(accepted, m.mediaType())
+                        ? Future.succeededFuture(new Served(m, true, tags.cached(key).map(TagEntry::checkedAt)
+                        .orElse(clock.instant())))
+                        : fetchInClientTypes(route, upstream, accepted, hop));
     }
 
     /**
      * The tag's answer is of a type this client does not accept: asks the upstream with the client's
      * own types only, and keeps what comes by digest (the tag keeps its usual answer).
      */
-    private Future<Served> fetchInClientTypes(Route route, UpstreamClient upstream, Set<String> accepted) {
-        return fetch(upstream, route, route.tag(), accepted, true, null).map(other -> new Served(other, true));
+    private Future<Served> fetchInClientTypes(Route route, UpstreamClient upstream, Set<String> accepted,
+                                              boolean hop) {
+        return fetch(upstream, route, route.tag(), accepted, true, null, hop).map(other -> new Served(other, true));
     }
 
-    private TagEntry entryFor(Manifest m) {
-        return new TagEntry(m.digest(), m.mediaType(), m.bytes().length, clock.instant());
+    private static TagEntry entryFor(Manifest m, Instant checkedAt) {
+        return new TagEntry(m.digest(), m.mediaType(), m.bytes().length, checkedAt);
     }
 
     /**
@@ -169,18 +204,21 @@ public final class ManifestService {
      * serve, or empty when the tag no longer exists upstream.
      */
     private Future<Optional<Manifest>> revalidate(Route route, UpstreamClient upstream, TagKey key, TagEntry entry,
-                                                  Manifest cached) {
+                                                  Manifest cached, boolean hop) {
         String path = "/v2/" + route.repository() + "/manifests/" + route.tag();
         MultiMap headers = MultiMap.caseInsensitiveMultiMap()
                 .add(HttpHeaders.ACCEPT, MediaTypes.upstreamAccept(Set.of()));
-        return upstream.sendOnce(HttpMethod.HEAD, path, route.repository(), headers, "manifest")
-                .compose(resp -> {
+        return ask(owner(hop, upstream, route.repository(), route.tag()), upstream, HttpMethod.HEAD, path,
+                route.repository(), headers, true)
+                .compose(answer -> {
+                    HttpClientResponse resp = answer.resp();
                     int status = resp.statusCode();
                     String digestHeader = digestOf(resp);
                     if (status == 200 && entry.digest().toString().equals(digestHeader)) {
                         UpstreamClient.discard(resp);
                         metrics.cacheHit("tag");
-                        return onDisk(key, "store tag", () -> tags.put(key, entry.checked(clock.instant())))
+                        Instant checked = answer.checkedAt(clock);
+                        return onDisk(key, "store tag", () -> tags.put(key, entry.checked(checked)))
                                 .map(Optional.of(cached));
                     }
                     if (status == 200 && digestHeader == null) {
@@ -191,7 +229,7 @@ public final class ManifestService {
                                     + " digest ETag, so each tag revalidation is a GET (counted against rate limits)",
                                     upstream.name());
                         }
-                        return fetch(upstream, route, route.tag(), Set.of(), false, key).map(m -> {
+                        return fetch(upstream, route, route.tag(), Set.of(), false, key, hop).map(m -> {
                             if (m.digest().equals(entry.digest())) {
                                 metrics.cacheHit("tag");
                             } else {
@@ -207,7 +245,7 @@ public final class ManifestService {
                         metrics.cacheMiss("tag");
                         LOG.info("upstream {}: tag {}:{} moved to {}", upstream.name(), route.repository(),
                                 route.tag(), digestHeader);
-                        return fetch(upstream, route, route.tag(), Set.of(), false, key).map(Optional::of);
+                        return fetch(upstream, route, route.tag(), Set.of(), false, key, hop).map(Optional::of);
                     }
                     if (status == 404) {
                         UpstreamClient.discard(resp);
@@ -215,7 +253,7 @@ public final class ManifestService {
                                 route.tag());
                         return onDisk(key, "remove tag", () -> tags.remove(key)).map(Optional.<Manifest>empty());
                     }
-                    return Future.failedFuture(upstream.failure(resp, "MANIFEST_UNKNOWN", "tag " + route.tag()));
+                    return answer.failure(upstream, "MANIFEST_UNKNOWN", "tag " + route.tag());
                 })
                 .recover(err -> {
                     RegistryError e = UpstreamClient.transportError(upstream.name(), "upstream", err);
@@ -279,29 +317,96 @@ public final class ManifestService {
      * room in the mirror's {@link dev.registrymirror.proxy.upstream.BodyMemory}; yields what to serve.
      */
     private Future<Manifest> fetch(UpstreamClient upstream, Route route, String reference, Set<String> accepted,
-                                   boolean clientTypesOnly, TagKey tag) {
+                                   boolean clientTypesOnly, TagKey tag, boolean hop) {
         String repository = route.repository();
         String accept = clientTypesOnly && !accepted.isEmpty() ? String.join(", ", accepted)
                 : MediaTypes.upstreamAccept(accepted);
         String key = upstream.name() + "/" + repository + "|" + reference + "|" + accept + (tag != null ? "|tag" : "");
         String named = repository + (reference.indexOf(':') >= 0 ? "@" : ":") + reference;
         String name = Provenance.nameOf(route);
+        URI owner = owner(hop, upstream, repository, reference);
         return fetches.run(key, () -> {
-            LOG.info("upstream {}: fetching manifest {}", upstream.name(), named);
+            if (owner == null) {
+                LOG.info("upstream {}: fetching manifest {}", upstream.name(), named);
+            }
             MultiMap headers = MultiMap.caseInsensitiveMultiMap().add(HttpHeaders.ACCEPT, accept);
-            return Bodies.withRoom(upstream, room -> upstream.send(HttpMethod.GET,
-                            "/v2/" + repository + "/manifests/" + reference, repository, headers, "manifest")
-                    .compose(resp -> {
+            return Bodies.withRoom(upstream, room -> ask(owner, upstream, HttpMethod.GET,
+                            "/v2/" + repository + "/manifests/" + reference, repository, headers, false)
+                    .compose(answer -> {
+                        HttpClientResponse resp = answer.resp();
                         if (resp.statusCode() != 200) {
-                            return Future.failedFuture(upstream.failure(resp, "MANIFEST_UNKNOWN",
-                                    "manifest " + named));
+                            return answer.<Manifest>failure(upstream, "MANIFEST_UNKNOWN", "manifest " + named);
                         }
                         String contentType = resp.getHeader(HttpHeaders.CONTENT_TYPE);
                         String announcedDigest = resp.getHeader("Docker-Content-Digest");
-                        return Bodies.read(upstream, resp, MAX_MANIFEST_BYTES, "manifest", room, bytes -> blocking
+                        Instant checked = answer.checkedAt(clock);
+                        return Bodies.read(answer.sender(), resp, MAX_MANIFEST_BYTES, "manifest", room, bytes -> blocking
                                 .run(() -> parse(upstream, reference, contentType, announcedDigest, bytes))
-                                .compose(m -> store(m, name, tag)));
+                                .compose(m -> store(m, name, tag, checked)));
                     }));
+        });
+    }
+
+    /**
+     * The replica that owns what {@code reference} names (a tag, or a manifest digest), when it is
+     * another: a request for it goes there instead of the upstream (its answer is kept here too: a
+     * manifest is small and, by digest, never changes). Null when this replica asks the upstream
+     * itself: it runs alone, owns it, or answers a hop (never forwarded again).
+     */
+    private URI owner(boolean hop, UpstreamClient upstream, String repository, String reference) {
+        if (cluster == null || hop) {
+            return null;
+        }
+        URI owner = reference.indexOf(':') >= 0 && Digest.isValid(reference)
+                ? cluster.owners(ContentKind.MANIFEST, Digest.parse(reference)).get(0)
+                : cluster.tagOwner(upstream.name(), repository, reference);
+        return owner.equals(cluster.self()) ? null : owner;
+    }
+
+    /** An answer to a manifest request, and who sent it: the upstream, or the replica that owns it. */
+    private record Answer(HttpClientResponse resp, Sender sender, URI replica, Cluster cluster) {
+        /** When the upstream last confirmed the tag: the owner says; now, for the upstream's own answer. */
+        Instant checkedAt(Clock clock) {
+            String header = replica == null ? null : resp.getHeader(TAG_CHECKED_HEADER);
+            if (header != null) {
+                try {
+                    Instant said = Instant.ofEpochMilli(Long.parseLong(header));
+                    return said.isAfter(clock.instant()) ? clock.instant() : said;
+                } catch (NumberFormatException e) {
+                    // a replica of another version: now
+                }
+            }
+            return clock.instant();
+        }
+
+        /** The answer, not a 200, as the error to fail with. */
+        <T> Future<T> failure(UpstreamClient upstream, String notFoundCode, String what) {
+            if (replica == null) {
+                return Future.failedFuture(upstream.failure(resp, notFoundCode, what));
+            }
+            return cluster.error(replica, resp).compose(Future::failedFuture);
+        }
+    }
+
+    /**
+     * Sends a manifest request to {@code owner} over the hop, or to the upstream when {@code owner} is
+     * null or cannot be reached (this replica's view of the members is behind).
+     */
+    private Future<Answer> ask(URI owner, UpstreamClient upstream, HttpMethod method, String path, String repository,
+                               MultiMap headers, boolean once) {
+        if (owner == null) {
+            return (once ? upstream.sendOnce(method, path, repository, headers, "manifest")
+                    : upstream.send(method, path, repository, headers, "manifest"))
+                    .map(resp -> new Answer(resp, upstream, null, null));
+        }
+        String uri = path + "?ns=" + URLEncoder.encode(upstream.name(), StandardCharsets.UTF_8);
+        return cluster.send(owner, method, uri, headers).transform(ar -> {
+            if (ar.succeeded()) {
+                return Future.succeededFuture(new Answer(ar.result(), cluster.sender(owner), owner, cluster));
+            }
+            LOG.warn("cluster: the owner {} of {} did not answer ({}); asking upstream {}", owner, path,
+                    ar.cause().toString(), upstream.name());
+            return ask(null, upstream, method, path, repository, headers, once);
         });
     }
 
@@ -365,8 +470,8 @@ public final class ManifestService {
      * with that digest, if any, so that all answers of one manifest share one array. When the disk
      * cannot take it, the answer is still served (from memory), and the failure logged and counted.
      */
-    private Future<Manifest> store(Manifest m, String name, TagKey tag) {
-        TagEntry entry = tag == null ? null : entryFor(m);
+    private Future<Manifest> store(Manifest m, String name, TagKey tag, Instant checkedAt) {
+        TagEntry entry = tag == null ? null : entryFor(m, checkedAt);
         Manifest kept = manifests.cached(m.digest()).orElse(m);
         return blocking.<Manifest>run(() -> {
             manifests.put(kept, provenance.originFor(name));
@@ -382,13 +487,16 @@ public final class ManifestService {
         });
     }
 
-    private Future<Void> send(HttpServerRequest req, Served served) {
+    private Future<Void> send(HttpServerRequest req, Served served, boolean hop) {
         Manifest m = served.manifest();
         HttpServerResponse resp = req.response()
                 .putHeader(HttpHeaders.CONTENT_TYPE, m.mediaType())
                 .putHeader(HttpHeaders.CONTENT_LENGTH, Integer.toString(m.bytes().length))
                 .putHeader("Docker-Content-Digest", m.digest().toString())
                 .putHeader(HttpHeaders.ETAG, "\"" + m.digest() + "\"");
+        if (hop && served.checkedAt() != null) {
+            resp.putHeader(TAG_CHECKED_HEADER, Long.toString(served.checkedAt().toEpochMilli()));
+        }
         if (req.method() == HttpMethod.HEAD) {
             return resp.end();
         }

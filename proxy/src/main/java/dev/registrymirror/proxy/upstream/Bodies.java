@@ -48,7 +48,7 @@ public final class Bodies {
      * the room is given back after it. No buffer is sized from the announced length: the pieces are
      * kept as they come and put together once all have arrived.
      */
-    public static <T> Future<T> read(UpstreamClient upstream, HttpClientResponse resp, int max, String what,
+    public static <T> Future<T> read(Sender upstream, HttpClientResponse resp, int max, String what,
                                      BodyMemory.Lease lease, Function<byte[], Future<T>> use) {
         long announced = length(resp);
         if (announced > max) {
@@ -68,7 +68,7 @@ public final class Bodies {
         });
     }
 
-    private static Future<byte[]> collect(UpstreamClient upstream, HttpClientResponse resp, int max, String what) {
+    private static Future<byte[]> collect(Sender upstream, HttpClientResponse resp, int max, String what) {
         Promise<byte[]> result = Promise.promise();
         List<Buffer> chunks = new ArrayList<>();
         int[] total = {0};
@@ -169,7 +169,7 @@ public final class Bodies {
         }
     }
 
-    private static RegistryError tooLarge(UpstreamClient upstream, String what, String size, int max) {
+    private static RegistryError tooLarge(Sender upstream, String what, String size, int max) {
         upstream.countError("protocol");
         return RegistryError.badGateway(upstream.name(), what + " of " + size + " is larger than the limit of "
                 + max + " bytes", "protocol");

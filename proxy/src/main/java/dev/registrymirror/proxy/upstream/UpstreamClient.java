@@ -61,7 +61,7 @@ import org.slf4j.LoggerFactory;
  * token) is an upstream error: followed, it would let an upstream make the mirror fetch an address
  * inside the LAN and hand the answer to a client.
  */
-public final class UpstreamClient {
+public final class UpstreamClient implements Sender {
     private static final Logger LOG = LoggerFactory.getLogger(UpstreamClient.class);
     private static final int MAX_REDIRECTS = 5;
 
@@ -149,6 +149,12 @@ public final class UpstreamClient {
         return upstream;
     }
 
+    @Override
+    public java.time.Duration idleTimeout() {
+        return upstream.idleTimeout();
+    }
+
+    @Override
     public String name() {
         return upstream.name();
     }
@@ -397,23 +403,16 @@ public final class UpstreamClient {
     }
 
     /** Counts body bytes received from this upstream. */
+    @Override
     public void received(long bytes) {
         metrics.upstreamBytes(upstream.name(), bytes);
     }
 
     /** Counts a failed exchange with this upstream. */
+    @Override
     public void countError(String reason) {
         metrics.upstreamError(upstream.name(), reason);
         noteFailure("failing", "bad answer (" + reason.replace('_', ' ') + ")");
-    }
-
-    /** A transport failure while reading an answer of this upstream, counted. */
-    RegistryError transportFailure(Throwable err) {
-        RegistryError e = transportError(upstream.name(), "upstream", err);
-        if (!(err instanceof RegistryError) && e.upstreamReason != null) {
-            countError(e.upstreamReason);
-        }
-        return e;
     }
 
     /** Feeds a body chunk to a digest being computed, without copying it. */

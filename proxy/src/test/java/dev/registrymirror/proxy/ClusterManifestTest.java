@@ -1,0 +1,178 @@
+package dev.registrymirror.proxy;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import dev.registrymirror.cache.Digest;
+import dev.registrymirror.config.ConfigLoader;
+import dev.registrymirror.proxy.cluster.Ring;
+import dev.registrymirror.proxy.manifest.MediaTypes;
+import java.net.URI;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Tags and manifests in a cluster of three replicas (in one JVM, with one injected clock): a tag has
+ * one owner, and only the owner asks the upstream, at most once per TTL for the whole cluster; the
+ * others ask the owner and keep its answer only for the rest of the TTL the owner's check left, so
+ * that no replica serves a tag longer than one TTL after the upstream last confirmed it. A manifest
+ * by digest is fetched once for the cluster, by its owner.
+ */
+class ClusterManifestTest extends MirrorTestBase {
+    static final String SECRET = "the-cluster-secret-of-these-replicas-0123";
+
+    final List<Mirror> replicas = new ArrayList<>();
+    final List<Integer> ports = new ArrayList<>();
+    final List<Integer> memberPorts = new ArrayList<>();
+
+    @BeforeEach
+    void startReplicas() throws Exception {
+        for (int i = 0; i < 3; i++) {
+            ports.add(RealParts.freePort());
+            memberPorts.add(RealParts.freePort());
+        }
+        for (int i = 0; i < 3; i++) {
+            String yaml = """
+                    server: {port: %d, host: 127.0.0.1, eventLoops: %d, shutdownTimeout: 2s}
+                    storage: {path: '%s', minFree: 0}
+                    %s
+                    cluster:
+                      name: manifests
+                      secret: '%s'
+                      bind: 127.0.0.1:%d
+                      members: [%s]
+                      url: http://127.0.0.1:%d
+                      failureDetection: 2s
+                    """.formatted(ports.get(i), EVENT_LOOPS, storage.resolve("replica-" + i), upstreamsYaml(), SECRET,
+                    memberPorts.get(i), String.join(", ", memberPorts.stream().map(p -> "'127.0.0.1:" + p + "'").toList()),
+                    ports.get(i));
+            replicas.add(await(Mirror.start(vertx, ConfigLoader.parse(yaml, Map.of(), ConfigLoader.Overrides.none()),
+                    clock)));
+        }
+        for (int i = 0; i < 3; i++) {
+            int r = i;
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(40);
+            while (members(r) != 3) {
+                assertThat(System.nanoTime()).as("replica " + r + " sees three members").isLessThan(deadline);
+                Thread.sleep(50); // the membership forms on JGroups' threads
+            }
+        }
+    }
+
+    @AfterEach
+    void stopReplicas() {
+        for (Mirror m : replicas) {
+            await(m.stop());
+        }
+    }
+
+    double members(int replica) throws Exception {
+        String text = http.send(HttpRequest.newBuilder(URI.create(at(replica, "/metrics"))).build(),
+                HttpResponse.BodyHandlers.ofString()).body();
+        return Exposition.value(text, "registrymirror_cluster_members");
+    }
+
+    String at(int replica, String path) {
+        return "http://127.0.0.1:" + ports.get(replica) + path;
+    }
+
+    HttpResponse<byte[]> manifest(int replica, String reference) throws Exception {
+        return http.send(HttpRequest.newBuilder(URI.create(at(replica, "/v2/library/app/manifests/" + reference)))
+                .header("Accept", TYPES).timeout(Duration.ofSeconds(20)).build(), HttpResponse.BodyHandlers.ofByteArray());
+    }
+
+    String digestAt(int replica, String reference) throws Exception {
+        HttpResponse<byte[]> r = manifest(replica, reference);
+        assertThat(r.statusCode()).isEqualTo(200);
+        return r.headers().firstValue("Docker-Content-Digest").orElseThrow();
+    }
+
+    /** The index of the replica that owns {@code library/app:tag}, by the same rule the replicas use. */
+    int tagOwner(String tag) {
+        List<URI> urls = ports.stream().map(p -> URI.create("http://127.0.0.1:" + p)).sorted().toList();
+        URI owner = Ring.owners(urls, "tag docker.io/library/app:" + tag, 1).get(0);
+        return ports.indexOf(owner.getPort());
+    }
+
+    Digest putTag(String tag, String content) {
+        return hub.putManifest("library/app", tag, MediaTypes.OCI_MANIFEST,
+                ("{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{},"
+                        + "\"layers\":[],\"annotations\":{\"v\":\"" + content + "\"}}").getBytes(StandardCharsets.UTF_8));
+    }
+
+    /** Requests for the tag's manifest the upstream answered (each first met its token challenge unauthorized). */
+    long upstreamTagRequests(String method, String tag) {
+        return upstreamAsks(method, "/manifests/" + tag);
+    }
+
+    long upstreamAsks(String method, String path) {
+        return hub.seen("registry").stream().filter(s -> s.method().equals(method) && s.path().contains(path)
+                && s.authorization() != null).count();
+    }
+
+    @Test
+    void onlyTheTagsOwnerAsksTheUpstreamOncePerTtl() throws Exception {
+        Digest first = putTag("1.0", "first");
+        int owner = tagOwner("1.0");
+        int a = (owner + 1) % 3;
+        int b = (owner + 2) % 3;
+
+        // The owner fetches it; the others ask the owner: one upstream GET for the cluster.
+        assertThat(digestAt(owner, "1.0")).isEqualTo(first.toString());
+        clock.advance(Duration.ofMinutes(4));
+        assertThat(digestAt(a, "1.0")).isEqualTo(first.toString());
+        assertThat(digestAt(b, "1.0")).isEqualTo(first.toString());
+        assertThat(upstreamTagRequests("GET", "1.0")).isEqualTo(1);
+        assertThat(upstreamTagRequests("HEAD", "1.0")).isZero();
+
+        // The tag moves upstream. A replica that asked the owner at minute 4 keeps the tag only until
+        // minute 5, when the owner's check expires; at minute 6 each replica sees the new digest, and
+        // the upstream was asked once (a HEAD, then the GET of what it now points at).
+        clock.advance(Duration.ofSeconds(90));
+        Digest second = putTag("1.0", "second");
+        clock.advance(Duration.ofSeconds(30));
+        assertThat(digestAt(a, "1.0")).isEqualTo(second.toString());
+        assertThat(digestAt(b, "1.0")).isEqualTo(second.toString());
+        assertThat(digestAt(owner, "1.0")).isEqualTo(second.toString());
+        for (int i = 0; i < 3; i++) {
+            assertThat(digestAt(i, "1.0")).isEqualTo(second.toString());
+        }
+        assertThat(upstreamTagRequests("HEAD", "1.0")).as("one revalidation for the cluster").isEqualTo(1);
+        assertThat(upstreamTagRequests("GET", "1.0")).isEqualTo(2);
+
+        // Within the TTL of that check, nobody asks anybody.
+        clock.advance(Duration.ofMinutes(4));
+        for (int i = 0; i < 3; i++) {
+            assertThat(digestAt(i, "1.0")).isEqualTo(second.toString());
+        }
+        assertThat(upstreamTagRequests("HEAD", "1.0")).isEqualTo(1);
+        assertThat(upstreamTagRequests("GET", "1.0")).isEqualTo(2);
+
+        // Every replica, many times, after the TTL: one HEAD more for the cluster.
+        clock.advance(Duration.ofMinutes(2));
+        for (int round = 0; round < 3; round++) {
+            for (int i = 0; i < 3; i++) {
+                assertThat(digestAt(i, "1.0")).isEqualTo(second.toString());
+            }
+        }
+        assertThat(upstreamTagRequests("HEAD", "1.0")).isEqualTo(2);
+        assertThat(upstreamTagRequests("GET", "1.0")).isEqualTo(2);
+    }
+
+    @Test
+    void aManifestByDigestIsFetchedOnceForTheCluster() throws Exception {
+        Digest d = putTag("2.0", "by digest");
+        for (int i = 0; i < 3; i++) {
+            assertThat(digestAt(i, d.toString())).isEqualTo(d.toString());
+        }
+        assertThat(upstreamAsks("GET", "/manifests/" + d)).isEqualTo(1);
+    }
+}
