@@ -298,4 +298,76 @@ class ClusterIT extends FakeHubIT {
         }
         assertThat(upstreamGets(blobs)).as("losing one replica of two copies costs no refetch").isEqualTo(20);
     }
+
+    /** The index of the replica that owns blob {@code d}, by the same rule the replicas use. */
+    int ownerOf(Digest d) {
+        List<URI> urls = httpPorts.stream().map(p -> URI.create("http://127.0.0.1:" + p)).sorted().toList();
+        URI owner = dev.registrymirror.proxy.cluster.Ring.owners(urls, "blob " + d, 1).get(0);
+        return httpPorts.indexOf(owner.getPort());
+    }
+
+    @Test
+    void anOwnerThatDiesMidStreamLeavesABrokenConnectionAndNothingWrongStored() throws Exception {
+        ports(3);
+        for (int i = 0; i < 3; i++) {
+            replicas.add(start(i, SECRET));
+        }
+        for (int i = 0; i < 3; i++) {
+            int r = i;
+            awaitTrue("replica " + i + " sees three members", () -> metric(r, "registrymirror_cluster_members") == 3);
+        }
+        byte[] layer = MirrorTestBase.randomBytes(8_000_000, 7);
+        Digest d = hub.putBlob(layer);
+        int owner = ownerOf(d);
+        int client = (owner + 1) % 3;
+        hub.holdSecondHalf = io.vertx.core.Promise.promise();
+
+        // A client pulls through a replica that does not own the blob; the owner streams the first half.
+        HttpResponse<java.io.InputStream> resp = http.send(HttpRequest.newBuilder(
+                URI.create(url(client, "/v2/library/app/blobs/" + d))).build(), HttpResponse.BodyHandlers.ofInputStream());
+        assertThat(resp.statusCode()).isEqualTo(200);
+        assertThat(resp.headers().firstValueAsLong("Content-Length").orElse(-1)).isEqualTo(layer.length);
+        java.io.InputStream in = resp.body();
+        byte[] buf = new byte[64 * 1024];
+        long got = 0;
+        while (got < 1_000_000) {
+            int n = in.read(buf);
+            assertThat(n).as("the first half flows before the owner dies").isPositive();
+            got += n;
+        }
+
+        // The owner dies: the client's body breaks off, never ending as if it were whole.
+        replicas.get(owner).process.destroyForcibly().waitFor();
+        Throwable broken = null;
+        try {
+            while (in.read(buf) >= 0) {
+                // drain what was sent before the owner died
+            }
+        } catch (IOException e) {
+            broken = e;
+        }
+        assertThat(broken).as("a broken connection, not a short body that looks complete").isNotNull();
+        hub.holdSecondHalf.tryComplete();
+
+        // Nothing was stored on the way; once the others see the owner gone, the new owner serves it whole.
+        assertThat(holds(client, d)).isFalse();
+        awaitTrue("the others see two members", () -> metric(client, "registrymirror_cluster_members") == 2);
+        HttpResponse<byte[]> again = get(client, "/v2/library/app/blobs/" + d);
+        assertThat(again.statusCode()).isEqualTo(200);
+        assertThat(again.body()).isEqualTo(layer);
+        int newOwner = ownerOf2(d, owner);
+        awaitTrue("stored once, on the new owner", () -> storedCopies(d) == 1 && holds(newOwner, d));
+    }
+
+    /** The owner of {@code d} among the replicas other than {@code gone}. */
+    int ownerOf2(Digest d, int gone) {
+        List<URI> urls = new ArrayList<>();
+        for (int i = 0; i < httpPorts.size(); i++) {
+            if (i != gone) {
+                urls.add(URI.create("http://127.0.0.1:" + httpPorts.get(i)));
+            }
+        }
+        URI owner = dev.registrymirror.proxy.cluster.Ring.owners(urls.stream().sorted().toList(), "blob " + d, 1).get(0);
+        return httpPorts.indexOf(owner.getPort());
+    }
 }

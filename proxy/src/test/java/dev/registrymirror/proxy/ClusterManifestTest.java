@@ -26,80 +26,10 @@ import org.junit.jupiter.api.Test;
  * that no replica serves a tag longer than one TTL after the upstream last confirmed it. A manifest
  * by digest is fetched once for the cluster, by its owner.
  */
-class ClusterManifestTest extends MirrorTestBase {
-    static final String SECRET = "the-cluster-secret-of-these-replicas-0123";
-
-    final List<Mirror> replicas = new ArrayList<>();
-    final List<Integer> ports = new ArrayList<>();
-    final List<Integer> memberPorts = new ArrayList<>();
-
-    @BeforeEach
-    void startReplicas() throws Exception {
-        for (int i = 0; i < 3; i++) {
-            ports.add(RealParts.freePort());
-            memberPorts.add(RealParts.freePort());
-        }
-        for (int i = 0; i < 3; i++) {
-            String yaml = """
-                    server: {port: %d, host: 127.0.0.1, eventLoops: %d, shutdownTimeout: 2s}
-                    storage: {path: '%s', minFree: 0}
-                    %s
-                    cluster:
-                      name: manifests
-                      secret: '%s'
-                      bind: 127.0.0.1:%d
-                      members: [%s]
-                      url: http://127.0.0.1:%d
-                      failureDetection: 2s
-                    """.formatted(ports.get(i), EVENT_LOOPS, storage.resolve("replica-" + i), upstreamsYaml(), SECRET,
-                    memberPorts.get(i), String.join(", ", memberPorts.stream().map(p -> "'127.0.0.1:" + p + "'").toList()),
-                    ports.get(i));
-            replicas.add(await(Mirror.start(vertx, ConfigLoader.parse(yaml, Map.of(), ConfigLoader.Overrides.none()),
-                    clock)));
-        }
-        for (int i = 0; i < 3; i++) {
-            int r = i;
-            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(40);
-            while (members(r) != 3) {
-                assertThat(System.nanoTime()).as("replica " + r + " sees three members").isLessThan(deadline);
-                Thread.sleep(50); // the membership forms on JGroups' threads
-            }
-        }
-    }
-
-    @AfterEach
-    void stopReplicas() {
-        for (Mirror m : replicas) {
-            await(m.stop());
-        }
-    }
-
-    double members(int replica) throws Exception {
-        String text = http.send(HttpRequest.newBuilder(URI.create(at(replica, "/metrics"))).build(),
-                HttpResponse.BodyHandlers.ofString()).body();
-        return Exposition.value(text, "registrymirror_cluster_members");
-    }
-
-    String at(int replica, String path) {
-        return "http://127.0.0.1:" + ports.get(replica) + path;
-    }
-
-    HttpResponse<byte[]> manifest(int replica, String reference) throws Exception {
-        return http.send(HttpRequest.newBuilder(URI.create(at(replica, "/v2/library/app/manifests/" + reference)))
-                .header("Accept", TYPES).timeout(Duration.ofSeconds(20)).build(), HttpResponse.BodyHandlers.ofByteArray());
-    }
-
-    String digestAt(int replica, String reference) throws Exception {
-        HttpResponse<byte[]> r = manifest(replica, reference);
-        assertThat(r.statusCode()).isEqualTo(200);
-        return r.headers().firstValue("Docker-Content-Digest").orElseThrow();
-    }
-
+class ClusterManifestTest extends ClusterTestBase {
     /** The index of the replica that owns {@code library/app:tag}, by the same rule the replicas use. */
     int tagOwner(String tag) {
-        List<URI> urls = ports.stream().map(p -> URI.create("http://127.0.0.1:" + p)).sorted().toList();
-        URI owner = Ring.owners(urls, "tag docker.io/library/app:" + tag, 1).get(0);
-        return ports.indexOf(owner.getPort());
+        return ownerOf("tag docker.io/library/app:" + tag);
     }
 
     Digest putTag(String tag, String content) {
