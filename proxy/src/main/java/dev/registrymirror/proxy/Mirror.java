@@ -151,10 +151,11 @@ public final class Mirror {
                 new TagLists(metrics), new Referrers(), metrics, connections, access, cluster);
         this.config = config;
         this.tls = config.server().tls() == null ? null : new dev.registrymirror.proxy.http.ServerTls(vertx, config.server().tls());
-        AdminApi admin = new AdminApi(config, storage, blocking, () -> prefetcher);
+        AdminApi admin = new AdminApi(config, storage, blocking, () -> prefetcher, cluster);
         StatusPage status = new StatusPage(VERSION, config, metrics, Map.copyOf(upstreams), downloads, storage,
                 () -> blobStore.storedBytes() + manifestStore.storedBytes(), handler.pulls(), () -> prefetcher, clock);
         handler.routes((router, guard) -> OperatorRoutes.mount(router, guard, admin, status));
+        handler.removalsFromReplicas(admin::removalFromReplica);
     }
 
     /**

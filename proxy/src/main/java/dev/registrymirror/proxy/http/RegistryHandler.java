@@ -145,9 +145,57 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
             if (started != null) {
                 registry(req, started, access, false);
             }
+        } else if (req.path().startsWith("/admin/") && req.getHeader(HopAuth.HEADER) != null) {
+            removalFromReplica(req, req.getHeader(HopAuth.HEADER));
         } else {
             router.handle(req);
         }
+    }
+
+    /** What a removal forwarded by another replica runs (the admin API's); unset when alone. */
+    private volatile java.util.function.Function<HttpServerRequest, Future<Void>> removals;
+
+    /** Sets what a removal another replica forwards (signed) runs: the admin API's own removal, here only. */
+    public void removalsFromReplicas(java.util.function.Function<HttpServerRequest, Future<Void>> removals) {
+        this.removals = removals;
+    }
+
+    /** An admin removal another replica forwards: done here if signed with the cluster's secret. */
+    private void removalFromReplica(HttpServerRequest req, String signature) {
+        if (!verifiedHop(req, signature)) {
+            return;
+        }
+        Started started = begin(req, null);
+        if (started == null) {
+            return;
+        }
+        cluster.metrics().hop("in");
+        counted(req, started, "admin", null);
+        Future<Void> answer = removals == null
+                ? Future.failedFuture(new RegistryError(404, "UNSUPPORTED", "no removals here"))
+                : removals.apply(req);
+        answer.onFailure(err -> failed(req, err, "a forwarded removal", req.path()));
+    }
+
+    /**
+     * Whether a hop's signature is the cluster's; if not, the request is answered 403 (and the refusal
+     * logged, once a minute per address).
+     */
+    private boolean verifiedHop(HttpServerRequest req, String signature) {
+        if (cluster != null && cluster.hops().verify(signature, req.method().name(), req.uri())) {
+            return true;
+        }
+        String from = req.remoteAddress() == null ? "?" : req.remoteAddress().hostAddress();
+        if (refusedHops.asMap().putIfAbsent(from, Boolean.TRUE) == null) {
+            LOG.warn("cluster: refused a hop from {}: {}", from, cluster == null ? "this mirror runs alone"
+                    : "not signed with this cluster's secret (or too old)");
+        }
+        Started started = begin(req, null);
+        if (started != null) {
+            counted(req, started, "denied", null);
+            writeError(req, new RegistryError(403, "DENIED", "not a replica of this cluster"));
+        }
+        return false;
     }
 
     /** The two routing tables: for clients, and for the mirror's own requests (no access rules). */
@@ -307,17 +355,7 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
      * so provenance holds here), never forwarded again; refused (403) otherwise, one line a minute.
      */
     private void hop(HttpServerRequest req, String signature) {
-        if (cluster == null || !cluster.hops().verify(signature, req.method().name(), req.uri())) {
-            String from = req.remoteAddress() == null ? "?" : req.remoteAddress().hostAddress();
-            if (refusedHops.asMap().putIfAbsent(from, Boolean.TRUE) == null) {
-                LOG.warn("cluster: refused a hop from {}: {}", from, cluster == null ? "this mirror runs alone"
-                        : "not signed with this cluster's secret (or too old)");
-            }
-            Started started = begin(req, null);
-            if (started != null) {
-                counted(req, started, "denied", null);
-                writeError(req, new RegistryError(403, "DENIED", "not a replica of this cluster"));
-            }
+        if (!verifiedHop(req, signature)) {
             return;
         }
         Started started = begin(req, null);

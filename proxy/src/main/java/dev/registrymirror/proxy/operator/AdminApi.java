@@ -9,6 +9,7 @@ import dev.registrymirror.proxy.access.Secrets;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.route.RouteParser;
 import dev.registrymirror.proxy.vertx.Blocking;
+import dev.registrymirror.proxy.cluster.Cluster;
 import io.vertx.core.Future;
 import io.vertx.core.Promise;
 import io.vertx.core.buffer.Buffer;
@@ -66,7 +67,12 @@ public final class AdminApi {
     /** SHA-256 of the token: comparing hashes takes the same time whatever the lengths. */
     private final byte[] tokenHash;
 
-    public AdminApi(MirrorConfig config, Storage storage, Blocking blocking, Supplier<Prefetcher> prefetcher) {
+    /** The replicas this one forms one cache with (removals reach them all); null when it runs alone. */
+    private final Cluster cluster;
+
+    public AdminApi(MirrorConfig config, Storage storage, Blocking blocking, Supplier<Prefetcher> prefetcher,
+                    Cluster cluster) {
+        this.cluster = cluster;
         this.config = config;
         this.storage = storage;
         this.blocking = blocking;
@@ -126,14 +132,83 @@ public final class AdminApi {
                         : json(req, 200, r));
     }
 
-    /** {@code DELETE /admin/repositories/<upstream>/<repository>[?tag=]}: forgets its tags. */
+    /**
+     * {@code DELETE /admin/repositories/<upstream>/<repository>[?tag=]}: forgets its tags, here and,
+     * in a cluster, on every other replica (each may keep a tag it served).
+     */
     Future<Void> removeRepository(HttpServerRequest req, String name) {
-        return repositoryName(name).compose(n -> removeTags(req, n));
+        return repositoryName(name).compose(n -> removeTags(req, n, true));
     }
 
-    /** {@code DELETE /admin/digests/<digest>}: removes a blob and/or manifest. */
+    /**
+     * {@code DELETE /admin/digests/<digest>}: removes a blob and/or manifest, here and, in a cluster,
+     * on every other replica (its owners, and any that held it before a membership change).
+     */
     Future<Void> digest(HttpServerRequest req, String digest) {
-        return removeDigest(req, digest);
+        return removeDigest(req, digest, true);
+    }
+
+    /**
+     * A removal another replica forwards (signed with the cluster's secret, checked by the caller):
+     * done here only, never forwarded again. Only the two removals are taken this way.
+     */
+    public Future<Void> removalFromReplica(HttpServerRequest req) {
+        String path = req.path();
+        if (req.method() == HttpMethod.DELETE && path.startsWith("/admin/digests/")) {
+            return removeDigest(req, path.substring("/admin/digests/".length()), false);
+        }
+        if (req.method() == HttpMethod.DELETE && path.startsWith("/admin/repositories/")) {
+            return repositoryName(path.substring("/admin/repositories/".length()))
+                    .compose(n -> removeTags(req, n, false));
+        }
+        return Future.failedFuture(new RegistryError(403, "DENIED", "a replica may only forward removals"));
+    }
+
+    /**
+     * Sends the same removal to every other live replica; yields what each answered: its JSON, or its
+     * status, or why it could not be asked (a replica that is down removes nothing, and is named).
+     */
+    private Future<JsonArray> forward(HttpServerRequest req, boolean forward) {
+        if (!forward || cluster == null) {
+            return Future.succeededFuture(new JsonArray());
+        }
+        List<Future<JsonObject>> answers = new java.util.ArrayList<>();
+        for (java.net.URI replica : cluster.members()) {
+            if (replica.equals(cluster.self())) {
+                continue;
+            }
+            answers.add(cluster.send(replica, HttpMethod.DELETE, req.uri(), null).compose(resp ->
+                    dev.registrymirror.proxy.upstream.Bodies.small(resp).map(body -> {
+                        JsonObject answer = new JsonObject().put("replica", replica.toString())
+                                .put("status", resp.statusCode());
+                        if (resp.statusCode() == 200) {
+                            try {
+                                JsonObject said = body.toJsonObject();
+                                said.remove("replicas");
+                                answer.mergeIn(said);
+                            } catch (RuntimeException notJson) {
+                                // the status says enough
+                            }
+                        }
+                        return answer;
+                    })).otherwise(err -> new JsonObject().put("replica", replica.toString())
+                    .put("error", err.toString())));
+        }
+        return Future.join(answers).transform(done -> {
+            JsonArray all = new JsonArray();
+            answers.forEach(a -> all.add(a.result()));
+            return Future.succeededFuture(all);
+        });
+    }
+
+    /** Whether some replica's answer in {@code replicas} says it removed something. */
+    private static boolean removedElsewhere(JsonArray replicas) {
+        for (int i = 0; i < replicas.size(); i++) {
+            if (replicas.getJsonObject(i).getInteger("status", 0) == 200) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** Any other method on an admin path: 405 naming the allowed ones. */
@@ -229,7 +304,7 @@ public final class AdminApi {
         return Future.succeededFuture(upstream.get().name() + "/" + repository);
     }
 
-    private Future<Void> removeTags(HttpServerRequest req, String name) {
+    private Future<Void> removeTags(HttpServerRequest req, String name, boolean forward) {
         List<String> only = req.params().getAll("tag");
         for (String t : only) {
             if (!TAG.matcher(t).matches()) {
@@ -252,29 +327,41 @@ public final class AdminApi {
                 }
             }
             return removed;
-        }).compose(removed -> {
-            if (removed == 0) {
+        }).compose(removed -> forward(req, forward).compose(replicas -> {
+            if (removed == 0 && !removedElsewhere(replicas)) {
                 return Future.failedFuture(new RegistryError(404, "NAME_UNKNOWN", only.isEmpty()
                         ? name + " has no tags in the cache" : name + " has none of the tags " + only + " in the cache"));
             }
-            LOG.info("admin: removed {} tag{} of {}{} from the cache, asked by {}", removed, removed == 1 ? "" : "s",
-                    name, only.isEmpty() ? "" : " " + only, client(req));
-            return json(req, 200, new JsonObject().put("repository", name).put("removedTags", removed));
-        });
+            if (removed > 0) {
+                LOG.info("admin: removed {} tag{} of {}{} from the cache, asked by {}", removed,
+                        removed == 1 ? "" : "s", name, only.isEmpty() ? "" : " " + only, who(req, forward));
+            }
+            JsonObject answer = new JsonObject().put("repository", name).put("removedTags", removed);
+            return json(req, 200, cluster == null || !forward ? answer : answer.put("replicas", replicas));
+        }));
     }
 
-    private Future<Void> removeDigest(HttpServerRequest req, String text) {
+    private Future<Void> removeDigest(HttpServerRequest req, String text, boolean forward) {
         if (!Digest.isValid(text)) {
             return Future.failedFuture(RegistryError.digestInvalid(text));
         }
         Digest digest = Digest.parse(text);
-        return blocking.run(() -> storage.remove(digest)).compose(kinds -> {
-            if (kinds.isEmpty()) {
+        return blocking.run(() -> storage.remove(digest)).compose(kinds -> forward(req, forward).compose(replicas -> {
+            if (kinds.isEmpty() && !removedElsewhere(replicas)) {
                 return Future.failedFuture(new RegistryError(404, "BLOB_UNKNOWN", text + " is not in the cache"));
             }
-            LOG.info("admin: removed {} {} from the cache, asked by {}", String.join(" and ", kinds), digest, client(req));
-            return json(req, 200, new JsonObject().put("digest", text).put("removed", new JsonArray(kinds)));
-        });
+            if (!kinds.isEmpty()) {
+                LOG.info("admin: removed {} {} from the cache, asked by {}", String.join(" and ", kinds), digest,
+                        who(req, forward));
+            }
+            JsonObject answer = new JsonObject().put("digest", text).put("removed", new JsonArray(kinds));
+            return json(req, 200, cluster == null || !forward ? answer : answer.put("replicas", replicas));
+        }));
+    }
+
+    /** Who asked for a removal: the client, or the replica that forwarded it. */
+    private static String who(HttpServerRequest req, boolean direct) {
+        return direct ? client(req) : "replica " + client(req) + " (forwarded)";
     }
 
     /**
