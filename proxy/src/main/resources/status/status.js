@@ -104,6 +104,23 @@
       cell(u.rateLimitRemaining === null ? "not reported" : String(u.rateLimitRemaining), "num"),
     ]), "no upstreams", 5);
 
+    const cl = s.cluster;
+    document.getElementById("cluster").hidden = !cl;
+    if (cl) {
+      document.getElementById("cluster-name").textContent = cl.name + ", " + cl.copies +
+          (cl.copies === 1 ? " copy" : " copies") + " of each blob";
+      const h = cl.hops;
+      document.getElementById("cluster-summary").textContent = (cl.joined ? "" : "joining; alone until then. ") +
+          "Between replicas: " + h.requestsOut + " requests to owners (" + bytes(h.bytesOut) + " received), " +
+          h.requestsIn + " answered as owner (" + bytes(h.bytesIn) + " sent); " + cl.membershipChanges +
+          " membership changes since start.";
+      fill("members", cl.members.map(m => [
+        cell(m.url + (m.self ? " (this one)" : "")),
+        cell(el("span", m.state === "up" ? "up" : "gone " + ago(m.since, s.now),
+            "state state-" + (m.state === "up" ? "up" : "unreachable"))),
+      ]), "none", 2);
+    }
+
     fill("downloads", s.downloads.map(d => [
       cell(el("code", d.digest.substring(0, 19) + "…")),
       cell(d.source),

@@ -347,6 +347,15 @@ public final class MirrorMetrics {
         return bytesCounter("cluster.hop.bytes", "Body bytes between replicas, by direction", "direction", direction);
     }
 
+    /** Hop traffic since the start, as the status page shows it. */
+    public record Hops(long requestsIn, long requestsOut, long bytesIn, long bytesOut, long membershipChanges) {
+    }
+
+    public Hops hops() {
+        return new Hops((long) hopRequests("in").count(), (long) hopRequests("out").count(),
+                (long) hopBytes("in").count(), (long) hopBytes("out").count(), (long) membershipChanges().count());
+    }
+
     /** The cluster's members changed, and with them who owns what. */
     public void membershipChanged() {
         membershipChanges().increment();

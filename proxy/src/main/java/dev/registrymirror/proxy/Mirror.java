@@ -153,7 +153,7 @@ public final class Mirror {
         this.tls = config.server().tls() == null ? null : new dev.registrymirror.proxy.http.ServerTls(vertx, config.server().tls());
         AdminApi admin = new AdminApi(config, storage, blocking, () -> prefetcher, cluster);
         StatusPage status = new StatusPage(VERSION, config, metrics, Map.copyOf(upstreams), downloads, storage,
-                () -> blobStore.storedBytes() + manifestStore.storedBytes(), handler.pulls(), () -> prefetcher, clock);
+                () -> blobStore.storedBytes() + manifestStore.storedBytes(), handler.pulls(), () -> prefetcher, clock, cluster);
         handler.routes((router, guard) -> OperatorRoutes.mount(router, guard, admin, status));
         handler.removalsFromReplicas(admin::removalFromReplica);
     }

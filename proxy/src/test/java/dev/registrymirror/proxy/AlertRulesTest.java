@@ -18,10 +18,16 @@ import org.junit.jupiter.api.Test;
  */
 class AlertRulesTest extends MirrorTestBase {
     static final Path DOCKER = Path.of("..", "docker");
+    String cluster = "";
+
+    @Override
+    String topLevelYaml() {
+        return cluster;
+    }
 
     @Test
     void theRulesAndThePrometheusConfigPassPromtool() throws Exception {
-        assertThat(promtool("check", "config", DOCKER.resolve("prometheus.yml").toString())).contains("SUCCESS: 11 rules found");
+        assertThat(promtool("check", "config", DOCKER.resolve("prometheus.yml").toString())).contains("SUCCESS: 13 rules found");
         assertThat(promtool("test", "rules", DOCKER.resolve("alerts.test.yaml").toString())).contains("SUCCESS");
     }
 
@@ -30,7 +36,7 @@ class AlertRulesTest extends MirrorTestBase {
         String rules = Files.readString(DOCKER.resolve("alerts.yaml"));
         String tests = Files.readString(DOCKER.resolve("alerts.test.yaml"));
         Set<String> alerts = all(Pattern.compile("- alert: (\\w+)"), rules);
-        assertThat(alerts).hasSize(11);
+        assertThat(alerts).hasSize(13);
         for (String alert : alerts) {
             // a case that expects it firing: its alertname followed by a non-empty exp_alerts
             assertThat(Pattern.compile("alertname: " + alert + "\\s+exp_alerts:\\s+- exp_labels").matcher(tests).find())
@@ -43,6 +49,7 @@ class AlertRulesTest extends MirrorTestBase {
         Digest blob = hub.putBlob(randomBytes(10_000, 1));
         hub.putImage("library/alpine", "3.19", randomBytes(1000, 2));
         minFree = "1MiB"; // the default, as in production (the tests' base turns it off)
+        cluster = clusterOfOne("alerts"); // the cluster's series exist only in a cluster
         startMirror();
         assertThat(get("/v2/library/alpine/manifests/3.19").statusCode()).isEqualTo(200); // rate-limit header
         assertThat(get("/v2/library/alpine/blobs/" + blob).statusCode()).isEqualTo(200);

@@ -105,4 +105,38 @@ class ClusterManifestTest extends ClusterTestBase {
         }
         assertThat(upstreamAsks("GET", "/manifests/" + d)).isEqualTo(1);
     }
+
+    @Test
+    void theStatusPageShowsTheMembersAndTheTrafficBetweenThem() throws Exception {
+        putTag("3.0", "status");
+        int owner = tagOwner("3.0");
+        int other = (owner + 1) % 3;
+        int gone = (owner + 2) % 3;
+        digestAt(other, "3.0");
+        io.vertx.core.json.JsonObject status = new io.vertx.core.json.JsonObject(
+                new String(get(other, "/status.json").body(), StandardCharsets.UTF_8));
+        io.vertx.core.json.JsonObject cluster = status.getJsonObject("cluster");
+        assertThat(cluster.getString("name")).isEqualTo("manifests");
+        assertThat(cluster.getString("self")).isEqualTo("http://127.0.0.1:" + ports.get(other));
+        assertThat(cluster.getJsonArray("members")).hasSize(3);
+        assertThat(cluster.getJsonArray("members").stream().map(io.vertx.core.json.JsonObject.class::cast)
+                .filter(m -> m.getBoolean("self")).map(m -> m.getString("url")).toList())
+                .containsExactly("http://127.0.0.1:" + ports.get(other));
+        assertThat(cluster.getJsonObject("hops").getLong("requestsOut")).isPositive();
+        assertThat(cluster.getJsonObject("hops").getLong("bytesOut")).isPositive();
+
+        // A replica stops: the others show it gone, and when.
+        await(replicas.get(gone).stop());
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (members(other) != 2) {
+            assertThat(System.nanoTime()).as("the others see it go").isLessThan(deadline);
+            Thread.sleep(50); // the membership changes on JGroups' threads
+        }
+        cluster = new io.vertx.core.json.JsonObject(new String(get(other, "/status.json").body(), StandardCharsets.UTF_8))
+                .getJsonObject("cluster");
+        assertThat(cluster.getJsonArray("members").stream().map(io.vertx.core.json.JsonObject.class::cast)
+                .filter(m -> m.getString("state").equals("gone")).map(m -> m.getString("url")).toList())
+                .containsExactly("http://127.0.0.1:" + ports.get(gone));
+        replicas.set(gone, null);
+    }
 }

@@ -68,7 +68,9 @@ abstract class ClusterTestBase extends MirrorTestBase {
     @AfterEach
     void stopReplicas() {
         for (Mirror m : replicas) {
-            await(m.stop());
+            if (m != null) {
+                await(m.stop());
+            }
         }
     }
 

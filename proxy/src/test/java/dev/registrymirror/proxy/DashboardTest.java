@@ -22,7 +22,7 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * The Grafana dashboard under docker/grafana/: every panel's query, and the upstream variable's,
  * is accepted by a real Prometheus (Debian's) scraping a mirror while images are pulled through it,
- * and returns data.
+ * and returns data. The mirror is a cluster of one, so that the cluster's series exist.
  */
 class DashboardTest extends MirrorTestBase {
     static final Path DASHBOARD = Path.of("..", "docker", "grafana", "registry-mirror.json");
@@ -30,6 +30,14 @@ class DashboardTest extends MirrorTestBase {
     @TempDir
     Path work;
     final HttpClient http = HttpClient.newHttpClient();
+
+    /** A cluster of one, so that the cluster's panels have their series too. */
+    String cluster = "";
+
+    @Override
+    String topLevelYaml() {
+        return cluster;
+    }
 
     @Override
     String storageYaml() {
@@ -45,13 +53,14 @@ class DashboardTest extends MirrorTestBase {
                 queries.add(((JsonObject) t).getString("expr"));
             }
         }
-        assertThat(queries).hasSizeGreaterThanOrEqualTo(13);
+        assertThat(queries).hasSizeGreaterThanOrEqualTo(17);
         JsonArray variables = dashboard.getJsonObject("templating").getJsonArray("list");
         assertThat(variables.stream().map(v -> ((JsonObject) v).getString("name"))).contains("datasource", "upstream");
 
         Digest layer = hub.putBlob(randomBytes(200_000, 1));
         hub.putImage("library/alpine", "3.19", randomBytes(5000, 2));
         minFree = "1MiB";
+        cluster = clusterOfOne("dashboard");
         startMirror();
         int port = RealParts.freePort();
         Path config = Files.writeString(work.resolve("prometheus.yml"), """

@@ -61,6 +61,8 @@ abstract class MirrorTestBase {
     /** Timeouts and retries of the fake hub's upstream entry; tests change them before starting the mirror. */
     /** {@code storage.minFree}: none, unless a test is about it; the default would depend on this machine's disk. */
     String minFree = "0";
+    /** {@code server.port}: any free one, unless a test needs to know it beforehand (a cluster's url). */
+    int serverPort = 0;
     String connectTimeout = "2s";
     String idleTimeout = "2s";
     int retries = 1;
@@ -160,6 +162,23 @@ abstract class MirrorTestBase {
         return "";
     }
 
+    /**
+     * A {@code cluster:} section that makes the mirror a cluster of one (its own member), so that the
+     * cluster's series exist; sets {@link #serverPort}, which the cluster's {@code url} names.
+     */
+    String clusterOfOne(String name) throws IOException {
+        serverPort = RealParts.freePort();
+        int memberPort = RealParts.freePort();
+        return """
+                cluster:
+                  name: %s
+                  secret: 'a-secret-of-at-least-thirty-two-characters'
+                  bind: 127.0.0.1:%d
+                  members: ['127.0.0.1:%d']
+                  url: http://127.0.0.1:%d
+                """.formatted(name, memberPort, memberPort, serverPort);
+    }
+
     Mirror startMirror() {
         mirror = await(Mirror.start(vertx, config(), clock));
         return mirror;
@@ -167,7 +186,7 @@ abstract class MirrorTestBase {
 
     /** The configuration {@link #startMirror} uses. */
     MirrorConfig config() {
-        String yaml = "server: {port: 0, host: 127.0.0.1, eventLoops: " + EVENT_LOOPS + ", shutdownTimeout: "
+        String yaml = "server: {port: " + serverPort + ", host: 127.0.0.1, eventLoops: " + EVENT_LOOPS + ", shutdownTimeout: "
                 + shutdownTimeout() + serverYaml() + "}\n"
                 + "storage: {path: '" + storage + "', minFree: " + minFree + storageYaml() + "}\n" + upstreamsYaml()
                 + topLevelYaml();

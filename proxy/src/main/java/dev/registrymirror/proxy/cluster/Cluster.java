@@ -46,6 +46,9 @@ public final class Cluster implements AutoCloseable {
     /** The members before the last change (empty before the first): who held content that moved since. */
     private volatile List<URI> previous = List.of();
     private volatile List<URI> current = List.of();
+    /** Members that left (failed, or stopped) since this replica joined, and when it saw them go. */
+    private final ConcurrentMap<URI, java.time.Instant> departed = new ConcurrentHashMap<>();
+    private final Clock clock;
     /** One client per event loop, as for upstreams: a hop's chunks arrive on the loop that streams them. */
     private final ConcurrentMap<Thread, HttpClient> clients = new ConcurrentHashMap<>();
 
@@ -54,6 +57,7 @@ public final class Cluster implements AutoCloseable {
         this.config = config;
         this.metrics = metrics;
         this.hops = new HopAuth(Membership.derive(config, "hop"), clock);
+        this.clock = clock;
         metrics.clusterMembers(() -> members().size());
     }
 
@@ -64,6 +68,13 @@ public final class Cluster implements AutoCloseable {
             m.onChange(members -> {
                 previous = current;
                 current = members;
+                java.time.Instant now = clock.instant();
+                for (URI gone : previous) {
+                    if (!members.contains(gone)) {
+                        departed.put(gone, now);
+                    }
+                }
+                members.forEach(departed::remove);
                 metrics.membershipChanged();
             });
             current = m.members();
@@ -82,6 +93,21 @@ public final class Cluster implements AutoCloseable {
     public List<URI> members() {
         Membership m = membership;
         return m == null ? List.of(config.url()) : m.members();
+    }
+
+    /** Members that left since this replica joined and have not come back, with when they went. */
+    public java.util.Map<URI, java.time.Instant> departed() {
+        return java.util.Map.copyOf(departed);
+    }
+
+    /** {@code cluster.copies}. */
+    public int copies() {
+        return config.copies();
+    }
+
+    /** Whether the membership has been joined (until then this replica is alone). */
+    public boolean joined() {
+        return membership != null;
     }
 
     /** This replica's registry URL. */

@@ -1,5 +1,7 @@
 package dev.registrymirror.proxy.operator;
 
+import dev.registrymirror.proxy.cluster.Cluster;
+
 import dev.registrymirror.cache.ContentKind;
 import dev.registrymirror.cache.Storage;
 import dev.registrymirror.config.MirrorConfig;
@@ -59,11 +61,14 @@ public final class StatusPage {
     private final Clock clock;
     private final Instant started;
     private final String version;
+    /** The replicas this one forms one cache with; null when it runs alone. */
+    private final Cluster cluster;
 
     /** @param version the mirror's version, as the page shows it */
     public StatusPage(String version, MirrorConfig config, MirrorMetrics metrics, Map<String, UpstreamClient> upstreams,
                InflightDownloads downloads, Storage storage, LongSupplier storedBytes, PullCounts pulls,
-               Supplier<Prefetcher> prefetcher, Clock clock) {
+               Supplier<Prefetcher> prefetcher, Clock clock, Cluster cluster) {
+        this.cluster = cluster;
         this.version = version;
         this.config = config;
         this.metrics = metrics;
@@ -100,6 +105,31 @@ public final class StatusPage {
         return req.response().putHeader("X-Content-Type-Options", "nosniff")
                 .putHeader(HttpHeaders.CONTENT_TYPE, ASSETS.get(path))
                 .putHeader(HttpHeaders.CACHE_CONTROL, "no-cache").end(assets.get(path));
+    }
+
+    /**
+     * The cluster as this replica sees it: its members (live ones up, those that left since this
+     * one joined gone, with when), this replica among them, and the traffic between replicas; null
+     * when it runs alone.
+     */
+    private JsonObject cluster() {
+        if (cluster == null) {
+            return null;
+        }
+        JsonArray members = new JsonArray();
+        for (java.net.URI m : cluster.members()) {
+            members.add(new JsonObject().put("url", m.toString()).put("state", "up")
+                    .put("self", m.equals(cluster.self())));
+        }
+        cluster.departed().entrySet().stream().sorted(Map.Entry.comparingByKey()).forEach(e -> members.add(
+                new JsonObject().put("url", e.getKey().toString()).put("state", "gone").put("since", iso(e.getValue()))
+                        .put("self", false)));
+        MirrorMetrics.Hops h = metrics.hops();
+        return new JsonObject().put("name", cluster.name()).put("self", cluster.self().toString())
+                .put("joined", cluster.joined()).put("copies", cluster.copies()).put("members", members)
+                .put("hops", new JsonObject().put("requestsIn", h.requestsIn()).put("requestsOut", h.requestsOut())
+                        .put("bytesIn", h.bytesIn()).put("bytesOut", h.bytesOut()))
+                .put("membershipChanges", h.membershipChanges());
     }
 
     /** {@code GET /status.json}, for a caller who may pull what {@code mayPull} says. */
@@ -169,7 +199,8 @@ public final class StatusPage {
         return new JsonObject().put("version", version).put("started", started.toString())
                 .put("now", now.toString()).put("uptimeSeconds", Duration.between(started, now).toSeconds())
                 .put("cache", cache).put("upstreams", ups).put("storage", disk).put("downloads", dl)
-                .put("topRepositories", top).put("otherPulls", pulls.others() + hiddenPulls).put("prefetch", jobs);
+                .put("topRepositories", top).put("otherPulls", pulls.others() + hiddenPulls).put("prefetch", jobs)
+                .put("cluster", cluster());
     }
 
     private static double round(double seconds) {
