@@ -6,7 +6,9 @@
 # of CNCF Distribution (docker-registry) holding images made here, and checked: non-root, healthy,
 # heap sized from the limit, an image pulled through it with skopeo has the upstream's digest, a
 # restart serves it from the volume, docker stop ends it promptly and cleanly, and an
-# OutOfMemoryError ends the process.
+# OutOfMemoryError ends the process. Then docker/cluster/compose.yaml's three replicas of the image
+# behind its haproxy.cfg: pulls through the load balancer with skopeo and a Docker daemon, each blob
+# fetched and stored once, and a replica killed without the pulls noticing.
 #
 # Needs root (it starts its own dockerd: vfs storage, no iptables, host network). Installs
 # debootstrap, docker.io, containerd, docker-registry and skopeo when missing. The daemon's data
@@ -18,9 +20,10 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "run as root: it starts a Docker daemon" >&2; exit 2; }
 STATE=${REGISTRY_MIRROR_CHECK_STATE:-/var/tmp/registry-mirror-container-check}
 [ "${1:-}" = "--clean" ] && rm -rf "$STATE"
-for p in debootstrap dockerd containerd docker-registry skopeo curl; do
+for p in debootstrap dockerd containerd docker-registry skopeo curl docker-compose haproxy; do
   command -v $p >/dev/null || { apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap docker.io containerd docker-registry skopeo curl >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap docker.io containerd docker-registry skopeo curl \
+      docker-compose haproxy >/dev/null
     break; }
 done
 
@@ -40,6 +43,7 @@ cleanup() {
 }
 trap cleanup EXIT
 wait_up() { for _ in $(seq 1 300); do curl -sf "http://$1/v2/" >/dev/null && return 0; sleep 0.1; done; fail "$1 not up"; }
+. scripts/lib/check.sh
 
 # ---------------------------------------------------------------- the Docker daemon
 cat > "$W/daemon.json" <<JSON
@@ -113,13 +117,13 @@ heap=$($D logs registry-mirror-check 2>&1 | sed -n 's/.*heap \([0-9]*\) MiB.*/\1
 [ -n "$heap" ] && [ "$heap" -ge 250 ] && [ "$heap" -le 320 ] || fail "heap ${heap:-?} MiB is not 60% of the 512 MiB limit"
 step "healthy, uid $uid, heap $heap MiB of a 512 MiB limit"
 
-pull() { # ref -> checks the digest through the mirror against the upstream's
-  local via want
-  via=$(skopeo --insecure-policy inspect --raw --tls-verify=false docker://127.0.0.1:$PORT/library/$1 | sha256sum | cut -d' ' -f1)
+pull() { # ref [address] -> checks the digest through the mirror (or address) against the upstream's
+  local via want at=${2:-127.0.0.1:$PORT}
+  via=$(skopeo --insecure-policy inspect --raw --tls-verify=false docker://$at/library/$1 | sha256sum | cut -d' ' -f1)
   want=$(skopeo --insecure-policy inspect --raw --tls-verify=false docker://$REG/library/$1 | sha256sum | cut -d' ' -f1)
-  [ "$via" = "$want" ] || fail "$1: digest through the mirror sha256:$via, upstream sha256:$want"
-  rm -rf "$W/pulled"; skopeo --insecure-policy copy -q --all --src-tls-verify=false docker://127.0.0.1:$PORT/library/$1 "oci:$W/pulled:x"
-  step "pulled $1 through the mirror: sha256:$via, as upstream"
+  [ "$via" = "$want" ] || fail "$1: digest through $at sha256:$via, upstream sha256:$want"
+  rm -rf "$W/pulled"; skopeo --insecure-policy copy -q --all --src-tls-verify=false docker://$at/library/$1 "oci:$W/pulled:x"
+  step "pulled $1 through $at: sha256:$via, as upstream"
 }
 pull alpine:3.19
 pull busybox:latest
@@ -147,4 +151,59 @@ $D stop -t 30 registry-mirror-check >/dev/null; $D rm registry-mirror-check >/de
 out=$($D run --rm --network host -e JAVA_TOOL_OPTIONS=-Xmx6m registry-mirror:check --port 5303 --upstream http://$REG 2>&1) && code=0 || code=$?
 echo "$out" | grep -q 'Terminating due to java.lang.OutOfMemoryError' || { echo "$out" | tail; fail "no OutOfMemoryError exit"; }
 step "with a 6 MiB heap: exit code $code, 'Terminating due to java.lang.OutOfMemoryError'"
+
+# ---------------------------------------------------------------- three replicas as one cache
+# docker/cluster/compose.yaml's replicas (this image), and its haproxy.cfg with Debian's haproxy (the
+# compose file's haproxy image cannot be pulled here); pulls through the load balancer with skopeo
+# and with a Docker daemon whose registry-mirrors is the load balancer; each blob fetched from the
+# upstream once and stored once; a replica killed, and pulls go on.
+$D tag registry-mirror:check registry-mirror:latest
+export MIRROR_CLUSTER_SECRET REGISTRY_MIRROR_UPSTREAM=http://$REG MIRROR_HOST=127.0.0.1
+MIRROR_CLUSTER_SECRET=$(openssl rand -hex 32)
+COMPOSE="docker-compose -H unix://$STATE/docker.sock -p registry-mirror-cluster-check -f docker/cluster/compose.yaml"
+compose_down() { $COMPOSE down -v >/dev/null 2>&1 || true; }
+trap 'compose_down; cleanup' EXIT
+mark=$(grep -c . "$W/registry.log" || true)
+$COMPOSE up -d --no-build replica-1 replica-2 replica-3 > "$W/compose.log" 2>&1 || { cat "$W/compose.log"; fail "compose up"; }
+for port in 5001 5002 5003; do wait_up 127.0.0.1:$port; done
+members() { curl -s "http://127.0.0.1:$1/metrics" | sed -n 's/^registrymirror_cluster_members \([0-9]*\).*/\1/p'; }
+for port in 5001 5002 5003; do
+  for _ in $(seq 1 300); do [ "$(members $port)" = 3 ] && break; sleep 0.1; done
+  [ "$(members $port)" = 3 ] || fail "replica on $port sees $(members $port) members, not 3"
+done
+step "three replicas up (compose), each sees 3 members"
+LB=127.0.0.1:5310
+HAPROXY_BIND=$LB haproxy -db -f docker/cluster/haproxy.cfg > "$W/haproxy.log" 2>&1 & pids+=($!)
+wait_up $LB
+pull alpine:3.19 $LB
+pull busybox:latest $LB
+DMAIN=$D; start_dockerd "http://$LB" clustercheck; DPULL=$D; D=$DMAIN
+for ref in alpine:3.19 busybox:latest; do
+  $DPULL pull -q $ref >/dev/null || fail "docker pull $ref through the load balancer"
+  got=$($DPULL image inspect --format '{{index .RepoDigests 0}}' $ref | cut -d@ -f2)
+  want=sha256:$(skopeo --insecure-policy inspect --raw --tls-verify=false docker://$REG/library/$ref | sha256sum | cut -d' ' -f1)
+  [ "$got" = "$want" ] || fail "docker pull $ref: $got, upstream $want"
+done
+step "docker pull alpine:3.19 and busybox:latest through the load balancer: the upstream's digests"
+fetched=$(tail -n +$((mark + 1)) "$W/registry.log" | grep -o '"GET /v2/library/[a-z]*/blobs/sha256:[0-9a-f]* [^"]*" 200' | sort | uniq -c)
+most=$(echo "$fetched" | awk '{print $1}' | sort -n | tail -n 1)
+distinct=$(echo "$fetched" | grep -c . || true)
+[ "$most" = 1 ] || { echo "$fetched"; fail "a blob was fetched from the upstream $most times"; }
+stored=0
+for port in 5001 5002 5003; do
+  n=$(curl -s "http://127.0.0.1:$port/metrics" | sed -n 's/^registrymirror_stored_items{kind="blob"} \([0-9]*\).*/\1/p')
+  stored=$((stored + ${n:-0}))
+done
+[ "$stored" = "$distinct" ] || fail "$stored blobs stored across the replicas for $distinct fetched"
+step "$distinct blobs, each fetched from the upstream once and stored once across the three"
+$D kill -s KILL registry-mirror-cluster-check_replica-2_1 >/dev/null 2>&1 || $D kill -s KILL registry-mirror-cluster-check-replica-2-1 >/dev/null
+for _ in $(seq 1 300); do [ "$(members 5001)" = 2 ] && break; sleep 0.1; done
+[ "$(members 5001)" = 2 ] || fail "the others did not see the killed replica go"
+rm -rf "$W/pulled"
+for _ in 1 2 3 4; do   # round robin: each replica, the dead one's turn too (haproxy takes it out)
+  skopeo --insecure-policy copy -q --all --src-tls-verify=false docker://$LB/library/busybox:latest "oci:$W/pulled:x" \
+    || fail "a pull through the load balancer failed after a replica was killed"
+done
+step "replica-2 killed (kill -9): the others saw it go, pulls through the load balancer go on"
+compose_down
 step "all checks passed"

@@ -17,6 +17,7 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)            # the cluster's load balancer (container-check)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)          # the status page's browser test
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
@@ -30,6 +31,7 @@ fi
 mvn -B -ntp verify "$@"
 bench/scale.sh 2000   # the large-cache benchmark on a small cache (seconds), so that it keeps working
 bench/run.sh --smoke
+bench/cluster.sh 3 --small   # three replicas as one cache: one fetch per blob, kill -9 and return (seconds)
 # The container image, built and run with a real Docker daemon (about four minutes from nothing);
 # it starts its own dockerd, which needs root.
 # Then HTTPS and client certificates with Docker's daemon and containerd, and the access rules with
