@@ -240,8 +240,8 @@ record ConfigFile(Server server, Storage storage, List<Upstream> upstreams, List
     /** {@code host:port}: a membership address. */
     private static final Pattern HOST_PORT = Pattern.compile("[A-Za-z0-9.-]+:[0-9]{1,5}");
 
-    record Cluster(String name, String secret, String bind, List<String> members, String dns, String url, Integer copies,
-                   Span failureDetection) {
+    record Cluster(String name, String secret, String bind, List<String> members, String dns, String dnsServer,
+                   String url, Integer copies, Span failureDetection) {
         Cluster {
             if (name == null || !name.matches("[A-Za-z0-9][A-Za-z0-9._-]{0,63}")) {
                 throw new ConfigException("name: " + (name == null ? "required" : "\"" + name + "\" is not a name")
@@ -268,6 +268,11 @@ record ConfigFile(Server server, Storage storage, List<Upstream> upstreams, List
                         throw new ConfigException("members[" + i + "]: \"" + members.get(i) + "\" is not <address>:<port>");
                     }
                 }
+            }
+            if (dnsServer != null && (dns == null || !HOST_PORT.matcher(dnsServer).matches())) {
+                throw new ConfigException("dnsServer: " + (dns == null ? "only with dns"
+                        : "\"" + dnsServer + "\" is not <address>:<port>") + " (the DNS server to ask for dns, e.g."
+                        + " 10.96.0.10:53; without it, the system's)");
             }
             if (url == null) {
                 throw new ConfigException("url: required (this replica's registry API as the others reach it,"

@@ -355,7 +355,7 @@ public final class ConfigLoader {
         }
         int colon = c.bind().lastIndexOf(':');
         return new MirrorConfig.Cluster(c.name(), c.secret(), c.bind().substring(0, colon),
-                Integer.parseInt(c.bind().substring(colon + 1)), or(c.members(), List.of()), c.dns(),
+                Integer.parseInt(c.bind().substring(colon + 1)), or(c.members(), List.of()), c.dns(), c.dnsServer(),
                 ConfigFile.url("cluster.url", c.url()), or(c.copies(), 1), span(c.failureDetection(),
                 DEFAULT_FAILURE_DETECTION));
     }

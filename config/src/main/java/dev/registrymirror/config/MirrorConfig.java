@@ -183,12 +183,13 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
      * @param bindPort         its port
      * @param members          {@code host:port} of the replicas' membership addresses (a static list), or empty
      * @param dns              a DNS name whose A records are the replicas (a Kubernetes headless service), or null
+     * @param dnsServer        {@code host:port} of the DNS server to ask for {@code dns}; null for the system's
      * @param url              this replica's registry API as the others reach it
      * @param copies           replicas that keep each piece of content (1: its owner only)
      * @param failureDetection how soon a silent replica is taken out of the cluster
      */
     public record Cluster(String name, String secret, String bindHost, int bindPort, List<String> members, String dns,
-                          URI url, int copies, Duration failureDetection) {
+                          String dnsServer, URI url, int copies, Duration failureDetection) {
         public Cluster {
             members = List.copyOf(members);
         }
@@ -196,7 +197,7 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
         @Override
         public String toString() {
             return "Cluster[name=" + name + ", secret=(set), bind=" + bindHost + ":" + bindPort + ", members=" + members
-                    + ", dns=" + dns + ", url=" + url + ", copies=" + copies + ", failureDetection=" + failureDetection + "]";
+                    + ", dns=" + dns + (dnsServer == null ? "" : " at " + dnsServer) + ", url=" + url + ", copies=" + copies + ", failureDetection=" + failureDetection + "]";
         }
     }
 

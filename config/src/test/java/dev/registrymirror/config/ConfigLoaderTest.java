@@ -383,6 +383,10 @@ class ConfigLoaderTest {
         assertThat(dns.cluster().dns()).isEqualTo("mirror.ns.svc.cluster.local");
         assertThat(dns.cluster().failureDetection()).isEqualTo(Duration.ofSeconds(5));
         assertThat(dns.cluster().copies()).isEqualTo(1);
+        assertThat(dns.cluster().dnsServer()).as("the system's resolver").isNull();
+        assertThat(ConfigLoader.parse("cluster: {name: lan, secret: '" + secret + "', bind: 'pod-0:7800',"
+                + " dns: mirror.ns.svc.cluster.local, dnsServer: '10.96.0.10:53', url: 'http://pod-0:5000'}", Map.of(),
+                NONE).cluster().dnsServer()).isEqualTo("10.96.0.10:53");
 
         String ok = "name: lan, secret: '" + secret + "', bind: 'a:7800', url: 'http://a:5000'";
         String[][] bad = {
@@ -395,6 +399,8 @@ class ConfigLoaderTest {
                 {"cluster: {" + ok + ", members: [a:7800], copies: 0}", "cluster.copies: \"0\" must be between 1 and 16"},
                 {"cluster: {" + ok + ", members: [a:7800], failureDetection: 100ms}", "cluster.failureDetection: \"100ms\" is too short"},
                 {"cluster: {" + ok + ", members: [a:7800], nodes: 3}", "cluster.nodes: unknown key"},
+                {"cluster: {" + ok + ", members: [a:7800], dnsServer: '10.0.0.1:53'}", "cluster.dnsServer: only with dns"},
+                {"cluster: {" + ok + ", dns: x, dnsServer: '10.0.0.1'}", "cluster.dnsServer: \"10.0.0.1\" is not <address>:<port>"},
         };
         for (String[] b : bad) {
             assertThatThrownBy(() -> ConfigLoader.parse(b[0], Map.of(), NONE)).as(b[0]).hasMessageStartingWith(b[1])

@@ -74,7 +74,11 @@ public final class Membership implements AutoCloseable {
         tcp.setPortRange(0);
         Protocol discovery;
         if (config.dns() != null) {
-            discovery = new DNS_PING().setDNSQuery(config.dns()).dnsRecordType("A");
+            DNS_PING dns = new DNS_PING().setDNSQuery(config.dns()).dnsRecordType("A");
+            if (config.dnsServer() != null) {
+                dns.setDNSAddress(config.dnsServer());
+            }
+            discovery = dns;
         } else {
             List<InetSocketAddress> hosts = new ArrayList<>();
             for (String m : config.members()) {

@@ -32,7 +32,7 @@ class MembershipTest {
 
     static MirrorConfig.Cluster config(int port, List<Integer> ports, String secret) {
         List<String> members = ports.stream().map(p -> "127.0.0.1:" + p).toList();
-        return new MirrorConfig.Cluster("test", secret, "127.0.0.1", port, members, null,
+        return new MirrorConfig.Cluster("test", secret, "127.0.0.1", port, members, null, null,
                 URI.create("http://127.0.0.1:" + (port + 1)), 1, Duration.ofSeconds(3));
     }
 
