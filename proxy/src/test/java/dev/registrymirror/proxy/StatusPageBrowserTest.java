@@ -82,6 +82,7 @@ class StatusPageBrowserTest extends MirrorTestBase {
         assertThat(top).containsPattern("docker.io/library/alpine\\s+3");
         assertThat(top.indexOf("docker.io/library/alpine")).isLessThan(top.indexOf("docker.io/acme/ci-runner"));
         assertThat(browser.findElement(By.id("storage-detail")).getText()).contains("no size limit").contains("free on disk");
+        assertThat(browser.findElement(By.id("cluster")).isDisplayed()).as("no cluster section alone").isFalse();
 
         Files.createDirectories(SCREENSHOT.getParent());
         Files.write(SCREENSHOT, browser.getScreenshotAs(OutputType.BYTES));
@@ -94,6 +95,29 @@ class StatusPageBrowserTest extends MirrorTestBase {
                 browser.findElement(By.id("downloads")).getText().contains("none now"));
         awaitTrue("the page counts the new pull", () ->
                 browser.findElement(By.id("top")).getText().matches("(?s).*docker.io/library/alpine\\s+4.*"));
+    }
+
+    /** A cluster's section: its members (this one marked), copies, and the traffic between replicas. */
+    String cluster = "";
+
+    @Override
+    String topLevelYaml() {
+        return cluster;
+    }
+
+    @Test
+    void aReplicaShowsItsCluster() throws Exception {
+        cluster = clusterOfOne("lan");
+        startMirror();
+        browser = browser();
+        browser.get(url("/"));
+        awaitTrue("the cluster's section shows the members", () -> browser.findElement(By.id("cluster")).isDisplayed()
+                && browser.findElement(By.id("members")).getText().contains("(this one)"));
+        assertThat(browser.findElement(By.id("members")).getText())
+                .contains("http://127.0.0.1:" + serverPort + " (this one)").contains("up");
+        assertThat(browser.findElement(By.id("cluster-name")).getText()).isEqualTo("lan, 1 copy of each blob");
+        assertThat(browser.findElement(By.id("cluster-summary")).getText())
+                .contains("Between replicas: 0 requests to owners").contains("membership changes since start");
     }
 
     private static WebElement awaitElement(Supplier<java.util.List<WebElement>> find) throws InterruptedException {

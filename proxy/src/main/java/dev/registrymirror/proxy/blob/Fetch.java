@@ -144,8 +144,8 @@ final class Fetch {
                     if (ar.succeeded()) {
                         Bodies.discard(ar.result());
                     } else {
-                        LOG.warn("cluster: {} did not answer for blob {} ({}); asking the next", peer.replica(),
-                                d.digest, ar.cause().toString());
+                        replicas.cluster().unreachable(peer.replica(), ar.cause(),
+                                "blobs it may hold are asked of the next replica or the upstream meanwhile");
                     }
                     return ask(peers, i + 1);
                 });

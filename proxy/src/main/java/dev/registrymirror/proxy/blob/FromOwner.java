@@ -15,8 +15,6 @@ import io.vertx.core.http.HttpMethod;
 import io.vertx.core.http.HttpServerResponse;
 import java.net.URI;
 import java.util.List;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
 
 /**
  * The third source, in a cluster: the replica that owns the blob. A replica that is not among the
@@ -30,8 +28,6 @@ import org.slf4j.LoggerFactory;
  * behind); once the membership has noticed, requests go to the new owner.
  */
 final class FromOwner implements BlobSource {
-    private static final Logger LOG = LoggerFactory.getLogger(FromOwner.class);
-
     private final Vertx vertx;
     private final Replicas replicas;
     private final Cluster cluster;
@@ -64,8 +60,7 @@ final class FromOwner implements BlobSource {
         return replicas.ask(owner, method, r.route().upstream().name(), r.route().repository(), r.digest(),
                 Replicas.Ask.OWNER, r.req().getHeader("Range")).transform(ar -> {
             if (ar.failed()) {
-                LOG.warn("cluster: the owner {} of blob {} did not answer ({}); fetching it here", owner, r.digest(),
-                        ar.cause().toString());
+                cluster.unreachable(owner, ar.cause(), "its blobs are fetched here meanwhile");
                 return Future.succeededFuture(Step.NEXT);
             }
             HttpClientResponse in = ar.result();

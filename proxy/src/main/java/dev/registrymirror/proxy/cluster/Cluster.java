@@ -154,6 +154,23 @@ public final class Cluster implements AutoCloseable {
         return holders.stream().limit(2).toList();
     }
 
+    /** Replicas whose failure to answer was logged in the last minute. */
+    private final com.github.benmanes.caffeine.cache.Cache<URI, Boolean> unreachableLogged =
+            com.github.benmanes.caffeine.cache.Caffeine.newBuilder().expireAfterWrite(java.time.Duration.ofMinutes(1))
+                    .maximumSize(1000).build();
+
+    /**
+     * Logs that {@code replica} did not answer a hop, and what this replica does instead; once a
+     * minute per replica (until the membership notices it gone, every request for its share fails
+     * the same way).
+     */
+    public void unreachable(URI replica, Throwable cause, String instead) {
+        if (unreachableLogged.asMap().putIfAbsent(replica, Boolean.TRUE) == null) {
+            LOG.warn("cluster: {} did not answer ({}); {} (logged once a minute while it lasts)", replica,
+                    cause.toString(), instead);
+        }
+    }
+
     /** Signs and checks hops. */
     public HopAuth hops() {
         return hops;

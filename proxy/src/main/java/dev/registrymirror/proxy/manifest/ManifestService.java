@@ -404,8 +404,7 @@ public final class ManifestService {
             if (ar.succeeded()) {
                 return Future.succeededFuture(new Answer(ar.result(), cluster.sender(owner), owner, cluster));
             }
-            LOG.warn("cluster: the owner {} of {} did not answer ({}); asking upstream {}", owner, path,
-                    ar.cause().toString(), upstream.name());
+            cluster.unreachable(owner, ar.cause(), "its tags and manifests are asked of the upstreams meanwhile");
             return ask(null, upstream, method, path, repository, headers, once);
         });
     }
