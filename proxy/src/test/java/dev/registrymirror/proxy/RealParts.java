@@ -1,7 +1,6 @@
 package dev.registrymirror.proxy;
 
 import java.io.IOException;
-import java.net.ServerSocket;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
@@ -34,10 +33,8 @@ final class RealParts {
                 + "(apt-get install docker-registry skopeo prometheus)");
     }
 
-    static int freePort() throws IOException {
-        try (ServerSocket s = new ServerSocket(0)) {
-            return s.getLocalPort();
-        }
+    static int freePort() {
+        return TestPorts.free();
     }
 
     /** Runs a command to completion; fails with its output when it exits non-zero. */

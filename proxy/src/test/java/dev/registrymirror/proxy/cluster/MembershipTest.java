@@ -4,7 +4,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import dev.registrymirror.config.MirrorConfig;
 import java.io.IOException;
-import java.net.ServerSocket;
 import java.net.URI;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -24,10 +23,8 @@ class MembershipTest {
         started.forEach(Membership::close);
     }
 
-    static int freePort() throws IOException {
-        try (ServerSocket s = new ServerSocket(0)) {
-            return s.getLocalPort();
-        }
+    static int freePort() {
+        return dev.registrymirror.proxy.TestPorts.free();
     }
 
     static MirrorConfig.Cluster config(int port, List<Integer> ports, String secret) {
