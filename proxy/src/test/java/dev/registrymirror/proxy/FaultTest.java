@@ -69,6 +69,12 @@ class FaultTest extends MirrorTestBase {
             // Bytes had gone out: one download, no silent retry.
             assertThat(hub.count("cdn", "GET", "/blobs/") - cdnBefore).isEqualTo(1);
         }
+        if (fault == Case.WRONG_BYTES) {
+            // Found once, by the download's file as it hashed what it wrote, and counted as the upstream's fault.
+            assertThat(Exposition.value(mirror.metrics().scrape(),
+                    "registrymirror_upstream_errors_total{reason=\"digest_mismatch\",upstream=\"docker.io\"}"))
+                    .isEqualTo(1.0);
+        }
         assertThat(storedBlobs()).isEmpty();
         assertThat(tempFiles()).isEmpty();
         assertThat(mirror.downloadsInFlight()).isZero();

@@ -2,7 +2,6 @@ package dev.registrymirror.proxy.blob;
 
 import dev.registrymirror.proxy.upstream.Sender;
 
-import dev.registrymirror.proxy.vertx.NettyBuffers;
 import dev.registrymirror.cache.BlobStore;
 import dev.registrymirror.cache.NotEnoughSpaceException;
 import dev.registrymirror.metrics.MirrorMetrics;
@@ -16,9 +15,6 @@ import io.netty.buffer.ByteBufAllocator;
 import io.vertx.core.Future;
 import io.vertx.core.Promise;
 import io.vertx.core.Vertx;
-import io.vertx.core.buffer.Buffer;
-import io.vertx.core.file.AsyncFile;
-import io.vertx.core.file.OpenOptions;
 import io.vertx.core.http.HttpClientResponse;
 import io.vertx.core.http.HttpMethod;
 import java.io.IOException;
@@ -27,22 +23,21 @@ import java.nio.channels.FileChannel;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.List;
-import java.util.TreeMap;
 import java.util.function.Consumer;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
  * One blob's way from its upstream into the store: the upstream is asked and a temporary file made
- * at the same time; then the {@link Pump} moves the {@link UpstreamBody} (hashed, size-checked, its
- * end held back until verified) into the file and the download's window; once every byte is written
- * and verified the file is committed to the store.
+ * at the same time; then the {@link Pump} moves the {@link UpstreamBody} (size-checked) into the
+ * file, hashed as it is written, and the download's window; once every byte is written and verified
+ * the file is committed to the store.
  *
  * <p>Implementation note: a fetch belongs to the event loop of the request that started it
  * ({@link Owner}). Its upstream answer, file writes, timers and commit all complete there, and every
  * method that changes the {@link Download} checks it; another loop's callback (a token fetched for
- * another request, a reader's cancel, the stop) is brought back first. Writes may complete out of
- * order, so the readable length advances only over the contiguous prefix of completed writes.
+ * another request, a reader's cancel, the stop) is brought back first. One batch of writes is under
+ * way at a time ({@link FileAppender}), so what is written is always a prefix of the file.
  */
 final class Fetch {
     private static final Logger LOG = LoggerFactory.getLogger(Fetch.class);
@@ -66,7 +61,7 @@ final class Fetch {
     }
 
     /** A temporary file made ready for a download, and the free space seen when it was made. */
-    private record Temp(Path path, AsyncFile file, long free) {
+    private record Temp(Path path, FileChannel file, long free) {
     }
 
     private final Settings s;
@@ -201,7 +196,9 @@ final class Fetch {
         spaceLimit = announced < 0 ? new SpaceLimit(t.free()) : null;
         UpstreamBody.Limit limit = spaceLimit != null ? spaceLimit
                 : UpstreamBody.Limit.fixed(announced, this::tooLarge); // announced was checked against maxBlobSize
-        body = new UpstreamBody(owner, s.vertx(), resp, sender, d.digest, "blob " + d.digest, announced, limit,
+        // The body checks the length; the file sink hashes as it writes (off the event loop) and ends
+        // only once the digest matches.
+        body = new UpstreamBody(owner, s.vertx(), resp, sender, null, "blob " + d.digest, announced, limit,
                 UpstreamBody.HoldBack.NOTHING, s.budget());
         sink = new FileSink(t.file());
         d.onCancel(this::cancel);
@@ -234,8 +231,11 @@ final class Fetch {
     private void commit(Path temp, long size) {
         owner.check();
         d.verified(size);
-        sink.file.close()
-                .compose(v -> s.blocking().run(() -> s.store().commit(temp, d.digest, size, origin)))
+        FileChannel file = sink.channel();
+        s.blocking().run(() -> {
+                    file.close();
+                    return s.store().commit(temp, d.digest, size, origin);
+                })
                 .onComplete(ar -> owner.run(() -> {
                     ended.accept(d);
                     if (ar.succeeded()) {
@@ -310,25 +310,21 @@ final class Fetch {
 
     /**
      * Writes the pieces into the temporary file and the download's window: each piece is copied once
-     * into a pooled direct buffer, which the file write and every reader's socket take as it is.
+     * into a pooled direct buffer, which the file write and every reader's socket take as it is. The
+     * {@link FileAppender} writes and hashes them on a worker; the end completes once every byte is
+     * written and the digest matches.
      */
-    private final class FileSink implements Pump.Sink {
-        private final AsyncFile file;
-        private final TreeMap<Long, Long> completed = new TreeMap<>();
+    private final class FileSink implements Pump.Sink, FileAppender.Listener {
+        private final FileAppender file;
         private long received;
-        private long written;
         private long nextSpaceCheck = SPACE_CHECK_BYTES;
         private Runnable drained;
         private Promise<Void> end;
         private Consumer<Throwable> onFailure;
         boolean failed;
 
-        FileSink(AsyncFile file) {
-            this.file = file;
-            // Vert.x's default (128 KiB) paused the upstream every few chunks: stop-and-go at a fraction
-            // of the link's speed. Writes to the page cache keep up; this only bounds a slow disk.
-            file.setWriteQueueMaxSize(WRITE_QUEUE_BYTES);
-            file.exceptionHandler(this::diskFailed);
+        FileSink(FileChannel channel) {
+            this.file = new FileAppender(owner, s.blocking(), channel, d.digest.newHasher(), this);
         }
 
         @Override
@@ -351,16 +347,9 @@ final class Fetch {
             piece.release().run();
             long position = received;
             received += len;
-            Download.Chunk chunk = new Download.Chunk(position, bytes, s.budget(), 2); // the window's, the write's
+            Download.Chunk chunk = new Download.Chunk(position, bytes, s.budget(), 2); // the window's, the file's
             d.arrived(chunk);
-            file.write(NettyBuffers.wrap(bytes), position).onComplete(ar -> {
-                chunk.release();
-                if (ar.succeeded()) {
-                    wrote(position, len);
-                } else {
-                    diskFailed(ar.cause());
-                }
-            });
+            file.append(chunk);
             if (spaceLimit != null && received >= nextSpaceCheck) {
                 // Other files (or other downloads) may be filling the disk meanwhile: look again.
                 nextSpaceCheck = received + SPACE_CHECK_BYTES;
@@ -370,64 +359,74 @@ final class Fetch {
         }
 
         /**
-         * Whether the upstream must wait for the file: this download's write queue is full, or all
-         * transfers together hold their budget and this one has writes pending (one with none may
-         * always read a chunk, so none waits forever).
+         * Whether the upstream must wait for the file: more than {@link #WRITE_QUEUE_BYTES} wait to be
+         * written, or all transfers together hold their budget and this one has writes pending (one with
+         * none may always read a chunk, so none waits forever).
          */
         @Override
         public boolean full() {
-            return !failed && (file.writeQueueFull() || (received > written && s.budget().over()));
+            long pending = received - file.written();
+            return !failed && (pending > WRITE_QUEUE_BYTES || (pending > 0 && s.budget().over()));
         }
 
         @Override
         public void whenDrained(Runnable action) {
             drained = action;
-            if (file.writeQueueFull()) {
-                s.metrics().downloadPaused("disk");
-                file.drainHandler(v -> {
-                    file.drainHandler(null);
-                    maybeDrained();
-                });
-            } else {
-                s.metrics().downloadPaused("memory"); // each completed write looks again
-            }
+            s.metrics().downloadPaused(received - file.written() > WRITE_QUEUE_BYTES ? "disk" : "memory");
         }
 
-        private void maybeDrained() {
-            if (drained != null && !failed && !full()) {
+        @Override
+        public void written(long bytes) {
+            owner.check();
+            if (failed) {
+                return;
+            }
+            d.written(bytes);
+            if (end != null && bytes == received) {
+                verify();
+            }
+            if (drained != null && !full()) {
                 Runnable r = drained;
                 drained = null;
                 r.run();
             }
         }
 
-        private void wrote(long position, long len) {
-            owner.check();
-            completed.put(position, len);
-            Long next;
-            long before = written;
-            while ((next = completed.remove(written)) != null) {
-                written += next;
-            }
-            if (written != before) {
-                d.written(written);
-                if (end != null && written == received) {
-                    complete = true;
-                    end.tryComplete();
-                }
-                maybeDrained();
-            }
+        @Override
+        public void failed(java.io.IOException err) {
+            breakDown(new StorageUnavailable("cannot write blob " + d.digest + " to the cache after "
+                    + file.written() + " bytes: " + err.getMessage(), err));
         }
 
         @Override
         public Future<Void> end() {
             owner.check();
-            complete = true; // every byte arrived and matched: only the writes remain
+            complete = true; // every byte arrived: only the writes (and the digest) remain
             end = Promise.promise();
-            if (written == received) {
-                end.tryComplete();
+            if (file.written() == received) {
+                verify();
             }
             return end.future();
+        }
+
+        /** Every byte is written: the end completes if they hash to the digest, fails otherwise. */
+        private void verify() {
+            if (d.digest.matches(file.digest())) {
+                end.tryComplete();
+                return;
+            }
+            failed = true;
+            file.stop();
+            sender.countError("digest_mismatch");
+            LOG.warn("{}: blob {} failed after {} bytes: digest mismatch: the bytes do not hash to {}",
+                    sender.name(), d.digest, received, d.digest);
+            end.tryFail(RegistryError.badGateway(sender.name(), "digest mismatch: upstream bytes do not hash to "
+                    + d.digest, "digest_mismatch"));
+        }
+
+        /** The file, for the commit to close: every byte is written. */
+        FileChannel channel() {
+            return file.channel();
         }
 
         @Override
@@ -437,17 +436,12 @@ final class Fetch {
                 return;
             }
             failed = true;
-            file.close();
+            file.stop();
         }
 
         @Override
         public void onFailure(Consumer<Throwable> failed) {
             this.onFailure = failed;
-        }
-
-        private void diskFailed(Throwable err) {
-            breakDown(new StorageUnavailable("cannot write blob " + d.digest + " to the cache after " + received
-                    + " bytes: " + err.getMessage(), err));
         }
 
         /** The sink cannot go on (the disk, or no memory for a chunk): the file closes, and the pump is told. */
@@ -457,7 +451,7 @@ final class Fetch {
                 return;
             }
             failed = true;
-            file.close();
+            file.stop();
             if (end != null) {
                 end.tryFail(e); // every byte had arrived; the pump waits for the writes
             } else if (onFailure != null) {
@@ -472,7 +466,6 @@ final class Fetch {
      * that refuses writes must be found now, while every request can still go to the upstream.
      */
     private Future<Temp> prepareTemp() {
-        Vertx vertx = s.vertx();
         BlobStore store = s.store();
         return s.blocking().run(() -> {
             long free = store.usableSpace();
@@ -482,9 +475,7 @@ final class Fetch {
                     probe.write(ByteBuffer.allocate(1), 0);
                     probe.truncate(0); // an empty blob stays empty
                 }
-                AsyncFile file = vertx.fileSystem().openBlocking(path.toString(),
-                        new OpenOptions().setWrite(true).setCreate(false).setRead(false));
-                return new Temp(path, file, free);
+                return new Temp(path, FileChannel.open(path, StandardOpenOption.WRITE), free);
             } catch (IOException | RuntimeException e) {
                 store.discard(path);
                 throw e;
@@ -493,7 +484,11 @@ final class Fetch {
     }
 
     private void discard(Temp temp) {
-        temp.file().close().onComplete(v -> discardLater(temp.path()));
+        s.blocking().run(() -> {
+            temp.file().close();
+            s.store().discard(temp.path());
+            return null;
+        });
     }
 
     /** Deletes a temporary file on a worker thread. */

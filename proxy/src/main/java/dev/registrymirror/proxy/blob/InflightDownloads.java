@@ -96,6 +96,11 @@ public final class InflightDownloads {
     }
 
     /** Downloads under way now. */
+    /** The most memory blob transfers have held at once, in bytes (see {@link MemoryBudget}). */
+    public long memoryPeak() {
+        return settings.budget().peak();
+    }
+
     public int size() {
         return downloads.size();
     }

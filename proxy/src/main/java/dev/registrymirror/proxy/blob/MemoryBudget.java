@@ -13,13 +13,17 @@ import java.util.concurrent.atomic.AtomicLong;
 final class MemoryBudget {
     final long limit;
     private final AtomicLong used = new AtomicLong();
+    private final AtomicLong peak = new AtomicLong();
 
     MemoryBudget(long limit) {
         this.limit = limit;
     }
 
     void charge(long bytes) {
-        used.addAndGet(bytes);
+        long now = used.addAndGet(bytes);
+        if (now > peak.get()) {
+            peak.accumulateAndGet(now, Math::max);
+        }
     }
 
     void refund(long bytes) {
@@ -28,6 +32,11 @@ final class MemoryBudget {
 
     long used() {
         return used.get();
+    }
+
+    /** The most all transfers together have held at once. */
+    long peak() {
+        return peak.get();
     }
 
     /** Whether all transfers together hold more than the limit. */

@@ -20,9 +20,10 @@ import org.slf4j.LoggerFactory;
  * (never more than the announced {@code Content-Length}, nor than the {@link Limit}), and, given the
  * blob's digest, hashes every byte: its end is delivered only once size and digest match, a failure
  * otherwise. Streamed straight to a client ({@link HoldBack#LAST_CHUNK}), the last chunk is held
- * back until then too, so the client never sees the clean end of wrong content; feeding a download,
- * whose readers hold back the blob's last byte themselves ({@link DownloadReader}), every chunk goes
- * on as it arrives. Without a digest (a range, which no digest covers) it only checks the length.
+ * back until then too, so the client never sees the clean end of wrong content. Without a digest it
+ * only checks the length: a range, which no digest covers, or a download's body, which its file
+ * hashes as it is written ({@link FileAppender}) while its readers hold back the blob's last byte
+ * until then ({@link DownloadReader}).
  *
  * <p>An upstream silent for its {@code idleTimeout} while the sink is waiting for it fails the
  * transfer; time spent paused by the sink does not count. Every failure is logged and counted once,
