@@ -28,7 +28,6 @@ import dev.registrymirror.cache.TagStore;
 import dev.registrymirror.config.MirrorConfig;
 import dev.registrymirror.metrics.MirrorMetrics;
 import io.netty.buffer.ByteBufAllocator;
-import io.netty.buffer.PooledByteBufAllocator;
 import io.vertx.core.AbstractVerticle;
 import io.vertx.core.DeploymentOptions;
 import io.vertx.core.Future;
@@ -190,19 +189,8 @@ public final class Mirror {
     /** Like {@link #start(Vertx, MirrorConfig, Clock)}, with the blob store wrapped (tests inject disk faults). */
     static Future<Mirror> start(Vertx vertx, MirrorConfig config, Clock clock,
                                 UnaryOperator<BlobStore> blobStoreWrapper) {
-        return start(vertx, config, clock, blobStoreWrapper, TRANSFERS);
+        return start(vertx, config, clock, blobStoreWrapper, ByteBufAllocator.DEFAULT);
     }
-
-    /**
-     * Where blob transfers take their chunks (up to {@link UpstreamClient#BODY_CHUNK_BYTES} each): a
-     * pool of direct memory in 4 MiB pieces, without per-thread caches. Netty's default allocator
-     * pools nothing over 64 KiB when the heap is small (as at {@code -Xmx256m}), so each chunk was
-     * a fresh {@code allocateDirect}, zeroed, then freed: measured, 16% of the event loop's time in a
-     * cold pull. A piece no chunk uses any more goes back to the system, so what it holds follows
-     * {@code server.downloadMemory}.
-     */
-    static final ByteBufAllocator TRANSFERS = new PooledByteBufAllocator(true, 0,
-            Math.max(2, Runtime.getRuntime().availableProcessors()), 8192, 9, 0, 0, false);
 
     /** Like {@link #start(Vertx, MirrorConfig, Clock, UnaryOperator)}, with the allocator of download chunks (tests make it run out). */
     static Future<Mirror> start(Vertx vertx, MirrorConfig config, Clock clock,
