@@ -37,8 +37,10 @@ import java.util.concurrent.atomic.AtomicInteger;
 final class Download {
     /**
      * CONNECTING until the upstream answers; STREAMING while bytes arrive; VERIFIED once every byte
-     * is written and matches the digest (readers may finish; it can no longer fail); DONE once
-     * committed to the store (or found not storable); FAILED when it cannot finish.
+     * has arrived and matches the digest (readers may finish; the file may still be written: what is
+     * not is still in the window); DONE once written and committed to the store (or found not
+     * storable); FAILED when it cannot finish (from VERIFIED too: the disk failed before every byte
+     * was written, and readers still reading break).
      */
     enum State { CONNECTING, STREAMING, VERIFIED, DONE, FAILED }
 
@@ -212,7 +214,7 @@ final class Download {
         return null;
     }
 
-    /** Every byte is written and verified; committing is under way. */
+    /** Every byte has arrived and matches the digest; writing it and committing it may still be under way. */
     void verified(long finalSize) {
         owner.check();
         update(() -> {
@@ -244,7 +246,7 @@ final class Download {
         owner.check();
         List<Waiter> wake;
         synchronized (this) {
-            if (state == State.VERIFIED || state == State.DONE || state == State.FAILED) {
+            if (state == State.DONE || state == State.FAILED) {
                 return;
             }
             failure = cause;

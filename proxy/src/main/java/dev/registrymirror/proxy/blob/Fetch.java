@@ -37,7 +37,7 @@ import org.slf4j.LoggerFactory;
  * ({@link Owner}). Its upstream answer, file writes, timers and commit all complete there, and every
  * method that changes the {@link Download} checks it; another loop's callback (a token fetched for
  * another request, a reader's cancel, the stop) is brought back first. One batch of writes is under
- * way at a time ({@link FileAppender}), so what is written is always a prefix of the file.
+ * way at a time ({@link ChunkStage}), so what is written is always a prefix of the file.
  */
 final class Fetch {
     private static final Logger LOG = LoggerFactory.getLogger(Fetch.class);
@@ -310,29 +310,37 @@ final class Fetch {
 
     /**
      * Writes the pieces into the temporary file and the download's window: each piece is copied once
-     * into a pooled direct buffer, which the file write and every reader's socket take as it is. The
-     * {@link FileAppender} writes and hashes them on a worker; the end completes once every byte is
-     * written and the digest matches.
+     * into a direct buffer, which the file, the digest and every reader's socket take as it is. Two
+     * {@link ChunkStage}s take each chunk on workers, side by side: the file and the digest. Once every
+     * byte has arrived and hashes to the digest, the download is verified and its readers finish,
+     * while the file may still be written; the end completes once it is.
      */
-    private final class FileSink implements Pump.Sink, FileAppender.Listener {
-        private final FileAppender file;
+    private final class FileSink implements Pump.Sink, ChunkStage.Listener {
+        private final FileChannel channel;
+        private final ChunkStage file;
+        private final java.security.MessageDigest digest;
+        private final ChunkStage hash;
         private long received;
         private long nextSpaceCheck = SPACE_CHECK_BYTES;
         private Runnable drained;
         private Promise<Void> end;
         private Consumer<Throwable> onFailure;
+        private boolean verified;
         boolean failed;
 
         FileSink(FileChannel channel) {
-            this.file = new FileAppender(owner, s.blocking(), channel, d.digest.newHasher(), this);
+            this.channel = channel;
+            this.file = ChunkStage.writer(owner, s.blocking(), channel, this);
+            this.digest = d.digest.newHasher();
+            this.hash = ChunkStage.hasher(owner, s.blocking(), digest, this);
         }
 
         @Override
         public void write(Pump.Piece piece) {
             owner.check();
             int len = piece.length();
-            // One copy into a pooled direct buffer. Made before anything counts the piece as received: a
-            // chunk lost here must end the download, not leave a gap.
+            // One copy into a direct buffer. Made before anything counts the piece as received: a chunk
+            // lost here must end the download, not leave a gap.
             ByteBuf bytes;
             try {
                 bytes = s.allocator().directBuffer(len, len);
@@ -347,9 +355,11 @@ final class Fetch {
             piece.release().run();
             long position = received;
             received += len;
-            Download.Chunk chunk = new Download.Chunk(position, bytes, s.budget(), 2); // the window's, the file's
+            // The window's reference, the file's and the digest's.
+            Download.Chunk chunk = new Download.Chunk(position, bytes, s.budget(), 3);
             d.arrived(chunk);
             file.append(chunk);
+            hash.append(chunk);
             if (spaceLimit != null && received >= nextSpaceCheck) {
                 // Other files (or other downloads) may be filling the disk meanwhile: look again.
                 nextSpaceCheck = received + SPACE_CHECK_BYTES;
@@ -358,32 +368,39 @@ final class Fetch {
             }
         }
 
+        /** Bytes that arrived and are not yet both written and hashed. */
+        private long pending() {
+            return received - Math.min(file.through(), hash.through());
+        }
+
         /**
-         * Whether the upstream must wait for the file: more than {@link #WRITE_QUEUE_BYTES} wait to be
-         * written, or all transfers together hold their budget and this one has writes pending (one with
+         * Whether the upstream must wait: more than {@link #WRITE_QUEUE_BYTES} wait to be written or
+         * hashed, or all transfers together hold their budget and this one has work pending (one with
          * none may always read a chunk, so none waits forever).
          */
         @Override
         public boolean full() {
-            long pending = received - file.written();
+            long pending = pending();
             return !failed && (pending > WRITE_QUEUE_BYTES || (pending > 0 && s.budget().over()));
         }
 
         @Override
         public void whenDrained(Runnable action) {
             drained = action;
-            s.metrics().downloadPaused(received - file.written() > WRITE_QUEUE_BYTES ? "disk" : "memory");
+            s.metrics().downloadPaused(pending() > WRITE_QUEUE_BYTES ? "disk" : "memory");
         }
 
         @Override
-        public void written(long bytes) {
+        public void through(ChunkStage stage, long bytes) {
             owner.check();
             if (failed) {
                 return;
             }
-            d.written(bytes);
-            if (end != null && bytes == received) {
-                verify();
+            if (stage == file) {
+                d.written(bytes);
+            }
+            if (end != null) {
+                finishing();
             }
             if (drained != null && !full()) {
                 Runnable r = drained;
@@ -393,40 +410,48 @@ final class Fetch {
         }
 
         @Override
-        public void failed(java.io.IOException err) {
+        public void failed(ChunkStage stage, java.io.IOException err) {
             breakDown(new StorageUnavailable("cannot write blob " + d.digest + " to the cache after "
-                    + file.written() + " bytes: " + err.getMessage(), err));
+                    + file.through() + " bytes: " + err.getMessage(), err));
         }
 
         @Override
         public Future<Void> end() {
             owner.check();
-            complete = true; // every byte arrived: only the writes (and the digest) remain
+            complete = true; // every byte arrived: only the digest and the writes remain
             end = Promise.promise();
-            if (file.written() == received) {
-                verify();
-            }
+            finishing();
             return end.future();
         }
 
-        /** Every byte is written: the end completes if they hash to the digest, fails otherwise. */
-        private void verify() {
-            if (d.digest.matches(file.digest())) {
-                end.tryComplete();
-                return;
+        /**
+         * Every byte has arrived: once hashed, the readers may finish (or the download fails, if the
+         * digest does not match); once written too, the end completes.
+         */
+        private void finishing() {
+            if (!verified && hash.through() == received) {
+                if (!d.digest.matches(digest.digest())) {
+                    failed = true;
+                    file.stop();
+                    hash.stop();
+                    sender.countError("digest_mismatch");
+                    LOG.warn("{}: blob {} failed after {} bytes: digest mismatch: the bytes do not hash to it",
+                            sender.name(), d.digest, received);
+                    end.tryFail(RegistryError.badGateway(sender.name(),
+                            "digest mismatch: upstream bytes do not hash to " + d.digest, "digest_mismatch"));
+                    return;
+                }
+                verified = true;
+                d.verified(received);
             }
-            failed = true;
-            file.stop();
-            sender.countError("digest_mismatch");
-            LOG.warn("{}: blob {} failed after {} bytes: digest mismatch: the bytes do not hash to {}",
-                    sender.name(), d.digest, received, d.digest);
-            end.tryFail(RegistryError.badGateway(sender.name(), "digest mismatch: upstream bytes do not hash to "
-                    + d.digest, "digest_mismatch"));
+            if (verified && file.through() == received) {
+                end.tryComplete();
+            }
         }
 
         /** The file, for the commit to close: every byte is written. */
         FileChannel channel() {
-            return file.channel();
+            return channel;
         }
 
         @Override
@@ -437,6 +462,7 @@ final class Fetch {
             }
             failed = true;
             file.stop();
+            hash.stop();
         }
 
         @Override
@@ -452,6 +478,7 @@ final class Fetch {
             }
             failed = true;
             file.stop();
+            hash.stop();
             if (end != null) {
                 end.tryFail(e); // every byte had arrived; the pump waits for the writes
             } else if (onFailure != null) {

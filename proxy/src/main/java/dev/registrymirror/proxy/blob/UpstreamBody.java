@@ -22,7 +22,7 @@ import org.slf4j.LoggerFactory;
  * otherwise. Streamed straight to a client ({@link HoldBack#LAST_CHUNK}), the last chunk is held
  * back until then too, so the client never sees the clean end of wrong content. Without a digest it
  * only checks the length: a range, which no digest covers, or a download's body, which its file
- * hashes as it is written ({@link FileAppender}) while its readers hold back the blob's last byte
+ * hashes as it arrives ({@link ChunkStage}) while its readers hold back the blob's last byte
  * until then ({@link DownloadReader}).
  *
  * <p>An upstream silent for its {@code idleTimeout} while the sink is waiting for it fails the
