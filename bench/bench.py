@@ -321,10 +321,12 @@ class Bench:
         for i in range(3 * self.rounds):
             path = os.path.join(w, f"single-{i}.bin")
             self.single_blobs.append((path, make_blob(path, size)))
+        # 32 of them: after 16, the mirror's JIT compiler still took 0.18 CPU-s per cold pull of 256 MiB
+        # (measured per thread), after 40 it took 0.02 s.
         self.single_warmup = []
-        for i in range(2 if self.smoke else 8):
+        for i in range(2 if self.smoke else 32):
             path = os.path.join(w, f"single-warmup-{i}.bin")
-            self.single_warmup.append((path, make_blob(path, size // 4)))
+            self.single_warmup.append((path, make_blob(path, size // 8)))
         self.big = None
         if not self.smoke and not self.args.no_big:
             self.big = os.path.join(w, "big.bin")
@@ -654,7 +656,7 @@ http {{
         mib = 1 << 20
         worst = max(x for x in (warm, getattr(self, "burst_hwm", None), big_warm, big_cold) if x)
         self.row(f"5. peak RSS, {n} warm pulls / cold burst (-Xmx256m)", "MiB", warm / mib,
-                 None, None, "< 400 MB", worst < 400e6)
+                 None, None, "≤ 300 MiB (the 1 GiB layer included)", worst <= 300 * mib)
         self.notes.append(f"Peak RSS of the mirror: {warm / mib:.0f} MiB during {n} warm pulls and "
                           f"{getattr(self, 'burst_hwm', 0) / mib:.0f} MiB during the cold burst of the {self.size >> 20} MiB blob"
                           + (f"; with the 1 GiB blob, {big_cold / mib:.0f} MiB during a cold burst of 16 and "
