@@ -30,6 +30,14 @@ public interface BlobStore {
         return false;
     }
 
+    /**
+     * Whether the blob may be stored, answered from memory: never blocks, safe on an event loop. False
+     * means it certainly is not, so a miss needs no {@link #acquire}; true means "look it up".
+     */
+    default boolean mayHold(Digest digest) {
+        return true;
+    }
+
     /** Ends an {@link #acquire}. Never blocks. */
     void release(Blob blob);
 

@@ -120,6 +120,9 @@ final class CacheIndex implements AutoCloseable {
     /** Whether the previous run closed the index cleanly, so its rows and the files agree. */
     private final boolean wasClean;
     private volatile boolean complete;
+    /** The blobs that may be stored (see {@link Presence}); answers once {@link #fillPresence} has run. */
+    private final Presence presence;
+    private volatile boolean presenceFilled;
     private final Reconciliation reconciliation = new Reconciliation(this);
     private volatile boolean closed;
     /** Set by {@link #stop}: eviction ends after its batch. */
@@ -174,6 +177,7 @@ final class CacheIndex implements AutoCloseable {
                 }
             }
         }
+        this.presence = new Presence(counts.get(ContentKind.BLOB).get());
         this.readers = new ReaderPool(file); // the writer is closed by IndexDatabase if this fails
         writer.setAutoCommit(true);
     }
@@ -229,6 +233,41 @@ final class CacheIndex implements AutoCloseable {
      */
     boolean knownPresent(Key key) {
         return recentCommits.getIfPresent(key) != null;
+    }
+
+    /**
+     * Whether the blob may be stored, answered from memory: false only when it certainly is not (no
+     * row, and the reconciliation done), so that a miss needs no lookup. Safe on an event loop.
+     */
+    boolean mayHold(Key key) {
+        return !presenceFilled || !complete || key.kind() != ContentKind.BLOB
+                || presence.mightContain(bytesOf(key.digest()));
+    }
+
+    /**
+     * Puts every stored blob into the filter {@link #mayHold} reads, then lets it answer. Rows written
+     * meanwhile put themselves in before they are written. Blocks (reads every blob's row).
+     */
+    void fillPresence() throws IOException {
+        try {
+            int n = readers.read(r -> {
+                int count = 0;
+                try (PreparedStatement q = r.connection.prepareStatement("SELECT digest FROM item WHERE kind = ?")) {
+                    q.setInt(1, ContentKind.BLOB.code);
+                    try (ResultSet rs = q.executeQuery()) {
+                        while (rs.next()) {
+                            presence.add(rs.getBytes(1));
+                            count++;
+                        }
+                    }
+                }
+                return count;
+            });
+            presenceFilled = true;
+            LOG.debug("{} blobs in the presence filter ({} bits)", n, presence.size());
+        } catch (SQLException e) {
+            throw failure("read the stored blobs from", e);
+        }
     }
 
     /**
@@ -409,6 +448,9 @@ final class CacheIndex implements AutoCloseable {
         writeLock.lock();
         try {
             byte[] d = bytesOf(key.digest());
+            if (key.kind() == ContentKind.BLOB) {
+                presence.add(d); // before the row: mayHold never says no to a stored blob
+            }
             inTransaction(() -> {
                 insertItem.setInt(1, key.kind().code);
                 insertItem.setBytes(2, d);
@@ -544,6 +586,9 @@ final class CacheIndex implements AutoCloseable {
                     sizes[i] = -1;
                     if (skip != null && skip.contains(s.key())) {
                         continue;
+                    }
+                    if (s.key().kind() == ContentKind.BLOB) {
+                        presence.add(bytesOf(s.key().digest()));
                     }
                     insertItem.setInt(1, s.key().kind().code);
                     insertItem.setBytes(2, bytesOf(s.key().digest()));

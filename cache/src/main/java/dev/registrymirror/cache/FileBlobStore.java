@@ -93,6 +93,11 @@ final class FileBlobStore implements BlobStore, StorageScan.ContentFolder {
     }
 
     @Override
+    public boolean mayHold(Digest digest) {
+        return index.mayHold(new Key(ContentKind.BLOB, digest));
+    }
+
+    @Override
     public boolean knownPresent(Digest digest) {
         return index.knownPresent(new Key(ContentKind.BLOB, digest));
     }

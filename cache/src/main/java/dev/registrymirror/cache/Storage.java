@@ -497,6 +497,8 @@ public final class Storage implements AutoCloseable {
             if (leftovers > 0) {
                 LOG.info("removed {} temporary files left by an earlier run", leftovers);
             }
+            // From now on a blob the cache does not have is known as such without a lookup.
+            index.fillPresence();
             if (index.overLimit() || (free >= 0 && free < minFree)) {
                 requestUpkeep();
             }

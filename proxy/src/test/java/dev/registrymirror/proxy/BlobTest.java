@@ -191,8 +191,11 @@ class BlobTest extends MirrorTestBase {
         Digest d = hub.putBlob(layer);
         Promise<Void> release = startMirrorHoldingSecondHalves();
         HttpClient client = vertx.createHttpClient();
-        Future<Buffer> first = fetch(client, d, null, new AtomicLong());
+        AtomicLong received = new AtomicLong();
+        Future<Buffer> first = fetch(client, d, null, received);
         await(hub.firstHalfSent.future());
+        // The download is streaming once its first bytes reach the client (sent is not yet received).
+        awaitTrue("the first client receives bytes", () -> received.get() > 0);
 
         HttpResponse<byte[]> headed = head("/v2/library/alpine/blobs/" + d);
         assertThat(headed.statusCode()).isEqualTo(200);

@@ -30,6 +30,11 @@ abstract class ForwardingBlobStore implements BlobStore {
     }
 
     @Override
+    public boolean mayHold(Digest digest) {
+        return real.mayHold(digest);
+    }
+
+    @Override
     public void release(Blob blob) {
         real.release(blob);
     }

@@ -44,7 +44,12 @@ final class StoredBlobs implements BlobSource {
 
     @Override
     public Future<Step> answer(BlobRequest r) {
-        // The index lives on disk: even a blob that is not stored is looked up on a worker thread.
+        if (r.attempt() == 0 && !store.mayHold(r.digest())) {
+            // Certainly not stored (answered from memory): on to the download, without a worker's hop.
+            // A walk that starts again (the blob was stored meanwhile) looks it up whatever this says.
+            return Future.succeededFuture(Step.NEXT);
+        }
+        // The index lives on disk: a blob that may be stored is looked up on a worker thread.
         return blocking.run(() -> lookUp(r)).compose(found -> {
             if (found == null) {
                 return Future.succeededFuture(Step.NEXT);
