@@ -61,6 +61,9 @@ class MissWithoutLookupTest extends MirrorTestBase {
         assertThat(cold.body()).isEqualTo(layer);
         assertThat(lookups.get()).as("lookups for a blob never stored").isZero();
         assertThat(hub.count("cdn", "GET", "/blobs/" + d)).isEqualTo(1);
+        // The client has it once it is verified; the commit may still be under way (a request meanwhile
+        // joins the download without a lookup).
+        awaitTrue("the download is committed", () -> mirror.downloadsInFlight() == 0);
 
         HttpResponse<byte[]> warm = get("/v2/library/alpine/blobs/" + d);
         assertThat(warm.body()).isEqualTo(layer);
