@@ -195,7 +195,14 @@ public final class UpstreamClient implements Sender {
      */
     public Future<HttpClientResponse> sendOnce(HttpMethod method, String path, String repository, MultiMap headers,
                                         String kind) {
-        return send(method, URI.create(upstream.url() + path), repository, headers, kind, Integer.MAX_VALUE);
+        URI uri = URI.create(upstream.url() + path);
+        return send(method, uri, repository, headers, kind, Integer.MAX_VALUE).recover(err ->
+                err instanceof RegistryError e && "reset".equals(e.upstreamReason)
+                        // Most often a kept-alive connection the upstream had closed (idle, restarting or going
+                        // down): asked once more at once, on a new connection, which tells that from an
+                        // upstream that is down (then "connect", and a cached answer is served as unreachable).
+                        ? send(method, uri, repository, headers, kind, Integer.MAX_VALUE)
+                        : Future.failedFuture(err));
     }
 
     private Future<HttpClientResponse> send(HttpMethod method, URI uri, String repository, MultiMap headers,
