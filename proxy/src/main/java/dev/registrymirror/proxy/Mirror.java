@@ -243,6 +243,11 @@ public final class Mirror {
                                 .onFailure(started::fail);
                     }
                 }, new DeploymentOptions().setInstances(instances))
+                .recover(err -> Future.failedFuture(err instanceof java.net.BindException
+                        ? new dev.registrymirror.config.ConfigException("server.port: " + configured + " on "
+                        + config.server().host() + " is already in use by another process; stop it, or choose"
+                        + " another port (server.port, --port)", err)
+                        : err))
                 .compose(id -> {
                     deployment = id;
                     return listenInternal();

@@ -60,6 +60,22 @@ class StartupIT {
         }
     }
 
+    @Test
+    void aPortInUseStopsTheStartWithAMessageNamingTheKey() throws Exception {
+        try (java.net.ServerSocket taken = new java.net.ServerSocket()) {
+            taken.bind(new java.net.InetSocketAddress("0.0.0.0", RealParts.freePort()));
+            int port = taken.getLocalPort();
+            Process p = new ProcessBuilder(java(), "-jar", jar(), "--port", String.valueOf(port),
+                    "--storage", dir.resolve("data").toString(), "--upstream", "http://127.0.0.1:1")
+                    .redirectErrorStream(true).start();
+            assertThat(p.waitFor(60, TimeUnit.SECONDS)).isTrue();
+            String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+            assertThat(p.exitValue()).as(out).isEqualTo(1);
+            assertThat(out).contains("registry-mirror: cannot start: server.port: " + port)
+                    .contains("is already in use by another process").doesNotContain("BindException");
+        }
+    }
+
     private static String java() {
         return Path.of(System.getProperty("java.home"), "bin", "java").toString();
     }
