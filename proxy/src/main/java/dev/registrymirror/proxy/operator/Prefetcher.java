@@ -169,6 +169,9 @@ public final class Prefetcher {
                     return blobs(base, new ArrayList<>(blobs.keySet()), job)
                             .map(bytes -> new Result(manifests.size(), blobs.size(), bytes));
                 })
+                // Out of the running jobs before its outcome is told: a run asked for once this one is
+                // counted (the schedule's, from another thread) starts anew instead of joining it.
+                .andThen(ar -> running.remove(what, job))
                 .onSuccess(r -> {
                     job.finishedMillis = clock.millis();
                     job.state = "done";
@@ -186,7 +189,6 @@ public final class Prefetcher {
                             : p.every() != null ? "; tried again in " + p.every().toString().substring(2).toLowerCase()
                                     : "; tried again at the next start");
                 })
-                .andThen(ar -> running.remove(what, job))
                 .onComplete(job.done);
         return job;
     }
