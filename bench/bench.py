@@ -174,16 +174,6 @@ def curl(url, out="/dev/null", accept=None):
     return int(size), float(ttfb), float(total)
 
 
-def curl_timed(url):
-    """GETs url with curl into /dev/null; returns (bytes, seconds), curl's own figures."""
-    r = subprocess.run(["curl", "-sf", "-o", "/dev/null", "-w", "%{size_download} %{time_total}", url],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"curl {url}: exit {r.returncode}")
-    size, took = r.stdout.split()
-    return int(size), float(took)
-
-
 def curl_sha256(url):
     """Streams a GET into sha256sum; returns the digest."""
     p1 = subprocess.Popen(["curl", "-s", "-f", url], stdout=subprocess.PIPE)
@@ -479,7 +469,7 @@ http {{
                     if client != "curl":
                         size, _, took = fetch(url)
                     else:
-                        size, took = curl_timed(url)
+                        size, _, took = curl(url)
                     assert size == self.size, (name, client, size)
                     times[(client, name)].append(took)
             order = order[1:] + order[:1]

@@ -24,15 +24,7 @@ class ClusterAccessTest extends ClusterTestBase {
         } catch (java.io.IOException e) {
             throw new java.io.UncheckedIOException(e);
         }
-        return """
-                access:
-                  rules:
-                    - repositories: ["docker.io/private/**"]
-                      pull: [alice]
-                    - repositories: ["**"]
-                      pull: [anonymous]
-                  users: '%s'
-                """.formatted(htpasswd);
+        return DownloadSharingTest.RULES.formatted(htpasswd); // alice's private/**, the rest anonymous
     }
 
     static String alice() {

@@ -171,8 +171,7 @@ final class DownloadAnswers {
                     .putHeader(HttpHeaders.CONTENT_LENGTH, Long.toString(range.length()));
             Fetch.Settings f = downloads.settings();
             UpstreamBody body = new UpstreamBody(owner, vertx, in, upstream, null, "range " + range.start() + "-"
-                    + range.end() + " of blob " + digest, range.length(), exactly(range.length()),
-                    UpstreamBody.HoldBack.NOTHING, f.budget());
+                    + range.end() + " of blob " + digest, range.length(), exactly(range.length()), f.budget());
             return Pump.pipe(body, sink);
         });
     }
@@ -204,8 +203,8 @@ final class DownloadAnswers {
             }
             Fetch.Settings f = downloads.settings();
             UpstreamBody body = new UpstreamBody(owner, vertx, in, upstream, digest, "blob " + digest
-                    + " streamed without storing", announced, exactly(announced >= 0 ? announced : f.maxBlobSize()),
-                    UpstreamBody.HoldBack.LAST_CHUNK, f.budget());
+                    + " streamed without storing", announced,
+                    exactly(announced >= 0 ? announced : f.maxBlobSize()), f.budget());
             return Pump.pipe(body, sink);
         });
     }

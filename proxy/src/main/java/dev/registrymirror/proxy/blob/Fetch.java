@@ -198,8 +198,7 @@ final class Fetch {
                 : UpstreamBody.Limit.fixed(announced, this::tooLarge); // announced was checked against maxBlobSize
         // The body checks the length; the file sink hashes as it writes (off the event loop) and ends
         // only once the digest matches.
-        body = new UpstreamBody(owner, s.vertx(), resp, sender, null, "blob " + d.digest, announced, limit,
-                UpstreamBody.HoldBack.NOTHING, s.budget());
+        body = new UpstreamBody(owner, s.vertx(), resp, sender, null, "blob " + d.digest, announced, limit, s.budget());
         sink = new FileSink(t.file());
         d.onCancel(this::cancel);
         Pump.pipe(body, sink).onComplete(ar -> {
@@ -431,9 +430,7 @@ final class Fetch {
         private void finishing() {
             if (!verified && hash.through() == received) {
                 if (!d.digest.matches(digest.digest())) {
-                    failed = true;
-                    file.stop();
-                    hash.stop();
+                    fail(null);
                     sender.countError("digest_mismatch");
                     LOG.warn("{}: blob {} failed after {} bytes: digest mismatch: the bytes do not hash to it",
                             sender.name(), d.digest, received);
@@ -476,9 +473,7 @@ final class Fetch {
             if (failed) {
                 return;
             }
-            failed = true;
-            file.stop();
-            hash.stop();
+            fail(e);
             if (end != null) {
                 end.tryFail(e); // every byte had arrived; the pump waits for the writes
             } else if (onFailure != null) {

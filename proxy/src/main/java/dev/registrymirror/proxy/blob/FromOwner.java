@@ -97,7 +97,7 @@ final class FromOwner implements BlobSource {
         UpstreamBody body = new UpstreamBody(loop, vertx, in, replicas.sender(owner), partial ? null : digest,
                 "blob " + digest + " from its owner " + owner, length, UpstreamBody.Limit.fixed(max, received ->
                 new RegistryError(502, "UNAVAILABLE", "the owner " + owner + " sent more than " + max + " bytes")),
-                UpstreamBody.HoldBack.LAST_CHUNK, f.budget());
+                f.budget());
         return Pump.pipe(body, new ClientSink(out, metrics));
     }
 }

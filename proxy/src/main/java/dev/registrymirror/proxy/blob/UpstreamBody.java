@@ -19,8 +19,8 @@ import org.slf4j.LoggerFactory;
  * The body of an upstream's blob answer as a {@link Pump.Source}. It checks the size as bytes arrive
  * (never more than the announced {@code Content-Length}, nor than the {@link Limit}), and, given the
  * blob's digest, hashes every byte: its end is delivered only once size and digest match, a failure
- * otherwise. Streamed straight to a client ({@link HoldBack#LAST_CHUNK}), the last chunk is held
- * back until then too, so the client never sees the clean end of wrong content. Without a digest it
+ * otherwise; its last chunk is held back until then too, so a client it is streamed to never sees the
+ * clean end of wrong content. Without a digest it
  * only checks the length: a range, which no digest covers, or a download's body, which its file
  * hashes as it arrives ({@link ChunkStage}) while its readers hold back the blob's last byte
  * until then ({@link DownloadReader}).
@@ -31,9 +31,6 @@ import org.slf4j.LoggerFactory;
  */
 final class UpstreamBody implements Pump.Source {
     private static final Logger LOG = LoggerFactory.getLogger(UpstreamBody.class);
-
-    /** Whether the last chunk waits for the digest. */
-    enum HoldBack { NOTHING, LAST_CHUNK }
 
     /** The most bytes a body may have, and what it is when it has more. */
     interface Limit {
@@ -68,7 +65,6 @@ final class UpstreamBody implements Pump.Source {
     private final Limit limit;
     private final MemoryBudget budget;
     private final MessageDigest hasher;
-    private final boolean holdLast;
     private Consumer<Pump.Piece> data;
     private Runnable end;
     private Consumer<Throwable> failed;
@@ -80,18 +76,19 @@ final class UpstreamBody implements Pump.Source {
     private long watchdog = -1;
 
     /**
-     * @param digest    the blob's digest, to verify it; null for a range (length checked only)
+     * @param digest    the blob's digest, to verify it (and hold the last chunk back until then); null
+     *                  for a range or a download's body (length checked only)
      * @param what      what is fetched, for the log ("blob sha256:…", "range 0-99 of …")
      * @param announced the {@code Content-Length}, -1 when none was sent
      */
     UpstreamBody(Owner owner, Vertx vertx, HttpClientResponse resp, UpstreamClient upstream, Digest digest, String what,
-                 long announced, Limit limit, HoldBack holdBack, MemoryBudget budget) {
-        this(owner, vertx, resp, Sender.of(upstream), digest, what, announced, limit, holdBack, budget);
+                 long announced, Limit limit, MemoryBudget budget) {
+        this(owner, vertx, resp, Sender.of(upstream), digest, what, announced, limit, budget);
     }
 
     /** Like the other constructor, for a body another replica sends. */
     UpstreamBody(Owner owner, Vertx vertx, HttpClientResponse resp, Sender upstream, Digest digest, String what,
-                 long announced, Limit limit, HoldBack holdBack, MemoryBudget budget) {
+                 long announced, Limit limit, MemoryBudget budget) {
         this.owner = owner;
         this.vertx = vertx;
         this.resp = resp;
@@ -102,7 +99,6 @@ final class UpstreamBody implements Pump.Source {
         this.limit = limit;
         this.budget = budget;
         this.hasher = digest != null ? digest.newHasher() : null;
-        this.holdLast = digest != null && holdBack == HoldBack.LAST_CHUNK;
     }
 
     /** Bytes received so far. */
@@ -197,7 +193,7 @@ final class UpstreamBody implements Pump.Source {
         }
         budget.charge(len);
         Pump.Piece piece = new Pump.Piece(NettyBuffers.unwrap(buf), () -> budget.refund(len));
-        if (!holdLast) {
+        if (hasher == null) {
             data.accept(piece);
             return;
         }

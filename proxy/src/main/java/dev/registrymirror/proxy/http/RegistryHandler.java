@@ -162,14 +162,10 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
 
     /** An admin removal another replica forwards: done here if signed with the cluster's secret. */
     private void removalFromReplica(HttpServerRequest req, String signature) {
-        if (!verifiedHop(req, signature)) {
-            return;
-        }
-        Started started = begin(req, null);
+        Started started = admittedHop(req, signature);
         if (started == null) {
             return;
         }
-        cluster.metrics().hop("in");
         counted(req, started, "admin", null);
         Future<Void> answer = removals == null
                 ? Future.failedFuture(new RegistryError(404, "UNSUPPORTED", "no removals here"))
@@ -178,12 +174,17 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
     }
 
     /**
-     * Whether a hop's signature is the cluster's; if not, the request is answered 403 (and the refusal
-     * logged, once a minute per address).
+     * A request from another replica, begun and counted as a hop in, if its signature is the cluster's;
+     * null otherwise, the request answered 403 (and the refusal logged, once a minute per address), or
+     * when it cannot begin (then answered too).
      */
-    private boolean verifiedHop(HttpServerRequest req, String signature) {
+    private Started admittedHop(HttpServerRequest req, String signature) {
         if (cluster != null && cluster.hops().verify(signature, req.method().name(), req.uri())) {
-            return true;
+            Started started = begin(req, null);
+            if (started != null) {
+                cluster.metrics().hop("in");
+            }
+            return started;
         }
         String from = req.remoteAddress() == null ? "?" : req.remoteAddress().hostAddress();
         if (refusedHops.asMap().putIfAbsent(from, Boolean.TRUE) == null) {
@@ -195,7 +196,7 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
             counted(req, started, "denied", null);
             writeError(req, new RegistryError(403, "DENIED", "not a replica of this cluster"));
         }
-        return false;
+        return null;
     }
 
     /** The two routing tables: for clients, and for the mirror's own requests (no access rules). */
@@ -348,21 +349,16 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
         answered.onFailure(err -> failed(req, err, "a " + label + " request", req.method() + " " + req.path()));
     }
 
-    /** The registry API ({@code /v2/...}), parsed by its own parser, and anything no other route took. */
     /**
      * A request from another replica, for a blob this one owns: answered if its signature is the
      * cluster's (the asking replica checked the client's access; the name it carries is the client's,
      * so provenance holds here), never forwarded again; refused (403) otherwise, one line a minute.
      */
     private void hop(HttpServerRequest req, String signature) {
-        if (!verifiedHop(req, signature)) {
-            return;
-        }
-        Started started = begin(req, null);
+        Started started = admittedHop(req, signature);
         if (started == null) {
             return;
         }
-        cluster.metrics().hop("in");
         if (req.method() == HttpMethod.POST && "1".equals(req.getParam("keep"))) {
             keepCopy(req, started);
             return;
@@ -394,6 +390,7 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
         answer.onFailure(err -> failed(req, err, "a copy request", route));
     }
 
+    /** The registry API ({@code /v2/...}), parsed by its own parser, and anything no other route took. */
     private void registry(HttpServerRequest req, Started started, AccessControl access, boolean hop) {
         Route route;
         try {
