@@ -24,7 +24,7 @@ import java.util.regex.Pattern;
  * does what needs other sections (defaults, overrides, names of upstreams in rules and prefetch).
  */
 record ConfigFile(Server server, Storage storage, List<Upstream> upstreams, List<Prefetch> prefetch, Admin admin,
-                  Access access, Cluster cluster) {
+                  Access access, Cluster cluster, Hosted hosted) {
 
     /** A size as written ({@code 512MiB}), and its bytes. */
     @JsonDeserialize(using = Size.Reader.class)
@@ -153,6 +153,31 @@ record ConfigFile(Server server, Storage storage, List<Upstream> upstreams, List
             }
             if (path != null && path.isBlank()) {
                 throw new ConfigException("path: must not be empty");
+            }
+        }
+    }
+
+    /** A repository glob: the name grammar's characters, and {@code *}. */
+    private static final Pattern REPOSITORY_GLOB = Pattern.compile("[a-z0-9*][a-z0-9._/*-]*");
+
+    record Hosted(List<String> repositories, Size maxSize, Boolean delete, Span uploadExpiry) {
+        Hosted {
+            if (repositories == null || repositories.isEmpty()) {
+                throw new ConfigException("repositories: required, the repositories pushed here, e.g. [\"team/**\"]");
+            }
+            for (int i = 0; i < repositories.size(); i++) {
+                String g = repositories.get(i);
+                if (g == null || !REPOSITORY_GLOB.matcher(g).matches() || g.contains("//") || g.endsWith("/")) {
+                    throw new ConfigException("repositories[" + i + "]: \"" + g + "\" is not a repository glob"
+                            + " (a repository name as clients push it, with * and **, e.g. team/**)");
+                }
+            }
+            if (maxSize != null && maxSize.bytes() < 0) {
+                throw new ConfigException("maxSize: \"" + maxSize.text() + "\" must not be negative");
+            }
+            if (uploadExpiry != null && uploadExpiry.value().compareTo(Duration.ofMinutes(1)) < 0) {
+                throw new ConfigException("uploadExpiry: \"" + uploadExpiry.text()
+                        + "\" is too short (at least 1m: a large layer takes that long on a slow link)");
             }
         }
     }

@@ -343,7 +343,30 @@ public final class ConfigLoader {
         }
         MirrorConfig.Admin admin = f.admin() == null || f.admin().token() == null ? MirrorConfig.Admin.OFF
                 : new MirrorConfig.Admin(f.admin().token());
-        return new MirrorConfig(s, st, upstreams, prefetch, admin, access(f.access(), upstreams), cluster(f.cluster()));
+        return new MirrorConfig(s, st, upstreams, prefetch, admin, access(f.access(), upstreams), cluster(f.cluster()),
+                hosted(f.hosted(), upstreams));
+    }
+
+    /** How long an unfinished upload is kept: Docker resumes none, and a day covers any slow link. */
+    public static final Duration DEFAULT_UPLOAD_EXPIRY = Duration.ofHours(24);
+
+    private static MirrorConfig.Hosted hosted(ConfigFile.Hosted h, List<MirrorConfig.Upstream> upstreams) {
+        if (h == null) {
+            return null;
+        }
+        for (int i = 0; i < h.repositories().size(); i++) {
+            String g = h.repositories().get(i);
+            String first = g.contains("/") ? g.substring(0, g.indexOf('/')) : g;
+            for (MirrorConfig.Upstream u : upstreams) {
+                // /v2/<upstream name>/... goes to that upstream: such a glob could never be pushed to.
+                if (Globs.matches(first, u.name())) {
+                    throw new ConfigException("hosted.repositories[" + i + "]: \"" + g + "\" names upstream "
+                            + u.name() + ", whose repositories are pulled through it (name hosted ones without it)");
+                }
+            }
+        }
+        return new MirrorConfig.Hosted(h.repositories(), bytes(h.maxSize(), 0), or(h.delete(), false),
+                span(h.uploadExpiry(), DEFAULT_UPLOAD_EXPIRY));
     }
 
     /** Two seconds' warning is not enough on a busy machine; a minute (Hazelcast's default) far too long. */

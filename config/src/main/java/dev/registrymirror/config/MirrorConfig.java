@@ -17,9 +17,29 @@ import java.util.regex.Pattern;
  * @param admin     the admin API; {@link Admin#OFF} unless a token is configured
  * @param access    who may pull what
  * @param cluster   the replicas this one forms one cache with; {@code null}: it runs alone
+ * @param hosted    repositories whose images are pushed here and served from local storage only;
+ *                  {@code null}: none (every push is refused)
  */
 public record MirrorConfig(Server server, Storage storage, List<Upstream> upstreams, List<Prefetch> prefetch,
-                           Admin admin, Access access, Cluster cluster) {
+                           Admin admin, Access access, Cluster cluster, Hosted hosted) {
+
+    public MirrorConfig(Server server, Storage storage, List<Upstream> upstreams, List<Prefetch> prefetch, Admin admin,
+                        Access access, Cluster cluster) {
+        this(server, storage, upstreams, prefetch, admin, access, cluster, null);
+    }
+
+    /** The same configuration with {@code hosted} repositories (null: none). */
+    public MirrorConfig withHosted(Hosted hosted) {
+        return new MirrorConfig(server, storage, upstreams, prefetch, admin, access, cluster, hosted);
+    }
+
+    /**
+     * Whether {@code name} (a repository name as the client writes it, {@code team/app}) is a hosted
+     * repository: pushed here, never fetched from an upstream.
+     */
+    public boolean isHosted(String name) {
+        return hosted != null && hosted.matches(name);
+    }
 
     public MirrorConfig(Server server, Storage storage, List<Upstream> upstreams, List<Prefetch> prefetch, Admin admin,
                         Access access) {
@@ -295,6 +315,32 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
      * @param trustedRealms  hosts ({@code host} or {@code host:port}, lower case) besides the upstream's own
      *                       and the well-known ones, to which the credentials may be sent to get a token
      */
+    /**
+     * {@code hosted}: repositories teams push their own images to, beside the cache.
+     *
+     * @param repositories  globs of repository names as clients write them ({@code team/**}): {@code **}
+     *                      spans components, {@code *} stays within one
+     * @param maxSize       bytes hosted content may take at most (the quota); 0 for no limit. Hosted content
+     *                      is never evicted, and does not count against {@code storage.maxSize}
+     * @param delete        whether manifests, tags and blobs may be deleted
+     * @param uploadExpiry  an upload not finished within this long is cancelled and its data removed
+     */
+    public record Hosted(List<String> repositories, long maxSize, boolean delete, Duration uploadExpiry) {
+        public Hosted {
+            repositories = List.copyOf(repositories);
+        }
+
+        /** Whether a repository name matches one of the globs. */
+        public boolean matches(String name) {
+            for (String g : repositories) {
+                if (Globs.matches(g, name)) {
+                    return true;
+                }
+            }
+            return false;
+        }
+    }
+
     public record Upstream(String name, URI url, String username, String password, Path caFile,
                            Duration manifestTtl, Duration connectTimeout, Duration idleTimeout,
                            int retries, Duration retryBackoff, List<String> trustedRealms) {

@@ -15,6 +15,49 @@ class ConfigLoaderTest {
     private static final ConfigLoader.Overrides NONE = ConfigLoader.Overrides.none();
 
     @Test
+    void hostedRepositories() {
+        MirrorConfig c = ConfigLoader.parse("""
+                hosted:
+                  repositories: ["team/**", "ci/*"]
+                  maxSize: 100GiB
+                  delete: true
+                """, Map.of(), NONE);
+        assertThat(c.hosted().maxSize()).isEqualTo(100L << 30);
+        assertThat(c.hosted().delete()).isTrue();
+        assertThat(c.hosted().uploadExpiry()).isEqualTo(Duration.ofHours(24));
+        assertThat(c.isHosted("team/app")).isTrue();
+        assertThat(c.isHosted("team/a/b")).isTrue();
+        assertThat(c.isHosted("ci/app")).isTrue();
+        assertThat(c.isHosted("ci/a/b")).isFalse();
+        assertThat(c.isHosted("teams/app")).isFalse();
+        assertThat(c.isHosted("library/alpine")).isFalse();
+
+        MirrorConfig none = ConfigLoader.load(null, Map.of(), NONE);
+        assertThat(none.hosted()).isNull();
+        assertThat(none.isHosted("team/app")).isFalse();
+        MirrorConfig defaults = ConfigLoader.parse("hosted: {repositories: [team/**]}", Map.of(), NONE);
+        assertThat(defaults.hosted().delete()).isFalse();
+        assertThat(defaults.hosted().maxSize()).isZero();
+    }
+
+    @Test
+    void badHostedRepositoriesNameTheKey() {
+        assertError("hosted: {maxSize: 1GiB}", "hosted.repositories: required");
+        assertError("hosted: {repositories: []}", "hosted.repositories: required");
+        assertError("hosted: {repositories: [team/**, 'Team/App']}",
+                "hosted.repositories[1]: \"Team/App\" is not a repository glob");
+        assertError("hosted: {repositories: [team/]}", "hosted.repositories[0]: \"team/\" is not a repository glob");
+        assertError("hosted: {repositories: ['**']}",
+                "hosted.repositories[0]: \"**\" names upstream docker.io, whose repositories are pulled through it");
+        assertError("hosted: {repositories: [docker.io/team/*]}", "hosted.repositories[0]: \"docker.io/team/*\" names upstream docker.io");
+        assertError("hosted: {repositories: [team/**], maxSize: lots}", "hosted.maxSize: \"lots\" is not a size");
+        assertError("hosted: {repositories: [team/**], delete: maybe}", "hosted.delete:");
+        assertError("hosted: {repositories: [team/**], uploadExpiry: 10s}",
+                "hosted.uploadExpiry: \"10s\" is too short (at least 1m");
+        assertError("hosted: {repositories: [team/**], expiry: 1h}", "hosted.expiry: unknown key");
+    }
+
+    @Test
     void noFileMeansDefaults() {
         MirrorConfig c = ConfigLoader.load(null, Map.of(), NONE);
         assertThat(c.server().port()).isEqualTo(5000);

@@ -1,5 +1,6 @@
 package dev.registrymirror.proxy.access;
 
+import dev.registrymirror.config.Globs;
 import dev.registrymirror.config.MirrorConfig;
 import java.util.ArrayList;
 import java.util.List;
@@ -14,25 +15,8 @@ public final class Rules {
 
     public Rules(List<MirrorConfig.Rule> rules) {
         for (MirrorConfig.Rule r : rules) {
-            this.rules.add(new Compiled(r.repositories().stream().map(Rules::glob).toList(), r.pull()));
+            this.rules.add(new Compiled(r.repositories().stream().map(Globs::compile).toList(), r.pull()));
         }
-    }
-
-    /** {@code **} spans path components, {@code *} stays within one; the rest is literal. */
-    static Pattern glob(String glob) {
-        StringBuilder re = new StringBuilder();
-        for (int i = 0; i < glob.length(); i++) {
-            char c = glob.charAt(i);
-            if (c == '*' && i + 1 < glob.length() && glob.charAt(i + 1) == '*') {
-                re.append(".*");
-                i++;
-            } else if (c == '*') {
-                re.append("[^/]*");
-            } else {
-                re.append(Pattern.quote(String.valueOf(c)));
-            }
-        }
-        return Pattern.compile(re.toString());
     }
 
     /** Who may pull {@code upstream/repository}: the first matching rule's list; everyone without rules; nobody past the last rule. */

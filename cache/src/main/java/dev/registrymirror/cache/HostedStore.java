@@ -1,0 +1,592 @@
+package dev.registrymirror.cache;
+
+import java.io.IOException;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.StandardOpenOption;
+import java.sql.Connection;
+import java.sql.PreparedStatement;
+import java.sql.ResultSet;
+import java.sql.SQLException;
+import java.sql.Statement;
+import java.time.Clock;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Optional;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.stream.Stream;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import org.sqlite.SQLiteConfig;
+
+/**
+ * Hosted repositories' content: what teams push here, the only copy there is. Blobs and manifests are
+ * files by digest under {@code hosted/}; which repository holds which of them, what each manifest names
+ * and the tags are rows of an SQLite database ({@code hosted/hosted.db}), changed in transactions.
+ *
+ * <p>Unlike the cache, nothing here is evicted, and nothing is rebuilt from the disk: the database is
+ * the truth, synchronously written ({@code synchronous=FULL}), and a database that cannot be read stops
+ * the start instead of being set aside. Files appear before the rows that make them visible (a blob's
+ * file is flushed and renamed into place, then its row committed), so a crash at any point leaves at
+ * worst a file without a row, which garbage collection removes; a manifest's row is committed only in
+ * the transaction that finds everything it names present in its repository.
+ *
+ * <p>Every method blocks (the disk, the database): call it from a worker thread. One connection
+ * writes, under this object's monitor; reads use it too (pushes are rare next to pulls, and a hosted
+ * pull reads two rows).
+ */
+public final class HostedStore implements AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(HostedStore.class);
+    private static final int SCHEMA = 1;
+    /** What a manifest names: kind 0 a blob, 1 a manifest. */
+    private static final int BLOB = 0;
+    private static final int MANIFEST = 1;
+
+    private final Path root;
+    private final Path blobs;
+    private final Path manifests;
+    private final Path uploads;
+    private final Clock clock;
+    private final long maxBytes;
+    private final Connection db;
+    /** Bytes of hosted blobs and manifests, as the database counts them. */
+    private final AtomicLong bytes = new AtomicLong();
+    private final AtomicLong blobCount = new AtomicLong();
+    private final AtomicLong manifestCount = new AtomicLong();
+
+    /** The push would take hosted content over {@code hosted.maxSize}. */
+    public static final class QuotaExceeded extends IOException {
+        private static final long serialVersionUID = 1L;
+
+        QuotaExceeded(long stored, long adding, long max) {
+            super("hosted content would take " + (stored + adding) + " bytes, over hosted.maxSize (" + max
+                    + " bytes; " + stored + " stored)");
+        }
+    }
+
+    /** A manifest names content its repository does not hold. */
+    public static final class MissingReference extends IOException {
+        private static final long serialVersionUID = 1L;
+        public final boolean blob;
+        public final Digest digest;
+
+        MissingReference(boolean blob, Digest digest) {
+            super((blob ? "blob " : "manifest ") + digest + " is not in the repository");
+            this.blob = blob;
+            this.digest = digest;
+        }
+    }
+
+    /** A blob or manifest file of a repository. */
+    public record Item(Digest digest, long size, Path path, String mediaType) {
+    }
+
+    /**
+     * What a manifest names, read from it by the caller: the blobs (config and layers) and manifests (an
+     * index's) that must be in the repository, and for the referrers API its subject, artifact type and
+     * annotations (a JSON object, or null).
+     */
+    public record References(List<Digest> blobs, List<Digest> manifests, Digest subject, String artifactType,
+                             String annotations) {
+        public References {
+            blobs = List.copyOf(blobs);
+            manifests = List.copyOf(manifests);
+        }
+    }
+
+    /** A manifest whose subject is another: an entry of the referrers API. */
+    public record Referrer(Digest digest, String mediaType, long size, String artifactType, String annotations) {
+    }
+
+    private HostedStore(Path root, Clock clock, long maxBytes, Connection db) throws IOException {
+        this.root = root;
+        this.blobs = root.resolve("blobs");
+        this.manifests = root.resolve("manifests");
+        this.uploads = root.resolve("uploads");
+        this.clock = clock;
+        this.maxBytes = maxBytes > 0 ? maxBytes : Long.MAX_VALUE;
+        this.db = db;
+        Files.createDirectories(blobs);
+        Files.createDirectories(manifests);
+        Files.createDirectories(uploads);
+    }
+
+    /**
+     * Opens (creating if needed) the hosted content under {@code root}. Uploads a previous run left
+     * unfinished are removed: no client resumes them after a restart.
+     *
+     * @param maxBytes {@code hosted.maxSize}; 0 for no limit
+     */
+    public static HostedStore open(Path root, Clock clock, long maxBytes) throws IOException {
+        Files.createDirectories(root);
+        IndexDatabase.loadDriver(root);
+        Path file = root.resolve("hosted.db");
+        Connection c;
+        try {
+            c = connect(file);
+            schema(c);
+        } catch (SQLException e) {
+            // The only copy of what was pushed: never set aside and started afresh.
+            throw new IOException("cannot open the hosted repositories' database " + file + ": " + e.getMessage()
+                    + " (it is the only record of pushed images: restore it from a backup, or move it away to start"
+                    + " with no hosted content)", e);
+        }
+        HostedStore s = new HostedStore(root, clock, maxBytes, c);
+        s.removeUploads();
+        s.readTotals();
+        return s;
+    }
+
+    private static Connection connect(Path file) throws SQLException {
+        SQLiteConfig config = new SQLiteConfig();
+        config.setJournalMode(SQLiteConfig.JournalMode.WAL);
+        // Pushed content has no other copy: a commit is on the disk before the push is answered.
+        config.setSynchronous(SQLiteConfig.SynchronousMode.FULL);
+        config.setBusyTimeout(30_000);
+        config.enforceForeignKeys(true);
+        Connection c = config.createConnection("jdbc:sqlite:" + file);
+        c.setAutoCommit(false);
+        return c;
+    }
+
+    private static void schema(Connection c) throws SQLException {
+        try (Statement s = c.createStatement()) {
+            s.executeUpdate("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)");
+            s.executeUpdate("INSERT OR IGNORE INTO meta VALUES('schema', " + SCHEMA + ")");
+            try (ResultSet rs = s.executeQuery("SELECT value FROM meta WHERE key = 'schema'")) {
+                long found = rs.next() ? rs.getLong(1) : -1;
+                if (found != SCHEMA) {
+                    throw new SQLException("schema version " + found + ", this version reads " + SCHEMA);
+                }
+            }
+            // Content by digest (text, "sha256:..."); created: epoch milliseconds, for collection's grace.
+            s.executeUpdate("CREATE TABLE IF NOT EXISTS blob(digest TEXT PRIMARY KEY, size INTEGER NOT NULL,"
+                    + " created INTEGER NOT NULL) WITHOUT ROWID");
+            s.executeUpdate("CREATE TABLE IF NOT EXISTS manifest(digest TEXT PRIMARY KEY, media_type TEXT NOT NULL,"
+                    + " size INTEGER NOT NULL, subject TEXT, artifact_type TEXT, annotations TEXT,"
+                    + " created INTEGER NOT NULL) WITHOUT ROWID");
+            // What each manifest names (kind 0 blob, 1 manifest): what collection keeps.
+            s.executeUpdate("CREATE TABLE IF NOT EXISTS ref(manifest TEXT NOT NULL REFERENCES manifest(digest)"
+                    + " ON DELETE CASCADE, kind INTEGER NOT NULL, child TEXT NOT NULL,"
+                    + " PRIMARY KEY(manifest, kind, child)) WITHOUT ROWID");
+            s.executeUpdate("CREATE INDEX IF NOT EXISTS ref_by_child ON ref(kind, child)");
+            // Which repository holds what: a blob uploaded or mounted there, a manifest pushed there.
+            s.executeUpdate("CREATE TABLE IF NOT EXISTS repo_blob(repo TEXT NOT NULL, digest TEXT NOT NULL"
+                    + " REFERENCES blob(digest) ON DELETE CASCADE, linked INTEGER NOT NULL,"
+                    + " PRIMARY KEY(repo, digest)) WITHOUT ROWID");
+            s.executeUpdate("CREATE INDEX IF NOT EXISTS repo_blob_by_digest ON repo_blob(digest)");
+            s.executeUpdate("CREATE TABLE IF NOT EXISTS repo_manifest(repo TEXT NOT NULL, digest TEXT NOT NULL"
+                    + " REFERENCES manifest(digest) ON DELETE CASCADE, PRIMARY KEY(repo, digest)) WITHOUT ROWID");
+            s.executeUpdate("CREATE INDEX IF NOT EXISTS repo_manifest_by_digest ON repo_manifest(digest)");
+            s.executeUpdate("CREATE TABLE IF NOT EXISTS tag(repo TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT NOT NULL,"
+                    + " PRIMARY KEY(repo, tag)) WITHOUT ROWID");
+        }
+        c.commit();
+    }
+
+    private synchronized void readTotals() throws IOException {
+        try (Statement s = db.createStatement()) {
+            long total = 0;
+            try (ResultSet rs = s.executeQuery("SELECT count(*), coalesce(sum(size), 0) FROM blob")) {
+                rs.next();
+                blobCount.set(rs.getLong(1));
+                total += rs.getLong(2);
+            }
+            try (ResultSet rs = s.executeQuery("SELECT count(*), coalesce(sum(size), 0) FROM manifest")) {
+                rs.next();
+                manifestCount.set(rs.getLong(1));
+                total += rs.getLong(2);
+            }
+            bytes.set(total);
+            db.commit();
+        } catch (SQLException e) {
+            throw io("read the totals", e);
+        }
+    }
+
+    /** Bytes of hosted blobs and manifests. */
+    public long bytes() {
+        return bytes.get();
+    }
+
+    public long blobCount() {
+        return blobCount.get();
+    }
+
+    public long manifestCount() {
+        return manifestCount.get();
+    }
+
+    /** The quota, {@code Long.MAX_VALUE} for none. */
+    public long maxBytes() {
+        return maxBytes;
+    }
+
+    // ---------------------------------------------------------------- uploads
+
+    /** The file of upload {@code id} (made by the caller, appended to as chunks arrive). */
+    public Path uploadFile(String id) {
+        return uploads.resolve(id);
+    }
+
+    /** Creates the empty file of a new upload. */
+    public Path newUpload(String id) throws IOException {
+        return Files.createFile(uploadFile(id));
+    }
+
+    /** Removes an upload's data; quiet if it is gone. */
+    public void discardUpload(String id) {
+        try {
+            Files.deleteIfExists(uploadFile(id));
+        } catch (IOException e) {
+            LOG.warn("hosted: cannot delete upload {}: {}", id, e.getMessage());
+        }
+    }
+
+    private void removeUploads() throws IOException {
+        try (Stream<Path> files = Files.list(uploads)) {
+            for (Path p : (Iterable<Path>) files::iterator) {
+                Files.deleteIfExists(p);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- blobs
+
+    /** The blob, if {@code repo} holds it (uploaded or mounted there). */
+    public synchronized Optional<Item> blob(String repo, Digest digest) throws IOException {
+        try (PreparedStatement q = db.prepareStatement("SELECT b.size FROM repo_blob r JOIN blob b ON b.digest = r.digest"
+                + " WHERE r.repo = ? AND r.digest = ?")) {
+            q.setString(1, repo);
+            q.setString(2, digest.toString());
+            try (ResultSet rs = q.executeQuery()) {
+                Optional<Item> found = rs.next()
+                        ? Optional.of(new Item(digest, rs.getLong(1), StorageScan.fanOut(blobs, digest), null))
+                        : Optional.empty();
+                db.commit();
+                return found;
+            }
+        } catch (SQLException e) {
+            throw io("look up a blob", e);
+        }
+    }
+
+    /** Whether any hosted repository holds the blob. */
+    public synchronized boolean hasBlob(Digest digest) throws IOException {
+        boolean found = exists("SELECT 1 FROM blob WHERE digest = ?", digest.toString());
+        endRead();
+        return found;
+    }
+
+    /**
+     * Makes a verified upload blob {@code digest} of {@code repo}: the file is flushed and moved into
+     * place (unless the blob is stored already, from any repository), then the repository's row is
+     * committed. Within the quota, or {@link QuotaExceeded} with nothing changed.
+     */
+    public synchronized Item commitBlob(String repo, Path upload, Digest digest, long size) throws IOException {
+        Path target = StorageScan.fanOut(blobs, digest);
+        boolean stored = exists("SELECT 1 FROM blob WHERE digest = ?", digest.toString());
+        if (!stored) {
+            long now = bytes.get();
+            if (now + size > maxBytes) {
+                throw new QuotaExceeded(now, size, maxBytes);
+            }
+            try (FileChannel ch = FileChannel.open(upload, StandardOpenOption.WRITE)) {
+                ch.force(true);
+            }
+            Files.createDirectories(target.getParent());
+            Files.move(upload, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+        } else {
+            Files.deleteIfExists(upload);
+        }
+        try {
+            if (!stored) {
+                try (PreparedStatement ins = db.prepareStatement("INSERT INTO blob VALUES(?, ?, ?)")) {
+                    ins.setString(1, digest.toString());
+                    ins.setLong(2, size);
+                    ins.setLong(3, clock.millis());
+                    ins.executeUpdate();
+                }
+            }
+            link(repo, digest);
+            db.commit();
+        } catch (SQLException e) {
+            rollback();
+            throw io("commit a blob", e);
+        }
+        if (!stored) {
+            bytes.addAndGet(size);
+            blobCount.incrementAndGet();
+        }
+        return new Item(digest, size, target, null);
+    }
+
+    /**
+     * A cross-repository mount: {@code to} holds the blob from now on if {@code from} holds it. False
+     * (nothing changed) if it does not.
+     */
+    public synchronized Optional<Item> mount(String from, String to, Digest digest) throws IOException {
+        Optional<Item> there = blob(from, digest);
+        if (there.isEmpty()) {
+            return there;
+        }
+        try {
+            link(to, digest);
+            db.commit();
+        } catch (SQLException e) {
+            rollback();
+            throw io("mount a blob", e);
+        }
+        return there;
+    }
+
+    private void link(String repo, Digest digest) throws SQLException {
+        try (PreparedStatement ins = db.prepareStatement("INSERT INTO repo_blob VALUES(?, ?, ?)"
+                + " ON CONFLICT(repo, digest) DO UPDATE SET linked = excluded.linked")) {
+            ins.setString(1, repo);
+            ins.setString(2, digest.toString());
+            ins.setLong(3, clock.millis());
+            ins.executeUpdate();
+        }
+    }
+
+    // ---------------------------------------------------------------- manifests and tags
+
+    /** The manifest, if {@code repo} holds it. */
+    public synchronized Optional<Item> manifest(String repo, Digest digest) throws IOException {
+        try (PreparedStatement q = db.prepareStatement("SELECT m.media_type, m.size FROM repo_manifest r"
+                + " JOIN manifest m ON m.digest = r.digest WHERE r.repo = ? AND r.digest = ?")) {
+            q.setString(1, repo);
+            q.setString(2, digest.toString());
+            try (ResultSet rs = q.executeQuery()) {
+                Optional<Item> found = rs.next() ? Optional.of(new Item(digest, rs.getLong(2),
+                        StorageScan.fanOut(manifests, digest), rs.getString(1))) : Optional.empty();
+                db.commit();
+                return found;
+            }
+        } catch (SQLException e) {
+            throw io("look up a manifest", e);
+        }
+    }
+
+    /** The manifest {@code tag} of {@code repo} points at, if the tag exists. */
+    public synchronized Optional<Item> tagged(String repo, String tag) throws IOException {
+        try (PreparedStatement q = db.prepareStatement("SELECT m.digest, m.media_type, m.size FROM tag t"
+                + " JOIN manifest m ON m.digest = t.digest WHERE t.repo = ? AND t.tag = ?")) {
+            q.setString(1, repo);
+            q.setString(2, tag);
+            try (ResultSet rs = q.executeQuery()) {
+                Optional<Item> found = Optional.empty();
+                if (rs.next()) {
+                    Digest d = Digest.parse(rs.getString(1));
+                    found = Optional.of(new Item(d, rs.getLong(3), StorageScan.fanOut(manifests, d), rs.getString(2)));
+                }
+                db.commit();
+                return found;
+            }
+        } catch (SQLException e) {
+            throw io("look up a tag", e);
+        }
+    }
+
+    /** A manifest's bytes (small: within the manifest size limit). */
+    public byte[] read(Item manifest) throws IOException {
+        return Files.readAllBytes(manifest.path());
+    }
+
+    /**
+     * Stores a manifest in {@code repo}, and points {@code tag} at it (null: pushed by digest). In one
+     * transaction it checks that the repository holds everything the manifest names, and commits; its
+     * file is written (flushed) before. {@link MissingReference} or {@link QuotaExceeded}, with nothing
+     * changed, otherwise.
+     *
+     * @return whether the repository did not hold the manifest before
+     */
+    public synchronized boolean putManifest(String repo, String tag, Digest digest, String mediaType, byte[] content,
+                                            References refs) throws IOException {
+        boolean stored = exists("SELECT 1 FROM manifest WHERE digest = ?", digest.toString());
+        try {
+            for (Digest b : refs.blobs()) {
+                if (!exists("SELECT 1 FROM repo_blob WHERE repo = ? AND digest = ?", repo, b.toString())) {
+                    throw new MissingReference(true, b);
+                }
+            }
+            for (Digest m : refs.manifests()) {
+                if (!exists("SELECT 1 FROM repo_manifest WHERE repo = ? AND digest = ?", repo, m.toString())) {
+                    throw new MissingReference(false, m);
+                }
+            }
+            if (!stored) {
+                long now = bytes.get();
+                if (now + content.length > maxBytes) {
+                    throw new QuotaExceeded(now, content.length, maxBytes);
+                }
+                Path target = StorageScan.fanOut(manifests, digest);
+                Files.createDirectories(target.getParent());
+                if (!Files.exists(target)) {
+                    Path temp = AtomicFiles.prepare(target, content, "hosted");
+                    AtomicFiles.install(temp, target);
+                }
+                try (PreparedStatement ins = db.prepareStatement("INSERT INTO manifest VALUES(?, ?, ?, ?, ?, ?, ?)")) {
+                    ins.setString(1, digest.toString());
+                    ins.setString(2, mediaType);
+                    ins.setLong(3, content.length);
+                    ins.setString(4, refs.subject() == null ? null : refs.subject().toString());
+                    ins.setString(5, refs.artifactType());
+                    ins.setString(6, refs.annotations());
+                    ins.setLong(7, clock.millis());
+                    ins.executeUpdate();
+                }
+                try (PreparedStatement ins = db.prepareStatement("INSERT OR IGNORE INTO ref VALUES(?, ?, ?)")) {
+                    for (Digest b : refs.blobs()) {
+                        ins.setString(1, digest.toString());
+                        ins.setInt(2, BLOB);
+                        ins.setString(3, b.toString());
+                        ins.executeUpdate();
+                    }
+                    for (Digest m : refs.manifests()) {
+                        ins.setString(1, digest.toString());
+                        ins.setInt(2, MANIFEST);
+                        ins.setString(3, m.toString());
+                        ins.executeUpdate();
+                    }
+                }
+            }
+            boolean added = !exists("SELECT 1 FROM repo_manifest WHERE repo = ? AND digest = ?", repo, digest.toString());
+            if (added) {
+                try (PreparedStatement ins = db.prepareStatement("INSERT INTO repo_manifest VALUES(?, ?)")) {
+                    ins.setString(1, repo);
+                    ins.setString(2, digest.toString());
+                    ins.executeUpdate();
+                }
+            }
+            if (tag != null) {
+                try (PreparedStatement ins = db.prepareStatement("INSERT INTO tag VALUES(?, ?, ?)"
+                        + " ON CONFLICT(repo, tag) DO UPDATE SET digest = excluded.digest")) {
+                    ins.setString(1, repo);
+                    ins.setString(2, tag);
+                    ins.setString(3, digest.toString());
+                    ins.executeUpdate();
+                }
+            }
+            db.commit();
+            if (!stored) {
+                bytes.addAndGet(content.length);
+                manifestCount.incrementAndGet();
+            }
+            return added;
+        } catch (SQLException e) {
+            rollback();
+            throw io("store a manifest", e);
+        } catch (IOException | RuntimeException e) {
+            rollback();
+            throw e;
+        }
+    }
+
+    /**
+     * Up to {@code n} tags of {@code repo} after {@code last} (null: from the first), in lexical order,
+     * one more than asked when there are more. Empty if the repository has none.
+     */
+    public synchronized List<String> tags(String repo, String last, int n) throws IOException {
+        try (PreparedStatement q = db.prepareStatement("SELECT tag FROM tag WHERE repo = ? AND tag > ?"
+                + " ORDER BY tag LIMIT ?")) {
+            q.setString(1, repo);
+            q.setString(2, last == null ? "" : last);
+            q.setLong(3, (long) n + 1);
+            List<String> out = new ArrayList<>();
+            try (ResultSet rs = q.executeQuery()) {
+                while (rs.next()) {
+                    out.add(rs.getString(1));
+                }
+            }
+            db.commit();
+            return out;
+        } catch (SQLException e) {
+            throw io("list tags", e);
+        }
+    }
+
+    /** Whether {@code repo} holds anything (a blob, a manifest). */
+    public synchronized boolean repositoryExists(String repo) throws IOException {
+        boolean found = exists("SELECT 1 FROM repo_manifest WHERE repo = ? LIMIT 1", repo)
+                || exists("SELECT 1 FROM repo_blob WHERE repo = ? LIMIT 1", repo);
+        endRead();
+        return found;
+    }
+
+    /** The manifests of {@code repo} whose subject is {@code subject}, optionally of one artifact type. */
+    public synchronized List<Referrer> referrers(String repo, Digest subject, String artifactType) throws IOException {
+        try (PreparedStatement q = db.prepareStatement("SELECT m.digest, m.media_type, m.size, m.artifact_type,"
+                + " m.annotations FROM manifest m JOIN repo_manifest r ON r.digest = m.digest"
+                + " WHERE r.repo = ? AND m.subject = ? AND (? IS NULL OR m.artifact_type = ?) ORDER BY m.digest")) {
+            q.setString(1, repo);
+            q.setString(2, subject.toString());
+            q.setString(3, artifactType);
+            q.setString(4, artifactType);
+            List<Referrer> out = new ArrayList<>();
+            try (ResultSet rs = q.executeQuery()) {
+                while (rs.next()) {
+                    out.add(new Referrer(Digest.parse(rs.getString(1)), rs.getString(2), rs.getLong(3),
+                            rs.getString(4), rs.getString(5)));
+                }
+            }
+            db.commit();
+            return out;
+        } catch (SQLException e) {
+            throw io("list referrers", e);
+        }
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    private boolean exists(String sql, String... args) throws IOException {
+        try (PreparedStatement q = db.prepareStatement(sql)) {
+            for (int i = 0; i < args.length; i++) {
+                q.setString(i + 1, args[i]);
+            }
+            try (ResultSet rs = q.executeQuery()) {
+                return rs.next();
+            }
+        } catch (SQLException e) {
+            throw io("read the database", e);
+        }
+    }
+
+    /** Ends the read transaction a lookup began (an open one would keep the log from being checkpointed). */
+    private void endRead() throws IOException {
+        try {
+            db.commit();
+        } catch (SQLException e) {
+            throw io("read the database", e);
+        }
+    }
+
+    private void rollback() {
+        try {
+            db.rollback();
+        } catch (SQLException e) {
+            LOG.warn("hosted: rollback failed: {}", e.getMessage());
+        }
+    }
+
+    private IOException io(String what, SQLException e) {
+        return new IOException("hosted repositories: cannot " + what + ": " + e.getMessage(), e);
+    }
+
+    /** The folder of hosted content. */
+    public Path root() {
+        return root;
+    }
+
+    @Override
+    public synchronized void close() {
+        try {
+            db.close();
+        } catch (SQLException e) {
+            LOG.warn("hosted: closing the database failed: {}", e.getMessage());
+        }
+    }
+}
