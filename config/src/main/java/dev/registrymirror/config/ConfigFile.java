@@ -357,12 +357,13 @@ record ConfigFile(Server server, Storage storage, List<Upstream> upstreams, List
         }
     }
 
-    record Rule(List<String> repositories, List<String> pull) {
+    record Rule(List<String> repositories, List<String> pull, List<String> push) {
         Rule {
             if (repositories == null || repositories.isEmpty()) {
                 throw new ConfigException("repositories: required, e.g. [\"docker.io/acme/**\"]");
             }
             principals("pull", pull);
+            principals("push", push);
         }
     }
 

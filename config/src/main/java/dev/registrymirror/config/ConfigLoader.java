@@ -247,6 +247,7 @@ public final class ConfigLoader {
             "platforms", ", e.g. [linux/amd64, linux/arm64]",
             "repositories", ", e.g. [\"docker.io/acme/**\"]",
             "pull", ", e.g. [alice, authenticated, anonymous]",
+            "push", ", e.g. [alice, ci-bot]",
             "metrics", ", e.g. [alice, authenticated, anonymous]",
             "admin", ", e.g. [alice, authenticated, anonymous]",
             "rules", " of {repositories: [...], pull: [...]}",
@@ -343,8 +344,9 @@ public final class ConfigLoader {
         }
         MirrorConfig.Admin admin = f.admin() == null || f.admin().token() == null ? MirrorConfig.Admin.OFF
                 : new MirrorConfig.Admin(f.admin().token());
-        return new MirrorConfig(s, st, upstreams, prefetch, admin, access(f.access(), upstreams), cluster(f.cluster()),
-                hosted(f.hosted(), upstreams));
+        MirrorConfig.Hosted hosted = hosted(f.hosted(), upstreams);
+        return new MirrorConfig(s, st, upstreams, prefetch, admin, access(f.access(), upstreams, hosted),
+                cluster(f.cluster()), hosted);
     }
 
     /** How long an unfinished upload is kept: Docker resumes none, and a day covers any slow link. */
@@ -411,7 +413,8 @@ public final class ConfigLoader {
         return upstreams;
     }
 
-    private static MirrorConfig.Access access(ConfigFile.Access a, List<MirrorConfig.Upstream> upstreams) {
+    private static MirrorConfig.Access access(ConfigFile.Access a, List<MirrorConfig.Upstream> upstreams,
+                                              MirrorConfig.Hosted hosted) {
         if (a == null) {
             return MirrorConfig.Access.OPEN;
         }
@@ -420,9 +423,11 @@ public final class ConfigLoader {
             for (int i = 0; i < a.rules().size(); i++) {
                 ConfigFile.Rule r = a.rules().get(i);
                 for (String g : r.repositories()) {
-                    checkRuleGlob("access.rules[" + i + "].repositories", g, upstreams);
+                    if (!hostedGlob(g, hosted)) {
+                        checkRuleGlob("access.rules[" + i + "].repositories", g, upstreams);
+                    }
                 }
-                rules.add(new MirrorConfig.Rule(r.repositories(), or(r.pull(), List.of())));
+                rules.add(new MirrorConfig.Rule(r.repositories(), or(r.pull(), List.of()), or(r.push(), List.of())));
             }
         }
         return new MirrorConfig.Access(a.users() == null ? null : Path.of(a.users()), or(a.networks(), List.of()), rules,
@@ -432,6 +437,22 @@ public final class ConfigLoader {
 
     /** {@code <upstream name>[:port]/<repository glob>}: an upstream's name may carry a port ({@code lab.local:5000}). */
     private static final Pattern GLOB = Pattern.compile("[a-z0-9*][a-z0-9.*-]*(:[0-9*]+)?(/[a-z0-9._/*-]*)?");
+
+    /**
+     * Whether a rule's glob is about hosted repositories, which rules name as clients push them
+     * ({@code team/**}): it matches some of a hosted glob's names, or a hosted glob matches some of its.
+     */
+    private static boolean hostedGlob(String g, MirrorConfig.Hosted hosted) {
+        if (hosted == null || g.equals("**")) {
+            return false;
+        }
+        for (String h : hosted.repositories()) {
+            if (h.equals(g) || Globs.matches(h, g.replace("*", "x")) || Globs.matches(g, h.replace("*", "x"))) {
+                return true;
+            }
+        }
+        return false;
+    }
 
     private static void checkRuleGlob(String key, String g, List<MirrorConfig.Upstream> upstreams) {
         String upstream = g.contains("/") ? g.substring(0, g.indexOf('/')) : g;

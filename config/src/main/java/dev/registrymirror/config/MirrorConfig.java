@@ -186,10 +186,18 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
      * @param pull         user or client-certificate names, {@code authenticated} (any of them), or
      *                     {@code anonymous} (everyone, with credentials or without)
      */
-    public record Rule(List<String> repositories, List<String> pull) {
+    /**
+     * @param push who may push to the matching repositories (hosted ones only); nobody when empty
+     */
+    public record Rule(List<String> repositories, List<String> pull, List<String> push) {
         public Rule {
             repositories = List.copyOf(repositories);
             pull = List.copyOf(pull);
+            push = List.copyOf(push);
+        }
+
+        public Rule(List<String> repositories, List<String> pull) {
+            this(repositories, pull, List.of());
         }
     }
 

@@ -80,6 +80,9 @@ public final class Mirror {
     private final RegistryHandler handler;
     private final MirrorConfig config;
     private final Storage storage;
+    /** Hosted repositories' content; null without {@code hosted}. */
+    private final dev.registrymirror.cache.HostedStore hostedStore;
+    private final dev.registrymirror.proxy.hosted.HostedRegistry hosted;
     private final Blocking blocking;
     private final ConnectionGuard connections;
     private final Clock clock;
@@ -93,6 +96,7 @@ public final class Mirror {
     /** HTTPS, when {@code server.tls} is set; null otherwise. */
     private final dev.registrymirror.proxy.http.ServerTls tls;
     private long tlsTimer = -1;
+    private long uploadTimer = -1;
     /**
      * A plain-HTTP listener on loopback for the mirror's own requests (prefetch), which cannot present
      * a client certificate to the TLS listener: it answers only requests carrying {@link #internalSecret}.
@@ -147,8 +151,12 @@ public final class Mirror {
         this.connections = new ConnectionGuard(config.server(), clock, metrics);
         this.access = config.access().restricts()
                 ? new dev.registrymirror.proxy.access.AccessControl(vertx, config.access(), clock, metrics) : null;
+        this.hostedStore = config.hosted() == null ? null
+                : dev.registrymirror.cache.HostedStore.open(sc.path().resolve("hosted"), clock, config.hosted().maxSize());
+        this.hosted = hostedStore == null ? null : new dev.registrymirror.proxy.hosted.HostedRegistry(vertx, blocking,
+                hostedStore, config.hosted(), bodyMemory, clock, sc.maxBlobSize());
         this.handler = new RegistryHandler(vertx, config, Map.copyOf(upstreams), blobs, manifests,
-                new TagLists(metrics), new Referrers(), metrics, connections, access, cluster);
+                new TagLists(metrics), new Referrers(), metrics, connections, access, cluster, hosted);
         this.config = config;
         this.tls = config.server().tls() == null ? null : new dev.registrymirror.proxy.http.ServerTls(vertx, config.server().tls());
         AdminApi admin = new AdminApi(config, storage, blocking, () -> prefetcher, cluster);
@@ -254,6 +262,12 @@ public final class Mirror {
                 })
                 .map(internalPort -> {
                     connections.start(vertx);
+                    if (hosted != null) {
+                        uploadTimer = vertx.setPeriodic(60_000, t -> hosted.expireUploads());
+                        LOG.info("hosted repositories: {} (pushes need access.rules[].push), {} stored, quota {}",
+                                String.join(", ", config.hosted().repositories()), hostedStore.bytes() + " bytes",
+                                config.hosted().maxSize() > 0 ? config.hosted().maxSize() + " bytes" : "none");
+                    }
                     if (tls != null) {
                         tlsTimer = vertx.setPeriodic(dev.registrymirror.proxy.http.ServerTls.CHECK_MILLIS,
                                 t -> tls.reloadIfChanged(vertx));
@@ -379,6 +393,9 @@ public final class Mirror {
      * instance is the caller's to close.
      */
     public Future<Void> stop() {
+        if (uploadTimer >= 0) {
+            vertx.cancelTimer(uploadTimer);
+        }
         if (tlsTimer >= 0) {
             vertx.cancelTimer(tlsTimer);
         }
@@ -402,6 +419,9 @@ public final class Mirror {
                 }))
                 .eventually(() -> blocking.run(() -> {
                     storage.close(); // waits for the upkeep's batch under way, then closes the index
+                    if (hostedStore != null) {
+                        hostedStore.close();
+                    }
                     return null;
                 }))
                 .eventually(() -> {

@@ -273,6 +273,22 @@ public final class AccessControl {
                 new RegistryError(403, "DENIED", id.display() + " may not pull " + name));
     }
 
+    /**
+     * A push to hosted repository {@code name} (an upload, a manifest, a deletion): the error to
+     * answer, else null. Only a rule's {@code push} list allows one.
+     */
+    public RegistryError push(HttpServerRequest req, Identity id, String name) {
+        if (id.in(rules.pushers(name))) {
+            return null;
+        }
+        if (!id.authenticated()) {
+            return deny(req, id, "unauthenticated", "a push to " + name,
+                    challenge(req, "repository:" + name + ":pull,push", "authentication required to push to " + name));
+        }
+        return deny(req, id, "forbidden", "a push to " + name,
+                new RegistryError(403, "DENIED", id.display() + " may not push to " + name));
+    }
+
     /** {@code /metrics} and the status page, by {@code access.metrics}. */
     public RegistryError metrics(HttpServerRequest req, Identity id) {
         return listed(req, id, config.metrics(), "metrics");

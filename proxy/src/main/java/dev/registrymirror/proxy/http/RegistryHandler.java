@@ -1,5 +1,7 @@
 package dev.registrymirror.proxy.http;
 
+import dev.registrymirror.proxy.hosted.HostedRegistry;
+import dev.registrymirror.proxy.hosted.HostedRoute;
 import dev.registrymirror.proxy.route.Route;
 import dev.registrymirror.proxy.route.RouteParser;
 import dev.registrymirror.proxy.route.RegistryError;
@@ -67,10 +69,15 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
             com.github.benmanes.caffeine.cache.Caffeine.newBuilder().maximumSize(10_000)
                     .expireAfterWrite(java.time.Duration.ofMinutes(1)).build();
     private final PullCounts pulls = new PullCounts();
+    private final MirrorConfig config;
+    /** The hosted repositories' API; null without {@code hosted}. */
+    private final HostedRegistry hosted;
 
     public RegistryHandler(Vertx vertx, MirrorConfig config, Map<String, UpstreamClient> upstreams, BlobService blobs,
                     ManifestService manifests, TagLists tagLists, Referrers referrers, MirrorMetrics metrics,
-                    ConnectionGuard connections, AccessControl access, Cluster cluster) {
+                    ConnectionGuard connections, AccessControl access, Cluster cluster, HostedRegistry hosted) {
+        this.config = config;
+        this.hosted = hosted;
         this.cluster = cluster;
         this.access = access;
         this.connections = connections;
@@ -394,6 +401,11 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
     private void registry(HttpServerRequest req, Started started, AccessControl access, boolean hop) {
         Route route;
         try {
+            HostedRoute own = hosted == null || hop ? null : HostedRoute.parse(config, req.path(), req.getParam("ns"));
+            if (own != null) {
+                hosted(req, started, access, own);
+                return;
+            }
             route = parser.parse(req.path(), req.getParam("ns"));
             if (req.method() != HttpMethod.GET && req.method() != HttpMethod.HEAD) {
                 throw RegistryError.unsupported("this is a pull-through mirror: " + req.method() + " is not supported");
@@ -428,6 +440,33 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
                 LOG.warn("{} {}: {}", req.method(), req.path(), e.getMessage());
             }
             failed(req, err, "a " + route.kind().label + " request", route);
+        });
+    }
+
+    /**
+     * A request for a hosted repository: a pull by the rules' {@code pull} lists, a push (an upload, a
+     * manifest, a deletion) by their {@code push} lists; without access rules nobody pushes. The
+     * request stays paused until its body is read by the answer.
+     */
+    private void hosted(HttpServerRequest req, Started started, AccessControl access, HostedRoute route) {
+        req.pause();
+        counted(req, started, route.kind().label, null);
+        boolean push = HostedRegistry.isPush(req);
+        Future<Void> answer;
+        if (access == null) {
+            answer = push ? Future.failedFuture(new RegistryError(403, "DENIED", "pushes to " + route.name()
+                    + " need an access rule that allows them (access.rules[].push)"))
+                    : hosted.serve(route, req, name -> true);
+        } else {
+            answer = access.admit(req, true, id -> push ? access.push(req, id, route.name())
+                    : access.pull(req, id, route.name(), route.name()))
+                    .compose(id -> hosted.serve(route, req, name -> access.pull(req, id, name, name) == null));
+        }
+        answer.onFailure(err -> {
+            if (!req.isEnded()) {
+                req.response().putHeader(HttpHeaders.CONNECTION, "close"); // the body was not read
+            }
+            failed(req, err, "a hosted " + route.kind().label + " request", req.method() + " " + req.path());
         });
     }
 
