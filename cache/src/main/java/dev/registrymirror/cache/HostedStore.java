@@ -540,6 +540,243 @@ public final class HostedStore implements AutoCloseable {
         }
     }
 
+    // ---------------------------------------------------------------- deletion and collection
+
+    /** Removes a tag; false if {@code repo} has no such tag. The manifest stays (by digest). */
+    public synchronized boolean deleteTag(String repo, String tag) throws IOException {
+        return update("delete a tag", "DELETE FROM tag WHERE repo = ? AND tag = ?", repo, tag) > 0;
+    }
+
+    /**
+     * Removes a manifest from {@code repo}, with the repository's tags that point at it; false if the
+     * repository does not hold it. Its file goes with the next collection, unless another repository
+     * holds it.
+     */
+    public synchronized boolean deleteManifest(String repo, Digest digest) throws IOException {
+        try {
+            int n = run("DELETE FROM repo_manifest WHERE repo = ? AND digest = ?", repo, digest.toString());
+            run("DELETE FROM tag WHERE repo = ? AND digest = ?", repo, digest.toString());
+            db.commit();
+            return n > 0;
+        } catch (SQLException e) {
+            rollback();
+            throw io("delete a manifest", e);
+        }
+    }
+
+    /** Removes a blob from {@code repo}; false if it does not hold it. Its file goes with the next collection. */
+    public synchronized boolean deleteBlob(String repo, Digest digest) throws IOException {
+        return update("delete a blob", "DELETE FROM repo_blob WHERE repo = ? AND digest = ?", repo, digest.toString()) > 0;
+    }
+
+    /** What a collection removed. */
+    public record Collected(long manifests, long blobs, long bytes, long strayFiles) {
+    }
+
+    /** Rows removed per transaction by a collection, so pushes wait for one batch at most. */
+    static final int GC_BATCH = 500;
+
+    /**
+     * Online garbage collection: removes manifests no repository holds (and no held index names), then
+     * blobs no remaining manifest names and that no repository received within {@code graceMillis}
+     * (a blob uploaded for a manifest not yet pushed), then files a crash left without a row, older
+     * than the grace. Runs beside pushes: each batch decides and deletes, rows and files, in one step
+     * under this store's lock, so a manifest committed meanwhile either found its blobs (and keeps
+     * them) or did not commit; and a blob pushed again after its row went gets a file of its own.
+     */
+    public Collected collect(long graceMillis) throws IOException {
+        long cutoff = clock.millis() - graceMillis;
+        long manifestsGone = 0;
+        long blobsGone = 0;
+        long bytesGone = 0;
+        // Manifests: held by no repository and named by no held manifest (an index's children stay
+        // while the index does). Deleting one can orphan its children: go round until none is left.
+        while (true) {
+            List<String> batch = select("SELECT m.digest FROM manifest m WHERE NOT EXISTS (SELECT 1 FROM repo_manifest r"
+                    + " WHERE r.digest = m.digest) AND NOT EXISTS (SELECT 1 FROM ref f JOIN repo_manifest r"
+                    + " ON r.digest = f.manifest WHERE f.kind = " + MANIFEST + " AND f.child = m.digest) LIMIT " + GC_BATCH);
+            if (batch.isEmpty()) {
+                break;
+            }
+            long[] freed = removeManifests(batch);
+            manifestsGone += freed[0];
+            bytesGone += freed[1];
+        }
+        while (true) {
+            List<String> batch = select("SELECT b.digest FROM blob b WHERE NOT EXISTS (SELECT 1 FROM ref f"
+                    + " WHERE f.kind = " + BLOB + " AND f.child = b.digest) AND NOT EXISTS (SELECT 1 FROM repo_blob r"
+                    + " WHERE r.digest = b.digest AND r.linked >= " + cutoff + ") LIMIT " + GC_BATCH);
+            if (batch.isEmpty()) {
+                break;
+            }
+            long[] freed = removeBlobs(batch, cutoff);
+            blobsGone += freed[0];
+            bytesGone += freed[1];
+            if (freed[0] == 0) {
+                break; // every one of them was linked or named again meanwhile
+            }
+        }
+        long stray = removeStrayFiles(blobs, "blob", cutoff) + removeStrayFiles(manifests, "manifest", cutoff);
+        Collected c = new Collected(manifestsGone, blobsGone, bytesGone, stray);
+        if (manifestsGone + blobsGone + stray > 0) {
+            LOG.info("hosted: collection removed {} manifests and {} blobs ({} bytes), {} stray files", manifestsGone,
+                    blobsGone, bytesGone, stray);
+        }
+        return c;
+    }
+
+    private synchronized List<String> select(String sql) throws IOException {
+        try (Statement s = db.createStatement(); ResultSet rs = s.executeQuery(sql)) {
+            List<String> out = new ArrayList<>();
+            while (rs.next()) {
+                out.add(rs.getString(1));
+            }
+            db.commit();
+            return out;
+        } catch (SQLException e) {
+            throw io("collect", e);
+        }
+    }
+
+    /** Removes manifests chosen by a collection, each if still unheld; yields {count, bytes}. */
+    private synchronized long[] removeManifests(List<String> digests) throws IOException {
+        long count = 0;
+        long freed = 0;
+        List<Path> files = new ArrayList<>();
+        try {
+            for (String d : digests) {
+                boolean held = exists("SELECT 1 FROM repo_manifest WHERE digest = ?", d)
+                        || exists("SELECT 1 FROM ref f JOIN repo_manifest r ON r.digest = f.manifest WHERE f.kind = "
+                        + MANIFEST + " AND f.child = ?", d);
+                long size = size("SELECT size FROM manifest WHERE digest = ?", d);
+                if (held || size < 0) {
+                    continue;
+                }
+                run("DELETE FROM manifest WHERE digest = ?", d);
+                files.add(StorageScan.fanOut(manifests, Digest.parse(d)));
+                count++;
+                freed += size;
+            }
+            db.commit();
+        } catch (SQLException e) {
+            rollback();
+            throw io("collect manifests", e);
+        }
+        for (Path f : files) {
+            Files.deleteIfExists(f);
+        }
+        manifestCount.addAndGet(-count);
+        bytes.addAndGet(-freed);
+        return new long[] {count, freed};
+    }
+
+    /** Removes blobs chosen by a collection, each if still unnamed and not linked since {@code cutoff}; yields {count, bytes}. */
+    private synchronized long[] removeBlobs(List<String> digests, long cutoff) throws IOException {
+        long count = 0;
+        long freed = 0;
+        List<Path> files = new ArrayList<>();
+        try {
+            for (String d : digests) {
+                boolean kept = exists("SELECT 1 FROM ref WHERE kind = " + BLOB + " AND child = ?", d)
+                        || exists("SELECT 1 FROM repo_blob WHERE digest = ? AND linked >= " + cutoff, d);
+                long size = size("SELECT size FROM blob WHERE digest = ?", d);
+                if (kept || size < 0) {
+                    continue;
+                }
+                run("DELETE FROM blob WHERE digest = ?", d); // its repositories' rows go with it
+                files.add(StorageScan.fanOut(blobs, Digest.parse(d)));
+                count++;
+                freed += size;
+            }
+            db.commit();
+        } catch (SQLException e) {
+            rollback();
+            throw io("collect blobs", e);
+        }
+        // Still under the lock: a push of the same digest waits, then finds no row and moves in a file of its own.
+        for (Path f : files) {
+            Files.deleteIfExists(f);
+        }
+        blobCount.addAndGet(-count);
+        bytes.addAndGet(-freed);
+        return new long[] {count, freed};
+    }
+
+    /** Deletes files under {@code folder} that have no row and were last changed before {@code cutoff}. */
+    private long removeStrayFiles(Path folder, String kind, long cutoff) throws IOException {
+        List<Path> candidates = new ArrayList<>();
+        try (Stream<Path> walk = Files.walk(folder, 3)) {
+            walk.filter(Files::isRegularFile).forEach(candidates::add);
+        }
+        long removed = 0;
+        String table = kind.equals("blob") ? "blob" : "manifest";
+        for (Path p : candidates) {
+            String name = p.getFileName().toString();
+            String algorithm = p.getParent().getParent().getFileName().toString();
+            String text = algorithm + ":" + name;
+            synchronized (this) {
+                if (Digest.isValid(text) && exists("SELECT 1 FROM " + table + " WHERE digest = ?", text)) {
+                    endRead();
+                    continue;
+                }
+                endRead();
+                if (Files.getLastModifiedTime(p).toMillis() < cutoff) {
+                    Files.deleteIfExists(p);
+                    removed++;
+                }
+            }
+        }
+        return removed;
+    }
+
+    private long size(String sql, String digest) throws SQLException {
+        try (PreparedStatement q = db.prepareStatement(sql)) {
+            q.setString(1, digest);
+            try (ResultSet rs = q.executeQuery()) {
+                return rs.next() ? rs.getLong(1) : -1;
+            }
+        }
+    }
+
+    private int run(String sql, String... args) throws SQLException {
+        try (PreparedStatement q = db.prepareStatement(sql)) {
+            for (int i = 0; i < args.length; i++) {
+                q.setString(i + 1, args[i]);
+            }
+            return q.executeUpdate();
+        }
+    }
+
+    private int update(String what, String sql, String... args) throws IOException {
+        try {
+            int n = run(sql, args);
+            db.commit();
+            return n;
+        } catch (SQLException e) {
+            rollback();
+            throw io(what, e);
+        }
+    }
+
+    /** Each hosted repository with the number of its tags and manifests, by name (for operators). */
+    public record Repository(String name, long tags, long manifests) {
+    }
+
+    /** Every hosted repository that holds a manifest, by name. */
+    public synchronized List<Repository> repositories() throws IOException {
+        try (Statement s = db.createStatement(); ResultSet rs = s.executeQuery("SELECT r.repo, (SELECT count(*) FROM tag t"
+                + " WHERE t.repo = r.repo), count(*) FROM repo_manifest r GROUP BY r.repo ORDER BY r.repo")) {
+            List<Repository> out = new ArrayList<>();
+            while (rs.next()) {
+                out.add(new Repository(rs.getString(1), rs.getLong(2), rs.getLong(3)));
+            }
+            db.commit();
+            return out;
+        } catch (SQLException e) {
+            throw io("list repositories", e);
+        }
+    }
+
     // ---------------------------------------------------------------- helpers
 
     private boolean exists(String sql, String... args) throws IOException {

@@ -140,4 +140,73 @@ class HostedStoreTest {
                 .hasMessageContaining("only record of pushed images");
         assertThat(dir.resolve("hosted.db")).exists();
     }
+
+    @Test
+    void collectionRemovesWhatNoManifestNamesOnceTheGraceIsOver(@TempDir Path dir) throws Exception {
+        try (HostedStore s = HostedStore.open(dir, clock, 0)) {
+            byte[] config = "{}".getBytes(StandardCharsets.UTF_8);
+            byte[] kept = "kept".getBytes(StandardCharsets.UTF_8);
+            byte[] old = "old".getBytes(StandardCharsets.UTF_8);
+            upload(s, "team/a", "1", config);
+            upload(s, "team/a", "2", kept);
+            HostedStore.Item oldFile = upload(s, "team/a", "3", old);
+            byte[] m = ("{\"m\":\"" + sha(kept) + "\"}").getBytes(StandardCharsets.UTF_8);
+            s.putManifest("team/a", "1", sha(m), MANIFEST, m, refs(List.of(sha(config), sha(kept)), List.of()));
+            clock.advance(java.time.Duration.ofHours(2));
+            byte[] fresh = "fresh".getBytes(StandardCharsets.UTF_8);
+            upload(s, "team/a", "4", fresh); // for a manifest not yet pushed
+
+            HostedStore.Collected c = s.collect(java.time.Duration.ofHours(1).toMillis());
+            assertThat(c.blobs()).isEqualTo(1);
+            assertThat(c.bytes()).isEqualTo(old.length);
+            assertThat(oldFile.path()).doesNotExist();
+            assertThat(s.blob("team/a", sha(old))).isEmpty();
+            assertThat(s.blob("team/a", sha(kept))).isPresent();
+            assertThat(s.blob("team/a", sha(fresh))).isPresent();
+
+            // Deleting the manifest frees what it named, and itself; the tag goes with it.
+            assertThat(s.deleteManifest("team/a", sha(m))).isTrue();
+            assertThat(s.deleteManifest("team/a", sha(m))).isFalse();
+            assertThat(s.tagged("team/a", "1")).isEmpty();
+            c = s.collect(java.time.Duration.ofHours(1).toMillis());
+            assertThat(c.manifests()).isEqualTo(1);
+            assertThat(c.blobs()).isEqualTo(2); // config and kept; fresh is still within its grace
+            assertThat(s.blobCount()).isEqualTo(1);
+            assertThat(s.manifestCount()).isZero();
+            assertThat(s.bytes()).isEqualTo(fresh.length);
+        }
+    }
+
+    @Test
+    void anIndexKeepsTheManifestsItNamesAndATagDeletionKeepsTheManifest(@TempDir Path dir) throws Exception {
+        try (HostedStore s = HostedStore.open(dir, clock, 0)) {
+            byte[] m = "{\"a\":1}".getBytes(StandardCharsets.UTF_8);
+            s.putManifest("team/a", null, sha(m), MANIFEST, m, refs(List.of(), List.of()));
+            byte[] idx = ("{\"i\":\"" + sha(m) + "\"}").getBytes(StandardCharsets.UTF_8);
+            s.putManifest("team/a", "multi", sha(idx), INDEX, idx, refs(List.of(), List.of(sha(m))));
+            s.deleteManifest("team/a", sha(m)); // the child leaves the repository, the index still names it
+            assertThat(s.collect(0).manifests()).isZero();
+            assertThat(s.deleteTag("team/a", "multi")).isTrue();
+            assertThat(s.deleteTag("team/a", "multi")).isFalse();
+            assertThat(s.manifest("team/a", sha(idx))).isPresent(); // by digest it stays
+            s.deleteManifest("team/a", sha(idx));
+            assertThat(s.collect(0).manifests()).isEqualTo(2);
+        }
+    }
+
+    @Test
+    void strayFilesACrashLeftAreCollected(@TempDir Path dir) throws Exception {
+        Path stray;
+        try (HostedStore s = HostedStore.open(dir, clock, 0)) {
+            byte[] b = "orphan".getBytes(StandardCharsets.UTF_8);
+            stray = StorageScan.fanOut(dir.resolve("blobs"), sha(b));
+            Files.createDirectories(stray.getParent());
+            Files.write(stray, b); // moved into place, then the process died before the row was committed
+            Files.setLastModifiedTime(stray, java.nio.file.attribute.FileTime.fromMillis(clock.millis()
+                    - java.time.Duration.ofHours(2).toMillis()));
+            HostedStore.Collected c = s.collect(java.time.Duration.ofHours(1).toMillis());
+            assertThat(c.strayFiles()).isEqualTo(1);
+            assertThat(stray).doesNotExist();
+        }
+    }
 }

@@ -160,7 +160,7 @@ record ConfigFile(Server server, Storage storage, List<Upstream> upstreams, List
     /** A repository glob: the name grammar's characters, and {@code *}. */
     private static final Pattern REPOSITORY_GLOB = Pattern.compile("[a-z0-9*][a-z0-9._/*-]*");
 
-    record Hosted(List<String> repositories, Size maxSize, Boolean delete, Span uploadExpiry) {
+    record Hosted(List<String> repositories, Size maxSize, Boolean delete, Span uploadExpiry, Span gcGrace) {
         Hosted {
             if (repositories == null || repositories.isEmpty()) {
                 throw new ConfigException("repositories: required, the repositories pushed here, e.g. [\"team/**\"]");
@@ -178,6 +178,10 @@ record ConfigFile(Server server, Storage storage, List<Upstream> upstreams, List
             if (uploadExpiry != null && uploadExpiry.value().compareTo(Duration.ofMinutes(1)) < 0) {
                 throw new ConfigException("uploadExpiry: \"" + uploadExpiry.text()
                         + "\" is too short (at least 1m: a large layer takes that long on a slow link)");
+            }
+            if (gcGrace != null && gcGrace.value().compareTo(Duration.ofMinutes(10)) < 0) {
+                throw new ConfigException("gcGrace: \"" + gcGrace.text() + "\" is too short (at least 10m: a push"
+                        + " uploads its layers before its manifest, and a big image takes minutes)");
             }
         }
     }

@@ -351,6 +351,8 @@ public final class ConfigLoader {
 
     /** How long an unfinished upload is kept: Docker resumes none, and a day covers any slow link. */
     public static final Duration DEFAULT_UPLOAD_EXPIRY = Duration.ofHours(24);
+    /** How long an uploaded blob waits for a manifest to name it before collection may remove it. */
+    public static final Duration DEFAULT_GC_GRACE = Duration.ofHours(1);
 
     private static MirrorConfig.Hosted hosted(ConfigFile.Hosted h, List<MirrorConfig.Upstream> upstreams) {
         if (h == null) {
@@ -368,7 +370,7 @@ public final class ConfigLoader {
             }
         }
         return new MirrorConfig.Hosted(h.repositories(), bytes(h.maxSize(), 0), or(h.delete(), false),
-                span(h.uploadExpiry(), DEFAULT_UPLOAD_EXPIRY));
+                span(h.uploadExpiry(), DEFAULT_UPLOAD_EXPIRY), span(h.gcGrace(), DEFAULT_GC_GRACE));
     }
 
     /** Two seconds' warning is not enough on a busy machine; a minute (Hazelcast's default) far too long. */

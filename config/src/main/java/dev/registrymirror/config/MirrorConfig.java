@@ -332,8 +332,11 @@ public record MirrorConfig(Server server, Storage storage, List<Upstream> upstre
      *                      is never evicted, and does not count against {@code storage.maxSize}
      * @param delete        whether manifests, tags and blobs may be deleted
      * @param uploadExpiry  an upload not finished within this long is cancelled and its data removed
+     * @param gcGrace       how long a blob no manifest names is kept after it was uploaded (for a manifest
+     *                      still to come); garbage collection removes it after that
      */
-    public record Hosted(List<String> repositories, long maxSize, boolean delete, Duration uploadExpiry) {
+    public record Hosted(List<String> repositories, long maxSize, boolean delete, Duration uploadExpiry,
+                         Duration gcGrace) {
         public Hosted {
             repositories = List.copyOf(repositories);
         }

@@ -25,6 +25,7 @@ class ConfigLoaderTest {
         assertThat(c.hosted().maxSize()).isEqualTo(100L << 30);
         assertThat(c.hosted().delete()).isTrue();
         assertThat(c.hosted().uploadExpiry()).isEqualTo(Duration.ofHours(24));
+        assertThat(c.hosted().gcGrace()).isEqualTo(Duration.ofHours(1));
         assertThat(c.isHosted("team/app")).isTrue();
         assertThat(c.isHosted("team/a/b")).isTrue();
         assertThat(c.isHosted("ci/app")).isTrue();
@@ -38,6 +39,17 @@ class ConfigLoaderTest {
         MirrorConfig defaults = ConfigLoader.parse("hosted: {repositories: [team/**]}", Map.of(), NONE);
         assertThat(defaults.hosted().delete()).isFalse();
         assertThat(defaults.hosted().maxSize()).isZero();
+
+        // Rules name hosted repositories as clients push them, with who may push.
+        MirrorConfig ruled = ConfigLoader.parse("""
+                hosted: {repositories: ["team/**"]}
+                access:
+                  rules:
+                    - {repositories: ["team/app", "team/*"], pull: [anonymous], push: [alice]}
+                    - {repositories: ["**"], pull: [anonymous]}
+                """, Map.of(), NONE);
+        assertThat(ruled.access().rules().get(0).push()).containsExactly("alice");
+        assertThat(ruled.access().rules().get(1).push()).isEmpty();
     }
 
     @Test
@@ -55,6 +67,7 @@ class ConfigLoaderTest {
         assertError("hosted: {repositories: [team/**], uploadExpiry: 10s}",
                 "hosted.uploadExpiry: \"10s\" is too short (at least 1m");
         assertError("hosted: {repositories: [team/**], expiry: 1h}", "hosted.expiry: unknown key");
+        assertError("hosted: {repositories: [team/**], gcGrace: 1m}", "hosted.gcGrace: \"1m\" is too short");
     }
 
     @Test
@@ -365,7 +378,10 @@ class ConfigLoaderTest {
                 {"access: {rules: [{repositories: [\"**\"], pull: [\"a b\"]}]}",
                         "access.rules[0].pull: \"a b\" is not a user or client-certificate name"},
                 {"access: {rules: [{pull: [a]}]}", "access.rules[0].repositories: required"},
-                {"access: {rules: [{repositories: [\"**\"], push: [a]}]}", "access.rules[0].push: unknown key"},
+                {"access: {rules: [{repositories: [\"**\"], push: [\"a b\"]}]}",
+                        "access.rules[0].push: \"a b\" is not a user or client-certificate name"},
+                {"access: {rules: [{repositories: [team/**], push: [a]}]}",
+                        "access.rules[0].repositories: \"team/**\" is not <upstream name>/<repository glob>"},
                 {"access: {requestsPerSecond: 0}", "access.requestsPerSecond: \"0\" must be between 1"},
                 {"access: {tokenKey: short-secret}", "access.tokenKey: too short (12 characters; at least 32"},
         };

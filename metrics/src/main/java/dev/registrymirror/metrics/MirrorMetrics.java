@@ -431,6 +431,83 @@ public final class MirrorMetrics {
     }
 
     /** A stored file did not match its digest and was deleted (it is fetched again when asked for). */
+    // ---------------------------------------------------------------- hosted repositories
+
+    /**
+     * Registers the gauges of hosted content: bytes and items by kind, open uploads, and the quota
+     * ({@code hosted.maxSize}; absent when there is none). Starts the hosted counters at 0.
+     */
+    public void hosted(LongSupplier bytes, LongSupplier blobs, LongSupplier manifests, LongSupplier uploads, long quota) {
+        Gauge.builder(PREFIX + "hosted.stored", bytes, s -> s.getAsLong()).strongReference(true).baseUnit("bytes")
+                .description("Bytes of hosted repositories' blobs and manifests (never evicted)").register(registry);
+        Gauge.builder(PREFIX + "hosted.stored.items", blobs, s -> s.getAsLong()).strongReference(true)
+                .tag("kind", "blob").description("Blobs and manifests of hosted repositories").register(registry);
+        Gauge.builder(PREFIX + "hosted.stored.items", manifests, s -> s.getAsLong()).strongReference(true)
+                .tag("kind", "manifest").description("Blobs and manifests of hosted repositories").register(registry);
+        Gauge.builder(PREFIX + "hosted.uploads", uploads, s -> s.getAsLong()).strongReference(true)
+                .description("Blob uploads open now (pushes under way or left unfinished)").register(registry);
+        if (quota > 0) {
+            Gauge.builder(PREFIX + "hosted.limit", () -> quota).strongReference(true).baseUnit("bytes")
+                    .description("The configured hosted.maxSize").register(registry);
+        }
+        for (String kind : List.of("blob", "manifest")) {
+            hostedPushes(kind);
+            hostedCollected(kind);
+        }
+        hostedPushedBytes();
+        hostedCollectedBytes();
+        hostedRefusals("quota");
+        hostedRefusals("invalid");
+        for (String result : List.of("ok", "failed")) {
+            hostedCollections(result);
+        }
+    }
+
+    /** A blob or manifest pushed to a hosted repository ({@code bytes}: its length). */
+    public void hostedPushed(String kind, long bytes) {
+        hostedPushes(kind).increment();
+        hostedPushedBytes().increment(bytes);
+    }
+
+    /** A push refused: {@code quota} (over hosted.maxSize) or {@code invalid} (a digest or manifest that does not check). */
+    public void hostedRefused(String reason) {
+        hostedRefusals(reason).increment();
+    }
+
+    /** A garbage collection of hosted content ended, having removed what it counts. */
+    public void hostedCollection(boolean ok, long manifests, long blobs, long bytes) {
+        hostedCollections(ok ? "ok" : "failed").increment();
+        hostedCollected("manifest").increment(manifests);
+        hostedCollected("blob").increment(blobs);
+        hostedCollectedBytes().increment(bytes);
+    }
+
+    private Counter hostedPushes(String kind) {
+        return counter("hosted.pushes", "Blobs and manifests pushed to hosted repositories", "kind", kind);
+    }
+
+    private Counter hostedPushedBytes() {
+        return bytesCounter("hosted.pushed", "Bytes pushed to hosted repositories (blobs and manifests)");
+    }
+
+    private Counter hostedRefusals(String reason) {
+        return counter("hosted.push.refusals", "Pushes refused: over hosted.maxSize (quota) or content that does not"
+                + " check (invalid)", "reason", reason);
+    }
+
+    private Counter hostedCollections(String result) {
+        return counter("hosted.gc.runs", "Garbage collections of hosted repositories, by result", "result", result);
+    }
+
+    private Counter hostedCollected(String kind) {
+        return counter("hosted.gc.removed", "Blobs and manifests garbage collection removed from hosted repositories",
+                "kind", kind);
+    }
+
+    private Counter hostedCollectedBytes() {
+        return bytesCounter("hosted.gc.removed", "Bytes garbage collection removed from hosted repositories");
+    }
+
     /** A run of a {@code prefetch:} image ended: {@code ok} or {@code failed}. */
     public void prefetchRun(String result) {
         prefetchRuns(result).increment();

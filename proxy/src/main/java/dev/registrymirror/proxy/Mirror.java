@@ -97,6 +97,9 @@ public final class Mirror {
     private final dev.registrymirror.proxy.http.ServerTls tls;
     private long tlsTimer = -1;
     private long uploadTimer = -1;
+    private long hostedMinutes;
+    /** How often hosted repositories are garbage-collected, online. */
+    static final int GC_EVERY_MINUTES = 15;
     /**
      * A plain-HTTP listener on loopback for the mirror's own requests (prefetch), which cannot present
      * a client certificate to the TLS listener: it answers only requests carrying {@link #internalSecret}.
@@ -154,7 +157,7 @@ public final class Mirror {
         this.hostedStore = config.hosted() == null ? null
                 : dev.registrymirror.cache.HostedStore.open(sc.path().resolve("hosted"), clock, config.hosted().maxSize());
         this.hosted = hostedStore == null ? null : new dev.registrymirror.proxy.hosted.HostedRegistry(vertx, blocking,
-                hostedStore, config.hosted(), bodyMemory, clock, sc.maxBlobSize());
+                hostedStore, config.hosted(), bodyMemory, clock, sc.maxBlobSize(), metrics);
         this.handler = new RegistryHandler(vertx, config, Map.copyOf(upstreams), blobs, manifests,
                 new TagLists(metrics), new Referrers(), metrics, connections, access, cluster, hosted);
         this.config = config;
@@ -263,7 +266,12 @@ public final class Mirror {
                 .map(internalPort -> {
                     connections.start(vertx);
                     if (hosted != null) {
-                        uploadTimer = vertx.setPeriodic(60_000, t -> hosted.expireUploads());
+                        uploadTimer = vertx.setPeriodic(60_000, t -> {
+                            hosted.expireUploads();
+                            if (++hostedMinutes % GC_EVERY_MINUTES == 0) {
+                                hosted.collect();
+                            }
+                        });
                         LOG.info("hosted repositories: {} (pushes need access.rules[].push), {} stored, quota {}",
                                 String.join(", ", config.hosted().repositories()), hostedStore.bytes() + " bytes",
                                 config.hosted().maxSize() > 0 ? config.hosted().maxSize() + " bytes" : "none");

@@ -3,6 +3,7 @@ package dev.registrymirror.proxy.hosted;
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.cache.HostedStore;
 import dev.registrymirror.config.MirrorConfig;
+import dev.registrymirror.metrics.MirrorMetrics;
 import dev.registrymirror.proxy.blob.BlobService;
 import dev.registrymirror.proxy.manifest.ManifestService;
 import dev.registrymirror.proxy.route.ByteRange;
@@ -66,6 +67,7 @@ public final class HostedRegistry {
     private final BodyMemory bodyMemory;
     private final Clock clock;
     private final long maxBlobSize;
+    private final MirrorMetrics metrics;
     private final Map<String, Upload> uploads = new ConcurrentHashMap<>();
 
     /** An upload session. */
@@ -87,7 +89,9 @@ public final class HostedRegistry {
     }
 
     public HostedRegistry(Vertx vertx, Blocking blocking, HostedStore store, MirrorConfig.Hosted config,
-                          BodyMemory bodyMemory, Clock clock, long maxBlobSize) {
+                          BodyMemory bodyMemory, Clock clock, long maxBlobSize, MirrorMetrics metrics) {
+        this.metrics = metrics;
+        metrics.hosted(store::bytes, store::blobCount, store::manifestCount, uploads::size, config.maxSize());
         this.vertx = vertx;
         this.blocking = blocking;
         this.store = store;
@@ -124,10 +128,10 @@ public final class HostedRegistry {
                 yield notAllowed(req, "GET, PATCH, PUT, DELETE");
             }
             case BLOB -> m == HttpMethod.GET || m == HttpMethod.HEAD ? blob(r, req)
-                    : m == HttpMethod.DELETE ? deletionsOff(req) : notAllowed(req, "GET, HEAD, DELETE");
+                    : m == HttpMethod.DELETE ? delete(r, req) : notAllowed(req, "GET, HEAD, DELETE");
             case MANIFEST -> m == HttpMethod.GET || m == HttpMethod.HEAD ? manifest(r, req)
                     : m == HttpMethod.PUT ? putManifest(r, req)
-                    : m == HttpMethod.DELETE ? deletionsOff(req) : notAllowed(req, "GET, HEAD, PUT, DELETE");
+                    : m == HttpMethod.DELETE ? delete(r, req) : notAllowed(req, "GET, HEAD, PUT, DELETE");
             case TAGS -> m == HttpMethod.GET ? tags(r, req) : notAllowed(req, "GET");
             case REFERRERS -> m == HttpMethod.GET ? referrers(r, req) : notAllowed(req, "GET");
         };
@@ -138,9 +142,57 @@ public final class HostedRegistry {
                 + allowed + ")"));
     }
 
-    private Future<Void> deletionsOff(HttpServerRequest req) {
-        return Future.failedFuture(new RegistryError(405, "UNSUPPORTED", "deletion is off for hosted repositories"
-                + " (hosted.delete: false)"));
+    /**
+     * {@code DELETE} of a tag (the manifest stays, by digest), a manifest (with the repository's tags
+     * that point at it) or a blob, from one repository: 202, the files going with the next collection.
+     * 405 while {@code hosted.delete} is off.
+     */
+    private Future<Void> delete(HostedRoute r, HttpServerRequest req) {
+        if (!config.delete()) {
+            return Future.failedFuture(new RegistryError(405, "UNSUPPORTED", "deletion is off for hosted repositories"
+                    + " (hosted.delete: false)"));
+        }
+        return blocking.run(() -> r.kind() == HostedRoute.Kind.BLOB ? store.deleteBlob(r.name(), r.digest())
+                : r.tag() != null ? store.deleteTag(r.name(), r.tag()) : store.deleteManifest(r.name(), r.digest()))
+                .compose(deleted -> {
+                    if (!deleted) {
+                        return Future.failedFuture(r.kind() == HostedRoute.Kind.BLOB
+                                ? new RegistryError(404, "BLOB_UNKNOWN", "blob " + r.digest() + " is not in " + r.name())
+                                : RegistryError.manifestUnknown(r.reference()));
+                    }
+                    LOG.info("hosted: {} {} deleted from {}", r.kind() == HostedRoute.Kind.BLOB ? "blob"
+                            : r.tag() != null ? "tag" : "manifest", r.reference(), r.name());
+                    return req.response().setStatusCode(202).putHeader(HttpHeaders.CONTENT_LENGTH, "0").end();
+                });
+    }
+
+    /** Runs a garbage collection on a worker thread (one at a time: a second call joins the first). */
+    public Future<HostedStore.Collected> collect() {
+        synchronized (this) {
+            if (collecting != null) {
+                return collecting;
+            }
+            collecting = blocking.run(() -> store.collect(config.gcGrace().toMillis()))
+                    .andThen(ar -> {
+                        synchronized (this) {
+                            collecting = null;
+                        }
+                        if (ar.failed()) {
+                            LOG.warn("hosted: garbage collection failed: {}", ar.cause().getMessage());
+                            metrics.hostedCollection(false, 0, 0, 0);
+                        } else {
+                            HostedStore.Collected c = ar.result();
+                            metrics.hostedCollection(true, c.manifests(), c.blobs(), c.bytes());
+                        }
+                    });
+            return collecting;
+        }
+    }
+
+    private Future<HostedStore.Collected> collecting;
+
+    public HostedStore store() {
+        return store;
     }
 
     // ---------------------------------------------------------------- uploads
@@ -398,6 +450,7 @@ public final class HostedRegistry {
         return blocking.hash(() -> matches(file, digest)).compose(ok -> {
             if (!ok) {
                 drop(u);
+                metrics.hostedRefused("invalid");
                 return Future.failedFuture(new RegistryError(400, "DIGEST_INVALID", "the uploaded " + size
                         + " bytes do not hash to " + digest));
             }
@@ -405,11 +458,15 @@ public final class HostedRegistry {
         }).transform(ar -> {
             if (ar.failed()) {
                 drop(u);
-                return Future.failedFuture(ar.cause() instanceof HostedStore.QuotaExceeded q
-                        ? new RegistryError(403, "DENIED", "push refused: " + q.getMessage())
-                        : ar.cause());
+                if (ar.cause() instanceof HostedStore.QuotaExceeded q) {
+                    metrics.hostedRefused("quota");
+                    LOG.warn("hosted: blob {} refused for {}: {}", digest, u.repo, q.getMessage());
+                    return Future.failedFuture(quotaError(q));
+                }
+                return Future.failedFuture(ar.cause());
             }
             uploads.remove(u.id);
+            metrics.hostedPushed("blob", size);
             LOG.info("hosted: blob {} ({} bytes) pushed to {}", digest, size, u.repo);
             return created(req, u.repo, digest);
         });
@@ -565,14 +622,25 @@ public final class HostedRegistry {
                                 + r.digest());
                     }
                     store.putManifest(r.name(), r.tag(), digest, parsed.mediaType(), bytes, parsed.references());
-                    return new Stored(digest, parsed.references().subject());
+                    return new Stored(digest, parsed.references().subject(), bytes.length);
                 })).andThen(ar -> lease.release())
-        ).recover(err -> Future.failedFuture(err instanceof HostedStore.MissingReference m
-                ? new RegistryError(400, m.blob ? "MANIFEST_BLOB_UNKNOWN" : "MANIFEST_INVALID",
-                        "manifest names " + m.getMessage() + " " + r.name())
-                : err instanceof HostedStore.QuotaExceeded q ? new RegistryError(403, "DENIED", "push refused: "
-                        + q.getMessage()) : err)
-        ).compose(stored -> {
+        ).recover(err -> {
+            if (err instanceof HostedStore.QuotaExceeded q) {
+                metrics.hostedRefused("quota");
+                LOG.warn("hosted: manifest refused for {}: {}", r.name(), q.getMessage());
+                return Future.failedFuture(quotaError(q));
+            }
+            if (err instanceof HostedStore.MissingReference m) {
+                metrics.hostedRefused("invalid");
+                return Future.failedFuture(new RegistryError(400, m.blob ? "MANIFEST_BLOB_UNKNOWN" : "MANIFEST_INVALID",
+                        "manifest names " + m.getMessage() + " " + r.name()));
+            }
+            if (err instanceof RegistryError e && e.status == 400) {
+                metrics.hostedRefused("invalid");
+            }
+            return Future.failedFuture(err);
+        }).compose(stored -> {
+            metrics.hostedPushed("manifest", stored.size());
             LOG.info("hosted: manifest {} pushed to {}{}", stored.digest(), r.name(),
                     r.tag() != null ? " as " + r.tag() : "");
             HttpServerResponse resp = req.response().setStatusCode(201)
@@ -586,7 +654,15 @@ public final class HostedRegistry {
         });
     }
 
-    private record Stored(Digest digest, Digest subject) {
+    private record Stored(Digest digest, Digest subject, long size) {
+    }
+
+    /**
+     * Over the quota: 403 DENIED, as Harbor and Distribution answer a refused push, so that Docker
+     * prints the message instead of retrying.
+     */
+    private static RegistryError quotaError(HostedStore.QuotaExceeded q) {
+        return new RegistryError(403, "DENIED", "push refused: " + q.getMessage());
     }
 
     /** The request's body, at most {@code max} bytes (a 413 past that). */

@@ -463,8 +463,12 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
                     .compose(id -> hosted.serve(route, req, name -> access.pull(req, id, name, name) == null));
         }
         answer.onFailure(err -> {
-            if (!req.isEnded()) {
-                req.response().putHeader(HttpHeaders.CONNECTION, "close"); // the body was not read
+            if (!req.isEnded() && !req.response().headWritten()) {
+                // The body was not read (refused before, or cut short): the answer goes out, then the
+                // connection closes, since the client may still be sending a body nobody will read (it
+                // would wait for its window, and never read the answer, until the keep-alive timeout).
+                req.response().putHeader(HttpHeaders.CONNECTION, "close");
+                req.response().bodyEndHandler(v -> req.connection().close());
             }
             failed(req, err, "a hosted " + route.kind().label + " request", req.method() + " " + req.path());
         });
