@@ -280,12 +280,21 @@ public final class HostedStore implements AutoCloseable {
         return found;
     }
 
+    /** {@link #commitBlob(String, Path, Digest, long, Path)} with no copy elsewhere to share. */
+    public Item commitBlob(String repo, Path upload, Digest digest, long size) throws IOException {
+        return commitBlob(repo, upload, digest, size, null);
+    }
+
     /**
      * Makes a verified upload blob {@code digest} of {@code repo}: the file is flushed and moved into
      * place (unless the blob is stored already, from any repository), then the repository's row is
      * committed. Within the quota, or {@link QuotaExceeded} with nothing changed.
+     *
+     * @param shared the same bytes already on this file system (the cache's verified copy), or null: a
+     *               hard link to them takes the upload's place, so the blob is stored once
      */
-    public synchronized Item commitBlob(String repo, Path upload, Digest digest, long size) throws IOException {
+    public synchronized Item commitBlob(String repo, Path upload, Digest digest, long size, Path shared)
+            throws IOException {
         Path target = StorageScan.fanOut(blobs, digest);
         boolean stored = exists("SELECT 1 FROM blob WHERE digest = ?", digest.toString());
         if (!stored) {
@@ -293,14 +302,13 @@ public final class HostedStore implements AutoCloseable {
             if (now + size > maxBytes) {
                 throw new QuotaExceeded(now, size, maxBytes);
             }
-            try (FileChannel ch = FileChannel.open(upload, StandardOpenOption.WRITE)) {
-                ch.force(true);
-            }
             Files.createDirectories(target.getParent());
-            Files.move(upload, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-        } else {
-            Files.deleteIfExists(upload);
+            if (!linked(shared, target, size)) {
+                flush(upload);
+                Files.move(upload, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+            }
         }
+        Files.deleteIfExists(upload);
         try {
             if (!stored) {
                 try (PreparedStatement ins = db.prepareStatement("INSERT INTO blob VALUES(?, ?, ?)")) {
@@ -321,6 +329,59 @@ public final class HostedStore implements AutoCloseable {
             blobCount.incrementAndGet();
         }
         return new Item(digest, size, target, null);
+    }
+
+    /**
+     * Whether {@code target} now names the bytes of {@code shared} (flushed first: the cache does not
+     * flush its files, and this is the only copy of a pushed blob). False, nothing done, when there
+     * is none, it is not that size, or the file system cannot link (or it was evicted meanwhile).
+     */
+    private static boolean linked(Path shared, Path target, long size) {
+        if (shared == null) {
+            return false;
+        }
+        try {
+            if (Files.size(shared) != size) {
+                return false;
+            }
+            flush(shared);
+            Files.deleteIfExists(target); // a file a crash left without its row
+            Files.createLink(target, shared);
+            return true;
+        } catch (IOException | UnsupportedOperationException e) {
+            LOG.debug("hosted: cannot share {} with the cache ({}); the upload is kept instead", target, e.toString());
+            return false;
+        }
+    }
+
+    private static void flush(Path file) throws IOException {
+        try (FileChannel ch = FileChannel.open(file, StandardOpenOption.WRITE)) {
+            ch.force(true);
+        }
+    }
+
+    /** The file of a hosted blob, if any repository holds it (for the cache to share: same bytes, one copy). */
+    public synchronized Optional<Path> storedBlob(Digest digest, long size) throws IOException {
+        try (PreparedStatement q = db.prepareStatement("SELECT size FROM blob WHERE digest = ?")) {
+            q.setString(1, digest.toString());
+            try (ResultSet rs = q.executeQuery()) {
+                Optional<Path> found = rs.next() && rs.getLong(1) == size
+                        ? Optional.of(StorageScan.fanOut(blobs, digest)) : Optional.empty();
+                db.commit();
+                return found;
+            }
+        } catch (SQLException e) {
+            throw io("look up a blob", e);
+        }
+    }
+
+    /**
+     * The cache's blob store, sharing files with this one: a blob the cache fetches that a hosted
+     * repository holds is committed as a hard link to the hosted file (the downloaded copy is
+     * dropped), so it is stored once. The cache may drop its link; the hosted file stays.
+     */
+    public BlobStore sharedWith(BlobStore cache) {
+        return new SharedBlobStore(cache, this);
     }
 
     /**

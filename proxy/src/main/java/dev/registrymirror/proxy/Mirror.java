@@ -125,7 +125,11 @@ public final class Mirror {
         MirrorConfig.Storage sc = config.storage();
         this.storage = Storage.open(sc.path(), new Storage.Limits(sc.maxSize(), sc.lowWatermark(), sc.maxAge(), sc.minFree()),
                 clock, new StorageMetrics(metrics), MANIFEST_MEMORY_BYTES, TAG_MEMORY_ENTRIES);
-        BlobStore blobStore = blobStoreWrapper.apply(storage.blobs());
+        // Hosted content beside the cache, sharing blob files with it (one copy of a layer that is both).
+        this.hostedStore = config.hosted() == null ? null
+                : dev.registrymirror.cache.HostedStore.open(sc.path().resolve("hosted"), clock, config.hosted().maxSize());
+        BlobStore blobStore = blobStoreWrapper.apply(hostedStore == null ? storage.blobs()
+                : hostedStore.sharedWith(storage.blobs()));
         ManifestStore manifestStore = storage.manifests();
         TagStore tagStore = storage.tags();
         metrics.storedBytes("blob", blobStore::storedBytes);
@@ -154,10 +158,8 @@ public final class Mirror {
         this.connections = new ConnectionGuard(config.server(), clock, metrics);
         this.access = config.access().restricts()
                 ? new dev.registrymirror.proxy.access.AccessControl(vertx, config.access(), clock, metrics) : null;
-        this.hostedStore = config.hosted() == null ? null
-                : dev.registrymirror.cache.HostedStore.open(sc.path().resolve("hosted"), clock, config.hosted().maxSize());
         this.hosted = hostedStore == null ? null : new dev.registrymirror.proxy.hosted.HostedRegistry(vertx, blocking,
-                hostedStore, config.hosted(), bodyMemory, clock, sc.maxBlobSize(), metrics);
+                hostedStore, blobStore, config.hosted(), bodyMemory, clock, sc.maxBlobSize(), metrics);
         this.handler = new RegistryHandler(vertx, config, Map.copyOf(upstreams), blobs, manifests,
                 new TagLists(metrics), new Referrers(), metrics, connections, access, cluster, hosted);
         this.config = config;
@@ -373,6 +375,11 @@ public final class Mirror {
     }
 
     /** The cache's storage. */
+    /** The hosted repositories' API; null without {@code hosted}. */
+    dev.registrymirror.proxy.hosted.HostedRegistry hosted() {
+        return hosted;
+    }
+
     Storage storage() {
         return storage;
     }

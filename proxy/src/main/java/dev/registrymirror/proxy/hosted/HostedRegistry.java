@@ -1,5 +1,6 @@
 package dev.registrymirror.proxy.hosted;
 
+import dev.registrymirror.cache.BlobStore;
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.cache.HostedStore;
 import dev.registrymirror.config.MirrorConfig;
@@ -68,6 +69,8 @@ public final class HostedRegistry {
     private final Clock clock;
     private final long maxBlobSize;
     private final MirrorMetrics metrics;
+    /** The cache's blobs: a pushed blob the cache holds is stored once, as a link to the cache's file. */
+    private final BlobStore cache;
     private final Map<String, Upload> uploads = new ConcurrentHashMap<>();
 
     /** An upload session. */
@@ -88,9 +91,10 @@ public final class HostedRegistry {
         }
     }
 
-    public HostedRegistry(Vertx vertx, Blocking blocking, HostedStore store, MirrorConfig.Hosted config,
+    public HostedRegistry(Vertx vertx, Blocking blocking, HostedStore store, BlobStore cache, MirrorConfig.Hosted config,
                           BodyMemory bodyMemory, Clock clock, long maxBlobSize, MirrorMetrics metrics) {
         this.metrics = metrics;
+        this.cache = cache;
         metrics.hosted(store::bytes, store::blobCount, store::manifestCount, uploads::size, config.maxSize());
         this.vertx = vertx;
         this.blocking = blocking;
@@ -454,7 +458,16 @@ public final class HostedRegistry {
                 return Future.failedFuture(new RegistryError(400, "DIGEST_INVALID", "the uploaded " + size
                         + " bytes do not hash to " + digest));
             }
-            return blocking.run(() -> store.commitBlob(u.repo, file, digest, size));
+            return blocking.run(() -> {
+                // The cache's copy, if it has one it wrote or hashed since start, pinned while it is linked.
+                Optional<BlobStore.Blob> cached = cache.acquire(digest);
+                try {
+                    Path shared = cached.filter(BlobStore.Blob::verified).map(BlobStore.Blob::path).orElse(null);
+                    return store.commitBlob(u.repo, file, digest, size, shared);
+                } finally {
+                    cached.ifPresent(cache::release);
+                }
+            });
         }).transform(ar -> {
             if (ar.failed()) {
                 drop(u);

@@ -1,0 +1,316 @@
+package dev.registrymirror.proxy;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import dev.registrymirror.cache.Digest;
+import dev.registrymirror.cache.HostedStore;
+import io.vertx.core.json.JsonObject;
+import java.io.IOException;
+import java.io.PipedInputStream;
+import java.io.PipedOutputStream;
+import java.net.URI;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * Hosted repositories on a mirror with several event loops: who may push, the quota, unfinished
+ * uploads expiring, collection while pushes run, and blobs shared with the cache (stored once, and
+ * never lost to the cache's eviction).
+ */
+class HostedTest extends MirrorTestBase {
+    private static final String OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
+    @TempDir
+    Path dir;
+    String hosted = "hosted: {repositories: [\"team/**\"], delete: true}\n";
+    String access = """
+            access:
+              rules:
+                - repositories: ["team/**"]
+                  pull: [anonymous]
+                  push: [anonymous]
+                - repositories: ["**"]
+                  pull: [anonymous]
+            """;
+
+    @Override
+    String topLevelYaml() {
+        return "\n" + hosted + access;
+    }
+
+    HttpResponse<byte[]> send(String method, String path, byte[] body, String... headers) {
+        return send(HttpRequest.newBuilder(URI.create(url(path))).method(method, body == null
+                ? HttpRequest.BodyPublishers.noBody() : HttpRequest.BodyPublishers.ofByteArray(body)), headers);
+    }
+
+    /** Pushes a blob in one POST; yields the status. */
+    int pushBlob(String repo, byte[] bytes, String... headers) {
+        return send("POST", "/v2/" + repo + "/blobs/uploads/?digest=" + Digest.of("sha256", bytes), bytes, headers)
+                .statusCode();
+    }
+
+    static String image(byte[] config, byte[] layer) {
+        return "{\"schemaVersion\":2,\"mediaType\":\"" + OCI_MANIFEST + "\",\"config\":{\"mediaType\":"
+                + "\"application/vnd.oci.image.config.v1+json\",\"digest\":\"" + Digest.of("sha256", config)
+                + "\",\"size\":" + config.length + "},\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\","
+                + "\"digest\":\"" + Digest.of("sha256", layer) + "\",\"size\":" + layer.length + "}]}";
+    }
+
+    /** Pushes config, layer and manifest; yields the manifest's status. */
+    int pushImage(String repo, String tag, byte[] layer, String... headers) {
+        byte[] config = ("{\"tag\":\"" + tag + "\"}").getBytes(StandardCharsets.UTF_8);
+        assertThat(pushBlob(repo, config, headers)).isEqualTo(201);
+        assertThat(pushBlob(repo, layer, headers)).isEqualTo(201);
+        String[] h = new String[headers.length + 2];
+        System.arraycopy(headers, 0, h, 0, headers.length);
+        h[headers.length] = "Content-Type";
+        h[headers.length + 1] = OCI_MANIFEST;
+        return send("PUT", "/v2/" + repo + "/manifests/" + tag, image(config, layer).getBytes(StandardCharsets.UTF_8), h)
+                .statusCode();
+    }
+
+    @Test
+    void onlyTheRulesPushListsMayPush_andAMountNeedsTheRightToPullItsSource() throws Exception {
+        Path htpasswd = Files.writeString(dir.resolve("htpasswd"), AccessTest.entry("alice", AccessTest.ALICE_PW)
+                + AccessTest.entry("bob", AccessTest.BOB_PW));
+        access = """
+                access:
+                  users: '%s'
+                  rules:
+                    - repositories: ["team/secret"]
+                      pull: [alice]
+                      push: [alice]
+                    - repositories: ["team/**"]
+                      pull: [anonymous]
+                      push: [alice]
+                    - repositories: ["**"]
+                      pull: [anonymous]
+                """.formatted(htpasswd);
+        startMirror();
+        String alice = AccessTest.basic("alice", AccessTest.ALICE_PW);
+        String bob = AccessTest.basic("bob", AccessTest.BOB_PW);
+        byte[] layer = randomBytes(10_000, 1);
+
+        HttpResponse<byte[]> anonymous = send("POST", "/v2/team/app/blobs/uploads/", null);
+        assertThat(anonymous.statusCode()).isEqualTo(401);
+        assertThat(anonymous.headers().firstValue("WWW-Authenticate").orElseThrow())
+                .startsWith("Bearer realm=").contains("scope=\"repository:team/app:pull,push\"");
+        HttpResponse<byte[]> byBob = send("POST", "/v2/team/app/blobs/uploads/", null, "Authorization", bob);
+        assertThat(byBob.statusCode()).isEqualTo(403);
+        assertThat(body(byBob)).contains("DENIED", "bob may not push to team/app");
+
+        assertThat(pushImage("team/app", "1", layer, "Authorization", alice)).isEqualTo(201);
+        assertThat(get("/v2/team/app/manifests/1", "Accept", OCI_MANIFEST).statusCode()).isEqualTo(200); // anonymous pull
+
+        // With a token from the token endpoint, as Docker does after docker login.
+        HttpResponse<byte[]> token = get("/token?service=registry-mirror&scope=repository:team/app:pull,push",
+                "Authorization", alice);
+        String bearer = "Bearer " + new JsonObject(body(token)).getString("token");
+        assertThat(pushBlob("team/app", randomBytes(100, 2), "Authorization", bearer)).isEqualTo(201);
+
+        // team/secret is alice's alone: she may mount from it; anonymous clients cannot read it.
+        assertThat(pushBlob("team/secret", layer, "Authorization", alice)).isEqualTo(201);
+        Digest d = Digest.of("sha256", layer);
+        HttpResponse<byte[]> aliceMount = send("POST", "/v2/team/other/blobs/uploads/?mount=" + d + "&from=team/secret",
+                null, "Authorization", alice);
+        assertThat(aliceMount.statusCode()).isEqualTo(201);
+        assertThat(get("/v2/team/secret/blobs/" + d).statusCode()).isEqualTo(401);
+    }
+
+    @Test
+    void aMountFromARepositoryTheClientMayNotReadStartsAnUploadInstead() throws Exception {
+        Path htpasswd = Files.writeString(dir.resolve("htpasswd"), AccessTest.entry("alice", AccessTest.ALICE_PW)
+                + AccessTest.entry("bob", AccessTest.BOB_PW));
+        access = """
+                access:
+                  users: '%s'
+                  rules:
+                    - repositories: ["team/secret"]
+                      pull: [alice]
+                      push: [alice]
+                    - repositories: ["team/**"]
+                      pull: [authenticated]
+                      push: [alice, bob]
+                """.formatted(htpasswd);
+        startMirror();
+        byte[] layer = randomBytes(10_000, 3);
+        assertThat(pushBlob("team/secret", layer, "Authorization", AccessTest.basic("alice", AccessTest.ALICE_PW)))
+                .isEqualTo(201);
+        HttpResponse<byte[]> bobMount = send("POST", "/v2/team/bob/blobs/uploads/?mount=" + Digest.of("sha256", layer)
+                + "&from=team/secret", null, "Authorization", AccessTest.basic("bob", AccessTest.BOB_PW));
+        assertThat(bobMount.statusCode()).isEqualTo(202); // as if team/secret lacked it: nothing learnt, nothing taken
+        assertThat(get("/v2/team/bob/blobs/" + Digest.of("sha256", layer), "Authorization",
+                AccessTest.basic("bob", AccessTest.BOB_PW)).statusCode()).isEqualTo(404);
+    }
+
+    @Test
+    void withoutAccessRulesNobodyPushes_butHostedImagesStillPull() {
+        access = "";
+        startMirror();
+        HttpResponse<byte[]> r = send("POST", "/v2/team/app/blobs/uploads/", null);
+        assertThat(r.statusCode()).isEqualTo(403);
+        assertThat(body(r)).contains("access.rules[].push");
+        assertThat(get("/v2/team/app/tags/list").statusCode()).isEqualTo(404); // NAME_UNKNOWN, not refused
+    }
+
+    @Test
+    void overTheQuotaAPushIsRefused_andNothingStoredIsLost() {
+        hosted = "hosted: {repositories: [\"team/**\"], maxSize: 1MiB}\n";
+        startMirror();
+        byte[] first = randomBytes(600_000, 4);
+        assertThat(pushImage("team/app", "1", first)).isEqualTo(201);
+        HttpResponse<byte[]> over = send("POST", "/v2/team/app/blobs/uploads/?digest="
+                + Digest.of("sha256", randomBytes(600_000, 5)), randomBytes(600_000, 5));
+        assertThat(over.statusCode()).isEqualTo(403);
+        assertThat(body(over)).contains("DENIED", "over hosted.maxSize (1048576 bytes");
+        assertThat(get("/v2/team/app/manifests/1", "Accept", OCI_MANIFEST).statusCode()).isEqualTo(200);
+        assertThat(get("/v2/team/app/blobs/" + Digest.of("sha256", first)).body()).isEqualTo(first);
+        assertThat(mirror.hosted().openUploads()).isZero();
+        assertThat(mirror.metrics().scrape()).contains("registrymirror_hosted_push_refusals_total{reason=\"quota\"} 1.0")
+                .contains("registrymirror_hosted_limit_bytes 1048576");
+    }
+
+    @Test
+    void unfinishedUploadsExpireWithTheirData() {
+        startMirror();
+        HttpResponse<byte[]> open = send("POST", "/v2/team/app/blobs/uploads/", null);
+        String session = open.headers().firstValue("Location").orElseThrow();
+        assertThat(send("PATCH", session, randomBytes(5000, 6), "Content-Type", "application/octet-stream").statusCode())
+                .isEqualTo(202);
+        String id = session.substring(session.lastIndexOf('/') + 1);
+        Path file = storage.resolve("hosted").resolve("uploads").resolve(id);
+        assertThat(file).exists();
+        clock.advance(Duration.ofHours(23));
+        assertThat(mirror.hosted().expireUploads()).isZero();
+        clock.advance(Duration.ofHours(2));
+        assertThat(mirror.hosted().expireUploads()).isEqualTo(1);
+        assertThat(get(session).statusCode()).isEqualTo(404);
+        // The file goes on a worker thread: polled until gone.
+        long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+        while (Files.exists(file) && System.nanoTime() < deadline) {
+            Thread.onSpinWait();
+        }
+        assertThat(file).doesNotExist();
+    }
+
+    @Test
+    void oneRequestAtATimePerUpload() throws Exception {
+        startMirror();
+        String session = send("POST", "/v2/team/app/blobs/uploads/", null).headers().firstValue("Location").orElseThrow();
+        byte[] chunk = randomBytes(2000, 7);
+        try (java.net.Socket slow = new java.net.Socket("127.0.0.1", mirror.port())) {
+            // A PATCH whose body has only half arrived: it owns the session until the rest comes.
+            java.io.OutputStream out = slow.getOutputStream();
+            out.write(("PATCH " + session + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+                    + "Content-Length: " + chunk.length + "\r\n\r\n").getBytes(StandardCharsets.US_ASCII));
+            out.write(chunk, 0, 1000);
+            out.flush();
+            HttpResponse<byte[]> second = null;
+            long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+            // Until the first PATCH's head has reached the mirror, a second one may still get in first.
+            while (System.nanoTime() < deadline) {
+                second = send("PATCH", session, randomBytes(10, 8));
+                if (second.statusCode() != 202) {
+                    break;
+                }
+                session = second.headers().firstValue("Location").orElseThrow();
+            }
+            assertThat(second.statusCode()).isEqualTo(416);
+            assertThat(body(second)).contains("another request for upload");
+            out.write(chunk, 1000, 1000);
+            out.flush();
+            String status = new String(slow.getInputStream().readNBytes(12), StandardCharsets.US_ASCII);
+            assertThat(status).isEqualTo("HTTP/1.1 202");
+        }
+    }
+
+    @Test
+    void collectionRunsBesidePushes_andKeepsEverythingAManifestNames() throws Exception {
+        startMirror();
+        List<CompletableFuture<Integer>> pushes = new ArrayList<>();
+        for (int i = 0; i < 12; i++) {
+            int n = i;
+            pushes.add(CompletableFuture.supplyAsync(() -> pushImage("team/app" + (n % 3), "v" + n, randomBytes(50_000, 100 + n))));
+        }
+        // Collections while the pushes run: with no grace at all, an uploaded blob is fair game until a
+        // manifest names it; the pushes that lose a blob that way are answered MANIFEST_BLOB_UNKNOWN,
+        // and whatever did commit must be whole.
+        for (int i = 0; i < 20; i++) {
+            await(vertx.executeBlocking(() -> mirror.hosted().store().collect(0)));
+        }
+        List<Integer> statuses = new ArrayList<>();
+        for (CompletableFuture<Integer> p : pushes) {
+            statuses.add(p.get());
+        }
+        assertThat(statuses).allMatch(s -> s == 201 || s == 400);
+        await(vertx.executeBlocking(() -> mirror.hosted().store().collect(0)));
+        for (int i = 0; i < 12; i++) {
+            if (statuses.get(i) != 201) {
+                continue;
+            }
+            String repo = "team/app" + (i % 3);
+            HttpResponse<byte[]> m = get("/v2/" + repo + "/manifests/v" + i, "Accept", OCI_MANIFEST);
+            assertThat(m.statusCode()).isEqualTo(200);
+            assertThat(get("/v2/" + repo + "/blobs/" + Digest.of("sha256", randomBytes(50_000, 100 + i))).body())
+                    .isEqualTo(randomBytes(50_000, 100 + i));
+        }
+        // With the configured grace (1h), nothing a push uploaded is at risk.
+        byte[] pending = randomBytes(1000, 99);
+        assertThat(pushBlob("team/app0", pending)).isEqualTo(201);
+        await(mirror.hosted().collect());
+        assertThat(get("/v2/team/app0/blobs/" + Digest.of("sha256", pending)).statusCode()).isEqualTo(200);
+        clock.advance(Duration.ofMinutes(61));
+        HostedStore.Collected c = await(mirror.hosted().collect());
+        assertThat(c.blobs()).isEqualTo(1);
+        assertThat(get("/v2/team/app0/blobs/" + Digest.of("sha256", pending)).statusCode()).isEqualTo(404);
+        assertThat(mirror.metrics().scrape()).contains("registrymirror_hosted_gc_removed_total{kind=\"blob\"} 1.0");
+    }
+
+    @Test
+    void aBlobBothPushedAndPulledThroughTheCacheIsStoredOnce_andTheCacheLosingItKeepsItHosted() throws Exception {
+        startMirror();
+        byte[] base = randomBytes(200_000, 11);
+        Digest d = Digest.of("sha256", base);
+        hub.putImage("library/base", "1", base);
+        // Pulled through the cache first (a base image), then pushed as a layer of a team's image.
+        assertThat(get("/v2/library/base/blobs/" + d).body()).isEqualTo(base);
+        awaitStored(d);
+        assertThat(pushImage("team/app", "1", base)).isEqualTo(201);
+        Path cached = mirror.storage().blobs().find(d).orElseThrow().path();
+        Path pushed = storage.resolve("hosted/blobs/sha256").resolve(d.hex().substring(0, 2)).resolve(d.hex());
+        assertThat(Files.isSameFile(cached, pushed)).as("one file, two names").isTrue();
+
+        // The cache drops its copy (an operator's removal here; eviction unlinks the same way).
+        await(vertx.executeBlocking(() -> mirror.storage().remove(d)));
+        assertThat(cached).doesNotExist();
+        assertThat(get("/v2/team/app/blobs/" + d).body()).isEqualTo(base);
+
+        // Pushed first, then pulled through the cache: the cache links the hosted file.
+        byte[] other = randomBytes(150_000, 12);
+        Digest o = Digest.of("sha256", other);
+        assertThat(pushImage("team/app", "2", other)).isEqualTo(201);
+        hub.putImage("library/other", "1", other);
+        assertThat(get("/v2/library/other/blobs/" + o).body()).isEqualTo(other);
+        awaitStored(o);
+        Path pushedOther = storage.resolve("hosted/blobs/sha256").resolve(o.hex().substring(0, 2)).resolve(o.hex());
+        assertThat(Files.isSameFile(mirror.storage().blobs().find(o).orElseThrow().path(), pushedOther)).isTrue();
+    }
+
+    private void awaitStored(Digest d) throws IOException {
+        long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+        // The commit follows the last byte on a worker thread; its row comes before its file.
+        while ((mirror.storage().blobs().find(d).isEmpty()
+                || !Files.exists(mirror.storage().blobs().find(d).get().path())) && System.nanoTime() < deadline) {
+            Thread.onSpinWait();
+        }
+        assertThat(mirror.storage().blobs().find(d)).isPresent();
+    }
+}
