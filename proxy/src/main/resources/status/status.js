@@ -121,6 +121,22 @@
       ]), "none", 2);
     }
 
+    const ho = s.hosted;
+    document.getElementById("hosted").hidden = !ho;
+    if (ho) {
+      document.getElementById("hosted-summary").textContent = bytes(ho.usedBytes) +
+          (ho.limitBytes === null ? " (no quota)" : " of " + bytes(ho.limitBytes)) + " in " + ho.blobs + " blobs and " +
+          ho.manifests + " manifests, never evicted; " + ho.uploads + " uploads open" +
+          (ho.otherRepositories ? "; " + ho.otherRepositories + " more repositories you may not pull" : "") + ".";
+      const hb = document.getElementById("hosted-bar");
+      hb.replaceChildren();
+      if (ho.limitBytes !== null) {
+        hb.appendChild(bar(ho.usedBytes, ho.limitBytes));
+      }
+      fill("hosted-repos", ho.repositories.map(r => [cell(r.name), cell(String(r.tags), "num"),
+        cell(String(r.manifests), "num")]), "nothing pushed yet", 3);
+    }
+
     fill("downloads", s.downloads.map(d => [
       cell(el("code", d.digest.substring(0, 19) + "…")),
       cell(d.source),

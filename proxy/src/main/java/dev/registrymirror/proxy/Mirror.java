@@ -164,9 +164,9 @@ public final class Mirror {
                 new TagLists(metrics), new Referrers(), metrics, connections, access, cluster, hosted);
         this.config = config;
         this.tls = config.server().tls() == null ? null : new dev.registrymirror.proxy.http.ServerTls(vertx, config.server().tls());
-        AdminApi admin = new AdminApi(config, storage, blocking, () -> prefetcher, cluster);
+        AdminApi admin = new AdminApi(config, storage, blocking, () -> prefetcher, cluster, hosted);
         StatusPage status = new StatusPage(VERSION, config, metrics, Map.copyOf(upstreams), downloads, storage,
-                () -> blobStore.storedBytes() + manifestStore.storedBytes(), handler.pulls(), () -> prefetcher, clock, cluster);
+                () -> blobStore.storedBytes() + manifestStore.storedBytes(), handler.pulls(), () -> prefetcher, clock, cluster, hosted);
         handler.routes((router, guard) -> OperatorRoutes.mount(router, guard, admin, status));
         handler.removalsFromReplicas(admin::removalFromReplica);
     }

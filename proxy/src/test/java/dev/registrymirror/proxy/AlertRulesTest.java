@@ -22,12 +22,12 @@ class AlertRulesTest extends MirrorTestBase {
 
     @Override
     String topLevelYaml() {
-        return cluster;
+        return cluster + "\nhosted: {repositories: [\"team/**\"], maxSize: 1GiB}\n";
     }
 
     @Test
     void theRulesAndThePrometheusConfigPassPromtool() throws Exception {
-        assertThat(promtool("check", "config", DOCKER.resolve("prometheus.yml").toString())).contains("SUCCESS: 13 rules found");
+        assertThat(promtool("check", "config", DOCKER.resolve("prometheus.yml").toString())).contains("SUCCESS: 15 rules found");
         assertThat(promtool("test", "rules", DOCKER.resolve("alerts.test.yaml").toString())).contains("SUCCESS");
     }
 
@@ -36,7 +36,7 @@ class AlertRulesTest extends MirrorTestBase {
         String rules = Files.readString(DOCKER.resolve("alerts.yaml"));
         String tests = Files.readString(DOCKER.resolve("alerts.test.yaml"));
         Set<String> alerts = all(Pattern.compile("- alert: (\\w+)"), rules);
-        assertThat(alerts).hasSize(13);
+        assertThat(alerts).hasSize(15);
         for (String alert : alerts) {
             // a case that expects it firing: its alertname followed by a non-empty exp_alerts
             assertThat(Pattern.compile("alertname: " + alert + "\\s+exp_alerts:\\s+- exp_labels").matcher(tests).find())

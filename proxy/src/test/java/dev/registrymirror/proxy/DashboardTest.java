@@ -36,7 +36,7 @@ class DashboardTest extends MirrorTestBase {
 
     @Override
     String topLevelYaml() {
-        return cluster;
+        return cluster + "\nhosted: {repositories: [\"team/**\"], maxSize: 1GiB}\n"; // the hosted panels' series
     }
 
     @Override
@@ -53,7 +53,7 @@ class DashboardTest extends MirrorTestBase {
                 queries.add(((JsonObject) t).getString("expr"));
             }
         }
-        assertThat(queries).hasSizeGreaterThanOrEqualTo(17);
+        assertThat(queries).hasSizeGreaterThanOrEqualTo(23);
         JsonArray variables = dashboard.getJsonObject("templating").getJsonArray("list");
         assertThat(variables.stream().map(v -> ((JsonObject) v).getString("name"))).contains("datasource", "upstream");
 

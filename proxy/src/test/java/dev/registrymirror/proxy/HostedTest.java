@@ -304,6 +304,51 @@ class HostedTest extends MirrorTestBase {
         assertThat(Files.isSameFile(mirror.storage().blobs().find(o).orElseThrow().path(), pushedOther)).isTrue();
     }
 
+    @Test
+    void operatorsSeeHostedRepositoriesApartFromCachedOnes() {
+        hosted = hosted + "admin: {token: 'an-admin-token-of-some-length'}\n";
+        access = """
+                access:
+                  rules:
+                    - repositories: ["team/secret"]
+                      pull: [nobody]
+                      push: [anonymous]
+                    - repositories: ["team/**"]
+                      pull: [anonymous]
+                      push: [anonymous]
+                    - repositories: ["**"]
+                      pull: [anonymous]
+                """;
+        startMirror();
+        assertThat(pushImage("team/app", "1", randomBytes(1000, 30))).isEqualTo(201);
+        assertThat(pushImage("team/app", "2", randomBytes(1000, 31))).isEqualTo(201);
+        assertThat(pushImage("team/secret", "1", randomBytes(1000, 32))).isEqualTo(201);
+
+        HttpResponse<byte[]> admin = get("/admin/hosted", "Authorization", "Bearer an-admin-token-of-some-length");
+        assertThat(admin.statusCode()).isEqualTo(200);
+        JsonObject a = new JsonObject(body(admin));
+        assertThat(a.getLong("manifests")).isEqualTo(3);
+        assertThat(a.getJsonArray("repositories").getList()).hasSize(2);
+        assertThat(a.getJsonArray("repositories").getJsonObject(0).getString("name")).isEqualTo("team/app");
+        assertThat(a.getJsonArray("repositories").getJsonObject(0).getLong("tags")).isEqualTo(2);
+        assertThat(get("/admin/hosted").statusCode()).isEqualTo(401);
+
+        HttpResponse<byte[]> gc = send("POST", "/admin/hosted/gc", null, "Authorization", "Bearer an-admin-token-of-some-length");
+        assertThat(gc.statusCode()).isEqualTo(200);
+        assertThat(new JsonObject(body(gc)).getLong("blobs")).isZero();
+
+        // The status page's data: hosted repositories the caller may pull, the others counted.
+        long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+        JsonObject h;
+        do {
+            h = new JsonObject(body(get("/status.json"))).getJsonObject("hosted");
+        } while (h.getJsonArray("repositories").size() + h.getLong("otherRepositories") < 2 && System.nanoTime() < deadline);
+        assertThat(h.getJsonArray("repositories").getJsonObject(0).getString("name")).isEqualTo("team/app");
+        assertThat(h.getJsonArray("repositories").size()).isEqualTo(1);
+        assertThat(h.getLong("otherRepositories")).isEqualTo(1);
+        assertThat(h.getLong("usedBytes")).isPositive();
+    }
+
     private void awaitStored(Digest d) throws IOException {
         long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
         // The commit follows the last byte on a worker thread; its row comes before its file.

@@ -103,6 +103,7 @@ public final class HostedRegistry {
         this.bodyMemory = bodyMemory;
         this.clock = clock;
         this.maxBlobSize = maxBlobSize;
+        relist();
     }
 
     /** Whether the request changes the repository (a push, or a deletion). */
@@ -164,6 +165,7 @@ public final class HostedRegistry {
                                 ? new RegistryError(404, "BLOB_UNKNOWN", "blob " + r.digest() + " is not in " + r.name())
                                 : RegistryError.manifestUnknown(r.reference()));
                     }
+                    relist();
                     LOG.info("hosted: {} {} deleted from {}", r.kind() == HostedRoute.Kind.BLOB ? "blob"
                             : r.tag() != null ? "tag" : "manifest", r.reference(), r.name());
                     return req.response().setStatusCode(202).putHeader(HttpHeaders.CONTENT_LENGTH, "0").end();
@@ -187,6 +189,7 @@ public final class HostedRegistry {
                         } else {
                             HostedStore.Collected c = ar.result();
                             metrics.hostedCollection(true, c.manifests(), c.blobs(), c.bytes());
+                            relist();
                         }
                     });
             return collecting;
@@ -197,6 +200,25 @@ public final class HostedRegistry {
 
     public HostedStore store() {
         return store;
+    }
+
+    /** The hosted repositories as last listed (after each change of manifests), for pages that must not block. */
+    public List<HostedStore.Repository> repositories() {
+        return listed;
+    }
+
+    private volatile List<HostedStore.Repository> listed = List.of();
+    private final java.util.concurrent.atomic.AtomicBoolean relisting = new java.util.concurrent.atomic.AtomicBoolean();
+
+    /** Lists the repositories again on a worker thread; changes meanwhile coalesce into one more listing. */
+    public void relist() {
+        if (relisting.compareAndSet(false, true)) {
+            blocking.run(() -> {
+                relisting.set(false);
+                listed = store.repositories();
+                return null;
+            }).onFailure(err -> LOG.warn("hosted: cannot list repositories: {}", err.getMessage()));
+        }
     }
 
     // ---------------------------------------------------------------- uploads
@@ -654,6 +676,7 @@ public final class HostedRegistry {
             return Future.failedFuture(err);
         }).compose(stored -> {
             metrics.hostedPushed("manifest", stored.size());
+            relist();
             LOG.info("hosted: manifest {} pushed to {}{}", stored.digest(), r.name(),
                     r.tag() != null ? " as " + r.tag() : "");
             HttpServerResponse resp = req.response().setStatusCode(201)

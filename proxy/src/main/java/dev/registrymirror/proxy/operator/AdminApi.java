@@ -67,11 +67,15 @@ public final class AdminApi {
     /** SHA-256 of the token: comparing hashes takes the same time whatever the lengths. */
     private final byte[] tokenHash;
 
+    /** Hosted repositories; null without {@code hosted}. */
+    private final dev.registrymirror.proxy.hosted.HostedRegistry hosted;
+
     /** The replicas this one forms one cache with (removals reach them all); null when it runs alone. */
     private final Cluster cluster;
 
     public AdminApi(MirrorConfig config, Storage storage, Blocking blocking, Supplier<Prefetcher> prefetcher,
-                    Cluster cluster) {
+                    Cluster cluster, dev.registrymirror.proxy.hosted.HostedRegistry hosted) {
+        this.hosted = hosted;
         this.cluster = cluster;
         this.config = config;
         this.storage = storage;
@@ -117,6 +121,40 @@ public final class AdminApi {
                 .map(j -> json(req, 200, j.toJson()))
                 .orElseGet(() -> Future.failedFuture(new RegistryError(404, "UNKNOWN",
                         "no prefetch job " + id + " (the last " + Prefetcher.KEPT_JOBS + " are kept)")));
+    }
+
+    /**
+     * {@code GET /admin/hosted}: hosted content apart from the cache: bytes, quota, items, open uploads
+     * and every hosted repository with its tags and manifests (read from the database, not a snapshot).
+     */
+    Future<Void> hosted(HttpServerRequest req) {
+        if (hosted == null) {
+            return Future.failedFuture(noHosted());
+        }
+        dev.registrymirror.cache.HostedStore s = hosted.store();
+        return blocking.run(s::repositories).compose(list -> {
+            JsonArray repos = new JsonArray();
+            list.forEach(r -> repos.add(new JsonObject().put("name", r.name()).put("tags", r.tags())
+                    .put("manifests", r.manifests())));
+            return json(req, 200, new JsonObject().put("bytes", s.bytes())
+                    .put("maxSize", config.hosted().maxSize() > 0 ? config.hosted().maxSize() : null)
+                    .put("blobs", s.blobCount()).put("manifests", s.manifestCount()).put("uploads", hosted.openUploads())
+                    .put("repositories", repos));
+        });
+    }
+
+    /** {@code POST /admin/hosted/gc}: a garbage collection of hosted content now (joins one under way). */
+    Future<Void> collectHosted(HttpServerRequest req) {
+        if (hosted == null) {
+            return Future.failedFuture(noHosted());
+        }
+        LOG.info("admin: garbage collection of hosted repositories asked by {}", client(req));
+        return hosted.collect().compose(c -> json(req, 200, new JsonObject().put("manifests", c.manifests())
+                .put("blobs", c.blobs()).put("bytes", c.bytes()).put("strayFiles", c.strayFiles())));
+    }
+
+    private static RegistryError noHosted() {
+        return new RegistryError(404, "UNSUPPORTED", "no hosted repositories: set hosted.repositories in the configuration");
     }
 
     /** {@code GET /admin/repositories}: the cached repositories, a page at a time. */
@@ -219,7 +257,7 @@ public final class AdminApi {
     /** Any other admin path. */
     static Future<Void> unknownCall(HttpServerRequest req) {
         return Future.failedFuture(new RegistryError(404, "UNSUPPORTED", "no admin call " + req.path()
-                + " (see /admin/prefetch, /admin/repositories, /admin/digests/<digest>)"));
+                + " (see /admin/prefetch, /admin/repositories, /admin/digests/<digest>, /admin/hosted)"));
     }
 
     /** Why the request may not use the API, or {@code null} if its token is right. */

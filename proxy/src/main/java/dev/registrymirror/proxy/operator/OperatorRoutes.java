@@ -19,6 +19,8 @@ import java.util.function.Predicate;
  * GET    /admin/repositories/&lt;upstream&gt;/&lt;repo&gt;    one repository's tags
  * DELETE /admin/repositories/&lt;upstream&gt;/&lt;repo&gt;    forget its tags (?tag= for one)
  * DELETE /admin/digests/:digest                   remove a blob and/or manifest
+ * GET    /admin/hosted                            hosted repositories, bytes, quota, open uploads
+ * POST   /admin/hosted/gc                         garbage-collect hosted content now
  * GET    /status, and / with Accept: text/html     the status page
  * GET    /status/status.js, /status/status.css    its script and style
  * GET    /status.json                             its data
@@ -69,6 +71,14 @@ public final class OperatorRoutes {
                 admin(admin, ctx -> admin.digest(ctx.request(), ctx.pathParam("digest")))));
         router.route("/admin/digests/:digest").handler(guard.guard("admin", Audience.ADMIN,
                 admin(admin, ctx -> AdminApi.methodNotAllowed(ctx.request(), "DELETE"))));
+        router.get("/admin/hosted").handler(guard.guard("admin", Audience.ADMIN,
+                admin(admin, ctx -> admin.hosted(ctx.request()))));
+        router.route("/admin/hosted").handler(guard.guard("admin", Audience.ADMIN,
+                admin(admin, ctx -> AdminApi.methodNotAllowed(ctx.request(), "GET"))));
+        router.post("/admin/hosted/gc").handler(guard.guard("admin", Audience.ADMIN,
+                admin(admin, ctx -> admin.collectHosted(ctx.request()))));
+        router.route("/admin/hosted/gc").handler(guard.guard("admin", Audience.ADMIN,
+                admin(admin, ctx -> AdminApi.methodNotAllowed(ctx.request(), "POST"))));
         router.route("/admin").handler(guard.guard("admin", Audience.ADMIN,
                 admin(admin, ctx -> AdminApi.unknownCall(ctx.request()))));
         router.route("/admin/*").handler(guard.guard("admin", Audience.ADMIN,

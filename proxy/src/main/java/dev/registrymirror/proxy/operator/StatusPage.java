@@ -51,6 +51,8 @@ public final class StatusPage {
     private final Map<String, Buffer> assets = ASSETS.keySet().stream().collect(java.util.stream.Collectors.toMap(
             path -> path, path -> resource(path.substring("/status/".length()))));
     private final MirrorConfig config;
+    /** Hosted repositories; null without {@code hosted}. */
+    private final dev.registrymirror.proxy.hosted.HostedRegistry hosted;
     private final MirrorMetrics metrics;
     private final Map<String, UpstreamClient> upstreams;
     private final InflightDownloads downloads;
@@ -67,7 +69,9 @@ public final class StatusPage {
     /** @param version the mirror's version, as the page shows it */
     public StatusPage(String version, MirrorConfig config, MirrorMetrics metrics, Map<String, UpstreamClient> upstreams,
                InflightDownloads downloads, Storage storage, LongSupplier storedBytes, PullCounts pulls,
-               Supplier<Prefetcher> prefetcher, Clock clock, Cluster cluster) {
+               Supplier<Prefetcher> prefetcher, Clock clock, Cluster cluster,
+               dev.registrymirror.proxy.hosted.HostedRegistry hosted) {
+        this.hosted = hosted;
         this.cluster = cluster;
         this.version = version;
         this.config = config;
@@ -200,7 +204,28 @@ public final class StatusPage {
                 .put("now", now.toString()).put("uptimeSeconds", Duration.between(started, now).toSeconds())
                 .put("cache", cache).put("upstreams", ups).put("storage", disk).put("downloads", dl)
                 .put("topRepositories", top).put("otherPulls", pulls.others() + hiddenPulls).put("prefetch", jobs)
-                .put("cluster", cluster());
+                .put("cluster", cluster()).put("hosted", hosted(mayPull));
+    }
+
+    /** Hosted repositories (those the caller may pull), apart from the cached ones; null without {@code hosted}. */
+    private JsonObject hosted(Predicate<String> mayPull) {
+        if (hosted == null) {
+            return null;
+        }
+        dev.registrymirror.cache.HostedStore s = hosted.store();
+        JsonArray repos = new JsonArray();
+        long hidden = 0;
+        for (dev.registrymirror.cache.HostedStore.Repository r : hosted.repositories()) {
+            if (mayPull.test(r.name())) {
+                repos.add(new JsonObject().put("name", r.name()).put("tags", r.tags()).put("manifests", r.manifests()));
+            } else {
+                hidden++;
+            }
+        }
+        return new JsonObject().put("usedBytes", s.bytes())
+                .put("limitBytes", config.hosted().maxSize() > 0 ? config.hosted().maxSize() : null)
+                .put("blobs", s.blobCount()).put("manifests", s.manifestCount()).put("uploads", hosted.openUploads())
+                .put("repositories", repos).put("otherRepositories", hidden);
     }
 
     private static double round(double seconds) {
