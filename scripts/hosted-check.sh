@@ -23,7 +23,8 @@ done
 started=$(date +%s)
 step() { echo "[$(( $(date +%s) - started ))s] $*"; }
 fail() { echo "FAIL: $*" >&2; tail -n 30 "$W/mirror.log" >&2 || true; exit 1; }
-W=$(mktemp -d /tmp/hosted-check.XXXX); REG=127.0.0.1:5601
+# Lower case only: Podman names an image loaded from an OCI layout after its path.
+W=/tmp/hosted-check.$(od -An -N4 -tx4 /dev/urandom | tr -d ' '); mkdir -m 700 "$W"; REG=127.0.0.1:5601
 . scripts/lib/check.sh
 . scripts/lib/oci-layout.sh
 HOST_IP=$(host_ip)
@@ -125,7 +126,7 @@ step "docker pull team/app:1.0 back: $got, as pushed; alpine:3.19 pulled through
 # ---------------------------------------------------------------- Podman and skopeo
 P="podman --root $W/podman/root --runroot $W/podman/run --storage-driver vfs"
 $P login --authfile "$W/auth.json" -u alice -p alice-pw-1 $MIR > "$W/podman.log" 2>&1 || { cat "$W/podman.log"; fail "podman login"; }
-$P pull -q --authfile "$W/auth.json" "oci:$W/layout:single" > /dev/null 2>&1 || fail "podman load of the layout"
+$P pull -q "oci:$W/layout:single" > "$W/podman-load.log" 2>&1 || { cat "$W/podman-load.log"; fail "podman load of the layout"; }
 img=$($P images -q | head -1)
 $P push -q --authfile "$W/auth.json" "$img" $MIR/team/podman:1 > "$W/podman-push.log" 2>&1 || { cat "$W/podman-push.log"; fail "podman push"; }
 $P rmi -af >/dev/null 2>&1
@@ -139,13 +140,16 @@ got=$($S inspect --raw --cert-dir "$W/certs" --creds bob:bob-pw-2 docker://$MIR/
 step "skopeo copy --all of a two-platform index to team/multi:1; read back by bob: sha256:$got"
 
 # ---------------------------------------------------------------- kill -9 in the middle of a push
-head -c 300000000 /dev/urandom > "$W/big.bin"
+head -c 150000000 /dev/urandom > "$W/big.bin"
 mkdir -p "$W/big"; mv "$W/big.bin" "$W/big/data"
 tar -C "$W/big" -cf - . | $D import - big:1 >/dev/null
 $D tag big:1 $MIR/team/big:1
 $D push $MIR/team/big:1 > "$W/push-big.log" 2>&1 & push_pid=$!
-for _ in $(seq 1 300); do ls "$W/mirror/hosted/uploads" 2>/dev/null | grep -q . && \
-  [ "$(du -sb "$W/mirror/hosted/uploads" | cut -f1)" -gt 20000000 ] && break; sleep 0.05; done
+uploaded=0   # Docker compresses the layer first, then uploads it: wait until 20 MB have arrived
+for _ in $(seq 1 1200); do
+  uploaded=$(du -sb "$W/mirror/hosted/uploads" 2>/dev/null | cut -f1); [ "${uploaded:-0}" -gt 20000000 ] && break; sleep 0.05
+done
+[ "${uploaded:-0}" -gt 20000000 ] || { cat "$W/push-big.log"; fail "the big push never got under way"; }
 kill -9 $mirror_pid; wait $mirror_pid 2>/dev/null || true; mirror_pid=
 wait $push_pid 2>/dev/null && fail "the push survived kill -9 of the mirror" || true
 start_mirror
@@ -157,7 +161,7 @@ $D pull -q $MIR/team/app:1.0 >/dev/null || fail "team/app:1.0 lost after kill -9
 got=$($D image inspect --format '{{index .RepoDigests 0}}' $MIR/team/app:1.0 | cut -d@ -f2)
 [ "$got" = "$pushed" ] || fail "team/app:1.0 after kill -9: $got"
 $D push $MIR/team/big:1 > "$W/push-big2.log" 2>&1 || { cat "$W/push-big2.log"; fail "pushing team/big:1 again"; }
-step "kill -9 mid-push (300 MB layer): team/app:1.0 still $got; team/big:1 not visible, its upload gone; pushed again"
+step "kill -9 mid-push ($((uploaded >> 20)) MiB of a 150 MB layer uploaded): team/app:1.0 still $got; team/big:1 not visible, its upload gone; pushed again"
 
 if grep -E 'alice-pw-1|bob-pw-2|Basic [A-Za-z0-9+/=]{8}|Bearer [A-Za-z0-9_-]{20}' "$W/mirror.log"; then fail "a secret in the log"; fi
 step "all checks passed"

@@ -35,12 +35,14 @@ bench/cluster.sh 3 --small   # three replicas as one cache: one fetch per blob, 
 # The container image, built and run with a real Docker daemon (about four minutes from nothing);
 # it starts its own dockerd, which needs root.
 # Then HTTPS and client certificates with Docker's daemon and containerd, and the access rules with
-# skopeo, Podman, containerd and Docker (seconds each). They start their own daemons: root only.
+# skopeo, Podman, containerd and Docker, and hosted repositories with docker login/push/pull, Podman,
+# skopeo and kill -9 mid-push (seconds each). They start their own daemons: root only.
 if [ "$(id -u)" -eq 0 ]; then
   scripts/container-check.sh
   scripts/tls-check.sh
   scripts/access-check.sh
+  scripts/hosted-check.sh
 else
-  echo "container-check, tls-check and access-check skipped: they start a Docker daemon, which needs root" \
-       "(sudo scripts/container-check.sh; sudo scripts/tls-check.sh; sudo scripts/access-check.sh)"
+  echo "container-check, tls-check, access-check and hosted-check skipped: they start a Docker daemon, which needs root" \
+       "(sudo scripts/container-check.sh; sudo scripts/tls-check.sh; sudo scripts/access-check.sh; sudo scripts/hosted-check.sh)"
 fi
