@@ -345,6 +345,12 @@ public final class ConfigLoader {
         MirrorConfig.Admin admin = f.admin() == null || f.admin().token() == null ? MirrorConfig.Admin.OFF
                 : new MirrorConfig.Admin(f.admin().token());
         MirrorConfig.Hosted hosted = hosted(f.hosted(), upstreams);
+        if (hosted != null && f.cluster() != null) {
+            // Each replica would keep its own hosted content: a push spread by a load balancer over
+            // several would be lost in pieces, and a replica's pushes gone with it.
+            throw new ConfigException("hosted: not available with cluster yet (a cluster's replicas do not share"
+                    + " pushed images); run hosted repositories on a mirror of their own, or leave out cluster");
+        }
         return new MirrorConfig(s, st, upstreams, prefetch, admin, access(f.access(), upstreams, hosted),
                 cluster(f.cluster()), hosted);
     }

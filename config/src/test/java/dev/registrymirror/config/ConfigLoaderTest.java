@@ -68,6 +68,9 @@ class ConfigLoaderTest {
                 "hosted.uploadExpiry: \"10s\" is too short (at least 1m");
         assertError("hosted: {repositories: [team/**], expiry: 1h}", "hosted.expiry: unknown key");
         assertError("hosted: {repositories: [team/**], gcGrace: 1m}", "hosted.gcGrace: \"1m\" is too short");
+        assertError("hosted: {repositories: [team/**]}\ncluster: {name: lan, secret: 'a-secret-of-at-least-thirty-two-characters',"
+                + " bind: '127.0.0.1:7800', members: ['127.0.0.1:7800'], url: 'http://127.0.0.1:5000'}",
+                "hosted: not available with cluster yet");
     }
 
     @Test

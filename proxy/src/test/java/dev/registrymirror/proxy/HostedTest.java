@@ -233,6 +233,37 @@ class HostedTest extends MirrorTestBase {
     }
 
     @Test
+    void aClientThatExpects100ContinueIsToldToSendItsBody_andARefusedOneNeverSendsIt() throws Exception {
+        startMirror();
+        byte[] blob = randomBytes(3000, 40);
+        for (String repo : new String[] {"team/app", "library/alpine"}) {
+            try (java.net.Socket s = new java.net.Socket("127.0.0.1", mirror.port())) {
+                s.setSoTimeout(5000);
+                s.getOutputStream().write(("POST /v2/" + repo + "/blobs/uploads/?digest=" + Digest.of("sha256", blob)
+                        + " HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: " + blob.length
+                        + "\r\nExpect: 100-continue\r\n\r\n").getBytes(StandardCharsets.US_ASCII));
+                java.io.InputStream in = s.getInputStream();
+                String first = new String(in.readNBytes(12), StandardCharsets.US_ASCII);
+                if (repo.equals("team/app")) {
+                    assertThat(first).isEqualTo("HTTP/1.1 100");
+                    s.getOutputStream().write(blob);
+                    StringBuilder rest = new StringBuilder();
+                    while (!rest.toString().contains("HTTP/1.1 201") && rest.length() < 2000) {
+                        int c = in.read();
+                        if (c < 0) {
+                            break;
+                        }
+                        rest.append((char) c);
+                    }
+                    assertThat(rest.toString()).contains("HTTP/1.1 201");
+                } else {
+                    assertThat(first).isEqualTo("HTTP/1.1 405"); // refused before the body was asked for
+                }
+            }
+        }
+    }
+
+    @Test
     void collectionRunsBesidePushes_andKeepsEverythingAManifestNames() throws Exception {
         startMirror();
         List<CompletableFuture<Integer>> pushes = new ArrayList<>();

@@ -398,6 +398,7 @@ public final class HostedRegistry {
         Path file = store.uploadFile(u.id);
         return vertx.fileSystem().open(file.toString(), new OpenOptions().setWrite(true).setCreate(false))
                 .compose(f -> {
+                    continueIfExpected(req);
                     f.setWritePos(u.size);
                     Counting counted = new Counting(f, u.size, maxBlobSize);
                     return req.pipeTo(counted).transform(ar -> f.close().transform(c -> {
@@ -701,8 +702,21 @@ public final class HostedRegistry {
         return new RegistryError(403, "DENIED", "push refused: " + q.getMessage());
     }
 
+    /**
+     * Tells a client that sent {@code Expect: 100-continue} (curl does, for bodies over 1 MiB) to send
+     * its body, now that it is wanted; without it, such a client waits a second before sending. A
+     * request refused before this point never has its body sent.
+     */
+    private static void continueIfExpected(HttpServerRequest req) {
+        String expect = req.getHeader(HttpHeaders.EXPECT);
+        if (expect != null && expect.equalsIgnoreCase("100-continue") && !req.response().headWritten()) {
+            req.response().writeContinue();
+        }
+    }
+
     /** The request's body, at most {@code max} bytes (a 413 past that). */
     private static Future<byte[]> readManifest(HttpServerRequest req, int max) {
+        continueIfExpected(req);
         Promise<byte[]> done = Promise.promise();
         Buffer body = Buffer.buffer();
         req.handler(b -> {
