@@ -31,6 +31,7 @@ fi
 mvn -B -ntp verify "$@"
 bench/scale.sh 2000   # the large-cache benchmark on a small cache (seconds), so that it keeps working
 bench/run.sh --smoke
+bench/push.py --smoke   # pushes to hosted repositories against Distribution (seconds)
 bench/cluster.sh 3 --small   # three replicas as one cache: one fetch per blob, kill -9 and return (seconds)
 # The container image, built and run with a real Docker daemon (about four minutes from nothing);
 # it starts its own dockerd, which needs root.
