@@ -9,12 +9,11 @@ import java.util.Optional;
  * The cache's blob store, committing a blob that hosted repositories hold as a link to their file
  * (see {@link HostedStore#sharedWith}). Everything else is the cache's own.
  */
-final class SharedBlobStore implements BlobStore {
-    private final BlobStore cache;
+final class SharedBlobStore extends ForwardingBlobStore {
     private final HostedStore hosted;
 
     SharedBlobStore(BlobStore cache, HostedStore hosted) {
-        this.cache = cache;
+        super(cache);
         this.hosted = hosted;
     }
 
@@ -23,66 +22,11 @@ final class SharedBlobStore implements BlobStore {
         Optional<Path> same = hosted.storedBlob(digest, size);
         if (same.isPresent()) {
             try {
-                return cache.commit(same.get(), digest, size, origin);
+                return real.commit(same.get(), digest, size, origin);
             } catch (NoSuchFileException e) {
                 // Collected meanwhile: the downloaded copy it is.
             }
         }
-        return cache.commit(temp, digest, size, origin);
-    }
-
-    @Override
-    public Optional<Blob> find(Digest digest) throws IOException {
-        return cache.find(digest);
-    }
-
-    @Override
-    public Optional<Blob> acquire(Digest digest) throws IOException {
-        return cache.acquire(digest);
-    }
-
-    @Override
-    public boolean knownPresent(Digest digest) {
-        return cache.knownPresent(digest);
-    }
-
-    @Override
-    public boolean mayHold(Digest digest) {
-        return cache.mayHold(digest);
-    }
-
-    @Override
-    public void release(Blob blob) {
-        cache.release(blob);
-    }
-
-    @Override
-    public boolean verify(Blob blob) throws IOException {
-        return cache.verify(blob);
-    }
-
-    @Override
-    public void forget(Blob blob) throws IOException {
-        cache.forget(blob);
-    }
-
-    @Override
-    public Path newTempFile() throws IOException {
-        return cache.newTempFile();
-    }
-
-    @Override
-    public void discard(Path temp) {
-        cache.discard(temp);
-    }
-
-    @Override
-    public long storedBytes() {
-        return cache.storedBytes();
-    }
-
-    @Override
-    public long usableSpace() throws IOException {
-        return cache.usableSpace();
+        return real.commit(temp, digest, size, origin);
     }
 }

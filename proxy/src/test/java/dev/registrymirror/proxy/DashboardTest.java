@@ -36,7 +36,7 @@ class DashboardTest extends MirrorTestBase {
 
     @Override
     String topLevelYaml() {
-        return cluster + "\nhosted: {repositories: [\"team/**\"], maxSize: 1GiB}\n"; // the hosted panels' series
+        return cluster;
     }
 
     @Override
@@ -62,13 +62,15 @@ class DashboardTest extends MirrorTestBase {
         minFree = "1MiB";
         cluster = clusterOfOne("dashboard");
         startMirror();
+        // The hosted panels' series come from a second mirror: a cluster refuses hosted repositories.
+        Mirror hostedMirror = startHostedMirror();
         int port = RealParts.freePort();
         Path config = Files.writeString(work.resolve("prometheus.yml"), """
                 global: {scrape_interval: 1s, evaluation_interval: 1s}
                 scrape_configs:
                   - job_name: registry-mirror
-                    static_configs: [{targets: ["127.0.0.1:%d"]}]
-                """.formatted(mirror.port()));
+                    static_configs: [{targets: ["127.0.0.1:%d", "127.0.0.1:%d"]}]
+                """.formatted(mirror.port(), hostedMirror.port()));
         Process prometheus = new ProcessBuilder(RealParts.require("prometheus"), "--config.file=" + config,
                 "--storage.tsdb.path=" + work.resolve("tsdb"), "--web.listen-address=127.0.0.1:" + port)
                 .redirectErrorStream(true).redirectOutput(work.resolve("prometheus.log").toFile()).start();

@@ -1,5 +1,6 @@
 package dev.registrymirror.proxy;
 
+import dev.registrymirror.cache.ForwardingBlobStore;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import dev.registrymirror.cache.Digest;

@@ -6,8 +6,6 @@ import dev.registrymirror.cache.Digest;
 import dev.registrymirror.cache.HostedStore;
 import io.vertx.core.json.JsonObject;
 import java.io.IOException;
-import java.io.PipedInputStream;
-import java.io.PipedOutputStream;
 import java.net.URI;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
@@ -41,14 +39,28 @@ class HostedTest extends MirrorTestBase {
                   pull: [anonymous]
             """;
 
+    /** More keys for {@code storage:} (the cache's limits), each starting with a comma. */
+    String cacheLimits = "";
+
     @Override
     String topLevelYaml() {
         return "\n" + hosted + access;
     }
 
+    @Override
+    String storageYaml() {
+        return cacheLimits;
+    }
+
     HttpResponse<byte[]> send(String method, String path, byte[] body, String... headers) {
         return send(HttpRequest.newBuilder(URI.create(url(path))).method(method, body == null
                 ? HttpRequest.BodyPublishers.noBody() : HttpRequest.BodyPublishers.ofByteArray(body)), headers);
+    }
+
+    /** An htpasswd file of alice and bob (bcrypt), with {@link AccessTest}'s passwords. */
+    Path aliceAndBob() throws IOException {
+        return Files.writeString(dir.resolve("htpasswd"), AccessTest.entry("alice", AccessTest.ALICE_PW)
+                + AccessTest.entry("bob", AccessTest.BOB_PW));
     }
 
     /** Pushes a blob in one POST; yields the status. */
@@ -79,8 +91,7 @@ class HostedTest extends MirrorTestBase {
 
     @Test
     void onlyTheRulesPushListsMayPush_andAMountNeedsTheRightToPullItsSource() throws Exception {
-        Path htpasswd = Files.writeString(dir.resolve("htpasswd"), AccessTest.entry("alice", AccessTest.ALICE_PW)
-                + AccessTest.entry("bob", AccessTest.BOB_PW));
+        Path htpasswd = aliceAndBob();
         access = """
                 access:
                   users: '%s'
@@ -127,8 +138,7 @@ class HostedTest extends MirrorTestBase {
 
     @Test
     void aMountFromARepositoryTheClientMayNotReadStartsAnUploadInstead() throws Exception {
-        Path htpasswd = Files.writeString(dir.resolve("htpasswd"), AccessTest.entry("alice", AccessTest.ALICE_PW)
-                + AccessTest.entry("bob", AccessTest.BOB_PW));
+        Path htpasswd = aliceAndBob();
         access = """
                 access:
                   users: '%s'
@@ -377,6 +387,40 @@ class HostedTest extends MirrorTestBase {
         assertThat(h.getJsonArray("repositories").size()).isEqualTo(1);
         assertThat(h.getLong("otherRepositories")).isEqualTo(1);
         assertThat(h.getLong("usedBytes")).isPositive();
+    }
+
+    @Test
+    void evictionPressureOnTheCacheNeverTouchesHostedContent() throws Exception {
+        cacheLimits = ", maxSize: 64MiB, maxAge: 1d";
+        startMirror();
+        // A team image whose layer is also a cached base layer (one file, two names), and one of its own.
+        byte[] base = randomBytes(20 << 20, 50);
+        Digest d = Digest.of("sha256", base);
+        hub.putImage("library/base", "1", base);
+        assertThat(get("/v2/library/base/blobs/" + d).body()).isEqualTo(base);
+        awaitStored(d);
+        assertThat(pushImage("team/app", "1", base)).isEqualTo(201);
+        byte[] own = randomBytes(5 << 20, 51);
+        assertThat(pushImage("team/app", "2", own)).isEqualTo(201);
+        // Far more than storage.maxSize goes through the cache, and everything cached grows old.
+        for (int i = 0; i < 4; i++) {
+            byte[] b = randomBytes(25 << 20, 60 + i);
+            Digest bd = hub.putBlob(b);
+            assertThat(get("/v2/library/other/blobs/" + bd).statusCode()).isEqualTo(200);
+            assertThat(downloadsLeft()).isZero(); // committed (and the cache perhaps over its limit already)
+        }
+        mirror.storage().upkeep();
+        clock.advance(Duration.ofDays(2));
+        mirror.storage().upkeep();
+        String metrics = mirror.metrics().scrape();
+        assertThat(metrics).contains("registrymirror_stored_items{kind=\"blob\"} 0.0"); // the cache is empty
+        assertThat(metrics).containsPattern("registrymirror_evictions_total\\{kind=\"blob\",reason=\"size\"} [1-9]");
+        // Hosted content is whole, and counted on its own.
+        assertThat(get("/v2/team/app/blobs/" + d).body()).isEqualTo(base);
+        assertThat(get("/v2/team/app/blobs/" + Digest.of("sha256", own)).body()).isEqualTo(own);
+        assertThat(get("/v2/team/app/manifests/1", "Accept", OCI_MANIFEST).statusCode()).isEqualTo(200);
+        assertThat(get("/v2/team/app/manifests/2", "Accept", OCI_MANIFEST).statusCode()).isEqualTo(200);
+        assertThat(mirror.hosted().store().bytes()).isGreaterThan(25L << 20);
     }
 
     private void awaitStored(Digest d) throws IOException {

@@ -126,6 +126,9 @@ abstract class MirrorTestBase {
         if (mirror != null) {
             await(mirror.stop());
         }
+        for (Mirror m : others) {
+            await(m.stop());
+        }
         await(vertx.close());
         ((Logger) LoggerFactory.getLogger("io.vertx.core.internal.threadchecker.BlockedThreadChecker")).detachAppender(blocked);
         assertThat(blocked.list).extracting(ILoggingEvent::getFormattedMessage)
@@ -177,6 +180,27 @@ abstract class MirrorTestBase {
                   members: ['127.0.0.1:%d']
                   url: http://127.0.0.1:%d
                 """.formatted(name, memberPort, memberPort, serverPort);
+    }
+
+    /** The folder of {@link #startHostedMirror}'s mirror. */
+    @TempDir
+    Path hostedStorage;
+
+    /** Mirrors a test started besides {@link #mirror}; stopped after it. */
+    final java.util.List<Mirror> others = new java.util.ArrayList<>();
+
+    /**
+     * A second mirror with hosted repositories ({@code team/**}, a 1 GiB quota) and no cluster, in a
+     * folder of its own, for tests that need series of both kinds (a cluster refuses {@code hosted}).
+     */
+    Mirror startHostedMirror() {
+        Path folder = hostedStorage;
+        String yaml = "server: {port: 0, host: 127.0.0.1, eventLoops: " + EVENT_LOOPS + "}\n"
+                + "storage: {path: '" + folder + "', minFree: 0}\n" + upstreamsYaml()
+                + "\nhosted: {repositories: [\"team/**\"], maxSize: 1GiB}\n";
+        Mirror m = await(Mirror.start(vertx, ConfigLoader.parse(yaml, Map.of(), ConfigLoader.Overrides.none()), clock));
+        others.add(m);
+        return m;
     }
 
     Mirror startMirror() {

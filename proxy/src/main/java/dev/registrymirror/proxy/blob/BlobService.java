@@ -5,6 +5,7 @@ import dev.registrymirror.cache.ContentKind;
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.metrics.MirrorMetrics;
 import dev.registrymirror.proxy.access.Provenance;
+import dev.registrymirror.proxy.route.ByteRange;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.route.Route;
 import dev.registrymirror.proxy.upstream.UpstreamClient;
@@ -89,6 +90,29 @@ public final class BlobService {
                     .compose(v -> walk(r.confirmedNow(), 0));
             case OWN_ONLY -> walk(r.ownOnlyNow(), 0);
         });
+    }
+
+    /**
+     * Answers a blob from its file: the blob headers, {@code Range} ({@code 206}), {@code HEAD} (no
+     * body), else {@code sendFile}. Yields the bytes sent (0 for a {@code HEAD}).
+     */
+    public static Future<Long> sendFile(HttpServerRequest req, Digest digest, java.nio.file.Path path, long size) {
+        HttpServerResponse resp = req.response();
+        ByteRange range = ByteRange.parse(req.getHeader("Range"), size);
+        blobHeaders(resp.headers(), digest);
+        long offset = 0;
+        long length = size;
+        if (range != null) {
+            resp.setStatusCode(206).putHeader(HttpHeaders.CONTENT_RANGE, range.contentRange(size));
+            offset = range.start();
+            length = range.length();
+        }
+        resp.putHeader(HttpHeaders.CONTENT_LENGTH, Long.toString(length));
+        if (req.method() == io.vertx.core.http.HttpMethod.HEAD) {
+            return resp.end().map(0L);
+        }
+        long sent = length;
+        return resp.sendFile(path.toString(), offset, length).map(sent);
     }
 
     /** The headers of every blob answer. */

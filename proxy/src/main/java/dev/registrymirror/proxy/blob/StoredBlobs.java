@@ -5,15 +5,12 @@ import dev.registrymirror.cache.ContentKind;
 import dev.registrymirror.cache.Digest;
 import dev.registrymirror.metrics.MirrorMetrics;
 import dev.registrymirror.proxy.access.Provenance;
-import dev.registrymirror.proxy.route.ByteRange;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.vertx.Blocking;
 import dev.registrymirror.proxy.vertx.Futures;
 import dev.registrymirror.proxy.vertx.SingleFlight;
 import io.vertx.core.Future;
-import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpServerRequest;
-import io.vertx.core.http.HttpServerResponse;
 import java.io.IOException;
 import java.util.Optional;
 
@@ -110,21 +107,12 @@ final class StoredBlobs implements BlobSource {
     }
 
     private Future<Void> send(BlobStore.Blob blob, HttpServerRequest req) {
-        HttpServerResponse resp = req.response();
-        ByteRange range = ByteRange.parse(req.getHeader("Range"), blob.size());
-        BlobService.blobHeaders(resp.headers(), blob.digest());
-        long offset = 0;
-        long length = blob.size();
-        if (range != null) {
-            resp.setStatusCode(206).putHeader(HttpHeaders.CONTENT_RANGE, range.contentRange(blob.size()));
-            offset = range.start();
-            length = range.length();
-        }
-        resp.putHeader(HttpHeaders.CONTENT_LENGTH, Long.toString(length));
-        if (req.method() == io.vertx.core.http.HttpMethod.HEAD) {
-            return resp.end();
-        }
-        long sent = length;
-        return resp.sendFile(blob.path().toString(), offset, length).onSuccess(v -> metrics.bytesFromCache(sent));
+        return BlobService.sendFile(req, blob.digest(), blob.path(), blob.size()).map(sent -> {
+            if (sent > 0) {
+                metrics.bytesFromCache(sent);
+            }
+            return null;
+        });
     }
+
 }

@@ -7,7 +7,6 @@ import dev.registrymirror.config.MirrorConfig;
 import dev.registrymirror.metrics.MirrorMetrics;
 import dev.registrymirror.proxy.blob.BlobService;
 import dev.registrymirror.proxy.manifest.ManifestService;
-import dev.registrymirror.proxy.route.ByteRange;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.route.RouteParser;
 import dev.registrymirror.proxy.upstream.BodyMemory;
@@ -598,21 +597,7 @@ public final class HostedRegistry {
                         + " is not in " + r.name()));
             }
             HostedStore.Item blob = found.get();
-            HttpServerResponse resp = req.response();
-            BlobService.blobHeaders(resp.headers(), blob.digest());
-            ByteRange range = ByteRange.parse(req.getHeader("Range"), blob.size());
-            long offset = 0;
-            long length = blob.size();
-            if (range != null) {
-                resp.setStatusCode(206).putHeader(HttpHeaders.CONTENT_RANGE, range.contentRange(blob.size()));
-                offset = range.start();
-                length = range.length();
-            }
-            resp.putHeader(HttpHeaders.CONTENT_LENGTH, Long.toString(length));
-            if (req.method() == HttpMethod.HEAD) {
-                return resp.end();
-            }
-            return resp.sendFile(blob.path().toString(), offset, length);
+            return BlobService.sendFile(req, blob.digest(), blob.path(), blob.size()).mapEmpty();
         });
     }
 

@@ -1,16 +1,17 @@
-package dev.registrymirror.proxy;
+package dev.registrymirror.cache;
 
-import dev.registrymirror.cache.BlobStore;
-import dev.registrymirror.cache.Digest;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.Optional;
 
-/** A blob store that passes every call to a real one; tests override the calls they make misbehave. */
-abstract class ForwardingBlobStore implements BlobStore {
-    final BlobStore real;
+/**
+ * A blob store that passes every call to another: a store that changes a few calls extends it
+ * ({@link SharedBlobStore}; tests make calls misbehave this way).
+ */
+public abstract class ForwardingBlobStore implements BlobStore {
+    protected final BlobStore real;
 
-    ForwardingBlobStore(BlobStore real) {
+    protected ForwardingBlobStore(BlobStore real) {
         this.real = real;
     }
 
