@@ -215,6 +215,58 @@ class HostedConformanceIT {
 
     @Test
     @Order(5)
+    void aClosingPutMayCarryTheLastChunk_whereTheUploadIs() throws Exception {
+        byte[] first = random(30_000, 41);
+        byte[] last = random(20_000, 42);
+        byte[] whole = new byte[first.length + last.length];
+        System.arraycopy(first, 0, whole, 0, first.length);
+        System.arraycopy(last, 0, whole, first.length, last.length);
+        String session = location(send("POST", "/v2/" + REPO + "/blobs/uploads/", null));
+        HttpResponse<byte[]> patch = send("PATCH", session, first, "Content-Type", "application/octet-stream",
+                "Content-Range", "0-" + (first.length - 1));
+        assertThat(patch.statusCode()).isEqualTo(202);
+        HttpResponse<byte[]> wrong = send("PUT", withDigest(location(patch), sha(whole)), last,
+                "Content-Type", "application/octet-stream", "Content-Range", "10-" + (10 + last.length - 1));
+        assertThat(wrong.statusCode()).isEqualTo(416);
+        HttpResponse<byte[]> put = send("PUT", withDigest(location(patch), sha(whole)), last,
+                "Content-Type", "application/octet-stream", "Content-Range", first.length + "-" + (whole.length - 1));
+        assertThat(put.statusCode()).isEqualTo(201);
+        assertThat(location(put)).isEqualTo("/v2/" + REPO + "/blobs/" + sha(whole));
+        assertThat(send("GET", "/v2/" + REPO + "/blobs/" + sha(whole), null).body()).isEqualTo(whole);
+    }
+
+    @Test
+    @Order(14)
+    void aReferrerMayComeBeforeItsSubject_andAnIndexMayBeOne() throws Exception {
+        Digest future = sha("a manifest not pushed yet".getBytes(StandardCharsets.UTF_8));
+        byte[] emptyConfig = "{}".getBytes(StandardCharsets.UTF_8);
+        send("POST", "/v2/" + REPO + "/blobs/uploads/?digest=" + sha(emptyConfig), emptyConfig);
+        String referrer = "{\"schemaVersion\":2,\"mediaType\":\"" + OCI_MANIFEST + "\",\"config\":{\"mediaType\":"
+                + "\"application/vnd.example.signature.v1+json\",\"digest\":\"" + sha(emptyConfig) + "\",\"size\":2},"
+                + "\"layers\":[],\"subject\":{\"mediaType\":\"" + OCI_MANIFEST + "\",\"digest\":\"" + future
+                + "\",\"size\":100}}";
+        Digest r = sha(referrer.getBytes(StandardCharsets.UTF_8));
+        HttpResponse<byte[]> put = send("PUT", "/v2/" + REPO + "/manifests/" + r, referrer.getBytes(StandardCharsets.UTF_8),
+                "Content-Type", OCI_MANIFEST);
+        assertThat(put.statusCode()).isEqualTo(201);
+        assertThat(header(put, "OCI-Subject")).isEqualTo(future.toString());
+        String index = "{\"schemaVersion\":2,\"mediaType\":\"" + OCI_INDEX + "\",\"artifactType\":\"" + SBOM + "\","
+                + "\"manifests\":[{\"mediaType\":\"" + OCI_MANIFEST + "\",\"digest\":\"" + r + "\",\"size\":"
+                + referrer.length() + "}],\"subject\":{\"mediaType\":\"" + OCI_MANIFEST + "\",\"digest\":\"" + future
+                + "\",\"size\":100}}";
+        Digest i = sha(index.getBytes(StandardCharsets.UTF_8));
+        assertThat(send("PUT", "/v2/" + REPO + "/manifests/" + i, index.getBytes(StandardCharsets.UTF_8),
+                "Content-Type", OCI_INDEX).statusCode()).isEqualTo(201);
+        JsonArray manifests = new JsonObject(new String(send("GET", "/v2/" + REPO + "/referrers/" + future, null).body(),
+                StandardCharsets.UTF_8)).getJsonArray("manifests");
+        assertThat(manifests).hasSize(2);
+        // The config's media type names the artifact when the manifest has no artifactType.
+        assertThat(manifests.stream().map(o -> ((JsonObject) o).getString("artifactType")))
+                .containsExactlyInAnyOrder("application/vnd.example.signature.v1+json", SBOM);
+    }
+
+    @Test
+    @Order(5)
     void aStreamedPatchWithoutContentRangeIsAccepted() throws Exception {
         byte[] blob = random(40_000, 5);
         String session = location(send("POST", "/v2/" + REPO + "/blobs/uploads/", null));

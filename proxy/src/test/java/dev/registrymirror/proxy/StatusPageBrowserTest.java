@@ -120,6 +120,40 @@ class StatusPageBrowserTest extends MirrorTestBase {
                 .contains("Between replicas: 0 requests to owners").contains("membership changes since start");
     }
 
+    @Test
+    void hostedRepositoriesShowApartFromTheCache() throws Exception {
+        cluster = """
+                hosted: {repositories: ["team/**"], maxSize: 10MiB}
+                access:
+                  rules:
+                    - {repositories: ["team/**"], pull: [anonymous], push: [anonymous]}
+                    - {repositories: ["**"], pull: [anonymous]}
+                """;
+        startMirror();
+        byte[] layer = randomBytes(3_000_000, 45);
+        assertThat(http.send(java.net.http.HttpRequest.newBuilder(java.net.URI.create(url("/v2/team/app/blobs/uploads/?digest="
+                + Digest.of("sha256", layer)))).POST(java.net.http.HttpRequest.BodyPublishers.ofByteArray(layer)).build(),
+                java.net.http.HttpResponse.BodyHandlers.discarding()).statusCode()).isEqualTo(201);
+        String manifest = "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":"
+                + "{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"" + Digest.of("sha256", layer)
+                + "\",\"size\":" + layer.length + "},\"layers\":[]}";
+        for (String tag : new String[] {"1.0", "1.1"}) {
+            assertThat(http.send(java.net.http.HttpRequest.newBuilder(java.net.URI.create(url("/v2/team/app/manifests/" + tag)))
+                    .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                    .PUT(java.net.http.HttpRequest.BodyPublishers.ofString(manifest)).build(),
+                    java.net.http.HttpResponse.BodyHandlers.discarding()).statusCode()).isEqualTo(201);
+        }
+        browser = browser();
+        browser.get(url("/"));
+        awaitTrue("the hosted section lists team/app", () -> browser.findElement(By.id("hosted")).isDisplayed()
+                && browser.findElement(By.id("hosted-repos")).getText().contains("team/app"));
+        assertThat(browser.findElement(By.id("hosted-repos")).getText()).contains("team/app 2 1");
+        assertThat(browser.findElement(By.id("hosted-summary")).getText())
+                .startsWith("2.9 MiB of 10.0 MiB in 1 blobs and 1 manifests, never evicted; 0 uploads open");
+        WebElement quota = browser.findElement(By.cssSelector("#hosted-bar [role=progressbar]"));
+        assertThat(quota.getAttribute("aria-valuemax")).isEqualTo(Long.toString(10L << 20));
+    }
+
     private static WebElement awaitElement(Supplier<java.util.List<WebElement>> find) throws InterruptedException {
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
         while (true) {

@@ -239,7 +239,7 @@ public final class HostedRegistry {
         }
         if (digest != null) {
             Digest d = HostedRoute.digest(digest);
-            return newUpload(r.name()).compose(u -> appendBody(u, req, -1).compose(v -> commit(u, d, req)));
+            return newUpload(r.name()).compose(u -> appendBody(u, req).compose(v -> commit(u, d, req)));
         }
         return open(r, req);
     }
@@ -270,24 +270,12 @@ public final class HostedRegistry {
         } catch (RegistryError e) {
             return drainThen(req, e);
         }
-        String range = req.getHeader("Content-Range");
-        long start = -1;
-        if (range != null) {
-            Matcher m = CONTENT_RANGE.matcher(range.trim());
-            if (!m.matches()) {
-                release(u);
-                return drainThen(req, new RegistryError(400, "BLOB_UPLOAD_INVALID", "Content-Range \"" + range
-                        + "\" is not <start>-<end>"));
-            }
-            start = Long.parseLong(m.group(1));
-        }
-        if (start >= 0 && start != u.size) {
+        RegistryError misplaced = misplaced(u, req);
+        if (misplaced != null) {
             release(u);
-            req.response().putHeader("Range", range(u)).putHeader("Location", location(u));
-            return drainThen(req, new RegistryError(416, "BLOB_UPLOAD_INVALID", "the upload has " + u.size
-                    + " bytes; a chunk must start there, not at " + start));
+            return drainThen(req, misplaced);
         }
-        return appendBody(u, req, start).compose(v -> {
+        return appendBody(u, req).compose(v -> {
             release(u);
             return accepted(req, u);
         }, err -> {
@@ -304,14 +292,35 @@ public final class HostedRegistry {
             return drainThen(req, e);
         }
         String text = req.getParam("digest");
-        if (text == null || !Digest.isValid(text)) {
+        RegistryError refused = text == null || !Digest.isValid(text)
+                ? RegistryError.digestInvalid(text == null ? "(none)" : text) : misplaced(u, req);
+        if (refused != null) {
             release(u);
-            return drainThen(req, RegistryError.digestInvalid(text == null ? "(none)" : text));
+            return drainThen(req, refused);
         }
-        return appendBody(u, req, -1).compose(v -> commit(u, Digest.parse(text), req), err -> {
+        return appendBody(u, req).compose(v -> commit(u, Digest.parse(text), req), err -> {
             release(u);
             return Future.failedFuture(err);
         });
+    }
+
+    /**
+     * The error for a chunk (a {@code PATCH}, or a closing {@code PUT} that carries the last one) whose
+     * {@code Content-Range} does not start where the upload is ({@code 416}) or cannot be read
+     * ({@code 400}); null when it has none or it fits.
+     */
+    private static RegistryError misplaced(Upload u, HttpServerRequest req) {
+        String range = req.getHeader("Content-Range");
+        if (range == null) {
+            return null;
+        }
+        Matcher m = CONTENT_RANGE.matcher(range.trim());
+        if (!m.matches()) {
+            return new RegistryError(400, "BLOB_UPLOAD_INVALID", "Content-Range \"" + range + "\" is not <start>-<end>");
+        }
+        long start = Long.parseLong(m.group(1));
+        return start == u.size ? null : new RegistryError(416, "BLOB_UPLOAD_INVALID", "the upload has " + u.size
+                + " bytes (Range: " + range(u) + "); a chunk must start there, not at " + start);
     }
 
     private Future<Void> status(HostedRoute r, HttpServerRequest req) {
@@ -383,7 +392,7 @@ public final class HostedRegistry {
      * A body that would take the blob over {@code storage.maxBlobSize} is refused when announced, and
      * stops the upload when it arrives.
      */
-    private Future<Void> appendBody(Upload u, HttpServerRequest req, long start) {
+    private Future<Void> appendBody(Upload u, HttpServerRequest req) {
         String length = req.getHeader(HttpHeaders.CONTENT_LENGTH);
         long announced = length != null && length.matches("\\d{1,18}") ? Long.parseLong(length) : -1;
         if (announced == 0 || announced < 0 && req.isEnded()) {
