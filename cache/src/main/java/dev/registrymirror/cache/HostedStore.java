@@ -60,7 +60,8 @@ public final class HostedStore implements AutoCloseable {
     public static final class QuotaExceeded extends IOException {
         private static final long serialVersionUID = 1L;
 
-        QuotaExceeded(long stored, long adding, long max) {
+        /** {@code adding} bytes would go over {@code max} with {@code stored} held already. */
+        public QuotaExceeded(long stored, long adding, long max) {
             super("hosted content would take " + (stored + adding) + " bytes, over hosted.maxSize (" + max
                     + " bytes; " + stored + " stored)");
         }

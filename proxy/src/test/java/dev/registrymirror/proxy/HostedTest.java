@@ -189,6 +189,47 @@ class HostedTest extends MirrorTestBase {
     }
 
     @Test
+    void theQuotaBoundsWhatAnUploadWrites_notOnlyWhatItCommits() throws Exception {
+        hosted = "hosted: {repositories: [\"team/**\"], maxSize: 1MiB}\n";
+        startMirror();
+        // Announced over the quota: refused before the body is asked for.
+        try (java.net.Socket s = new java.net.Socket("127.0.0.1", mirror.port())) {
+            s.setSoTimeout(5000);
+            s.getOutputStream().write(("POST /v2/team/app/blobs/uploads/?digest=" + Digest.of("sha256", new byte[1])
+                    + " HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\nExpect: 100-continue\r\n\r\n")
+                    .getBytes(StandardCharsets.US_ASCII));
+            assertThat(new String(s.getInputStream().readNBytes(12), StandardCharsets.US_ASCII)).isEqualTo("HTTP/1.1 403");
+        }
+        // Streamed without a length: stopped where it goes over, its session and data gone.
+        String session = send("POST", "/v2/team/app/blobs/uploads/", null).headers().firstValue("Location").orElseThrow();
+        String id = session.substring(session.lastIndexOf('/') + 1);
+        HttpResponse<byte[]> over = send(HttpRequest.newBuilder(URI.create(url(session))).method("PATCH",
+                HttpRequest.BodyPublishers.ofInputStream(() -> new java.io.ByteArrayInputStream(randomBytes(3 << 20, 70)))));
+        assertThat(over.statusCode()).isEqualTo(403);
+        assertThat(body(over)).contains("over hosted.maxSize");
+        assertThat(get(session).statusCode()).isEqualTo(404);
+        Path file = storage.resolve("hosted").resolve("uploads").resolve(id);
+        long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+        while (Files.exists(file) && System.nanoTime() < deadline) {
+            Thread.onSpinWait();
+        }
+        assertThat(file).doesNotExist();
+    }
+
+    @Test
+    void aDiskThatRefusesAnUploadIsA503_notTheClientsFault() throws Exception {
+        startMirror();
+        String session = send("POST", "/v2/team/app/blobs/uploads/", null).headers().firstValue("Location").orElseThrow();
+        Path file = storage.resolve("hosted").resolve("uploads").resolve(session.substring(session.lastIndexOf('/') + 1));
+        Files.delete(file);
+        Files.createSymbolicLink(file, Path.of("/dev/full")); // every write: no space left on device
+        HttpResponse<byte[]> r = send("PATCH", session, randomBytes(100_000, 71), "Content-Type", "application/octet-stream");
+        assertThat(r.statusCode()).isEqualTo(503);
+        assertThat(body(r)).contains("UNAVAILABLE", "cannot store the upload");
+        assertThat(mirror.metrics().scrape()).contains("registrymirror_storage_errors_total{reason=\"disk_full\"} 1.0");
+    }
+
+    @Test
     void unfinishedUploadsExpireWithTheirData() {
         startMirror();
         HttpResponse<byte[]> open = send("POST", "/v2/team/app/blobs/uploads/", null);

@@ -403,18 +403,31 @@ public final class HostedRegistry {
             return drainThen(req, new RegistryError(413, "SIZE_INVALID", "the blob would have " + (u.size + announced)
                     + " bytes, over storage.maxBlobSize (" + maxBlobSize + ")"));
         }
+        // The quota bounds what an upload may write, not only what it may commit: an upload that could
+        // never be committed must not fill the disk first. (Bytes another push commits meanwhile are
+        // checked again at the commit.)
+        long quotaLeft = store.maxBytes() - store.bytes();
+        if (announced > 0 && u.size + announced > quotaLeft) {
+            drop(u);
+            metrics.hostedRefused("quota");
+            return drainThen(req, quotaError(new HostedStore.QuotaExceeded(store.bytes(), u.size + announced,
+                    store.maxBytes())));
+        }
         Path file = store.uploadFile(u.id);
         return vertx.fileSystem().open(file.toString(), new OpenOptions().setWrite(true).setCreate(false))
                 .compose(f -> {
                     continueIfExpected(req);
                     f.setWritePos(u.size);
-                    Counting counted = new Counting(f, u.size, maxBlobSize);
-                    return req.pipeTo(counted).transform(ar -> f.close().transform(c -> {
-                        if (ar.failed() || c.failed()) {
+                    Counting counted = new Counting(f, u.size, Math.min(maxBlobSize, quotaLeft),
+                            written -> new HostedStore.QuotaExceeded(store.bytes(), written, store.maxBytes()));
+                    // Closed once every write has completed (a pipe ends when the body does, not when the
+                    // file has taken it), so that a write the disk refused is seen, and none follows the close.
+                    return req.pipeTo(counted).transform(ar -> counted.settled().transform(w -> f.close()).transform(c -> {
+                        if (ar.failed() || c.failed() || counted.diskFailure != null) {
                             drop(u);
-                            Throwable why = ar.failed() ? ar.cause() : c.cause();
-                            return Future.failedFuture(why instanceof RegistryError e ? e
-                                    : new RegistryError(400, "BLOB_UPLOAD_INVALID", "the upload's body broke off"));
+                            Throwable why = counted.diskFailure != null ? counted.diskFailure
+                                    : ar.failed() ? ar.cause() : c.cause();
+                            return Future.failedFuture(bodyFailure(why, counted.diskFailure != null || ar.succeeded(), u));
                         }
                         synchronized (u) {
                             u.size = counted.position;
@@ -424,36 +437,94 @@ public final class HostedRegistry {
                 });
     }
 
+    /**
+     * What a body that did not reach the file whole answers: the limit it went over, the disk that
+     * refused it (503, logged and counted: the client may try again), or the client that went away.
+     */
+    private RegistryError bodyFailure(Throwable why, boolean disk, Upload u) {
+        if (why instanceof RegistryError e) {
+            return e;
+        }
+        if (why instanceof HostedStore.QuotaExceeded q) {
+            metrics.hostedRefused("quota");
+            return quotaError(q);
+        }
+        if (disk) {
+            metrics.storageError(why.getMessage() != null && why.getMessage().contains("space") ? "disk_full" : "io");
+            LOG.warn("hosted: cannot write upload {} for {}: {}", u.id, u.repo, why.getMessage());
+            return new RegistryError(503, "UNAVAILABLE", "cannot store the upload: " + why.getMessage());
+        }
+        return new RegistryError(400, "BLOB_UPLOAD_INVALID", "the upload's body broke off");
+    }
+
     /** The file's write stream, counting what passes and refusing what goes over the limit. */
-    private static final class Counting implements io.vertx.core.streams.WriteStream<Buffer> {
+    private final class Counting implements io.vertx.core.streams.WriteStream<Buffer> {
         private final AsyncFile file;
         private final long max;
+        private final java.util.function.LongFunction<HostedStore.QuotaExceeded> overQuota;
         long position;
 
-        Counting(AsyncFile file, long start, long max) {
+        Counting(AsyncFile file, long start, long max, java.util.function.LongFunction<HostedStore.QuotaExceeded> overQuota) {
             this.file = file;
             this.position = start;
             this.max = max;
+            this.overQuota = overQuota;
         }
+
+        /** Writes handed to the file and not yet completed; all on the request's event loop. */
+        private int outstanding;
+        private boolean stopped;
+        private Promise<Void> settled;
 
         @Override
         public Future<Void> write(Buffer data) {
+            if (stopped) {
+                return Future.failedFuture(new IllegalStateException("the upload's file is closing"));
+            }
             position += data.length();
             if (position > max) {
-                return Future.failedFuture(new RegistryError(413, "SIZE_INVALID", "the blob has more than "
-                        + max + " bytes, over storage.maxBlobSize"));
+                return Future.failedFuture(max < maxBlobSize ? overQuota.apply(position)
+                        : new RegistryError(413, "SIZE_INVALID", "the blob has more than " + max
+                        + " bytes, over storage.maxBlobSize"));
             }
-            return file.write(data);
+            outstanding++;
+            return file.write(data).andThen(ar -> {
+                outstanding--;
+                if (ar.failed() && diskFailure == null) {
+                    diskFailure = ar.cause();
+                }
+                if (outstanding == 0 && settled != null) {
+                    settled.tryComplete();
+                }
+            });
+        }
+
+        /** Why the file refused a write, if it did (else the body failed on the client's side). */
+        Throwable diskFailure;
+
+        /** Completes once no write is under way; no write is taken after this is called. */
+        Future<Void> settled() {
+            stopped = true;
+            settled = Promise.promise();
+            if (outstanding == 0) {
+                settled.complete();
+            }
+            return settled.future();
         }
 
         @Override
         public Future<Void> end() {
-            return Future.succeededFuture(); // the file is closed by the caller
+            return Future.succeededFuture(); // the file is closed by the caller, once settled
         }
 
         @Override
         public Counting exceptionHandler(io.vertx.core.Handler<Throwable> handler) {
-            file.exceptionHandler(handler);
+            file.exceptionHandler(e -> {
+                if (diskFailure == null) {
+                    diskFailure = e;
+                }
+                handler.handle(e);
+            });
             return this;
         }
 

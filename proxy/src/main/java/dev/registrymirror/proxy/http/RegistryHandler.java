@@ -469,6 +469,11 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
                 // would wait for its window, and never read the answer, until the keep-alive timeout).
                 req.response().putHeader(HttpHeaders.CONNECTION, "close");
                 req.response().bodyEndHandler(v -> req.connection().close());
+                // What still arrives until then is taken and dropped: left queued in a paused request,
+                // Vert.x would not release its buffers when the connection closes.
+                req.handler(b -> { });
+                req.exceptionHandler(e -> { });
+                req.resume();
             }
             failed(req, err, "a hosted " + route.kind().label + " request", req.method() + " " + req.path());
         });
