@@ -294,7 +294,14 @@ public final class HostedStore implements AutoCloseable {
      * @param shared the same bytes already on this file system (the cache's verified copy), or null: a
      *               hard link to them takes the upload's place, so the blob is stored once
      */
-    public synchronized Item commitBlob(String repo, Path upload, Digest digest, long size, Path shared)
+    public Item commitBlob(String repo, Path upload, Digest digest, long size, Path shared) throws IOException {
+        // Flushed before the lock: a large blob's fsync must not hold up every other hosted lookup.
+        flush(upload);
+        boolean sharable = shared != null && flushed(shared);
+        return commitFlushed(repo, upload, digest, size, sharable ? shared : null);
+    }
+
+    private synchronized Item commitFlushed(String repo, Path upload, Digest digest, long size, Path shared)
             throws IOException {
         Path target = StorageScan.fanOut(blobs, digest);
         boolean stored = exists("SELECT 1 FROM blob WHERE digest = ?", digest.toString());
@@ -305,7 +312,6 @@ public final class HostedStore implements AutoCloseable {
             }
             Files.createDirectories(target.getParent());
             if (!linked(shared, target, size)) {
-                flush(upload);
                 Files.move(upload, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
             }
         }
@@ -333,9 +339,22 @@ public final class HostedStore implements AutoCloseable {
     }
 
     /**
-     * Whether {@code target} now names the bytes of {@code shared} (flushed first: the cache does not
-     * flush its files, and this is the only copy of a pushed blob). False, nothing done, when there
-     * is none, it is not that size, or the file system cannot link (or it was evicted meanwhile).
+     * Whether {@code shared} (the cache's copy) is flushed to the disk now: the cache does not flush
+     * its files, and a hosted blob is the only copy. False when it cannot be (gone meanwhile).
+     */
+    private static boolean flushed(Path shared) {
+        try {
+            flush(shared);
+            return true;
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
+    /**
+     * Whether {@code target} now names the bytes of {@code shared} (flushed by the caller). False,
+     * nothing done, when there is none, it is not that size, or the file system cannot link (or it was
+     * evicted meanwhile).
      */
     private static boolean linked(Path shared, Path target, long size) {
         if (shared == null) {
@@ -345,7 +364,6 @@ public final class HostedStore implements AutoCloseable {
             if (Files.size(shared) != size) {
                 return false;
             }
-            flush(shared);
             Files.deleteIfExists(target); // a file a crash left without its row
             Files.createLink(target, shared);
             return true;
