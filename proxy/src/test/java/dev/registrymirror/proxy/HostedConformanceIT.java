@@ -192,6 +192,8 @@ class HostedConformanceIT {
         HttpResponse<byte[]> early = send("PATCH", session, chunkB, "Content-Type", "application/octet-stream",
                 "Content-Range", chunkA.length + "-" + (chunkA.length + chunkB.length - 1));
         assertThat(early.statusCode()).isEqualTo(416);
+        assertThat(header(early, "Location")).isEqualTo(session); // where to go on, and from where
+        assertThat(header(early, "Range")).isEqualTo("0-0");
 
         HttpResponse<byte[]> first = send("PATCH", session, chunkA, "Content-Type", "application/octet-stream",
                 "Content-Range", "0-" + (chunkA.length - 1));

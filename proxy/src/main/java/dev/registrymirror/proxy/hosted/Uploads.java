@@ -195,8 +195,8 @@ final class Uploads {
             return new RegistryError(400, "BLOB_UPLOAD_INVALID", "Content-Range \"" + range + "\" is not <start>-<end>");
         }
         long start = Long.parseLong(m.group(1));
-        return start == u.size ? null : new RegistryError(416, "BLOB_UPLOAD_INVALID", "the upload has " + u.size
-                + " bytes (Range: " + range(u) + "); a chunk must start there, not at " + start);
+        return start == u.size ? null : RegistryError.misplacedChunk("the upload has " + u.size + " bytes; a chunk must"
+                + " start there, not at " + start, location(u), range(u));
     }
 
     Future<Void> status(HostedRoute r, HttpServerRequest req) {

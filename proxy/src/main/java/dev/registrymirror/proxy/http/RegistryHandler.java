@@ -571,6 +571,9 @@ public final class RegistryHandler implements Handler<HttpServerRequest> {
         if (e.unsatisfiedSize >= 0) {
             resp.putHeader(HttpHeaders.CONTENT_RANGE, "bytes */" + e.unsatisfiedSize);
         }
+        if (e.uploadLocation != null) {
+            resp.putHeader(HttpHeaders.LOCATION, e.uploadLocation).putHeader("Range", e.uploadRange);
+        }
         if (req.method() == HttpMethod.HEAD) {
             resp.putHeader(HttpHeaders.CONTENT_LENGTH, Integer.toString(body.length())).end();
         } else {

@@ -20,6 +20,12 @@ public final class RegistryError extends RuntimeException {
     public final long unsatisfiedSize;
     /** The challenge sent as {@code WWW-Authenticate} with a 401, or {@code null}. */
     public final String challenge;
+    /**
+     * An upload session's {@code Location} and {@code Range} (bytes it has), sent with a 416 about a
+     * chunk that does not start where the upload is, so the client knows where to go on; or null.
+     */
+    public final String uploadLocation;
+    public final String uploadRange;
 
     public RegistryError(int status, String code, String message) {
         this(status, code, message, null, null);
@@ -36,7 +42,14 @@ public final class RegistryError extends RuntimeException {
 
     private RegistryError(int status, String code, String message, String retryAfter, String upstreamReason,
                           long unsatisfiedSize, String challenge) {
+        this(status, code, message, retryAfter, upstreamReason, unsatisfiedSize, challenge, null, null);
+    }
+
+    private RegistryError(int status, String code, String message, String retryAfter, String upstreamReason,
+                          long unsatisfiedSize, String challenge, String uploadLocation, String uploadRange) {
         super(message, null, false, false);
+        this.uploadLocation = uploadLocation;
+        this.uploadRange = uploadRange;
         this.challenge = challenge;
         this.status = status;
         this.code = code;
@@ -48,6 +61,14 @@ public final class RegistryError extends RuntimeException {
     /** A 401 {@code UNAUTHORIZED} with {@code WWW-Authenticate: challenge}. */
     public static RegistryError challenge(String message, String challenge) {
         return new RegistryError(401, "UNAUTHORIZED", message, null, null, -1, challenge);
+    }
+
+    /**
+     * A 416 for a chunk that does not start where upload {@code location} is; {@code range} is what it
+     * has ({@code 0-<last byte>}), sent as {@code Range} with the {@code Location}.
+     */
+    public static RegistryError misplacedChunk(String message, String location, String range) {
+        return new RegistryError(416, "BLOB_UPLOAD_INVALID", message, null, null, -1, null, location, range);
     }
 
     /** A {@code Range} wholly outside a blob of {@code size} bytes. */
