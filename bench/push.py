@@ -6,6 +6,7 @@ For each server, N rounds (a fresh blob each, so nothing is skipped as already t
   - a monolithic upload of one blob (POST ?digest= with the body),
   - the same size in 16 MiB chunks (POST, PATCH with Content-Range, PUT ?digest=),
   - a manifest naming it (PUT),
+  - the blob pulled back (GET, curl writing to /dev/null), then by 8 clients at once,
 then the peak RSS of the mirror (-Xmx256m). Medians are printed as a Markdown table.
 
     bench/push.py              256 MiB blobs, 3 rounds
@@ -31,6 +32,13 @@ def curl(*args):
     """The answer's head (and, when it is an error, its body after it)."""
     r = subprocess.run(["curl", "-s", "-S", "-D", "-", *args], capture_output=True, text=True, check=True)
     return r.stdout
+
+
+def pull(url):
+    """GETs url into /dev/null; fails unless 200."""
+    r = subprocess.run(["curl", "-s", "-S", "-o", "/dev/null", "-w", "%{http_code}", url], capture_output=True,
+                       text=True, check=True)
+    assert r.stdout == "200", (url, r.stdout)
 
 
 def header(head, name):
@@ -132,8 +140,8 @@ def main():
                                           "--port", str(port), "--storage", f"{w}/mirror"])
         mirror_url = f"http://127.0.0.1:{port}"
         bench.wait_up(mirror_url + "/v2/", mirror)
-        results = {"mirror": {"mono": [], "chunked": [], "manifest": []},
-                   "registry": {"mono": [], "chunked": [], "manifest": []}}
+        results = {"mirror": {"mono": [], "chunked": [], "manifest": [], "pull": [], "pull8": []},
+                   "registry": {"mono": [], "chunked": [], "manifest": [], "pull": [], "pull8": []}}
         for r in range(rounds):
             for name, base in (("mirror", mirror_url), ("registry", reg_url)) if r % 2 == 0 else \
                     (("registry", reg_url), ("mirror", mirror_url)):
@@ -146,6 +154,13 @@ def main():
                     results[name][kind].append(took)
                     if kind == "mono":
                         results[name]["manifest"].append(manifest(base, "team/app", f"r{r}", digest, size))
+                        url = f"{base}/v2/team/app/blobs/{digest}"
+                        t = time.monotonic()
+                        pull(url)
+                        results[name]["pull"].append(time.monotonic() - t)
+                        t = time.monotonic()
+                        bench.parallel(8, lambda i: pull(url))
+                        results[name]["pull8"].append(time.monotonic() - t)
                     os.unlink(path)
         hwm = bench.vm_hwm(mirror.pid)
         mib = size >> 20
@@ -155,7 +170,9 @@ def main():
         print("|---|---|---|")
         for kind, label in (("mono", f"one blob of {mib} MiB, monolithic"),
                             ("chunked", f"one blob of {mib} MiB in {CHUNK >> 20} MiB chunks"),
-                            ("manifest", "its manifest")):
+                            ("manifest", "its manifest"),
+                            ("pull", f"the {mib} MiB blob pulled back"),
+                            ("pull8", f"the {mib} MiB blob pulled back by 8 clients at once")):
             m, g = statistics.median(results["mirror"][kind]), statistics.median(results["registry"][kind])
             unit = "ms" if kind == "manifest" else "s"
             f = (lambda x: f"{x * 1000:.1f} ms") if unit == "ms" else (lambda x: f"{x:.2f} s")
