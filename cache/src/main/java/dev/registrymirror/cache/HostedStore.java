@@ -1,11 +1,14 @@
 package dev.registrymirror.cache;
 
 import java.io.IOException;
+import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
+import java.security.MessageDigest;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
@@ -51,6 +54,8 @@ public final class HostedStore implements AutoCloseable {
     private final Clock clock;
     private final long maxBytes;
     private final Connection db;
+    /** This start's number: a blob hashed since start carries it. */
+    private final long thisRun;
     /** Bytes of hosted blobs and manifests, as the database counts them. */
     private final AtomicLong bytes = new AtomicLong();
     private final AtomicLong blobCount = new AtomicLong();
@@ -80,8 +85,14 @@ public final class HostedStore implements AutoCloseable {
         }
     }
 
-    /** A blob or manifest file of a repository. */
-    public record Item(Digest digest, long size, Path path, String mediaType) {
+    /**
+     * A blob or manifest file of a repository; {@code verified}: its bytes were hashed by this run of
+     * the mirror (a blob's, written or checked since start; a manifest's are checked as they are read).
+     */
+    public record Item(Digest digest, long size, Path path, String mediaType, boolean verified) {
+        public Item(Digest digest, long size, Path path, String mediaType) {
+            this(digest, size, path, mediaType, true);
+        }
     }
 
     /**
@@ -101,7 +112,8 @@ public final class HostedStore implements AutoCloseable {
     public record Referrer(Digest digest, String mediaType, long size, String artifactType, String annotations) {
     }
 
-    private HostedStore(Path root, Clock clock, long maxBytes, Connection db) throws IOException {
+    private HostedStore(Path root, Clock clock, long maxBytes, Connection db, long run) throws IOException {
+        this.thisRun = run;
         this.root = root;
         this.blobs = root.resolve("blobs");
         this.manifests = root.resolve("manifests");
@@ -125,16 +137,18 @@ public final class HostedStore implements AutoCloseable {
         IndexDatabase.loadDriver(root);
         Path file = root.resolve("hosted.db");
         Connection c;
+        long run;
         try {
             c = connect(file);
             schema(c);
+            run = nextRun(c);
         } catch (SQLException e) {
             // The only copy of what was pushed: never set aside and started afresh.
             throw new IOException("cannot open the hosted repositories' database " + file + ": " + e.getMessage()
                     + " (it is the only record of pushed images: restore it from a backup, or move it away to start"
                     + " with no hosted content)", e);
         }
-        HostedStore s = new HostedStore(root, clock, maxBytes, c);
+        HostedStore s = new HostedStore(root, clock, maxBytes, c, run);
         s.removeUploads();
         s.readTotals();
         return s;
@@ -152,6 +166,20 @@ public final class HostedStore implements AutoCloseable {
         return c;
     }
 
+    /** Counts this start; yields its number. */
+    private static long nextRun(Connection c) throws SQLException {
+        try (Statement s = c.createStatement()) {
+            s.executeUpdate("INSERT OR IGNORE INTO meta VALUES('run', 0)");
+            s.executeUpdate("UPDATE meta SET value = value + 1 WHERE key = 'run'");
+            try (ResultSet rs = s.executeQuery("SELECT value FROM meta WHERE key = 'run'")) {
+                rs.next();
+                long run = rs.getLong(1);
+                c.commit();
+                return run;
+            }
+        }
+    }
+
     private static void schema(Connection c) throws SQLException {
         try (Statement s = c.createStatement()) {
             s.executeUpdate("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)");
@@ -164,7 +192,17 @@ public final class HostedStore implements AutoCloseable {
             }
             // Content by digest (text, "sha256:..."); created: epoch milliseconds, for collection's grace.
             s.executeUpdate("CREATE TABLE IF NOT EXISTS blob(digest TEXT PRIMARY KEY, size INTEGER NOT NULL,"
-                    + " created INTEGER NOT NULL) WITHOUT ROWID");
+                    + " created INTEGER NOT NULL, verified INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID");
+            // verified: the start (meta 'run') that last hashed the file. Databases made before it lack it.
+            boolean hasVerified = false;
+            try (ResultSet rs = s.executeQuery("PRAGMA table_info(blob)")) {
+                while (rs.next()) {
+                    hasVerified |= "verified".equals(rs.getString("name"));
+                }
+            }
+            if (!hasVerified) {
+                s.executeUpdate("ALTER TABLE blob ADD COLUMN verified INTEGER NOT NULL DEFAULT 0");
+            }
             s.executeUpdate("CREATE TABLE IF NOT EXISTS manifest(digest TEXT PRIMARY KEY, media_type TEXT NOT NULL,"
                     + " size INTEGER NOT NULL, subject TEXT, artifact_type TEXT, annotations TEXT,"
                     + " created INTEGER NOT NULL) WITHOUT ROWID");
@@ -258,13 +296,14 @@ public final class HostedStore implements AutoCloseable {
 
     /** The blob, if {@code repo} holds it (uploaded or mounted there). */
     public synchronized Optional<Item> blob(String repo, Digest digest) throws IOException {
-        try (PreparedStatement q = db.prepareStatement("SELECT b.size FROM repo_blob r JOIN blob b ON b.digest = r.digest"
-                + " WHERE r.repo = ? AND r.digest = ?")) {
+        try (PreparedStatement q = db.prepareStatement("SELECT b.size, b.verified FROM repo_blob r JOIN blob b"
+                + " ON b.digest = r.digest WHERE r.repo = ? AND r.digest = ?")) {
             q.setString(1, repo);
             q.setString(2, digest.toString());
             try (ResultSet rs = q.executeQuery()) {
                 Optional<Item> found = rs.next()
-                        ? Optional.of(new Item(digest, rs.getLong(1), StorageScan.fanOut(blobs, digest), null))
+                        ? Optional.of(new Item(digest, rs.getLong(1), StorageScan.fanOut(blobs, digest), null,
+                        rs.getLong(2) == thisRun))
                         : Optional.empty();
                 db.commit();
                 return found;
@@ -318,10 +357,11 @@ public final class HostedStore implements AutoCloseable {
         Files.deleteIfExists(upload);
         try {
             if (!stored) {
-                try (PreparedStatement ins = db.prepareStatement("INSERT INTO blob VALUES(?, ?, ?)")) {
+                try (PreparedStatement ins = db.prepareStatement("INSERT INTO blob VALUES(?, ?, ?, ?)")) {
                     ins.setString(1, digest.toString());
                     ins.setLong(2, size);
                     ins.setLong(3, clock.millis());
+                    ins.setLong(4, thisRun); // the caller hashed it
                     ins.executeUpdate();
                 }
             }
@@ -401,6 +441,60 @@ public final class HostedStore implements AutoCloseable {
      */
     public BlobStore sharedWith(BlobStore cache) {
         return new SharedBlobStore(cache, this);
+    }
+
+    /**
+     * Hashes a blob not {@link Item#verified() verified} since start. One whose file no longer matches
+     * its digest (damaged on the disk) is removed, with its rows, so that it is never served and a
+     * push of it stores it again; {@code false} then. Blocks: call it on a hashing thread.
+     */
+    public boolean verify(Item blob) throws IOException {
+        MessageDigest hasher = blob.digest().newHasher();
+        long size = 0;
+        try (FileChannel ch = FileChannel.open(blob.path(), StandardOpenOption.READ)) {
+            ByteBuffer buf = ByteBuffer.allocateDirect(1 << 20);
+            int n;
+            while ((n = ch.read(buf)) >= 0) {
+                size += n;
+                buf.flip();
+                hasher.update(buf);
+                buf.clear();
+            }
+        } catch (NoSuchFileException e) {
+            size = -1;
+        }
+        boolean good = size == blob.size() && blob.digest().matches(hasher.digest());
+        synchronized (this) {
+            try {
+                if (good) {
+                    run("UPDATE blob SET verified = " + thisRun + " WHERE digest = ?", blob.digest().toString());
+                    db.commit();
+                    return true;
+                }
+                List<String> repos = new ArrayList<>();
+                try (PreparedStatement q = db.prepareStatement("SELECT repo FROM repo_blob WHERE digest = ?")) {
+                    q.setString(1, blob.digest().toString());
+                    try (ResultSet rs = q.executeQuery()) {
+                        while (rs.next()) {
+                            repos.add(rs.getString(1));
+                        }
+                    }
+                }
+                int removed = run("DELETE FROM blob WHERE digest = ?", blob.digest().toString());
+                db.commit();
+                Files.deleteIfExists(blob.path());
+                if (removed > 0) {
+                    bytes.addAndGet(-blob.size());
+                    blobCount.decrementAndGet();
+                }
+                LOG.error("hosted: blob {} is damaged on the disk ({} bytes there, {} expected, or other bytes);"
+                        + " removed from {}: push it again to restore it", blob.digest(), size, blob.size(), repos);
+                return false;
+            } catch (SQLException e) {
+                rollback();
+                throw io("record a blob's check", e);
+            }
+        }
     }
 
     /**

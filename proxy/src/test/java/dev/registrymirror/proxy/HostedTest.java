@@ -230,6 +230,34 @@ class HostedTest extends MirrorTestBase {
     }
 
     @Test
+    void aBlobDamagedOnTheDiskIsNeverServed_andAPushRestoresIt() throws Exception {
+        startMirror();
+        byte[] layer = randomBytes(200_000, 80);
+        byte[] other = randomBytes(100_000, 81);
+        assertThat(pushImage("team/app", "1", layer)).isEqualTo(201);
+        assertThat(pushImage("team/app", "2", other)).isEqualTo(201);
+        Digest d = Digest.of("sha256", layer);
+        await(mirror.stop());
+        mirror = null;
+        // Bits flipped on the disk while the mirror was down: same size, other bytes.
+        Path file = storage.resolve("hosted/blobs/sha256").resolve(d.hex().substring(0, 2)).resolve(d.hex());
+        byte[] damaged = Files.readAllBytes(file);
+        damaged[1000] ^= 0x55;
+        Files.write(file, damaged);
+        startMirror();
+        HttpResponse<byte[]> get = get("/v2/team/app/blobs/" + d);
+        assertThat(get.statusCode()).isEqualTo(404);
+        assertThat(body(get)).contains("damaged");
+        assertThat(logged.list).extracting(e -> e.getFormattedMessage())
+                .anyMatch(m -> m.contains("hosted: blob " + d + " is damaged on the disk") && m.contains("[team/app]"));
+        assertThat(get("/v2/team/app/blobs/" + Digest.of("sha256", other)).body()).isEqualTo(other); // checked, good
+        // The team pushes the image again: the layer is uploaded anew (HEAD says it is missing) and served.
+        assertThat(head("/v2/team/app/blobs/" + d).statusCode()).isEqualTo(404);
+        assertThat(pushImage("team/app", "1", layer)).isEqualTo(201);
+        assertThat(get("/v2/team/app/blobs/" + d).body()).isEqualTo(layer);
+    }
+
+    @Test
     void unfinishedUploadsExpireWithTheirData() {
         startMirror();
         HttpResponse<byte[]> open = send("POST", "/v2/team/app/blobs/uploads/", null);

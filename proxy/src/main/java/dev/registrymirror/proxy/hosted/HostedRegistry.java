@@ -14,6 +14,7 @@ import dev.registrymirror.proxy.manifest.ManifestService;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.upstream.BodyMemory;
 import dev.registrymirror.proxy.vertx.Blocking;
+import dev.registrymirror.proxy.vertx.SingleFlight;
 import io.vertx.core.Future;
 import io.vertx.core.Promise;
 import io.vertx.core.Vertx;
@@ -198,9 +199,17 @@ public final class HostedRegistry {
                         + " is not in " + r.name()));
             }
             HostedStore.Item blob = found.get();
-            return BlobService.sendFile(req, blob.digest(), blob.path(), blob.size()).mapEmpty();
+            // A GET of a blob not hashed since start hashes it first (once, however many ask): hosted
+            // content is the only copy, and a file damaged on the disk must not be sent as the blob.
+            Future<Boolean> good = blob.verified() || req.method() == HttpMethod.HEAD ? Future.succeededFuture(true)
+                    : verifications.run(blob.digest(), () -> blocking.hash(() -> store.verify(blob)));
+            return good.compose(ok -> ok ? BlobService.sendFile(req, blob.digest(), blob.path(), blob.size()).mapEmpty()
+                    : Future.failedFuture(new RegistryError(404, "BLOB_UNKNOWN", "blob " + r.digest() + " was damaged"
+                    + " on the mirror's disk and is removed; push it again")));
         });
     }
+
+    private final SingleFlight<Digest, Boolean> verifications = new SingleFlight<>();
 
     private Future<Void> manifest(HostedRoute r, HttpServerRequest req) {
         return blocking.run(() -> {
