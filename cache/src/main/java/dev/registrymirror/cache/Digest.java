@@ -1,5 +1,10 @@
 package dev.registrymirror.cache;
 
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.HexFormat;
@@ -62,6 +67,32 @@ public record Digest(String algorithm, String hex) {
     /** Whether a finished hasher's result equals this digest. */
     public boolean matches(byte[] hash) {
         return HexFormat.of().formatHex(hash).equals(hex);
+    }
+
+    /** What reading a file back told: how many bytes it has, and whether they hash to the digest. */
+    public record FileCheck(long size, boolean matches) {
+    }
+
+    /**
+     * Reads {@code file} whole and hashes it with this digest's algorithm. Blocks: call it on a hashing
+     * thread.
+     *
+     * @throws java.nio.file.NoSuchFileException when there is no such file
+     */
+    public FileCheck check(Path file) throws IOException {
+        MessageDigest md = newHasher();
+        long size = 0;
+        try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ)) {
+            ByteBuffer buf = ByteBuffer.allocateDirect(1 << 20);
+            int n;
+            while ((n = ch.read(buf)) >= 0) {
+                size += n;
+                buf.flip();
+                md.update(buf);
+                buf.clear();
+            }
+        }
+        return new FileCheck(size, matches(md.digest()));
     }
 
     private static MessageDigest hasher(String algorithm) {

@@ -3,17 +3,13 @@ package dev.registrymirror.cache;
 import dev.registrymirror.cache.CacheIndex.Entry;
 import dev.registrymirror.cache.CacheIndex.Key;
 import java.io.IOException;
-import java.nio.ByteBuffer;
-import java.nio.channels.FileChannel;
 import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.FileAlreadyExistsException;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
-import java.nio.file.StandardOpenOption;
 import java.nio.file.attribute.BasicFileAttributes;
-import java.security.MessageDigest;
 import java.util.Optional;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -142,23 +138,16 @@ final class FileBlobStore implements BlobStore, StorageScan.ContentFolder {
 
     @Override
     public boolean verify(Blob blob) throws IOException {
-        MessageDigest hasher = blob.digest().newHasher();
-        long size = 0;
-        try (FileChannel ch = FileChannel.open(blob.path(), StandardOpenOption.READ)) {
-            ByteBuffer buf = ByteBuffer.allocateDirect(1 << 20);
-            int n;
-            while ((n = ch.read(buf)) >= 0) {
-                size += n;
-                buf.flip();
-                hasher.update(buf);
-                buf.clear();
-            }
+        Digest.FileCheck check;
+        try {
+            check = blob.digest().check(blob.path());
         } catch (NoSuchFileException e) {
             forget(blob);
             return false;
         }
+        long size = check.size();
         Key key = new Key(ContentKind.BLOB, blob.digest());
-        if (size == blob.size() && blob.digest().matches(hasher.digest())) {
+        if (size == blob.size() && check.matches()) {
             index.verified(key);
             return true;
         }

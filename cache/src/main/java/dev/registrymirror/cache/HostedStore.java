@@ -1,14 +1,12 @@
 package dev.registrymirror.cache;
 
 import java.io.IOException;
-import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
-import java.security.MessageDigest;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
@@ -449,21 +447,14 @@ public final class HostedStore implements AutoCloseable {
      * push of it stores it again; {@code false} then. Blocks: call it on a hashing thread.
      */
     public boolean verify(Item blob) throws IOException {
-        MessageDigest hasher = blob.digest().newHasher();
-        long size = 0;
-        try (FileChannel ch = FileChannel.open(blob.path(), StandardOpenOption.READ)) {
-            ByteBuffer buf = ByteBuffer.allocateDirect(1 << 20);
-            int n;
-            while ((n = ch.read(buf)) >= 0) {
-                size += n;
-                buf.flip();
-                hasher.update(buf);
-                buf.clear();
-            }
+        Digest.FileCheck check;
+        try {
+            check = blob.digest().check(blob.path());
         } catch (NoSuchFileException e) {
-            size = -1;
+            check = new Digest.FileCheck(-1, false);
         }
-        boolean good = size == blob.size() && blob.digest().matches(hasher.digest());
+        long size = check.size();
+        boolean good = size == blob.size() && check.matches();
         synchronized (this) {
             try {
                 if (good) {

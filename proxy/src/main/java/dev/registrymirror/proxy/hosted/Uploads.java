@@ -20,11 +20,7 @@ import io.vertx.core.file.AsyncFile;
 import io.vertx.core.file.OpenOptions;
 import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpServerRequest;
-import java.io.IOException;
-import java.io.InputStream;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.security.MessageDigest;
 import java.time.Clock;
 import java.util.List;
 import java.util.Map;
@@ -429,7 +425,7 @@ final class Uploads {
         synchronized (u) {
             size = u.size;
         }
-        return blocking.hash(() -> matches(file, digest)).compose(ok -> {
+        return blocking.hash(() -> digest.check(file).matches()).compose(ok -> {
             if (!ok) {
                 drop(u);
                 metrics.hostedRefused("invalid");
@@ -461,18 +457,6 @@ final class Uploads {
             LOG.info("hosted: blob {} ({} bytes) pushed to {}", digest, size, u.repo);
             return created(req, u.repo, digest);
         });
-    }
-
-    private static boolean matches(Path file, Digest digest) throws IOException {
-        MessageDigest md = digest.newHasher();
-        byte[] buf = new byte[256 * 1024];
-        try (InputStream in = Files.newInputStream(file)) {
-            int n;
-            while ((n = in.read(buf)) > 0) {
-                md.update(buf, 0, n);
-            }
-        }
-        return digest.matches(md.digest());
     }
 
     private static Future<Void> created(HttpServerRequest req, String repo, Digest digest) {
