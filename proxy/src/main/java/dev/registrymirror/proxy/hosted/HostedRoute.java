@@ -29,9 +29,6 @@ public record HostedRoute(Kind kind, String name, String tag, Digest digest, Str
 
     private static final Pattern UPLOADS = Pattern.compile("/v2/(.+)/blobs/uploads/?");
     private static final Pattern UPLOAD = Pattern.compile("/v2/(.+)/blobs/uploads/([A-Za-z0-9-]{1,64})");
-    private static final Pattern ENDPOINT = Pattern.compile("/v2/(.+)/(manifests|blobs|referrers)/([^/]+)");
-    private static final Pattern TAGS = Pattern.compile("/v2/(.+)/tags/list");
-    private static final Pattern TAG = Pattern.compile("[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}");
 
     /**
      * The hosted route of {@code path}, or null when the path is not about a hosted repository (or not
@@ -50,11 +47,11 @@ public record HostedRoute(Kind kind, String name, String tag, Digest digest, Str
         if (m.matches() && hosted(config, m.group(1))) {
             return new HostedRoute(Kind.UPLOAD, m.group(1), null, null, m.group(2));
         }
-        m = TAGS.matcher(path);
+        m = RouteParser.TAGS.matcher(path);
         if (m.matches() && hosted(config, m.group(1))) {
             return new HostedRoute(Kind.TAGS, m.group(1), null, null, null);
         }
-        m = ENDPOINT.matcher(path);
+        m = RouteParser.ENDPOINT.matcher(path);
         if (!m.matches() || !hosted(config, m.group(1))) {
             return null;
         }
@@ -63,18 +60,15 @@ public record HostedRoute(Kind kind, String name, String tag, Digest digest, Str
         return switch (m.group(2)) {
             case "manifests" -> {
                 if (ref.indexOf(':') >= 0) {
-                    if (!Digest.isValid(ref)) {
-                        throw new RegistryError(400, "DIGEST_INVALID", "\"" + ref + "\" is not a digest");
-                    }
-                    yield new HostedRoute(Kind.MANIFEST, name, null, Digest.parse(ref), null);
+                    yield new HostedRoute(Kind.MANIFEST, name, null, RouteParser.digest(ref), null);
                 }
-                if (!TAG.matcher(ref).matches()) {
+                if (!RouteParser.TAG.matcher(ref).matches()) {
                     throw new RegistryError(400, "TAG_INVALID", "\"" + ref + "\" is not a tag");
                 }
                 yield new HostedRoute(Kind.MANIFEST, name, ref, null, null);
             }
-            case "blobs" -> new HostedRoute(Kind.BLOB, name, null, digest(ref), null);
-            default -> new HostedRoute(Kind.REFERRERS, name, null, digest(ref), null);
+            case "blobs" -> new HostedRoute(Kind.BLOB, name, null, RouteParser.digest(ref), null);
+            default -> new HostedRoute(Kind.REFERRERS, name, null, RouteParser.digest(ref), null);
         };
     }
 
@@ -87,13 +81,6 @@ public record HostedRoute(Kind kind, String name, String tag, Digest digest, Str
             throw RegistryError.nameInvalid(name);
         }
         return true;
-    }
-
-    static Digest digest(String text) {
-        if (!Digest.isValid(text)) {
-            throw RegistryError.digestInvalid(text);
-        }
-        return Digest.parse(text);
     }
 
     /** The reference as it appears in a URL: the tag, or the digest. */

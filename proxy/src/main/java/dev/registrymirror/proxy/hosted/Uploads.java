@@ -99,7 +99,7 @@ final class Uploads {
         String from = req.getParam("from");
         String digest = req.getParam("digest");
         if (mount != null) {
-            Digest d = HostedRoute.digest(mount);
+            Digest d = RouteParser.digest(mount);
             // A source that is not hosted, or that the client may not read, is as one that lacks the blob:
             // the answer is a new session, as the spec says, and tells nothing of what the source holds.
             if (from != null && RouteParser.validName(from) && !from.equals(r.name()) && config.matches(from)
@@ -110,7 +110,7 @@ final class Uploads {
             return open(r, req);
         }
         if (digest != null) {
-            Digest d = HostedRoute.digest(digest);
+            Digest d = RouteParser.digest(digest);
             return newUpload(r.name()).compose(u -> appendBody(u, req).compose(v -> commit(u, d, req)));
         }
         return open(r, req);

@@ -19,9 +19,12 @@ import java.util.regex.Pattern;
 public final class RouteParser {
     public static final int MAX_NAME_LENGTH = 255;
     private static final Pattern COMPONENT = Pattern.compile("[a-z0-9]+(?:(?:\\.|_|__|-+)[a-z0-9]+)*");
-    private static final Pattern TAG = Pattern.compile("[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}");
-    private static final Pattern ENDPOINT = Pattern.compile("/v2/(.+)/(manifests|blobs|referrers)/([^/]+)");
-    private static final Pattern TAGS = Pattern.compile("/v2/(.+)/tags/list");
+    /** A tag, as the distribution spec defines it. */
+    public static final Pattern TAG = Pattern.compile("[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}");
+    /** {@code /v2/<name>/manifests|blobs|referrers/<reference>}: the name, the endpoint, the reference. */
+    public static final Pattern ENDPOINT = Pattern.compile("/v2/(.+)/(manifests|blobs|referrers)/([^/]+)");
+    /** {@code /v2/<name>/tags/list}: the name. */
+    public static final Pattern TAGS = Pattern.compile("/v2/(.+)/tags/list");
 
     private final MirrorConfig config;
 
@@ -109,7 +112,8 @@ public final class RouteParser {
         return true;
     }
 
-    private static Digest digest(String text) {
+    /** The digest {@code text} names, or a {@code 400 DIGEST_INVALID}. */
+    public static Digest digest(String text) {
         try {
             return Digest.parse(text);
         } catch (IllegalArgumentException e) {
