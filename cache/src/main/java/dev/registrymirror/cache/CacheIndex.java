@@ -587,11 +587,12 @@ final class CacheIndex implements AutoCloseable {
                     if (skip != null && skip.contains(s.key())) {
                         continue;
                     }
+                    byte[] digest = bytesOf(s.key().digest());
                     if (s.key().kind() == ContentKind.BLOB) {
-                        presence.add(bytesOf(s.key().digest()));
+                        presence.add(digest);
                     }
                     insertItem.setInt(1, s.key().kind().code);
-                    insertItem.setBytes(2, bytesOf(s.key().digest()));
+                    insertItem.setBytes(2, digest);
                     insertItem.setLong(3, s.size());
                     insertItem.setLong(4, s.modifiedMillis());
                     insertItem.setLong(5, 0); // not hashed by this run

@@ -45,7 +45,6 @@ public final class HostedStore implements AutoCloseable {
     private static final int BLOB = 0;
     private static final int MANIFEST = 1;
 
-    private final Path root;
     private final Path blobs;
     private final Path manifests;
     private final Path uploads;
@@ -112,7 +111,6 @@ public final class HostedStore implements AutoCloseable {
 
     private HostedStore(Path root, Clock clock, long maxBytes, Connection db, long run) throws IOException {
         this.thisRun = run;
-        this.root = root;
         this.blobs = root.resolve("blobs");
         this.manifests = root.resolve("manifests");
         this.uploads = root.resolve("uploads");
@@ -309,13 +307,6 @@ public final class HostedStore implements AutoCloseable {
         } catch (SQLException e) {
             throw io("look up a blob", e);
         }
-    }
-
-    /** Whether any hosted repository holds the blob. */
-    public synchronized boolean hasBlob(Digest digest) throws IOException {
-        boolean found = exists("SELECT 1 FROM blob WHERE digest = ?", digest.toString());
-        endRead();
-        return found;
     }
 
     /** {@link #commitBlob(String, Path, Digest, long, Path)} with no copy elsewhere to share. */
@@ -867,14 +858,16 @@ public final class HostedStore implements AutoCloseable {
         return new long[] {count, freed};
     }
 
-    /** Deletes files under {@code folder} that have no row and were last changed before {@code cutoff}. */
-    private long removeStrayFiles(Path folder, String kind, long cutoff) throws IOException {
+    /**
+     * Deletes files under {@code folder} that have no row in {@code table} and were last changed before
+     * {@code cutoff}.
+     */
+    private long removeStrayFiles(Path folder, String table, long cutoff) throws IOException {
         List<Path> candidates = new ArrayList<>();
         try (Stream<Path> walk = Files.walk(folder, 3)) {
             walk.filter(Files::isRegularFile).forEach(candidates::add);
         }
         long removed = 0;
-        String table = kind.equals("blob") ? "blob" : "manifest";
         for (Path p : candidates) {
             String name = p.getFileName().toString();
             String algorithm = p.getParent().getParent().getFileName().toString();
@@ -976,11 +969,6 @@ public final class HostedStore implements AutoCloseable {
 
     private IOException io(String what, SQLException e) {
         return new IOException("hosted repositories: cannot " + what + ": " + e.getMessage(), e);
-    }
-
-    /** The folder of hosted content. */
-    public Path root() {
-        return root;
     }
 
     @Override

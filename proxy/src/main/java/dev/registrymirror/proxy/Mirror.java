@@ -374,12 +374,12 @@ public final class Mirror {
         return metrics;
     }
 
-    /** The cache's storage. */
     /** The hosted repositories' API; null without {@code hosted}. */
     dev.registrymirror.proxy.hosted.HostedRegistry hosted() {
         return hosted;
     }
 
+    /** The cache's storage. */
     Storage storage() {
         return storage;
     }

@@ -114,5 +114,4 @@ final class StoredBlobs implements BlobSource {
             return null;
         });
     }
-
 }

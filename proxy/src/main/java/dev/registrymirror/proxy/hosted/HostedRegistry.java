@@ -289,8 +289,6 @@ public final class HostedRegistry {
     private record Stored(Digest digest, Digest subject, long size) {
     }
 
-
-
     /** The request's body, at most {@code max} bytes (a 413 past that). */
     private static Future<byte[]> readManifest(HttpServerRequest req, int max) {
         continueIfExpected(req);

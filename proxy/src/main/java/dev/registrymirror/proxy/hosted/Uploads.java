@@ -495,7 +495,6 @@ final class Uploads {
         return done.future();
     }
 
-
     /** Drops sessions idle for longer than {@code hosted.uploadExpiry}, with their files; yields how many. */
     int expire() {
         long cutoff = clock.millis() - config.uploadExpiry().toMillis();
