@@ -1,7 +1,7 @@
 package dev.registrymirror.proxy.hosted;
 
 import static dev.registrymirror.proxy.hosted.PushAnswers.continueIfExpected;
-import static dev.registrymirror.proxy.hosted.PushAnswers.drainThen;
+import static dev.registrymirror.proxy.hosted.PushAnswers.announcedLength;
 import static dev.registrymirror.proxy.hosted.PushAnswers.quotaError;
 
 import dev.registrymirror.cache.BlobStore;
@@ -236,11 +236,10 @@ public final class HostedRegistry {
     }
 
     private Future<Void> putManifest(HostedRoute r, HttpServerRequest req) {
-        String length = req.getHeader(HttpHeaders.CONTENT_LENGTH);
-        long announced = length != null && length.matches("\\d{1,18}") ? Long.parseLong(length) : -1;
+        long announced = announcedLength(req);
         int max = ManifestService.MAX_MANIFEST_BYTES;
         if (announced > max) {
-            return drainThen(req, new RegistryError(413, "SIZE_INVALID", "the manifest has " + announced
+            return Future.failedFuture(new RegistryError(413, "SIZE_INVALID", "the manifest has " + announced
                     + " bytes, over the limit of " + max));
         }
         String contentType = req.getHeader(HttpHeaders.CONTENT_TYPE);
@@ -296,7 +295,6 @@ public final class HostedRegistry {
         Buffer body = Buffer.buffer();
         req.handler(b -> {
             if (body.length() + b.length() > max) {
-                req.response().putHeader(HttpHeaders.CONNECTION, "close");
                 done.tryFail(new RegistryError(413, "SIZE_INVALID", "the manifest has more than " + max + " bytes"));
                 return;
             }

@@ -2,11 +2,14 @@ package dev.registrymirror.proxy.hosted;
 
 import dev.registrymirror.cache.HostedStore;
 import dev.registrymirror.proxy.route.RegistryError;
-import io.vertx.core.Future;
 import io.vertx.core.http.HttpHeaders;
 import io.vertx.core.http.HttpServerRequest;
 
-/** What uploads and manifest pushes answer alike: refusals of a body, the quota's error, {@code 100 Continue}. */
+/**
+ * What uploads and manifest pushes read and answer alike: the announced length, the quota's error,
+ * {@code 100 Continue}. A refusal before the body is read needs nothing more: the registry handler
+ * closes such a request's connection after the answer.
+ */
 final class PushAnswers {
     private PushAnswers() {
     }
@@ -31,11 +34,9 @@ final class PushAnswers {
         }
     }
 
-    /** Fails with {@code e}, the connection closed after the answer if the body was not read. */
-    static Future<Void> drainThen(HttpServerRequest req, RegistryError e) {
-        if (!req.isEnded()) {
-            req.response().putHeader(HttpHeaders.CONNECTION, "close");
-        }
-        return Future.failedFuture(e);
+    /** The request's announced {@code Content-Length}; -1 when it has none (or not a number). */
+    static long announcedLength(HttpServerRequest req) {
+        String length = req.getHeader(HttpHeaders.CONTENT_LENGTH);
+        return length != null && length.matches("\\d{1,18}") ? Long.parseLong(length) : -1;
     }
 }

@@ -1,7 +1,7 @@
 package dev.registrymirror.proxy.hosted;
 
 import static dev.registrymirror.proxy.hosted.PushAnswers.continueIfExpected;
-import static dev.registrymirror.proxy.hosted.PushAnswers.drainThen;
+import static dev.registrymirror.proxy.hosted.PushAnswers.announcedLength;
 import static dev.registrymirror.proxy.hosted.PushAnswers.quotaError;
 
 import dev.registrymirror.cache.BlobStore;
@@ -140,12 +140,12 @@ final class Uploads {
         try {
             u = take(r);
         } catch (RegistryError e) {
-            return drainThen(req, e);
+            return Future.failedFuture(e);
         }
         RegistryError misplaced = misplaced(u, req);
         if (misplaced != null) {
             release(u);
-            return drainThen(req, misplaced);
+            return Future.failedFuture(misplaced);
         }
         return appendBody(u, req).compose(v -> {
             release(u);
@@ -161,14 +161,14 @@ final class Uploads {
         try {
             u = take(r);
         } catch (RegistryError e) {
-            return drainThen(req, e);
+            return Future.failedFuture(e);
         }
         String text = req.getParam("digest");
         RegistryError refused = text == null || !Digest.isValid(text)
                 ? RegistryError.digestInvalid(text == null ? "(none)" : text) : misplaced(u, req);
         if (refused != null) {
             release(u);
-            return drainThen(req, refused);
+            return Future.failedFuture(refused);
         }
         return appendBody(u, req).compose(v -> commit(u, Digest.parse(text), req), err -> {
             release(u);
@@ -265,14 +265,13 @@ final class Uploads {
      * stops the upload when it arrives.
      */
     private Future<Void> appendBody(Upload u, HttpServerRequest req) {
-        String length = req.getHeader(HttpHeaders.CONTENT_LENGTH);
-        long announced = length != null && length.matches("\\d{1,18}") ? Long.parseLong(length) : -1;
+        long announced = announcedLength(req);
         if (announced == 0 || announced < 0 && req.isEnded()) {
             return Future.succeededFuture();
         }
         if (announced > 0 && u.size + announced > maxBlobSize) {
             drop(u);
-            return drainThen(req, new RegistryError(413, "SIZE_INVALID", "the blob would have " + (u.size + announced)
+            return Future.failedFuture(new RegistryError(413, "SIZE_INVALID", "the blob would have " + (u.size + announced)
                     + " bytes, over storage.maxBlobSize (" + maxBlobSize + ")"));
         }
         // The quota bounds what an upload may write, not only what it may commit: an upload that could
@@ -282,7 +281,7 @@ final class Uploads {
         if (announced > 0 && u.size + announced > quotaLeft) {
             drop(u);
             metrics.hostedRefused("quota");
-            return drainThen(req, quotaError(new HostedStore.QuotaExceeded(store.bytes(), u.size + announced,
+            return Future.failedFuture(quotaError(new HostedStore.QuotaExceeded(store.bytes(), u.size + announced,
                     store.maxBytes())));
         }
         Path file = store.uploadFile(u.id);
