@@ -11,10 +11,13 @@ import dev.registrymirror.config.MirrorConfig;
 import dev.registrymirror.metrics.MirrorMetrics;
 import dev.registrymirror.proxy.blob.BlobService;
 import dev.registrymirror.proxy.manifest.ManifestService;
+import dev.registrymirror.proxy.manifest.MediaTypes;
+import dev.registrymirror.proxy.manifest.Referrers;
 import dev.registrymirror.proxy.route.RegistryError;
 import dev.registrymirror.proxy.upstream.BodyMemory;
 import dev.registrymirror.proxy.vertx.Blocking;
 import dev.registrymirror.proxy.vertx.SingleFlight;
+import dev.registrymirror.proxy.vertx.Slices;
 import io.vertx.core.Future;
 import io.vertx.core.Promise;
 import io.vertx.core.Vertx;
@@ -223,12 +226,9 @@ public final class HostedRegistry {
             if (read == null) {
                 return Future.failedFuture(RegistryError.manifestUnknown(r.reference()));
             }
-            HttpServerResponse resp = req.response();
-            resp.putHeader(HttpHeaders.CONTENT_TYPE, read.item().mediaType())
-                    .putHeader("Docker-Content-Digest", read.item().digest().toString())
-                    .putHeader(HttpHeaders.ETAG, "\"" + read.item().digest() + "\"")
-                    .putHeader(HttpHeaders.CONTENT_LENGTH, Long.toString(read.item().size()));
-            return read.bytes() == null ? resp.end() : resp.end(Buffer.buffer(read.bytes()));
+            HostedStore.Item m = read.item();
+            HttpServerResponse resp = ManifestService.manifestHeaders(req.response(), m.mediaType(), m.digest(), m.size());
+            return read.bytes() == null ? resp.end() : Slices.send(resp, read.bytes());
         });
     }
 
@@ -354,13 +354,11 @@ public final class HostedRegistry {
                 }
                 manifests.add(d);
             }
-            HttpServerResponse resp = req.response().putHeader(HttpHeaders.CONTENT_TYPE,
-                    "application/vnd.oci.image.index.v1+json");
+            HttpServerResponse resp = req.response().putHeader(HttpHeaders.CONTENT_TYPE, MediaTypes.OCI_INDEX);
             if (artifactType != null) {
                 resp.putHeader("OCI-Filters-Applied", "artifactType");
             }
-            return resp.end(new JsonObject().put("schemaVersion", 2)
-                    .put("mediaType", "application/vnd.oci.image.index.v1+json").put("manifests", manifests).toBuffer());
+            return resp.end(Referrers.index(manifests).toBuffer());
         });
     }
 }

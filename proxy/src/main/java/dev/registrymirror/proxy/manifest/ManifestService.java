@@ -486,13 +486,17 @@ public final class ManifestService {
         });
     }
 
+    /** The headers of every manifest answer: its own type, length and digest (also as the ETag). */
+    public static HttpServerResponse manifestHeaders(HttpServerResponse resp, String mediaType, Digest digest, long size) {
+        return resp.putHeader(HttpHeaders.CONTENT_TYPE, mediaType)
+                .putHeader(HttpHeaders.CONTENT_LENGTH, Long.toString(size))
+                .putHeader("Docker-Content-Digest", digest.toString())
+                .putHeader(HttpHeaders.ETAG, "\"" + digest + "\"");
+    }
+
     private Future<Void> send(HttpServerRequest req, Served served, boolean hop) {
         Manifest m = served.manifest();
-        HttpServerResponse resp = req.response()
-                .putHeader(HttpHeaders.CONTENT_TYPE, m.mediaType())
-                .putHeader(HttpHeaders.CONTENT_LENGTH, Integer.toString(m.bytes().length))
-                .putHeader("Docker-Content-Digest", m.digest().toString())
-                .putHeader(HttpHeaders.ETAG, "\"" + m.digest() + "\"");
+        HttpServerResponse resp = manifestHeaders(req.response(), m.mediaType(), m.digest(), m.bytes().length);
         if (hop && served.checkedAt() != null) {
             resp.putHeader(TAG_CHECKED_HEADER, Long.toString(served.checkedAt().toEpochMilli()));
         }

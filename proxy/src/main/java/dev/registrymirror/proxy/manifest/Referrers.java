@@ -105,7 +105,8 @@ public final class Referrers {
         return algorithm.substring(0, Math.min(32, algorithm.length())) + "-" + hex.substring(0, Math.min(64, hex.length()));
     }
 
-    private static JsonObject index(JsonArray manifests) {
+    /** An OCI index of {@code manifests}: what the referrers API answers. */
+    public static JsonObject index(JsonArray manifests) {
         return new JsonObject().put("schemaVersion", 2).put("mediaType", MediaTypes.OCI_INDEX).put("manifests", manifests);
     }
 
