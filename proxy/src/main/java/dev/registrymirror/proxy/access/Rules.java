@@ -24,14 +24,8 @@ public final class Rules {
      * rules or past the last rule (anonymous pushes only where a rule names {@code anonymous}).
      */
     public List<String> pushers(String name) {
-        for (Compiled r : rules) {
-            for (Pattern g : r.globs()) {
-                if (g.matcher(name).matches()) {
-                    return r.push();
-                }
-            }
-        }
-        return List.of();
+        Compiled r = firstMatch(name);
+        return r == null ? List.of() : r.push();
     }
 
     /** Who may pull {@code upstream/repository}: the first matching rule's list; everyone without rules; nobody past the last rule. */
@@ -39,13 +33,19 @@ public final class Rules {
         if (rules.isEmpty()) {
             return List.of(Identity.ANONYMOUS);
         }
+        Compiled r = firstMatch(name);
+        return r == null ? List.of() : r.pull();
+    }
+
+    /** The first rule one of whose globs matches {@code name}; null when none does. */
+    private Compiled firstMatch(String name) {
         for (Compiled r : rules) {
             for (Pattern g : r.globs()) {
                 if (g.matcher(name).matches()) {
-                    return r.pull();
+                    return r;
                 }
             }
         }
-        return List.of();
+        return null;
     }
 }
