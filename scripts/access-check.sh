@@ -32,18 +32,13 @@ HOST_IP=$(host_ip)
 MIR=$HOST_IP:5502   # Docker sends no credentials to loopback registries, which it counts as insecure
 DOCKER_CERTS=/etc/docker/certs.d/$MIR; PODMAN_CERTS=/etc/containers/certs.d/$MIR
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$DOCKER_CERTS" "$PODMAN_CERTS"; [ -n "${KEEP:-}" ] || rm -rf "$W"
-}
-trap cleanup EXIT
+trap 'stop_all "$DOCKER_CERTS" "$PODMAN_CERTS"' EXIT
 
 # ---------------------------------------------------------------- certificates, users, upstream
 pki_ca "access-check CA"
 pki_issue server mirror.lan "subjectAltName=IP:$HOST_IP,IP:127.0.0.1
 extendedKeyUsage=serverAuth"
-htpasswd -B -b -c "$W/htpasswd" alice alice-pw-1 2>/dev/null; htpasswd -B -b "$W/htpasswd" bob bob-pw-2 2>/dev/null
+alice_and_bob
 oci_layout "$W/layout" "$W"
 start_upstream $REG
 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$W/layout:single" docker://$REG/library/alpine:3.19

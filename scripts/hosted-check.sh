@@ -32,19 +32,13 @@ MIR=$HOST_IP:5602   # Docker sends no credentials to loopback registries, which 
 DOCKER_CERTS=/etc/docker/certs.d/$MIR; PODMAN_CERTS=/etc/containers/certs.d/$MIR
 pids=()
 mirror_pid=
-cleanup() {
-  [ -n "$mirror_pid" ] && kill "$mirror_pid" 2>/dev/null || true
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$DOCKER_CERTS" "$PODMAN_CERTS"; [ -n "${KEEP:-}" ] || rm -rf "$W"
-}
-trap cleanup EXIT
+trap 'stop_all "$DOCKER_CERTS" "$PODMAN_CERTS"' EXIT
 
 # ---------------------------------------------------------------- certificates, users, upstream, mirror
 pki_ca "hosted-check CA"
 pki_issue server registry.lan "subjectAltName=IP:$HOST_IP,IP:127.0.0.1
 extendedKeyUsage=serverAuth"
-htpasswd -B -b -c "$W/htpasswd" alice alice-pw-1 2>/dev/null; htpasswd -B -b "$W/htpasswd" bob bob-pw-2 2>/dev/null
+alice_and_bob
 oci_layout "$W/layout" "$W"
 start_upstream $REG
 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$W/layout:single" docker://$REG/library/alpine:3.19
@@ -69,6 +63,7 @@ access:
 YAML
 start_mirror() {
   java -jar proxy/target/registry-mirror.jar --config "$W/mirror.yaml" >> "$W/mirror.log" 2>&1 & mirror_pid=$!
+  pids+=($mirror_pid)
   for _ in $(seq 1 100); do curl -s -o /dev/null --cacert "$W/ca.crt" https://$MIR/v2/ && return 0; sleep 0.1; done
   fail "the mirror did not start"
 }
@@ -150,7 +145,7 @@ for _ in $(seq 1 1200); do
   uploaded=$(du -sb "$W/mirror/hosted/uploads" 2>/dev/null | cut -f1); [ "${uploaded:-0}" -gt 20000000 ] && break; sleep 0.05
 done
 [ "${uploaded:-0}" -gt 20000000 ] || { cat "$W/push-big.log"; fail "the big push never got under way"; }
-kill -9 $mirror_pid; wait $mirror_pid 2>/dev/null || true; mirror_pid=
+kill -9 $mirror_pid; wait $mirror_pid 2>/dev/null || true
 wait $push_pid 2>/dev/null && fail "the push survived kill -9 of the mirror" || true
 start_mirror
 tags=$($CURL -u alice:alice-pw-1 https://$MIR/v2/team/big/tags/list)

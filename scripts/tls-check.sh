@@ -28,12 +28,7 @@ HOST_IP=$(host_ip)   # for Docker's daemon, which sends loopback registries no c
 PUB=$HOST_IP:${MIR#*:}
 CERTS_D=/etc/docker/certs.d/$PUB
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$CERTS_D"; [ -n "${KEEP:-}" ] || rm -rf "$W"
-}
-trap cleanup EXIT
+trap 'stop_all "$CERTS_D"' EXIT
 
 # ---------------------------------------------------------------- certificates
 pki_ca "tls-check CA"

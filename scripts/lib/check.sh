@@ -9,6 +9,19 @@ host_ip() {
   echo "$ip"
 }
 
+# stop_all DIR...: a check's cleanup (trap it on EXIT): stops the processes in pids, removes the
+# given folders (certificates it put in place) and, unless KEEP is set, its scratch folder W.
+stop_all() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$@"; [ -n "${KEEP:-}" ] || rm -rf "$W"
+}
+
+# alice_and_bob: $W/htpasswd with the users alice (alice-pw-1) and bob (bob-pw-2), bcrypt as htpasswd -B writes.
+alice_and_bob() {
+  htpasswd -B -b -c "$W/htpasswd" alice alice-pw-1 2>/dev/null; htpasswd -B -b "$W/htpasswd" bob bob-pw-2 2>/dev/null
+}
+
 # pki_ca CN: a CA (ca.crt, ca.key) in $W.
 pki_ca() {
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=$1" \
